@@ -1,0 +1,93 @@
+"""Conventions shared across the package: cameras, Occ3D classes and grid, planning horizon, meta-actions.
+
+Every literal that more than one module needs lives here, once.
+"""
+
+from __future__ import annotations
+
+# nuScenes camera order used everywhere (processor input order, dataset columns, renderer, plots).
+CAMERA_NAMES: tuple[str, ...] = (
+    "CAM_FRONT",
+    "CAM_FRONT_RIGHT",
+    "CAM_FRONT_LEFT",
+    "CAM_BACK",
+    "CAM_BACK_LEFT",
+    "CAM_BACK_RIGHT",
+)
+
+# Occ3D-nuScenes semantic classes, index = label id in `labels.npz["semantics"]`.
+OCC_CLASS_NAMES: tuple[str, ...] = (
+    "others",
+    "barrier",
+    "bicycle",
+    "bus",
+    "car",
+    "construction_vehicle",
+    "motorcycle",
+    "pedestrian",
+    "traffic_cone",
+    "trailer",
+    "truck",
+    "driveable_surface",
+    "other_flat",
+    "sidewalk",
+    "terrain",
+    "manmade",
+    "vegetation",
+    "free",
+)
+NUM_OCC_CLASSES: int = len(OCC_CLASS_NAMES)  # 18
+OCC_FREE_CLASS: int = OCC_CLASS_NAMES.index("free")  # 17
+
+# Occ3D-nuScenes grid: 200 x 200 x 16 voxels of 0.4 m over x, y in [-40, 40] m and z in [-1, 5.4] m (ego frame).
+OCC_GRID_SHAPE: tuple[int, int, int] = (200, 200, 16)
+OCC_VOXEL_SIZE_M: float = 0.4
+OCC_RANGE_MIN_M: tuple[float, float, float] = (-40.0, -40.0, -1.0)
+OCC_RANGE_MAX_M: tuple[float, float, float] = (40.0, 40.0, 5.4)
+
+# Planning: six future waypoints at 2 Hz (3 s), ego frame (x forward, y left), metres.
+NUM_WAYPOINTS: int = 6
+WAYPOINT_STEP_S: float = 0.5
+
+# Ego-status features in the order the processor and the datasets store them.
+EGO_STATUS_FEATURES: tuple[str, ...] = ("vx", "vy", "ax", "ay", "yaw_rate", "steering")
+
+# Meta-action vocabulary: speed x path.
+SPEED_ACTIONS: tuple[str, ...] = ("stop", "decelerate", "keep", "accelerate")
+PATH_ACTIONS: tuple[str, ...] = ("straight", "left turn", "right turn", "left lane change", "right lane change")
+
+# nuScenes-QA question types and hop counts.
+QA_QUESTION_TYPES: tuple[str, ...] = ("exist", "count", "object", "status", "comparison")
+QA_HOPS: tuple[str, ...] = ("H0", "H1")
+
+# Agent boxes (datasets, collision metric, plots): one row per box, ego frame of the current keyframe, metres/radians.
+BOX_FIELDS: tuple[str, ...] = ("x", "y", "z", "length", "width", "height", "yaw")
+
+# Special tokens shared by the tokenizer, the processor and the model config.
+IMAGE_TOKEN: str = "<image>"
+TRAJ_TOKEN: str = "<traj>"
+
+# Past ego trajectory stored with the planning data (ego-status baselines): 4 waypoints at 2 Hz (2 s), oldest first.
+NUM_PAST_WAYPOINTS: int = 4
+
+# Occ3D class colours for pictures (RGB, index = class id): the palette of the Occ3D-nuScenes visualisation scripts.
+OCC_CLASS_COLORS_RGB: tuple[tuple[int, int, int], ...] = (
+    (0, 0, 0),  # others
+    (255, 120, 50),  # barrier
+    (255, 192, 203),  # bicycle
+    (255, 255, 0),  # bus
+    (0, 150, 245),  # car
+    (0, 255, 255),  # construction_vehicle
+    (200, 180, 0),  # motorcycle
+    (255, 0, 0),  # pedestrian
+    (255, 240, 150),  # traffic_cone
+    (135, 60, 0),  # trailer
+    (160, 32, 240),  # truck
+    (255, 0, 255),  # driveable_surface
+    (175, 0, 75),  # other_flat
+    (75, 0, 75),  # sidewalk
+    (150, 240, 80),  # terrain
+    (230, 230, 250),  # manmade
+    (0, 175, 0),  # vegetation
+    (255, 255, 255),  # free
+)

@@ -1,0 +1,193 @@
+"""OccVLA configuration: a PaliGemma-style VLM plus occupancy queries, an occupancy head and a trajectory head."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+from ..constants import EGO_STATUS_FEATURES, NUM_OCC_CLASSES, NUM_WAYPOINTS, WAYPOINT_STEP_S
+
+
+@strict
+class OccVLAConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`OccVLAForPlanning`].
+
+    Args:
+        vision_config (`dict` or `PreTrainedConfig`, *optional*):
+            Vision tower config (SigLIP family); defaults to PaliGemma-3B's SigLIP-So400m/14 at 224 px.
+        text_config (`dict` or `PreTrainedConfig`, *optional*):
+            Causal LM config (Gemma family or any decoder-only LM); defaults to PaliGemma-3B's Gemma-2B.
+        projector_type (`str`, *optional*, defaults to `"linear"`):
+            `"linear"` (PaliGemma: one linear layer) or `"mlp"` (LLaVA: linear-GELU-linear) from vision to text width.
+        image_token_id (`int`, *optional*, defaults to 256000):
+            Placeholder token replaced by image features; `num_views * image_seq_length` of them per sample.
+        traj_token_id (`int`, *optional*, defaults to 257152):
+            The `<traj>` token whose final hidden state the trajectory head reads.
+        pad_token_id (`int`, *optional*, defaults to 0):
+            Padding token id.
+        num_views (`int`, *optional*, defaults to 6):
+            Camera views per sample, in nuScenes camera order (1 = front camera only).
+        num_occupancy_queries_hw (`tuple[int, int]`, *optional*, defaults to `(25, 25)`):
+            BEV layout of the learnable occupancy queries (rows, columns); each query predicts one patch of the latent.
+        occupancy_latent_shape (`tuple[int, int, int]`, *optional*, defaults to `(64, 50, 50)`):
+            (channels, height, width) of the occupancy VAE latent the queries are mapped into; height and width must be
+            multiples of the query layout.
+        occupancy_head_hidden_size (`int`, *optional*, defaults to 1024):
+            Hidden width of the occupancy head MLP.
+        occupancy_num_classes (`int`, *optional*, defaults to 18):
+            Semantic classes of the occupancy grid (Occ3D: 17 classes + free).
+        occupancy_modules (`bool`, *optional*, defaults to `True`):
+            Whether the model has the occupancy queries and head; `False` only for inference exports made with
+            `OccVLAForPlanning.without_occupancy_modules()`.
+        occupancy_vae_config (`dict`, *optional*):
+            Config of the frozen occupancy VAE the model carries (set by `set_occupancy_vae`); `None` = no VAE.
+        occupancy_latent_loss_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the latent regression loss (MSE to `vae.encode(occupancy)`).
+        occupancy_voxel_loss_weight (`float`, *optional*, defaults to 0.0):
+            Weight of the voxel cross-entropy through the frozen VAE decoder.
+        occupancy_loss_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the occupancy terms in the total loss.
+        num_waypoints (`int`, *optional*, defaults to 6):
+            Future waypoints predicted by the trajectory head.
+        waypoint_step_s (`float`, *optional*, defaults to 0.5):
+            Time between waypoints, seconds.
+        ego_status_dim (`int`, *optional*, defaults to 6):
+            Number of ego-status features (velocity, acceleration, yaw rate, steering).
+        use_ego_status (`bool`, *optional*, defaults to `True`):
+            Whether the trajectory head reads the normalised ego status next to the `<traj>` hidden state.
+        trajectory_head_hidden_size (`int`, *optional*, defaults to 512):
+            Hidden width of the trajectory head MLP.
+        trajectory_step_scale_m (`float`, *optional*, defaults to 2.0):
+            The head predicts per-step displacements in units of this many metres; waypoints are their cumulative sum.
+        trajectory_loss_type (`str`, *optional*, defaults to `"smooth_l1"`):
+            `"l1"` or `"smooth_l1"` on waypoints in metres.
+        trajectory_loss_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the trajectory loss in the total loss.
+        tie_word_embeddings (`bool`, *optional*, defaults to `True`):
+            Tie the LM head to the input embeddings (as PaliGemma).
+    """
+
+    model_type = "occvla"
+    attribute_map = {"image_token_index": "image_token_id"}
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(
+            config_class=AutoConfig,
+            model_type="siglip_vision_model",
+            init_kwargs={
+                "intermediate_size": 4304,
+                "hidden_size": 1152,
+                "patch_size": 14,
+                "image_size": 224,
+                "num_hidden_layers": 27,
+                "num_attention_heads": 16,
+                "vision_use_head": False,
+            },
+        ),
+        "text_config": SubConfigSpec(
+            config_class=AutoConfig,
+            model_type="gemma",
+            init_kwargs={
+                "hidden_size": 2048,
+                "num_hidden_layers": 18,
+                "intermediate_size": 16384,
+                "num_attention_heads": 8,
+                "num_key_value_heads": 1,
+                "vocab_size": 257216,
+            },
+        ),
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    projector_type: Literal["linear", "mlp"] = "linear"
+    image_token_id: int = 256000
+    traj_token_id: int = 257152
+    pad_token_id: int | None = 0
+    num_views: int = 6
+    num_occupancy_queries_hw: tuple[int, int] | list[int] = (25, 25)
+    occupancy_latent_shape: tuple[int, int, int] | list[int] = (64, 50, 50)
+    occupancy_head_hidden_size: int = 1024
+    occupancy_num_classes: int = NUM_OCC_CLASSES
+    occupancy_modules: bool = True
+    occupancy_vae_config: dict | None = None
+    occupancy_latent_loss_weight: float = 1.0
+    occupancy_voxel_loss_weight: float = 0.0
+    occupancy_loss_weight: float = 1.0
+    num_waypoints: int = NUM_WAYPOINTS
+    waypoint_step_s: float = WAYPOINT_STEP_S
+    ego_status_dim: int = len(EGO_STATUS_FEATURES)
+    use_ego_status: bool = True
+    trajectory_head_hidden_size: int = 512
+    trajectory_step_scale_m: float = 2.0
+    trajectory_loss_type: Literal["l1", "smooth_l1"] = "smooth_l1"
+    trajectory_loss_weight: float = 1.0
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self, **kwargs) -> None:
+        super().__post_init__(**kwargs)
+        # JSON stores tuples as lists; keep one type so round trips compare equal.
+        self.num_occupancy_queries_hw = tuple(self.num_occupancy_queries_hw)
+        self.occupancy_latent_shape = tuple(self.occupancy_latent_shape)
+        self.vision_config.projection_dim = self.text_config.hidden_size
+
+    @property
+    def image_seq_length(self) -> int:
+        """Image tokens per camera view: (image_size / patch_size) ** 2."""
+        return (self.vision_config.image_size // self.vision_config.patch_size) ** 2
+
+    @property
+    def num_occupancy_queries(self) -> int:
+        return self.num_occupancy_queries_hw[0] * self.num_occupancy_queries_hw[1]
+
+    @property
+    def occupancy_patch_hw(self) -> tuple[int, int]:
+        """Latent cells (rows, columns) each occupancy query predicts."""
+        (_, height, width), (rows, cols) = self.occupancy_latent_shape, self.num_occupancy_queries_hw
+        return height // rows, width // cols
+
+    def validate_occvla(self) -> None:
+        """Reject inconsistent values with errors that name the field."""
+        vocab_size = self.text_config.vocab_size
+        for name in ("image_token_id", "traj_token_id"):
+            value = getattr(self, name)
+            if not 0 <= value < vocab_size:
+                raise ValueError(f"{name}: expected a token id in [0, {vocab_size}) (text_config.vocab_size), got {value}")
+        if self.image_token_id == self.traj_token_id:
+            raise ValueError(f"traj_token_id: must differ from image_token_id, both are {self.traj_token_id}")
+        if self.num_views < 1:
+            raise ValueError(f"num_views: expected >= 1, got {self.num_views}")
+        if len(self.num_occupancy_queries_hw) != 2 or min(self.num_occupancy_queries_hw) < 1:
+            raise ValueError(
+                f"num_occupancy_queries_hw: expected (rows, cols) >= 1, got {self.num_occupancy_queries_hw}"
+            )
+        if len(self.occupancy_latent_shape) != 3 or min(self.occupancy_latent_shape) < 1:
+            raise ValueError(
+                f"occupancy_latent_shape: expected (channels, height, width) >= 1, got {self.occupancy_latent_shape}"
+            )
+        (_, height, width), (rows, cols) = self.occupancy_latent_shape, self.num_occupancy_queries_hw
+        if height % rows or width % cols:
+            raise ValueError(
+                f"num_occupancy_queries_hw: {self.num_occupancy_queries_hw} must divide the latent height x width "
+                f"{height} x {width} of occupancy_latent_shape"
+            )
+        for name in (
+            "occupancy_latent_loss_weight",
+            "occupancy_voxel_loss_weight",
+            "occupancy_loss_weight",
+            "trajectory_loss_weight",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
+        for name in ("num_waypoints", "ego_status_dim", "occupancy_num_classes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        for name in ("waypoint_step_s", "trajectory_step_scale_m"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: expected > 0, got {getattr(self, name)}")
+
+
+__all__ = ["OccVLAConfig"]

@@ -1,0 +1,761 @@
+"""OccVLA: a PaliGemma-style VLM that plans, with implicit 3D occupancy supervision through learnable queries.
+
+Sequence layout per sample: `[image tokens of every view | text tokens | occupancy queries]`. The occupancy queries
+exist only while training with occupancy targets (or when asked for); they attend to image tokens and to each other,
+and no text token attends to them, so text logits and the trajectory are identical with and without them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, GenerationMixin, PreTrainedConfig, PreTrainedModel
+from transformers.cache_utils import Cache
+from transformers.masking_utils import create_causal_mask, create_masks_for_generate, create_sliding_window_causal_mask
+from transformers.modeling_outputs import ModelOutput
+from transformers.utils import logging
+
+from .configuration_occvla import OccVLAConfig
+
+logger = logging.get_logger(__name__)
+
+MaskFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class OccVLAModelOutput(ModelOutput):
+    """
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch, text_length, hidden)`):
+            Final hidden states of the image and text tokens (occupancy queries removed).
+        occupancy_hidden_state (`torch.FloatTensor` of shape `(batch, num_queries, hidden)`, *optional*):
+            Final hidden states of the occupancy queries, when they were in the sequence.
+        cache (`Cache`, *optional*):
+            Key/value cache of the image and text tokens (never holds occupancy queries).
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            Per-layer hidden states of the whole sequence (occupancy queries included when present).
+        attentions (`tuple(torch.FloatTensor)`, *optional*):
+            Per-layer attention weights (eager attention only).
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    occupancy_hidden_state: torch.FloatTensor | None = None
+    cache: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class OccVLAOutput(ModelOutput):
+    """
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*):
+            `lm_loss + trajectory_loss_weight * trajectory_loss + occupancy_loss_weight * (latent + voxel terms)`,
+            over the terms whose targets were given.
+        lm_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            Next-token cross-entropy on tokens whose label is not -100.
+        trajectory_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            L1 / smooth-L1 between predicted and target waypoints (metres), over valid waypoints.
+        occupancy_latent_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            MSE between the predicted latent and `occupancy_vae.encode(occupancy)`, unweighted.
+        occupancy_voxel_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            Voxel cross-entropy of `occupancy_vae.decode(predicted latent)`, unweighted (only if its weight > 0).
+        logits (`torch.FloatTensor` of shape `(batch, text_length, vocab)`):
+            LM logits of the image and text tokens.
+        trajectory (`torch.FloatTensor` of shape `(batch, num_waypoints, 2)`, *optional*):
+            Waypoints in metres, ego frame (x forward, y left), read from the `<traj>` token.
+        occupancy_latent (`torch.FloatTensor` of shape `(batch, C, H, W)`, *optional*):
+            Occupancy latent predicted from the occupancy queries.
+        occupancy_logits (`torch.FloatTensor` of shape `(batch, num_classes, X, Y, Z)`, *optional*):
+            Voxel logits decoded from `occupancy_latent` by the frozen VAE (when `return_occupancy=True`).
+        cache, hidden_states, attentions:
+            As in [`OccVLAModelOutput`].
+    """
+
+    loss: torch.FloatTensor | None = None
+    lm_loss: torch.FloatTensor | None = None
+    trajectory_loss: torch.FloatTensor | None = None
+    occupancy_latent_loss: torch.FloatTensor | None = None
+    occupancy_voxel_loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    trajectory: torch.FloatTensor | None = None
+    occupancy_latent: torch.FloatTensor | None = None
+    occupancy_logits: torch.FloatTensor | None = None
+    cache: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class PlanningOutput(ModelOutput):
+    """
+    Args:
+        trajectory (`torch.FloatTensor` of shape `(batch, num_waypoints, 2)`):
+            Planned waypoints in metres, ego frame, from the trajectory head (no waypoints decoded as text).
+        sequences (`torch.LongTensor` of shape `(batch, prompt_length + new_tokens)`):
+            Prompt followed by the generated meta-action tokens.
+        meta_action (`list[str]`, *optional*):
+            Decoded meta-action text per sample, when a tokenizer was passed to `plan`.
+    """
+
+    trajectory: torch.FloatTensor | None = None
+    sequences: torch.LongTensor | None = None
+    meta_action: list[str] | None = None
+
+
+class OccVLAMultiModalProjector(nn.Module):
+    """Vision width -> text width: one linear layer (PaliGemma) or linear-GELU-linear (LLaVA)."""
+
+    def __init__(self, config: OccVLAConfig) -> None:
+        super().__init__()
+        vision_size, text_size = config.vision_config.hidden_size, config.text_config.hidden_size
+        if config.projector_type == "linear":
+            self.linear = nn.Linear(vision_size, text_size, bias=True)
+        else:
+            self.linear_1 = nn.Linear(vision_size, text_size, bias=True)
+            self.act = nn.GELU()
+            self.linear_2 = nn.Linear(text_size, text_size, bias=True)
+        self.projector_type = config.projector_type
+
+    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
+        if self.projector_type == "linear":
+            return self.linear(image_features)
+        return self.linear_2(self.act(self.linear_1(image_features)))
+
+
+class OccVLATrajectoryHead(nn.Module):
+    """MLP from the `<traj>` hidden state (+ normalised ego status) to waypoints, as cumulative per-step offsets."""
+
+    def __init__(self, config: OccVLAConfig) -> None:
+        super().__init__()
+        in_size = config.text_config.hidden_size + (config.ego_status_dim if config.use_ego_status else 0)
+        hidden = config.trajectory_head_hidden_size
+        self.mlp = nn.Sequential(
+            nn.Linear(in_size, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, config.num_waypoints * 2),
+        )
+        self.num_waypoints = config.num_waypoints
+        self.step_scale_m = config.trajectory_step_scale_m
+
+    def forward(self, traj_hidden: torch.Tensor, ego_status: torch.Tensor | None) -> torch.Tensor:
+        """(batch, hidden) [+ (batch, ego_status_dim)] -> (batch, num_waypoints, 2) metres."""
+        features = traj_hidden if ego_status is None else torch.cat([traj_hidden, ego_status.to(traj_hidden)], -1)
+        steps = self.mlp(features).view(-1, self.num_waypoints, 2) * self.step_scale_m
+        return steps.cumsum(dim=1)
+
+
+class OccVLAOccupancyHead(nn.Module):
+    """Maps occupancy-query states laid out on a BEV grid to the VAE latent; each query fills one latent patch."""
+
+    def __init__(self, config: OccVLAConfig) -> None:
+        super().__init__()
+        channels = config.occupancy_latent_shape[0]
+        self.rows, self.cols = config.num_occupancy_queries_hw
+        self.patch_h, self.patch_w = config.occupancy_patch_hw
+        self.channels = channels
+        self.norm = nn.LayerNorm(config.text_config.hidden_size)
+        self.fc1 = nn.Linear(config.text_config.hidden_size, config.occupancy_head_hidden_size)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(config.occupancy_head_hidden_size, channels * self.patch_h * self.patch_w)
+
+    def forward(self, query_states: torch.Tensor) -> torch.Tensor:
+        """(batch, rows * cols, hidden) -> latent (batch, C, rows * patch_h, cols * patch_w)."""
+        batch = query_states.shape[0]
+        patches = self.fc2(self.act(self.fc1(self.norm(query_states))))
+        patches = patches.view(batch, self.rows, self.cols, self.channels, self.patch_h, self.patch_w)
+        return patches.permute(0, 3, 1, 4, 2, 5).reshape(
+            batch, self.channels, self.rows * self.patch_h, self.cols * self.patch_w
+        )
+
+
+def occupancy_query_mask_functions(is_query: torch.Tensor, is_image: torch.Tensor) -> tuple[MaskFunction, MaskFunction]:
+    """Mask overlays for occupancy queries, given `(batch, kv_length)` booleans marking queries and image tokens.
+
+    Returns `(or_fn, and_fn)` for `create_causal_mask`: queries see each other bidirectionally (or); a query row keeps
+    only image and query columns, and every other row loses the query columns (and).
+    """
+
+    def or_fn(batch_idx: torch.Tensor, head_idx: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor):
+        return is_query[batch_idx, q_idx] & is_query[batch_idx, kv_idx]
+
+    def and_fn(batch_idx: torch.Tensor, head_idx: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor):
+        query_row, query_col = is_query[batch_idx, q_idx], is_query[batch_idx, kv_idx]
+        return (~query_row & ~query_col) | (query_row & (query_col | is_image[batch_idx, kv_idx]))
+
+    return or_fn, and_fn
+
+
+class OccVLAPreTrainedModel(PreTrainedModel):
+    config: OccVLAConfig
+    config_class = OccVLAConfig
+    base_model_prefix = "model"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["OccVLAMultiModalProjector", "OccVLATrajectoryHead", "OccVLAOccupancyHead"]
+    _supports_flash_attn = False  # flash attention cannot express the prefix/occupancy-query mask
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = False
+
+
+class OccVLAModel(OccVLAPreTrainedModel):
+    """Vision tower + projector + language model (no LM head), with the occupancy queries."""
+
+    def __init__(self, config: OccVLAConfig) -> None:
+        super().__init__(config)
+        self.vision_tower = AutoModel.from_config(config.vision_config)
+        self.multi_modal_projector = OccVLAMultiModalProjector(config)
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.occupancy_queries = (
+            nn.Embedding(config.num_occupancy_queries, config.text_config.hidden_size)
+            if config.occupancy_modules
+            else None
+        )
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(batch, num_views, 3, H, W) -> (batch, num_views * image_seq_length, text_hidden)."""
+        batch, views = pixel_values.shape[:2]
+        vision_dtype = self.vision_tower.dtype
+        features = self.vision_tower(pixel_values.flatten(0, 1).to(vision_dtype)).last_hidden_state
+        return self.multi_modal_projector(features).reshape(batch, views * features.shape[1], -1)
+
+    def _check_inputs(self, input_ids: torch.Tensor | None, pixel_values: torch.Tensor | None) -> None:
+        if input_ids is not None and input_ids.dim() != 2:
+            raise ValueError(f"input_ids: expected (batch, sequence), got {tuple(input_ids.shape)}")
+        if pixel_values is None:
+            return
+        size = self.config.vision_config.image_size
+        expected = (self.config.num_views, 3, size, size)
+        if pixel_values.dim() != 5 or tuple(pixel_values.shape[1:]) != expected:
+            raise ValueError(
+                f"pixel_values: expected (batch, {', '.join(map(str, expected))}) (num_views = {self.config.num_views}, "
+                f"image_size = {size}), got {tuple(pixel_values.shape)}"
+            )
+        if input_ids is not None and input_ids.shape[0] != pixel_values.shape[0]:
+            raise ValueError(
+                f"pixel_values: batch size {pixel_values.shape[0]} does not match input_ids batch size "
+                f"{input_ids.shape[0]}"
+            )
+        if input_ids is not None:
+            expected_tokens = self.config.num_views * self.config.image_seq_length
+            counts = (input_ids == self.config.image_token_id).sum(dim=1)
+            if (counts != expected_tokens).any():
+                raise ValueError(
+                    f"input_ids: expected {expected_tokens} image tokens (id {self.config.image_token_id}) per sample "
+                    f"for {self.config.num_views} views, got {counts.tolist()}"
+                )
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        with_occupancy_queries: bool = False,
+        **kwargs: Any,
+    ) -> OccVLAModelOutput:
+        """Runs the LM over `[image tokens | text | occupancy queries (if with_occupancy_queries)]`.
+
+        `pixel_values`: (batch, num_views, 3, H, W); `token_type_ids`: 0 for the bidirectional image+prompt prefix,
+        1 for the causal suffix (PaliGemma convention); positions are 1-indexed like PaliGemma's.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("input_ids / inputs_embeds: pass exactly one of them")
+        self._check_inputs(input_ids, pixel_values)
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        batch, text_length = inputs_embeds.shape[:2]
+
+        if position_ids is None:
+            past_seen = cache.get_seq_length() if cache is not None else 0
+            position_ids = (torch.arange(text_length, device=inputs_embeds.device) + past_seen + 1).unsqueeze(0)
+
+        if pixel_values is not None:
+            if input_ids is None:
+                raise ValueError("input_ids: required with pixel_values to locate the image tokens")
+            image_features = self.get_image_features(pixel_values).to(inputs_embeds.device, inputs_embeds.dtype)
+            image_mask = (input_ids == self.config.image_token_id).unsqueeze(-1).expand_as(inputs_embeds)
+            inputs_embeds = inputs_embeds.masked_scatter(image_mask, image_features)
+
+        or_fn = and_fn = None
+        if with_occupancy_queries:
+            if input_ids is None:
+                raise ValueError("input_ids: required with occupancy queries to locate the image tokens")
+            if cache is not None and cache.get_seq_length() > 0:
+                raise ValueError("cache: occupancy queries are a training-time prefill input, not a decoding one")
+            num_queries = self.config.num_occupancy_queries
+            queries = self.occupancy_queries.weight.to(inputs_embeds.dtype).unsqueeze(0).expand(batch, -1, -1)
+            inputs_embeds = torch.cat([inputs_embeds, queries], dim=1)
+            is_image = input_ids == self.config.image_token_id
+            is_image = F.pad(is_image, (0, num_queries), value=False)
+            is_query = torch.zeros_like(is_image)
+            is_query[:, text_length:] = True
+            # Queries continue the positions after the last image token: only their distance to images matters.
+            position_ids = position_ids.expand(batch, -1)
+            image_end = torch.where(is_image[:, :text_length], position_ids, 0).amax(dim=1, keepdim=True)
+            query_positions = image_end + 1 + torch.arange(num_queries, device=position_ids.device)
+            position_ids = torch.cat([position_ids, query_positions], dim=1)
+            if attention_mask is not None:
+                attention_mask = F.pad(attention_mask, (0, num_queries), value=1)
+            if token_type_ids is not None:
+                token_type_ids = F.pad(token_type_ids, (0, num_queries), value=1)
+            or_fn, and_fn = occupancy_query_mask_functions(is_query, is_image)
+            use_cache = False
+
+        mask_kwargs: dict[str, Any] = {
+            "config": self.config.get_text_config(),
+            "inputs_embeds": inputs_embeds,
+            "attention_mask": attention_mask,
+            "cache": cache,
+            "position_ids": position_ids,
+            "or_mask_function": or_fn,
+            "and_mask_function": and_fn,
+        }
+        is_prefill = cache is None or not cache.is_initialized or pixel_values is not None
+        if token_type_ids is not None and is_prefill:
+            mask_kwargs["block_sequence_ids"] = torch.where(token_type_ids == 0, 0, -1)
+        causal_mask: Any = create_causal_mask(**mask_kwargs)
+        if getattr(self.config.text_config, "sliding_window", None) is not None:
+            causal_mask = {
+                "full_attention": causal_mask,
+                "sliding_attention": create_sliding_window_causal_mask(**mask_kwargs),
+            }
+
+        outputs = self.language_model(
+            attention_mask=causal_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden = outputs.last_hidden_state
+        return OccVLAModelOutput(
+            last_hidden_state=hidden[:, :text_length],
+            occupancy_hidden_state=hidden[:, text_length:] if with_occupancy_queries else None,
+            cache=outputs.cache if use_cache is not False else None,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
+    """OccVLA with the LM head (answers, meta-actions), the trajectory head and the occupancy head.
+
+    The occupancy VAE (frozen) is attached with `set_occupancy_vae`; it turns occupancy targets into latents.
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    _keys_to_ignore_on_load_missing = [r"occupancy_vae\."]
+
+    def __init__(self, config: OccVLAConfig) -> None:
+        super().__init__(config)
+        self.model = OccVLAModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.trajectory_head = OccVLATrajectoryHead(config)
+        self.occupancy_head = OccVLAOccupancyHead(config) if config.occupancy_modules else None
+        self.occupancy_vae: nn.Module | None = None
+        if config.occupancy_vae_config is not None:
+            from .occupancy_vae import OccupancyVAE, OccupancyVAEConfig
+
+            self._register_frozen_vae(OccupancyVAE(OccupancyVAEConfig(**config.occupancy_vae_config)))
+        self.post_init()
+
+    # --- embeddings (needed by resize_token_embeddings and weight tying) ---
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
+        self.lm_head = new_embeddings
+
+    # --- occupancy VAE ---
+    def _register_frozen_vae(self, vae: nn.Module) -> None:
+        vae.requires_grad_(False)
+        vae.eval()
+        self.occupancy_vae = vae
+
+    def set_occupancy_vae(self, vae: nn.Module) -> None:
+        """Attach a pretrained occupancy VAE (`encode(voxels)->latent`, `decode(latent)->logits`) and freeze it.
+
+        A transformers `PreTrainedModel` VAE is recorded in the config, so `save_pretrained` checkpoints carry it.
+        """
+        for method in ("encode", "decode"):
+            if not callable(getattr(vae, method, None)):
+                raise TypeError(f"vae: expected a module with `encode` and `decode`, {type(vae).__name__} lacks {method}")
+        self._register_frozen_vae(vae)
+        vae_config = getattr(vae, "config", None)
+        self.config.occupancy_vae_config = vae_config.to_dict() if isinstance(vae_config, PreTrainedConfig) else None
+
+    def train(self, mode: bool = True) -> OccVLAForPlanning:
+        super().train(mode)
+        if self.occupancy_vae is not None:
+            self.occupancy_vae.eval()  # frozen: batch-norm statistics and dropout stay in inference mode
+        return self
+
+    # --- forward ---
+    def _trajectory_hidden(self, input_ids: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor | None:
+        """Final hidden state at each sample's `<traj>` token: (batch, hidden), or None if no sample has one."""
+        is_traj = input_ids == self.config.traj_token_id
+        counts = is_traj.sum(dim=1)
+        if not counts.any():
+            return None
+        if (counts != 1).any():
+            raise ValueError(
+                f"input_ids: expected exactly one <traj> token (id {self.config.traj_token_id}) per sample, "
+                f"got counts {counts.tolist()}"
+            )
+        return hidden[is_traj]
+
+    def _check_ego_status(self, ego_status: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        if not self.config.use_ego_status:
+            return None
+        expected = (batch, self.config.ego_status_dim)
+        if ego_status is None:
+            raise ValueError(f"ego_status: required ({expected}) because config.use_ego_status is True")
+        if tuple(ego_status.shape) != expected:
+            raise ValueError(f"ego_status: expected {expected}, got {tuple(ego_status.shape)}")
+        if not torch.isfinite(ego_status).all():
+            raise ValueError("ego_status: contains NaN or infinite values")
+        return ego_status
+
+    def _trajectory_loss(
+        self, predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        expected = tuple(predicted.shape)
+        if tuple(target.shape) != expected:
+            raise ValueError(f"trajectory: expected {expected} (batch, num_waypoints, 2), got {tuple(target.shape)}")
+        valid = torch.ones(expected[:2], dtype=torch.bool, device=target.device) if mask is None else mask.bool()
+        if tuple(valid.shape) != expected[:2]:
+            raise ValueError(f"trajectory_mask: expected {expected[:2]}, got {tuple(valid.shape)}")
+        target = torch.where(valid.unsqueeze(-1), target, predicted.detach()).to(predicted.dtype)
+        if not torch.isfinite(target).all():
+            raise ValueError("trajectory: contains NaN or infinite values at valid waypoints")
+        loss_fn = F.smooth_l1_loss if self.config.trajectory_loss_type == "smooth_l1" else F.l1_loss
+        per_coord = loss_fn(predicted, target, reduction="none")
+        weights = valid.unsqueeze(-1).expand_as(per_coord).to(per_coord.dtype)
+        return (per_coord * weights).sum() / weights.sum().clamp(min=1.0)
+
+    def _occupancy_losses(
+        self, latent: torch.Tensor, occupancy: torch.Tensor, occupancy_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(latent MSE to the VAE encoding, voxel cross-entropy through the frozen decoder or None)."""
+        if occupancy.dim() != 4 or occupancy.shape[0] != latent.shape[0]:
+            raise ValueError(
+                f"occupancy: expected (batch={latent.shape[0]}, X, Y, Z) class ids, got {tuple(occupancy.shape)}"
+            )
+        with torch.no_grad():
+            target = self.occupancy_vae.encode(occupancy)
+        if tuple(target.shape) != tuple(latent.shape):
+            raise ValueError(
+                f"occupancy_latent_shape: the VAE encodes occupancy to {tuple(target.shape[1:])}, the config says "
+                f"{tuple(latent.shape[1:])}"
+            )
+        latent_loss = F.mse_loss(latent, target.to(latent.dtype))
+        if self.config.occupancy_voxel_loss_weight == 0:
+            return latent_loss, None
+        logits = self.occupancy_vae.decode(latent)
+        per_voxel = F.cross_entropy(logits.float(), occupancy.long(), reduction="none")
+        if occupancy_mask is None:
+            return latent_loss, per_voxel.mean()
+        if tuple(occupancy_mask.shape) != tuple(occupancy.shape):
+            raise ValueError(
+                f"occupancy_mask: expected {tuple(occupancy.shape)} like occupancy, got {tuple(occupancy_mask.shape)}"
+            )
+        weights = occupancy_mask.to(per_voxel.dtype)
+        return latent_loss, (per_voxel * weights).sum() / weights.sum().clamp(min=1.0)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        ego_status: torch.FloatTensor | None = None,
+        trajectory: torch.FloatTensor | None = None,
+        trajectory_mask: torch.BoolTensor | None = None,
+        occupancy: torch.Tensor | None = None,
+        occupancy_mask: torch.BoolTensor | None = None,
+        return_occupancy: bool = False,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs: Any,
+    ) -> OccVLAOutput:
+        """Text logits, trajectory (if a `<traj>` token is present) and, with occupancy targets or
+        `return_occupancy=True`, the occupancy latent (and decoded voxel logits) from the occupancy queries.
+
+        Shapes: `pixel_values` (batch, num_views, 3, H, W); `ego_status` (batch, ego_status_dim), normalised;
+        `trajectory` (batch, num_waypoints, 2) metres; `trajectory_mask` (batch, num_waypoints);
+        `occupancy` (batch, X, Y, Z) class ids; `occupancy_mask` (batch, X, Y, Z) (camera visibility).
+        """
+        with_queries = occupancy is not None or return_occupancy
+        if with_queries and self.occupancy_head is None:
+            raise ValueError("occupancy: this export has no occupancy modules (made by without_occupancy_modules())")
+        if occupancy is not None and self.occupancy_vae is None:
+            raise ValueError("occupancy: targets need the occupancy VAE to encode them; call set_occupancy_vae() first")
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            token_type_ids=token_type_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            with_occupancy_queries=with_queries,
+            **kwargs,
+        )
+        hidden = outputs.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden[:, keep, :])
+        softcap = getattr(self.config.get_text_config(), "final_logit_softcapping", None)
+        if softcap is not None:
+            logits = torch.tanh(logits / softcap) * softcap
+
+        lm_loss = None
+        if labels is not None:
+            lm_loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size)
+
+        predicted_trajectory = trajectory_loss = None
+        decoding = cache is not None and cache.get_seq_length() > hidden.shape[1]
+        traj_hidden = None if input_ids is None or decoding else self._trajectory_hidden(input_ids, hidden)
+        if traj_hidden is not None:
+            predicted_trajectory = self.trajectory_head(traj_hidden, self._check_ego_status(ego_status, hidden.shape[0]))
+        if trajectory is not None:
+            if predicted_trajectory is None:
+                raise ValueError("trajectory: targets given but input_ids contain no <traj> token")
+            trajectory_loss = self._trajectory_loss(predicted_trajectory, trajectory, trajectory_mask)
+
+        occupancy_latent = occupancy_logits = latent_loss = voxel_loss = None
+        if with_queries:
+            occupancy_latent = self.occupancy_head(outputs.occupancy_hidden_state)
+            if occupancy is not None:
+                latent_loss, voxel_loss = self._occupancy_losses(occupancy_latent, occupancy, occupancy_mask)
+            if return_occupancy and self.occupancy_vae is not None:
+                occupancy_logits = self.occupancy_vae.decode(occupancy_latent)
+
+        terms = [lm_loss]
+        if trajectory_loss is not None:
+            terms.append(self.config.trajectory_loss_weight * trajectory_loss)
+        if latent_loss is not None:
+            occupancy_total = self.config.occupancy_latent_loss_weight * latent_loss
+            if voxel_loss is not None:
+                occupancy_total = occupancy_total + self.config.occupancy_voxel_loss_weight * voxel_loss
+            terms.append(self.config.occupancy_loss_weight * occupancy_total)
+        present = [term for term in terms if term is not None]
+        loss = torch.stack(present).sum() if present else None
+
+        return OccVLAOutput(
+            loss=loss,
+            lm_loss=lm_loss,
+            trajectory_loss=trajectory_loss,
+            occupancy_latent_loss=latent_loss,
+            occupancy_voxel_loss=voxel_loss,
+            logits=logits,
+            trajectory=predicted_trajectory,
+            occupancy_latent=occupancy_latent,
+            occupancy_logits=occupancy_logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    # --- generation ---
+    def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, **kwargs: Any) -> dict[str, Any]:
+        """Training-only targets never reach generation, so no occupancy query is ever built while decoding."""
+        for key in ("labels", "trajectory", "trajectory_mask", "occupancy", "occupancy_mask", "return_occupancy"):
+            kwargs.pop(key, None)
+        model_inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
+        if model_inputs.get("position_ids") is not None:
+            model_inputs["position_ids"] = model_inputs["position_ids"] + 1  # 1-indexed, as PaliGemma
+        return model_inputs
+
+    def _update_model_kwargs_for_generation(
+        self,
+        outputs: ModelOutput,
+        model_kwargs: dict[str, Any],
+        is_encoder_decoder: bool = False,
+        num_new_tokens: int = 1,
+    ) -> dict[str, Any]:
+        token_type_ids = model_kwargs.get("token_type_ids")
+        model_kwargs = super()._update_model_kwargs_for_generation(
+            outputs, model_kwargs, is_encoder_decoder, num_new_tokens
+        )
+        if token_type_ids is not None:
+            # Generated tokens belong to the causal suffix (type 1).
+            new = token_type_ids.new_ones((token_type_ids.shape[0], num_new_tokens))
+            model_kwargs["token_type_ids"] = torch.cat([token_type_ids, new], dim=-1)
+        return model_kwargs
+
+    @staticmethod
+    def create_masks_for_generate(
+        config: PreTrainedConfig,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        cache: Cache | None,
+        position_ids: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Masks for compiled (static-cache) generation: the bidirectional prefix as in the eager forward."""
+        block_ids = None if token_type_ids is None else torch.where(token_type_ids == 0, 0, -1)
+        return create_masks_for_generate(
+            config=config.get_text_config(),
+            inputs_embeds=inputs_embeds,
+            block_sequence_ids=block_ids,
+            attention_mask=attention_mask,
+            cache=cache,
+            position_ids=position_ids,
+        )
+
+    @torch.no_grad()
+    def plan(
+        self,
+        input_ids: torch.LongTensor,
+        pixel_values: torch.FloatTensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        ego_status: torch.FloatTensor | None = None,
+        tokenizer: Any | None = None,
+        max_new_tokens: int = 16,
+        **generate_kwargs: Any,
+    ) -> PlanningOutput:
+        """Trajectory from the `<traj>` token of the prompt plus the meta-action text, in one `generate` call.
+
+        The prompt must end with `<traj>` (the processor's planning template does this). Pass the processor's
+        tokenizer to get `meta_action` strings; otherwise decode `sequences` with `processor.post_process_plan`.
+        Extra keyword arguments go to `generate` (greedy by default).
+        """
+        captured: list[torch.Tensor] = []
+        handle = self.trajectory_head.register_forward_hook(lambda module, args, output: captured.append(output))
+        suppressed = [self.config.traj_token_id, self.config.image_token_id]
+        generate_kwargs.setdefault("do_sample", False)
+        try:
+            sequences = self.generate(
+                input_ids=input_ids,
+                pixel_values=pixel_values,
+                attention_mask=attention_mask,
+                token_type_ids=token_type_ids,
+                ego_status=ego_status,
+                max_new_tokens=max_new_tokens,
+                suppress_tokens=suppressed,
+                **generate_kwargs,
+            )
+        finally:
+            handle.remove()
+        if not captured:
+            raise ValueError(f"input_ids: planning prompts must contain the <traj> token (id {self.config.traj_token_id})")
+        meta_action = None
+        if tokenizer is not None:
+            meta_action = [
+                text.strip()
+                for text in tokenizer.batch_decode(sequences[:, input_ids.shape[1] :], skip_special_tokens=True)
+            ]
+        return PlanningOutput(trajectory=captured[0], sequences=sequences, meta_action=meta_action)
+
+    # --- conversion ---
+    def without_occupancy_modules(self) -> OccVLAForPlanning:
+        """Remove the occupancy queries, head and VAE in place, for an inference-only export (on request only).
+
+        Text and trajectory outputs are unchanged (invariant: nothing else attends to the queries).
+        """
+        del self.occupancy_head
+        del self.model.occupancy_queries
+        self.occupancy_head = None
+        self.model.occupancy_queries = None
+        self.occupancy_vae = None
+        self.config.occupancy_vae_config = None
+        self.config.occupancy_modules = False
+        return self
+
+    @classmethod
+    def from_vlm(
+        cls,
+        pretrained_model_name_or_path: str,
+        *,
+        num_views: int = 6,
+        dtype: torch.dtype | str | None = None,
+        output_loading_info: bool = False,
+        **config_kwargs: Any,
+    ) -> OccVLAForPlanning | tuple[OccVLAForPlanning, dict[str, list[str]]]:
+        """Initialise from a transformers PaliGemma-family checkpoint (SigLIP + Gemma/Gemma2).
+
+        The vision tower, projector, language model and LM head are copied; the vocabulary grows by the `<traj>`
+        token (its embedding starts at the mean embedding); the occupancy queries and both heads are new. Before any
+        training, text logits equal the base model's on the same inputs. `config_kwargs` override OccVLAConfig
+        fields (occupancy and planning settings).
+        """
+        from transformers import PaliGemmaForConditionalGeneration
+
+        base = PaliGemmaForConditionalGeneration.from_pretrained(pretrained_model_name_or_path, dtype=dtype)
+        base_config = base.config
+        base_vocab = base_config.text_config.vocab_size
+        traj_token_id = config_kwargs.pop("traj_token_id", base_vocab)
+        text_config = base_config.text_config.to_dict()
+        text_config["vocab_size"] = max(base_vocab, traj_token_id + 1)
+        config = OccVLAConfig(
+            vision_config=base_config.vision_config.to_dict(),
+            text_config=text_config,
+            projector_type="linear",
+            image_token_id=base_config.image_token_id,
+            traj_token_id=traj_token_id,
+            pad_token_id=getattr(base_config.text_config, "pad_token_id", 0),
+            num_views=num_views,
+            tie_word_embeddings=base_config.tie_word_embeddings,
+            **config_kwargs,
+        )
+        model = cls(config).to(base.dtype)
+        base_state = base.state_dict()
+        embed_key = "model.language_model.embed_tokens.weight"
+        embeddings = base_state[embed_key]
+        grown = embeddings.new_empty((config.text_config.vocab_size, embeddings.shape[1]))
+        grown[:base_vocab] = embeddings
+        grown[base_vocab:] = embeddings.mean(dim=0, keepdim=True)
+        base_state[embed_key] = grown
+        head = base_state.pop("lm_head.weight", None)
+        if head is not None and not config.tie_word_embeddings:
+            grown_head = head.new_zeros((config.text_config.vocab_size, head.shape[1]))
+            grown_head[:base_vocab] = head
+            base_state["lm_head.weight"] = grown_head
+        result = model.load_state_dict(base_state, strict=False)
+        if result.unexpected_keys:
+            raise ValueError(
+                f"pretrained_model_name_or_path: weights with no place in OccVLA: {result.unexpected_keys[:8]}"
+            )
+        model.tie_weights()
+        new_keys = sorted(key for key in result.missing_keys if key != "lm_head.weight")
+        logger.info("OccVLA.from_vlm: initialised new parameters %s", new_keys)
+        info = {"new_keys": new_keys, "added_tokens": list(range(base_vocab, config.text_config.vocab_size))}
+        return (model, info) if output_loading_info else model
+
+
+__all__ = ["OccVLAForPlanning", "OccVLAModel", "OccVLAPreTrainedModel", "OccVLAOutput", "PlanningOutput"]

@@ -1,0 +1,99 @@
+"""Shared fixtures: tiny random OccVLA configs and a stand-in occupancy VAE (tests only)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning
+
+TINY_GRID = (16, 16, 4)  # (X, Y, Z) voxels of the tiny occupancy grids
+TINY_VOCAB = 64
+TINY_IMAGE_TOKEN = 62
+TINY_TRAJ_TOKEN = 63
+
+
+def tiny_config(num_views: int = 2, **overrides) -> OccVLAConfig:
+    """A few-thousand-parameter OccVLA: 28 px images (4 tokens per view), 2-layer SigLIP and Gemma, width 32."""
+    kwargs = dict(
+        vision_config=dict(
+            model_type="siglip_vision_model",
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=28,
+            patch_size=14,
+            vision_use_head=False,
+        ),
+        text_config=dict(
+            model_type="gemma",
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=8,
+            vocab_size=TINY_VOCAB,
+        ),
+        image_token_id=TINY_IMAGE_TOKEN,
+        traj_token_id=TINY_TRAJ_TOKEN,
+        num_views=num_views,
+        num_occupancy_queries_hw=(2, 2),
+        occupancy_latent_shape=(4, 8, 8),
+        occupancy_head_hidden_size=16,
+        trajectory_head_hidden_size=16,
+    )
+    kwargs.update(overrides)
+    return OccVLAConfig(**kwargs)
+
+
+class StandInOccupancyVAE(nn.Module):
+    """Minimal `encode(voxels)->latent`, `decode(latent)->logits` module for the tiny (16, 16, 4) grid."""
+
+    def __init__(self, num_classes: int = 18, channels: int = 4) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.encoder = nn.Conv2d(num_classes * TINY_GRID[2], channels, kernel_size=2, stride=2)
+        self.decoder = nn.ConvTranspose2d(channels, num_classes * TINY_GRID[2], kernel_size=2, stride=2)
+
+    def encode(self, voxels: torch.Tensor) -> torch.Tensor:
+        """(B, 16, 16, 4) class ids -> (B, channels, 8, 8)."""
+        one_hot = F.one_hot(voxels.long(), self.num_classes).float()  # (B, X, Y, Z, K)
+        return self.encoder(one_hot.permute(0, 3, 4, 1, 2).flatten(1, 2))
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """(B, channels, 8, 8) -> (B, K, 16, 16, 4) logits."""
+        out = self.decoder(latent)  # (B, Z * K, X, Y)
+        batch, _, x, y = out.shape
+        return out.view(batch, TINY_GRID[2], self.num_classes, x, y).permute(0, 2, 3, 4, 1)
+
+
+def make_batch(config: OccVLAConfig, batch: int = 2, text_length: int = 6, planning: bool = True, seed: int = 0):
+    """Random inputs in the processor's layout: images, bos + prompt (+ <traj>), right-padded second sample."""
+    generator = torch.Generator().manual_seed(seed)
+    num_image_tokens = config.num_views * config.image_seq_length
+    prompt = torch.randint(2, TINY_IMAGE_TOKEN - 1, (batch, text_length), generator=generator)
+    if planning:
+        prompt[:, -1] = config.traj_token_id
+    image = torch.full((batch, num_image_tokens), config.image_token_id)
+    input_ids = torch.cat([image, prompt], dim=1)
+    attention_mask = torch.ones_like(input_ids)
+    size = config.vision_config.image_size
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "token_type_ids": torch.zeros_like(input_ids),
+        "pixel_values": torch.randn(batch, config.num_views, 3, size, size, generator=generator),
+        "ego_status": torch.randn(batch, config.ego_status_dim, generator=generator),
+    }
+
+
+@pytest.fixture
+def tiny_model() -> OccVLAForPlanning:
+    torch.manual_seed(0)
+    model = OccVLAForPlanning(tiny_config())
+    model.set_occupancy_vae(StandInOccupancyVAE())
+    return model.eval()

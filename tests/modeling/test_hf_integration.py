@@ -1,0 +1,141 @@
+"""Round trips and base models: from_vlm, save/load, Auto classes, trust_remote_code folders."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForImageTextToText,
+    PaliGemmaConfig,
+    PaliGemmaForConditionalGeneration,
+)
+
+from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning, OccVLAModel
+from occvla_hf.modeling.export import save_with_remote_code
+from tests.conftest import StandInOccupancyVAE, make_batch, tiny_config
+
+
+def tiny_paligemma(text_model_type: str) -> PaliGemmaForConditionalGeneration:
+    text_config = dict(
+        model_type=text_model_type,
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=8,
+        vocab_size=99,
+    )
+    config = PaliGemmaConfig(
+        vision_config=dict(
+            model_type="siglip_vision_model",
+            hidden_size=24,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=28,
+            patch_size=14,
+        ),
+        text_config=text_config,
+        image_token_index=98,
+        projection_dim=32,
+        hidden_size=32,
+        vocab_size=99,
+    )
+    torch.manual_seed(0)
+    return PaliGemmaForConditionalGeneration(config).eval()
+
+
+def test_from_vlm_reproduces_paligemma_logits(tmp_path: Path) -> None:
+    for text_model_type in ("gemma", "gemma2"):
+        base = tiny_paligemma(text_model_type)
+        base.save_pretrained(tmp_path / text_model_type)
+        model, info = OccVLAForPlanning.from_vlm(tmp_path / text_model_type, num_views=1, output_loading_info=True)
+        model.eval()
+        assert model.config.traj_token_id == 99 and info["added_tokens"] == [99]
+        assert any(key.startswith("trajectory_head.") for key in info["new_keys"])
+        assert any(key.startswith("occupancy_head.") for key in info["new_keys"])
+        input_ids = torch.tensor([[98] * 4 + [2, 17, 33, 5, 1], [98] * 4 + [2, 40, 41, 42, 1]])
+        token_type_ids = torch.tensor([[0] * 7 + [1, 1], [0] * 8 + [1]])
+        pixel_values = torch.randn(2, 3, 28, 28, generator=torch.Generator().manual_seed(1))
+        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "token_type_ids": token_type_ids}
+        with torch.no_grad():
+            expected = base(**inputs, pixel_values=pixel_values).logits
+            ours = model(**inputs, pixel_values=pixel_values.unsqueeze(1)).logits
+        torch.testing.assert_close(ours[..., :99], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_config_json_round_trip(tmp_path: Path) -> None:
+    config = tiny_config(num_views=6, use_ego_status=False, occupancy_voxel_loss_weight=0.5)
+    config.save_pretrained(tmp_path)
+    loaded = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(loaded, OccVLAConfig)
+    loaded_fields, fields = loaded.to_dict(), config.to_dict()
+    loaded_fields.pop("_name_or_path")  # where it was loaded from
+    fields.pop("_name_or_path")
+    assert loaded_fields == fields
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "occvla"
+
+
+def test_save_and_load_give_identical_outputs(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = OccVLAForPlanning(tiny_config()).eval()
+    batch = make_batch(model.config)
+    expected = model(**batch, return_occupancy=True)
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    for loaded in (OccVLAForPlanning.from_pretrained(tmp_path), AutoModelForImageTextToText.from_pretrained(tmp_path)):
+        assert isinstance(loaded, OccVLAForPlanning)
+        out = loaded.eval()(**batch, return_occupancy=True)
+        for name in ("logits", "trajectory", "occupancy_latent"):
+            torch.testing.assert_close(getattr(out, name), getattr(expected, name), rtol=0, atol=0)
+    assert isinstance(AutoModel.from_pretrained(tmp_path), OccVLAModel)
+
+
+def test_inference_export_drops_occupancy_modules_only_on_request(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = OccVLAForPlanning(tiny_config()).eval()
+    batch = make_batch(model.config)
+    expected = model(**batch)
+    model.save_pretrained(tmp_path / "full")
+    assert OccVLAForPlanning.from_pretrained(tmp_path / "full").occupancy_head is not None
+    model.without_occupancy_modules().save_pretrained(tmp_path / "inference")
+    loaded = OccVLAForPlanning.from_pretrained(tmp_path / "inference").eval()
+    assert loaded.occupancy_head is None and loaded.model.occupancy_queries is None
+    out = loaded(**batch)
+    torch.testing.assert_close(out.logits, expected.logits, rtol=0, atol=0)
+    torch.testing.assert_close(out.trajectory, expected.trajectory, rtol=0, atol=0)
+
+
+def test_remote_code_folder_loads_in_a_fresh_process_without_the_package(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = OccVLAForPlanning(tiny_config()).eval()
+    batch = make_batch(model.config)
+    save_with_remote_code(model, tmp_path / "ckpt")
+    torch.save({"batch": batch, "logits": model(**batch).logits}, tmp_path / "expected.pt")
+    script = f"""
+import sys, torch
+sys.modules["occvla_hf"] = None  # make importing the package fail: the folder's code must suffice
+from transformers import AutoModelForImageTextToText
+model = AutoModelForImageTextToText.from_pretrained({str(tmp_path / "ckpt")!r}, trust_remote_code=True).eval()
+saved = torch.load({str(tmp_path / "expected.pt")!r}, weights_only=True)
+torch.testing.assert_close(model(**saved["batch"]).logits, saved["logits"], rtol=0, atol=1e-6)
+print(type(model).__name__, type(model).__module__)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("OccVLAForPlanning transformers_modules.")
+
+
+def test_stand_in_vae_is_kept_frozen_after_loading_weights() -> None:
+    model = OccVLAForPlanning(tiny_config())
+    model.set_occupancy_vae(StandInOccupancyVAE())
+    model.train()
+    assert not model.occupancy_vae.training
+    assert not any(p.requires_grad for p in model.occupancy_vae.parameters())

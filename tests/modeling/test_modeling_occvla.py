@@ -1,0 +1,200 @@
+"""OccVLAForPlanning: invariant 1 (zero inference overhead), gradients, generation, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from occvla_hf.modeling import OccVLAForPlanning
+from tests.conftest import TINY_GRID, StandInOccupancyVAE, make_batch, tiny_config
+
+
+def occupancy_targets(batch: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 18, (batch, *TINY_GRID), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+
+
+def right_pad_second_sample(batch: dict, pad: int) -> dict:
+    """Replace the last `pad` tokens of sample 1 by padding (0) after moving its <traj> token before them."""
+    input_ids, attention_mask = batch["input_ids"].clone(), batch["attention_mask"].clone()
+    traj = input_ids[1, -1].item()
+    input_ids[1, -pad - 1] = traj
+    input_ids[1, -pad:] = 0
+    attention_mask[1, -pad:] = 0
+    return {**batch, "input_ids": input_ids, "attention_mask": attention_mask}
+
+
+@pytest.mark.parametrize("num_views", [1, 6])
+@pytest.mark.parametrize("prefix", [True, False], ids=["bidirectional-prefix", "causal"])
+def test_occupancy_queries_change_no_text_logit_and_no_trajectory(num_views: int, prefix: bool) -> None:
+    torch.manual_seed(0)
+    model = OccVLAForPlanning(tiny_config(num_views=num_views))
+    model.set_occupancy_vae(StandInOccupancyVAE())
+    model.eval()
+    batch = right_pad_second_sample(make_batch(model.config), pad=2)
+    if not prefix:
+        batch.pop("token_type_ids")
+    without = model(**batch)
+    with_queries = model(**batch, occupancy=occupancy_targets(2))
+    assert with_queries.occupancy_latent is not None and without.occupancy_latent is None
+    assert with_queries.logits.shape == without.logits.shape
+    torch.testing.assert_close(with_queries.logits, without.logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(with_queries.trajectory, without.trajectory, rtol=0, atol=1e-6)
+
+
+def test_occupancy_queries_see_images_not_text(tiny_model: OccVLAForPlanning) -> None:
+    # Causal layout: with PaliGemma's bidirectional prefix the image states themselves depend on the prompt.
+    batch = make_batch(tiny_model.config)
+    batch.pop("token_type_ids")
+    reference = tiny_model(**batch, return_occupancy=True).occupancy_latent
+    changed_text = batch["input_ids"].clone()
+    changed_text[:, -3] = (changed_text[:, -3] + 1) % 60 + 1
+    same = tiny_model(**{**batch, "input_ids": changed_text}, return_occupancy=True).occupancy_latent
+    torch.testing.assert_close(same, reference)
+    other_images = tiny_model(
+        **{**batch, "pixel_values": batch["pixel_values"].flip(-1)}, return_occupancy=True
+    ).occupancy_latent
+    assert not torch.allclose(other_images, reference)
+
+
+def test_generate_and_plan_never_build_occupancy_queries(tiny_model: OccVLAForPlanning) -> None:
+    calls: list[int] = []
+    tiny_model.occupancy_head.register_forward_hook(lambda module, args, output: calls.append(1))
+    lengths: list[int] = []
+    tiny_model.model.language_model.register_forward_pre_hook(
+        lambda module, args, kwargs: lengths.append(kwargs["inputs_embeds"].shape[1]), with_kwargs=True
+    )
+    batch = make_batch(tiny_model.config)
+    tiny_model.generate(**batch, occupancy=occupancy_targets(2), max_new_tokens=3, do_sample=False)
+    plan = tiny_model.plan(**batch, max_new_tokens=3)
+    assert calls == []
+    assert lengths[0] == batch["input_ids"].shape[1]  # prefill: image + text tokens only
+    assert plan.trajectory.shape == (2, 6, 2)
+    torch.testing.assert_close(plan.trajectory, tiny_model(**batch).trajectory)
+
+
+def test_generate_matches_a_manual_greedy_loop(tiny_model: OccVLAForPlanning) -> None:
+    batch = make_batch(tiny_model.config, planning=False)
+    generated = tiny_model.generate(**batch, max_new_tokens=4, do_sample=False, suppress_tokens=None)
+    input_ids, token_type_ids = batch["input_ids"], batch["token_type_ids"]
+    for _ in range(4):
+        logits = tiny_model(
+            input_ids=input_ids,
+            pixel_values=batch["pixel_values"],
+            attention_mask=torch.ones_like(input_ids),
+            token_type_ids=token_type_ids,
+        ).logits
+        next_token = logits[:, -1].argmax(-1, keepdim=True)
+        input_ids = torch.cat([input_ids, next_token], dim=1)
+        token_type_ids = torch.cat([token_type_ids, torch.ones_like(next_token)], dim=1)
+    assert torch.equal(generated, input_ids)
+
+
+def test_backward_reaches_occupancy_parts_only_with_targets(tiny_model: OccVLAForPlanning) -> None:
+    tiny_model.train()
+    batch = make_batch(tiny_model.config)
+    labels = batch["input_ids"].clone()
+    labels[:, : -2] = -100
+    trajectory = torch.randn(2, 6, 2)
+    tiny_model(**batch, labels=labels, trajectory=trajectory).loss.backward()
+    assert tiny_model.model.occupancy_queries.weight.grad is None
+    assert all(p.grad is None for p in tiny_model.occupancy_head.parameters())
+    assert tiny_model.trajectory_head.mlp[0].weight.grad is not None
+
+    tiny_model.zero_grad(set_to_none=True)
+    out = tiny_model(**batch, labels=labels, trajectory=trajectory, occupancy=occupancy_targets(2))
+    assert out.occupancy_latent_loss is not None
+    out.loss.backward()
+    assert tiny_model.model.occupancy_queries.weight.grad.abs().sum() > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in tiny_model.occupancy_head.parameters())
+    assert all(not p.requires_grad and p.grad is None for p in tiny_model.occupancy_vae.parameters())
+    assert not tiny_model.occupancy_vae.training and tiny_model.training
+
+
+def test_loss_is_the_weighted_sum_of_its_terms() -> None:
+    torch.manual_seed(0)
+    model = OccVLAForPlanning(
+        tiny_config(trajectory_loss_weight=0.5, occupancy_loss_weight=2.0, occupancy_voxel_loss_weight=0.25)
+    )
+    model.set_occupancy_vae(StandInOccupancyVAE())
+    batch = make_batch(model.config)
+    labels = batch["input_ids"].clone()
+    labels[:, :-2] = -100
+    occupancy = occupancy_targets(2)
+    mask = torch.rand(occupancy.shape) > 0.5
+    out = model(**batch, labels=labels, trajectory=torch.randn(2, 6, 2), occupancy=occupancy, occupancy_mask=mask)
+    expected = out.lm_loss + 0.5 * out.trajectory_loss + 2.0 * (out.occupancy_latent_loss + 0.25 * out.occupancy_voxel_loss)
+    torch.testing.assert_close(out.loss, expected)
+    logits = model.occupancy_vae.decode(out.occupancy_latent)
+    per_voxel = F.cross_entropy(logits, occupancy.long(), reduction="none")
+    torch.testing.assert_close(out.occupancy_voxel_loss, per_voxel[mask].mean())
+
+
+def test_trajectory_loss_ignores_masked_waypoints(tiny_model: OccVLAForPlanning) -> None:
+    batch = make_batch(tiny_model.config)
+    predicted = tiny_model(**batch).trajectory
+    target = predicted.detach().clone()
+    target[:, 4:] = float("nan")  # invalid steps may hold anything
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[:, 4:] = False
+    out = tiny_model(**batch, trajectory=target, trajectory_mask=mask)
+    assert out.trajectory_loss.item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients() -> None:
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = OccVLAForPlanning(tiny_config())
+        model.set_occupancy_vae(StandInOccupancyVAE())
+        model.train()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+        batch = make_batch(model.config)
+        model(**batch, trajectory=torch.zeros(2, 6, 2), occupancy=occupancy_targets(2)).loss.backward()
+        grads.append(model.model.language_model.layers[0].mlp.up_proj.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_bf16_forward_is_finite() -> None:
+    model = OccVLAForPlanning(tiny_config()).to(torch.bfloat16).eval()
+    out = model(**make_batch(model.config))
+    assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.trajectory.float()).all()
+
+
+def test_ego_status_switch_changes_the_head_input() -> None:
+    model = OccVLAForPlanning(tiny_config(use_ego_status=False)).eval()
+    batch = make_batch(model.config)
+    batch.pop("ego_status")
+    assert model(**batch).trajectory.shape == (2, 6, 2)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda b: {**b, "pixel_values": b["pixel_values"][:, :1]}, "pixel_values"),
+        (lambda b: {**b, "pixel_values": b["pixel_values"][..., :14, :14]}, "pixel_values"),
+        (lambda b: {**b, "pixel_values": b["pixel_values"][:1]}, "pixel_values"),
+        (lambda b: {**b, "ego_status": torch.full_like(b["ego_status"], float("nan"))}, "ego_status"),
+        (lambda b: {**b, "ego_status": b["ego_status"][:, :3]}, "ego_status"),
+        (lambda b: {**b, "input_ids": b["input_ids"][:, 1:], "attention_mask": b["attention_mask"][:, 1:],
+                    "token_type_ids": b["token_type_ids"][:, 1:]}, "input_ids"),
+    ],
+    ids=["views", "image-size", "batch", "nan-ego", "ego-dim", "image-tokens"],
+)
+def test_bad_inputs_name_the_field(tiny_model: OccVLAForPlanning, change, field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        tiny_model(**change(make_batch(tiny_model.config)))
+
+
+def test_occupancy_targets_need_a_vae() -> None:
+    model = OccVLAForPlanning(tiny_config())
+    with pytest.raises(ValueError, match="set_occupancy_vae"):
+        model(**make_batch(model.config), occupancy=occupancy_targets(2))
+
+
+def test_config_rejects_inconsistent_values() -> None:
+    with pytest.raises(Exception, match="num_occupancy_queries_hw"):
+        tiny_config(num_occupancy_queries_hw=(3, 3))
+    with pytest.raises(Exception, match="traj_token_id"):
+        tiny_config(traj_token_id=500)
