@@ -91,3 +91,6 @@ OCC_CLASS_COLORS_RGB: tuple[tuple[int, int, int], ...] = (
     (0, 175, 0),  # vegetation
     (255, 255, 255),  # free
 )
+
+# Configs of the datasets built by `occvla-hf data build` (one Hub dataset, one config per task).
+DATASET_CONFIG_NAMES: tuple[str, ...] = ("planning", "qa", "occupancy")

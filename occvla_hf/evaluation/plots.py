@@ -1,0 +1,318 @@
+"""Pictures of a plan: a bird's-eye view over occupancy or agent boxes, and the six cameras with the trajectory.
+
+The functions return matplotlib `Figure` objects drawn on the Agg canvas (no pyplot, no global state); `save_png`
+writes one. A figure of `figsize_in` = (w, h) inches at `dpi` is a PNG of exactly (w * dpi) x (h * dpi) pixels (no
+tight bounding box), so sizes are deterministic. Class colours come from `OCC_CLASS_COLORS_RGB`.
+
+Conventions: ego frame x forward, y left, metres. The bird's-eye view puts forward up and left on the left (the
+horizontal axis is y, growing to the left). The trajectory is projected into the front camera as points on the
+ground plane z = 0 of the ego frame, through the camera->ego extrinsics and the intrinsics (which must match the
+pixel size of the image shown).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch, Polygon, Rectangle
+from nuscenes.eval.detection.utils import category_to_detection_name
+
+from occvla_hf.constants import (
+    CAMERA_NAMES,
+    NUM_WAYPOINTS,
+    OCC_CLASS_COLORS_RGB,
+    OCC_CLASS_NAMES,
+    OCC_FREE_CLASS,
+    OCC_RANGE_MAX_M,
+    OCC_RANGE_MIN_M,
+)
+from occvla_hf.evaluation.planning import EGO_CENTER_OFFSET_M, EGO_LENGTH_M, EGO_WIDTH_M, box_corners_xy
+
+# Six-camera mosaic in the nuScenes layout: front row left to right, back row.
+MOSAIC_LAYOUT: tuple[tuple[str, ...], ...] = (
+    ("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"),
+    ("CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT"),
+)
+TRAJECTORY_CAMERA: str = "CAM_FRONT"
+
+_PALETTE = np.array(OCC_CLASS_COLORS_RGB, dtype=np.uint8)  # (num_classes, 3)
+_PRED_STYLE = {"color": "tab:blue", "marker": "^", "label": "predicted"}
+_GT_STYLE = {"color": "tab:green", "marker": "o", "linestyle": "--", "label": "ground truth"}
+_COLLISION_STYLE = {"color": "red", "marker": "X", "markersize": 12, "linestyle": "none", "label": "collision"}
+# Smallest half-width of a fitted bird's-eye view, metres.
+_MIN_VIEW_RANGE_M = 20.0
+# Points closer to the camera plane than this are not projected (behind or at the camera).
+_MIN_DEPTH_M = 0.1
+# Straight-line samples per waypoint segment when projecting a trajectory (so the curve follows the ground).
+_SAMPLES_PER_SEGMENT = 10
+
+
+def save_png(figure: Figure, path: str | Path) -> Path:
+    """Write `figure` as a PNG at its own dpi (size = figsize * dpi pixels); creates parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png", dpi=figure.dpi)
+    return path
+
+
+def occupancy_top_classes(semantics: np.ndarray, visible_mask: np.ndarray | None = None) -> np.ndarray:
+    """(X, Y) uint8: the class of the highest non-free voxel of each column of `semantics` (X, Y, Z), else free.
+
+    `visible_mask` (X, Y, Z) bool, e.g. the camera mask: voxels outside it are treated as free.
+    """
+    semantics = np.asarray(semantics)
+    if semantics.ndim != 3:
+        raise ValueError(f"semantics: expected (X, Y, Z) class ids, got shape {semantics.shape}")
+    occupied = semantics != OCC_FREE_CLASS
+    if visible_mask is not None:
+        if np.shape(visible_mask) != semantics.shape:
+            raise ValueError(f"visible_mask: expected {semantics.shape} bool, got {np.shape(visible_mask)}")
+        occupied &= np.asarray(visible_mask, dtype=bool)
+    top = semantics.shape[2] - 1 - np.argmax(occupied[..., ::-1], axis=2)  # (X, Y) highest occupied z index
+    classes = np.take_along_axis(semantics, top[..., None], axis=2)[..., 0].astype(np.uint8)
+    classes[~occupied.any(axis=2)] = OCC_FREE_CLASS
+    return classes
+
+
+def category_class_id(category: str) -> int:
+    """Occ3D class id of an agent category (nuScenes name, detection name or Occ3D name); "others" if unknown."""
+    name = category if category in OCC_CLASS_NAMES else category_to_detection_name(category)
+    return OCC_CLASS_NAMES.index(name) if name in OCC_CLASS_NAMES else OCC_CLASS_NAMES.index("others")
+
+
+def project_to_image(
+    points_ego: np.ndarray, intrinsics: np.ndarray, camera_to_ego: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels (N, 2) (u right, v down) and depths (N,) m of ego-frame points (N, 3) in a pinhole camera.
+
+    `intrinsics` (3, 3); `camera_to_ego` (4, 4) maps camera coordinates (x right, y down, z forward) to the ego
+    frame. Points with depth <= 0 have meaningless pixels; filter on the depth.
+    """
+    points_ego = np.asarray(points_ego, dtype=np.float64)
+    intrinsics = np.asarray(intrinsics, dtype=np.float64)
+    camera_to_ego = np.asarray(camera_to_ego, dtype=np.float64)
+    if points_ego.ndim != 2 or points_ego.shape[1] != 3:
+        raise ValueError(f"points_ego: expected (N, 3), got {points_ego.shape}")
+    if intrinsics.shape != (3, 3) or camera_to_ego.shape != (4, 4):
+        raise ValueError(
+            f"intrinsics/camera_to_ego: expected (3, 3) and (4, 4), got {intrinsics.shape}, {camera_to_ego.shape}"
+        )
+    rotation, translation = camera_to_ego[:3, :3], camera_to_ego[:3, 3]
+    points_camera = (points_ego - translation) @ rotation  # R^T (p - t), row vectors
+    depth = points_camera[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pixels = (points_camera @ intrinsics.T)[:, :2] / depth[:, None]
+    return pixels, depth
+
+
+def _trajectories(
+    pred_trajectory: np.ndarray | None, gt_trajectory: np.ndarray | None, trajectory_mask: np.ndarray | None
+) -> list[tuple[np.ndarray, dict]]:
+    """(waypoints (K, 2), line style) of the given trajectories, ground truth first, masked steps left out."""
+    mask = np.ones(NUM_WAYPOINTS, dtype=bool) if trajectory_mask is None else np.asarray(trajectory_mask, dtype=bool)
+    if mask.shape != (NUM_WAYPOINTS,):
+        raise ValueError(f"trajectory_mask: expected ({NUM_WAYPOINTS},) bool, got {mask.shape}")
+    drawn = []
+    for name, trajectory, style, keep in (
+        ("gt_trajectory", gt_trajectory, _GT_STYLE, mask),
+        ("pred_trajectory", pred_trajectory, _PRED_STYLE, np.ones(NUM_WAYPOINTS, dtype=bool)),
+    ):
+        if trajectory is None:
+            continue
+        trajectory = np.asarray(trajectory, dtype=np.float64)
+        if trajectory.shape != (NUM_WAYPOINTS, 2):
+            raise ValueError(f"{name}: expected ({NUM_WAYPOINTS}, 2), got {trajectory.shape}")
+        drawn.append((trajectory[keep], style))
+    return drawn
+
+
+def _class_patch(class_id: int) -> Patch:
+    return Patch(
+        facecolor=_PALETTE[class_id] / 255.0, edgecolor="black", linewidth=0.3, label=OCC_CLASS_NAMES[class_id]
+    )
+
+
+def plot_bev(
+    *,
+    pred_trajectory: np.ndarray | None = None,
+    gt_trajectory: np.ndarray | None = None,
+    trajectory_mask: np.ndarray | None = None,
+    collisions: np.ndarray | None = None,
+    semantics: np.ndarray | None = None,
+    visible_mask: np.ndarray | None = None,
+    agent_boxes: Sequence[np.ndarray] | None = None,
+    agent_categories: Sequence[Sequence[str]] | None = None,
+    view_range_m: float | None = None,
+    title: str | None = None,
+    figsize_in: tuple[float, float] = (6.0, 6.0),
+    dpi: int = 100,
+) -> Figure:
+    """Bird's-eye view of one sample: occupancy or agent boxes, the ego box, predicted vs true trajectory.
+
+    Args:
+        pred_trajectory, gt_trajectory: (6, 2) waypoints, metres, ego frame; either may be None.
+        trajectory_mask: (6,) bool valid ground-truth steps (others are not drawn).
+        collisions: (6,) bool, predicted waypoints to mark, e.g. `PlanningSampleResult.collision[protocol, check]`.
+        semantics: (X, Y, Z) Occ3D class ids, drawn top-down (highest non-free voxel per column) over the Occ3D
+            extent; `visible_mask` (X, Y, Z) bool hides voxels outside it.
+        agent_boxes: the planning dataset's `agent_boxes`, 7 arrays (N_t, 7) for t = 0 (now) .. 6 (3 s): boxes at
+            t = 0 are filled, later ones dotted outlines. `agent_categories` (7 lists of names) colours them.
+        view_range_m: half-width R of the view: y in [-R, R], x in [-R / 2, 1.5 R] (more room ahead). None fits
+            the trajectories: R = max(20 m, 1.2 x their farthest coordinate).
+        figsize_in, dpi: the PNG is figsize_in * dpi pixels.
+    """
+    figure = Figure(figsize=figsize_in, dpi=dpi, layout="constrained")
+    ax = figure.add_subplot()
+    ax.set_facecolor("#f2f2f2")
+    shown_classes: set[int] = set()
+
+    if semantics is not None:
+        top = occupancy_top_classes(semantics, visible_mask)
+        shown_classes.update(int(c) for c in np.unique(top) if c != OCC_FREE_CLASS)
+        # Rows of the picture run from +x down, columns from +y (left) to -y: flip both grid axes.
+        (x_min, y_min), (x_max, y_max) = OCC_RANGE_MIN_M[:2], OCC_RANGE_MAX_M[:2]
+        ax.imshow(_PALETTE[top[::-1, ::-1]], extent=(y_max, y_min, x_min, x_max), interpolation="nearest", zorder=0)
+
+    if agent_boxes is not None:
+        if len(agent_boxes) != NUM_WAYPOINTS + 1:
+            raise ValueError(f"agent_boxes: expected {NUM_WAYPOINTS + 1} steps (t = 0 first), got {len(agent_boxes)}")
+        for t, boxes in enumerate(agent_boxes):
+            names = agent_categories[t] if agent_categories is not None else ["others"] * len(boxes)
+            for corners, name in zip(box_corners_xy(boxes), names, strict=True):
+                class_id = category_class_id(name)
+                shown_classes.add(class_id)
+                color = _PALETTE[class_id] / 255.0
+                ax.add_patch(
+                    Polygon(
+                        corners[:, ::-1],
+                        closed=True,
+                        facecolor=color if t == 0 else "none",
+                        edgecolor="black" if t == 0 else color,
+                        linewidth=0.8,
+                        linestyle="-" if t == 0 else ":",
+                        alpha=1.0 if t == 0 else 0.6,
+                        zorder=2,
+                    )
+                )
+
+    # The ego box of the collision metric (axis-aligned, centre 0.5 m ahead of the origin).
+    ego = Rectangle(
+        (-EGO_WIDTH_M / 2.0, EGO_CENTER_OFFSET_M - EGO_LENGTH_M / 2.0),
+        EGO_WIDTH_M,
+        EGO_LENGTH_M,
+        facecolor="0.25",
+        edgecolor="black",
+        zorder=3,
+        label="ego",
+    )
+    ax.add_patch(ego)
+    handles: list = [ego]
+    trajectories = _trajectories(pred_trajectory, gt_trajectory, trajectory_mask)
+    for points, style in trajectories:
+        path = np.concatenate([np.zeros((1, 2)), points])
+        handles += ax.plot(path[:, 1], path[:, 0], linewidth=2.0, markersize=5, zorder=4, **style)
+    if collisions is not None:
+        if pred_trajectory is None:
+            raise ValueError("collisions: needs pred_trajectory to mark")
+        collisions = np.asarray(collisions, dtype=bool)
+        if collisions.shape != (NUM_WAYPOINTS,):
+            raise ValueError(f"collisions: expected ({NUM_WAYPOINTS},) bool, got {collisions.shape}")
+        hits = np.asarray(pred_trajectory, dtype=np.float64)[collisions]
+        handles += ax.plot(hits[:, 1], hits[:, 0], zorder=5, **_COLLISION_STYLE)
+
+    handles += [_class_patch(c) for c in sorted(shown_classes)]
+    ax.legend(handles=handles, loc="upper left", fontsize=6, ncol=2, framealpha=0.8)
+    if view_range_m is None:
+        farthest = max([np.abs(points).max(initial=0.0) for points, _ in trajectories], default=0.0)
+        view_range_m = max(_MIN_VIEW_RANGE_M, 1.2 * farthest)
+    ax.set_xlim(view_range_m, -view_range_m)
+    ax.set_ylim(-0.5 * view_range_m, 1.5 * view_range_m)
+    ax.set_aspect("equal")
+    ax.set_xlabel("y (m, left +)")
+    ax.set_ylabel("x (m, forward +)")
+    if title is not None:
+        ax.set_title(title)
+    return figure
+
+
+def _as_image(image: object, name: str) -> np.ndarray:
+    """An (H, W, 3|4) image array from a PIL image or array."""
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise ValueError(f"{name}: expected an (H, W, 3) RGB image, got shape {array.shape}")
+    return array
+
+
+def _densify(points: np.ndarray) -> np.ndarray:
+    """(K, 2) polyline resampled with `_SAMPLES_PER_SEGMENT` points per segment, ends included."""
+    fractions = np.linspace(0.0, 1.0, _SAMPLES_PER_SEGMENT, endpoint=False)[:, None]
+    segments = [start + fractions * (end - start) for start, end in itertools.pairwise(points)]
+    return np.concatenate([*segments, points[-1:]])
+
+
+def plot_camera_mosaic(
+    images: Sequence[object],
+    *,
+    camera_intrinsics: np.ndarray,
+    camera_extrinsics: np.ndarray,
+    pred_trajectory: np.ndarray | None = None,
+    gt_trajectory: np.ndarray | None = None,
+    trajectory_mask: np.ndarray | None = None,
+    figsize_in: tuple[float, float] = (12.0, 4.5),
+    dpi: int = 100,
+) -> Figure:
+    """The six cameras in a 2 x 3 mosaic (nuScenes layout) with the trajectories drawn into the front camera.
+
+    Args:
+        images: six images (PIL or (H, W, 3) arrays) in CAMERA_NAMES order.
+        camera_intrinsics: (6, 3, 3) pinhole matrices for the pixel size of `images`.
+        camera_extrinsics: (6, 4, 4) camera->ego transforms.
+        pred_trajectory, gt_trajectory: (6, 2) waypoints, metres, ego frame, drawn on the ground plane z = 0.
+        trajectory_mask: (6,) bool valid ground-truth steps.
+        figsize_in, dpi: the PNG is figsize_in * dpi pixels; cells stretch to fill it.
+    """
+    if len(images) != len(CAMERA_NAMES):
+        raise ValueError(f"images: expected {len(CAMERA_NAMES)} views in {CAMERA_NAMES} order, got {len(images)}")
+    camera_intrinsics = np.asarray(camera_intrinsics, dtype=np.float64)
+    camera_extrinsics = np.asarray(camera_extrinsics, dtype=np.float64)
+    if camera_intrinsics.shape != (len(CAMERA_NAMES), 3, 3) or camera_extrinsics.shape != (len(CAMERA_NAMES), 4, 4):
+        raise ValueError(
+            f"camera_intrinsics/camera_extrinsics: expected ({len(CAMERA_NAMES)}, 3, 3) and ({len(CAMERA_NAMES)}, 4, 4), "
+            f"got {camera_intrinsics.shape}, {camera_extrinsics.shape}"
+        )
+    figure = Figure(figsize=figsize_in, dpi=dpi)
+    grid = figure.add_gridspec(
+        len(MOSAIC_LAYOUT), len(MOSAIC_LAYOUT[0]), left=0, right=1, bottom=0, top=1, wspace=0, hspace=0
+    )
+    for row, names in enumerate(MOSAIC_LAYOUT):
+        for col, camera in enumerate(names):
+            index = CAMERA_NAMES.index(camera)
+            image = _as_image(images[index], f"images[{index}]")
+            height, width = image.shape[:2]
+            ax = figure.add_subplot(grid[row, col])
+            ax.imshow(image, aspect="auto", extent=(0, width, height, 0), interpolation="bilinear")
+            ax.text(
+                8, 8, camera, color="white", fontsize=8, va="top", bbox={"facecolor": "black", "alpha": 0.5, "pad": 2}
+            )
+            if camera == TRAJECTORY_CAMERA:
+                handles = []
+                for points, style in _trajectories(pred_trajectory, gt_trajectory, trajectory_mask):
+                    ground = _densify(np.concatenate([np.zeros((1, 2)), points]))
+                    pixels, depth = project_to_image(
+                        np.concatenate([ground, np.zeros((len(ground), 1))], axis=1),
+                        camera_intrinsics[index],
+                        camera_extrinsics[index],
+                    )
+                    seen = pixels[depth > _MIN_DEPTH_M]
+                    line_style = {k: v for k, v in style.items() if k != "marker"}
+                    handles += ax.plot(seen[:, 0], seen[:, 1], linewidth=2.5, **line_style)
+                if handles:
+                    ax.legend(handles=handles, loc="lower right", fontsize=7, framealpha=0.8)
+            ax.set_xlim(0, width)
+            ax.set_ylim(height, 0)
+            ax.set_axis_off()
+    return figure

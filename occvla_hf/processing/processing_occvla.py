@@ -1,0 +1,578 @@
+"""OccVLAProcessor: camera images, prompts, ego status and planning/occupancy targets -> model inputs, in one call.
+
+Token layout of one sample (PaliGemma style), `N = num_views * image_seq_length`:
+
+    <image> * N  <bos>  prompt [<traj>]  "\\n"  |  answer  <eos>
+    `------------------ prefix -----------------'   `- suffix -'
+
+`<traj>` ends the planning prompt (the trajectory head reads its final hidden state); QA prompts have none. The prefix
+gets `token_type_ids` 0, the suffix 1; `labels` are -100 except on the suffix tokens (answer + eos). Without an answer
+(inference) there is no suffix and no `labels`. Padding is on the left for generation and on the right for training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import PIL.Image
+import torch
+from transformers import BatchFeature, PreTrainedConfig, ProcessorMixin, SiglipImageProcessor
+from transformers.image_processing_utils import BaseImageProcessor
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from ..constants import (
+    CAMERA_NAMES,
+    EGO_STATUS_FEATURES,
+    IMAGE_TOKEN,
+    NUM_OCC_CLASSES,
+    NUM_WAYPOINTS,
+    TRAJ_TOKEN,
+)
+from .prompts import DEFAULT_PLANNING_PROMPT, DEFAULT_QA_PROMPT
+
+CameraImage = PIL.Image.Image | np.ndarray | torch.Tensor  # PIL, numpy (H, W, 3) uint8, or torch (3, H, W) uint8
+# One sample: views in CAMERA_NAMES order, or keyed by camera name.
+CameraImages = CameraImage | Sequence[CameraImage] | Mapping[str, CameraImage]
+Task = Literal["planning", "qa"]
+TASKS: tuple[str, ...] = ("planning", "qa")
+IGNORE_INDEX: int = -100
+_MIN_STD: float = 1e-6
+
+
+def ego_status_statistics(
+    ego_status: np.ndarray, ego_status_valid: np.ndarray | None = None
+) -> tuple[list[float], list[float]]:
+    """Per-feature mean and std of ego status (N, F) over its valid entries (N, F) bool.
+
+    A feature with no valid entry gets mean 0 and std 1; a constant feature gets std 1 (normalising leaves it centred).
+    """
+    ego_status = np.asarray(ego_status, dtype=np.float64)
+    if ego_status.ndim != 2 or ego_status.shape[1] != len(EGO_STATUS_FEATURES) or ego_status.shape[0] == 0:
+        raise ValueError(f"ego_status: expected (N >= 1, {len(EGO_STATUS_FEATURES)}), got {ego_status.shape}")
+    valid = np.ones(ego_status.shape, dtype=bool) if ego_status_valid is None else np.asarray(ego_status_valid)
+    if valid.shape != ego_status.shape or valid.dtype != bool:
+        raise ValueError(f"ego_status_valid: expected {ego_status.shape} bool, got {valid.shape} {valid.dtype}")
+    if not np.isfinite(ego_status[valid]).all():
+        raise ValueError("ego_status: valid entries must be finite (NaN or inf found)")
+    count = valid.sum(axis=0)
+    safe_count = np.maximum(count, 1)
+    values = np.where(valid, ego_status, 0.0)
+    mean = values.sum(axis=0) / safe_count
+    var = (np.where(valid, ego_status - mean, 0.0) ** 2).sum(axis=0) / safe_count
+    std = np.sqrt(var)
+    std = np.where((count == 0) | (std < _MIN_STD), 1.0, std)
+    return mean.tolist(), std.tolist()
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    """numpy view of an array-like (torch tensors are detached and moved to the CPU)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _image_to_hwc_uint8(image: Any, field: str) -> np.ndarray:
+    """One camera image -> (H, W, 3) uint8; PIL images are converted to RGB, arrays must already have 3 channels."""
+    if isinstance(image, PIL.Image.Image):
+        return np.asarray(image.convert("RGB"))
+    if isinstance(image, torch.Tensor):
+        if image.ndim != 3 or image.shape[0] != 3 or image.dtype != torch.uint8:
+            raise ValueError(
+                f"{field}: expected a torch (3, H, W) uint8 tensor, got {tuple(image.shape)} {image.dtype}"
+            )
+        return image.permute(1, 2, 0).cpu().numpy()
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"{field}: expected a numpy (H, W, 3) uint8 array, got {image.shape} {image.dtype}")
+        return image
+    raise TypeError(f"{field}: expected a PIL image, numpy (H, W, 3) or torch (3, H, W) uint8, got {type(image)}")
+
+
+def _is_single_image(value: Any) -> bool:
+    """Whether `value` is one camera image (as opposed to a list or dict of them)."""
+    return isinstance(value, (PIL.Image.Image, np.ndarray, torch.Tensor))
+
+
+def _is_sample(value: Any) -> bool:
+    """Whether `images` holds one sample (an image, a list of images or a dict of views) rather than a batch."""
+    if _is_single_image(value) or isinstance(value, Mapping):
+        return True
+    return isinstance(value, Sequence) and len(value) > 0 and _is_single_image(value[0])
+
+
+def _as_batch(value: Any, field: str, batch_size: int) -> list[Any]:
+    """A per-sample value (str) or a list of them -> a list of length `batch_size`; a single str is repeated."""
+    if isinstance(value, str):
+        return [value] * batch_size
+    if not isinstance(value, Sequence) or not all(isinstance(item, str) for item in value):
+        raise TypeError(f"{field}: expected a str or a list of str, got {type(value)}")
+    if len(value) != batch_size:
+        raise ValueError(f"{field}: expected {batch_size} entries (one per sample), got {len(value)}")
+    return list(value)
+
+
+def _batch_array(value: Any, field: str, sample_shape: tuple[int, ...] | None, batch_size: int) -> np.ndarray:
+    """Array-like of one sample or a batch -> (batch, *sample_shape); `sample_shape=None` accepts any rank-3 shape."""
+    if isinstance(value, (list, tuple)) and len(value) > 0 and not np.isscalar(value[0]):
+        items = [_to_numpy(item) for item in value]  # list of per-sample arrays (datasets rows)
+        shapes = sorted({item.shape for item in items})
+        if len(shapes) > 1:
+            raise ValueError(f"{field}: all samples must have one shape, got {shapes}")
+        array = np.stack(items)
+    else:
+        array = _to_numpy(value)
+    rank = 3 if sample_shape is None else len(sample_shape)
+    if array.ndim == rank:
+        array = array[None]
+    expected = f"(batch={batch_size}, {'X, Y, Z' if sample_shape is None else ', '.join(map(str, sample_shape))})"
+    if array.ndim != rank + 1 or array.shape[0] != batch_size:
+        raise ValueError(f"{field}: expected {expected}, got {array.shape}")
+    if sample_shape is not None and array.shape[1:] != sample_shape:
+        raise ValueError(f"{field}: expected {expected}, got {array.shape}")
+    return array
+
+
+class OccVLAProcessor(ProcessorMixin):
+    r"""
+    Builds OccVLA model inputs from camera images, a task prompt, ego status and (for training) targets.
+
+    Args:
+        image_processor (`BaseImageProcessor`):
+            SigLIP image processor (resize + normalise); every view is processed independently.
+        tokenizer (`PreTrainedTokenizerBase`):
+            Tokenizer with bos, eos and pad tokens; `<image>` and `<traj>` are added as special tokens if missing.
+        chat_template (`str`, *optional*):
+            Jinja chat template; when set, the task prompt is rendered as one user turn with a generation prompt
+            before the layout above is built. The template must not write the bos token (the processor places it).
+        num_views (`int`, *optional*, defaults to 6):
+            Camera views per sample: the first `num_views` cameras of `CAMERA_NAMES` (6 = all, 3 = the front three,
+            1 = `CAM_FRONT` only).
+        image_seq_length (`int`, *optional*, defaults to 256):
+            Image tokens per view (vision tower patches, e.g. (224 / 14) ** 2).
+        use_ego_status (`bool`, *optional*, defaults to `True`):
+            Whether to emit `ego_status`; `False` drops it entirely (planning without ego status).
+        ego_status_mean (`list[float]`, *optional*):
+            Per-feature mean of `EGO_STATUS_FEATURES` for normalisation; defaults to zeros.
+        ego_status_std (`list[float]`, *optional*):
+            Per-feature std of `EGO_STATUS_FEATURES` for normalisation; defaults to ones.
+        planning_prompt (`str`, *optional*):
+            Planning prompt (the `<traj>` token is appended by the processor).
+        qa_prompt (`str`, *optional*):
+            QA prompt template with a `{question}` field.
+    """
+
+    def __init__(
+        self,
+        image_processor: BaseImageProcessor | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        chat_template: str | None = None,
+        num_views: int = len(CAMERA_NAMES),
+        image_seq_length: int = 256,
+        use_ego_status: bool = True,
+        ego_status_mean: list[float] | None = None,
+        ego_status_std: list[float] | None = None,
+        planning_prompt: str = DEFAULT_PLANNING_PROMPT,
+        qa_prompt: str = DEFAULT_QA_PROMPT,
+    ) -> None:
+        if not isinstance(num_views, int) or not 1 <= num_views <= len(CAMERA_NAMES):
+            raise ValueError(f"num_views: expected an int in [1, {len(CAMERA_NAMES)}], got {num_views!r}")
+        if not isinstance(image_seq_length, int) or image_seq_length < 1:
+            raise ValueError(f"image_seq_length: expected a positive int, got {image_seq_length!r}")
+        if "{question}" not in qa_prompt:
+            raise ValueError(f"qa_prompt: expected a '{{question}}' field, got {qa_prompt!r}")
+        num_features = len(EGO_STATUS_FEATURES)
+        ego_status_mean = [0.0] * num_features if ego_status_mean is None else [float(v) for v in ego_status_mean]
+        ego_status_std = [1.0] * num_features if ego_status_std is None else [float(v) for v in ego_status_std]
+        if len(ego_status_mean) != num_features:
+            raise ValueError(f"ego_status_mean: expected {num_features} values, got {len(ego_status_mean)}")
+        if len(ego_status_std) != num_features or min(ego_status_std) <= 0:
+            raise ValueError(f"ego_status_std: expected {num_features} positive values, got {ego_status_std}")
+        if tokenizer is not None:
+            for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+                if getattr(tokenizer, name) is None:
+                    raise ValueError(f"tokenizer: {name} is required, got None")
+            vocab = tokenizer.get_vocab()
+            missing = [token for token in (IMAGE_TOKEN, TRAJ_TOKEN) if token not in vocab]
+            if missing:
+                tokenizer.add_special_tokens({"extra_special_tokens": missing}, replace_extra_special_tokens=False)
+        self.num_views = num_views
+        self.image_seq_length = image_seq_length
+        self.use_ego_status = use_ego_status
+        self.ego_status_mean = ego_status_mean
+        self.ego_status_std = ego_status_std
+        self.planning_prompt = planning_prompt
+        self.qa_prompt = qa_prompt
+        super().__init__(image_processor, tokenizer, chat_template=chat_template)
+
+    @classmethod
+    def from_model_config(
+        cls, config: PreTrainedConfig, tokenizer: PreTrainedTokenizerBase, **kwargs: Any
+    ) -> OccVLAProcessor:
+        """A processor matching an `OccVLAConfig`: SigLIP image processor at `vision_config.image_size`, the config's
+        `num_views`, `image_seq_length` and `use_ego_status`; `kwargs` set the other processor arguments.
+
+        Raises if the tokenizer's `<image>`/`<traj>` ids differ from the config's or exceed its vocabulary.
+        """
+        image_size = config.vision_config.image_size
+        processor = cls(
+            image_processor=SiglipImageProcessor(size={"height": image_size, "width": image_size}),
+            tokenizer=tokenizer,
+            num_views=config.num_views,
+            image_seq_length=config.image_seq_length,
+            use_ego_status=config.use_ego_status,
+            **kwargs,
+        )
+        for name in ("image_token_id", "traj_token_id"):
+            if getattr(processor, name) != getattr(config, name):
+                raise ValueError(
+                    f"tokenizer: {name} is {getattr(processor, name)} but config.{name} is {getattr(config, name)}"
+                )
+        if len(tokenizer) > config.text_config.vocab_size:
+            raise ValueError(
+                f"tokenizer: {len(tokenizer)} tokens exceed config.text_config.vocab_size={config.text_config.vocab_size}"
+            )
+        return processor
+
+    @property
+    def image_token_id(self) -> int:
+        return self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+
+    @property
+    def traj_token_id(self) -> int:
+        return self.tokenizer.convert_tokens_to_ids(TRAJ_TOKEN)
+
+    @property
+    def camera_names(self) -> tuple[str, ...]:
+        """Cameras this processor reads, in order."""
+        return CAMERA_NAMES[: self.num_views]
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return [
+            "input_ids",
+            "attention_mask",
+            "token_type_ids",
+            "pixel_values",
+            "labels",
+            "ego_status",
+            "trajectory",
+            "trajectory_mask",
+            "occupancy",
+            "occupancy_mask",
+        ]
+
+    # ----------------------------------------------------------------------------------------------------- inputs
+
+    def _sample_views(self, sample: Any, field: str) -> list[np.ndarray]:
+        """One sample's views -> `num_views` arrays (H, W, 3) uint8 of one size, in `camera_names` order."""
+        if isinstance(sample, Mapping):
+            unknown = sorted(set(sample) - set(CAMERA_NAMES))
+            if unknown:
+                raise ValueError(f"{field}: unknown camera names {unknown}; expected names from {CAMERA_NAMES}")
+            missing = [name for name in self.camera_names if name not in sample]
+            if missing:
+                raise ValueError(
+                    f"{field}: missing views {missing}; num_views={self.num_views} needs {self.camera_names}"
+                )
+            views = [_image_to_hwc_uint8(sample[name], f"{field}[{name!r}]") for name in self.camera_names]
+        else:
+            images = [sample] if _is_single_image(sample) else list(sample)
+            if len(images) != self.num_views:
+                raise ValueError(
+                    f"{field}: expected {self.num_views} views ({', '.join(self.camera_names)}), got {len(images)}; "
+                    "a batch is a list of samples, e.g. [[front_1], [front_2]] for num_views=1"
+                )
+            views = [_image_to_hwc_uint8(image, f"{field}[{index}]") for index, image in enumerate(images)]
+        sizes = {view.shape[:2] for view in views}
+        if len(sizes) > 1:
+            raise ValueError(f"{field}: all views of a sample must share one (H, W) size, got {sorted(sizes)}")
+        return views
+
+    def _pixel_values(self, images: Any) -> np.ndarray:
+        """Images of one sample or a batch -> pixel values (batch, num_views, 3, H, W) float32."""
+        samples = [images] if _is_sample(images) else list(images)
+        if not samples:
+            raise ValueError("images: expected at least one sample, got an empty list")
+        views = [
+            view for index, sample in enumerate(samples) for view in self._sample_views(sample, f"images[{index}]")
+        ]
+        processed = self.image_processor(images=views, return_tensors="np", input_data_format="channels_last")
+        pixel_values = processed["pixel_values"]  # (batch * num_views, 3, H, W)
+        return pixel_values.reshape(len(samples), self.num_views, *pixel_values.shape[1:]).astype(np.float32)
+
+    def _prompts(self, text: Any, task: str, question: Any, batch_size: int) -> list[str]:
+        """The prompt of each sample: `text` verbatim, else the task template (filled with `question` for QA)."""
+        if text is not None and question is not None:
+            raise ValueError("text/question: give either a full prompt (text) or a question, not both")
+        if text is not None:
+            prompts = _as_batch(text, "text", batch_size)
+        elif task == "qa":
+            if question is None:
+                raise ValueError("question: required for task='qa' (or pass the full prompt as text)")
+            prompts = [self.qa_prompt.format(question=q) for q in _as_batch(question, "question", batch_size)]
+        else:
+            prompts = [self.planning_prompt] * batch_size
+        for index, prompt in enumerate(prompts):
+            for token in (IMAGE_TOKEN, TRAJ_TOKEN, self.tokenizer.bos_token, self.tokenizer.eos_token):
+                if token in prompt:
+                    raise ValueError(
+                        f"text[{index}]: must not contain the special token {token!r}, the processor places it"
+                    )
+        if self.chat_template is not None:
+            conversations = [[{"role": "user", "content": [{"type": "text", "text": p}]}] for p in prompts]
+            prompts = self.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False)
+        return prompts
+
+    def _token_ids(
+        self, prompts: list[str], answers: list[str] | None, task: str, padding_side: str
+    ) -> dict[str, np.ndarray]:
+        """Token ids, attention mask, token types and labels (batch, seq_len) following the layout above."""
+        image_ids = [self.image_token_id] * (self.num_views * self.image_seq_length)
+        prompt_end = (TRAJ_TOKEN if task == "planning" else "") + "\n"
+        prefixes = [
+            image_ids + [self.tokenizer.bos_token_id] + self.tokenizer.encode(p + prompt_end, add_special_tokens=False)
+            for p in prompts
+        ]
+        if answers is None:
+            suffixes = [[] for _ in prompts]
+        else:
+            suffixes = [
+                self.tokenizer.encode(a, add_special_tokens=False) + [self.tokenizer.eos_token_id] for a in answers
+            ]
+        seq_len = max(len(prefix) + len(suffix) for prefix, suffix in zip(prefixes, suffixes))
+        batch = {
+            "input_ids": np.full((len(prompts), seq_len), self.tokenizer.pad_token_id, dtype=np.int64),
+            "attention_mask": np.zeros((len(prompts), seq_len), dtype=np.int64),
+            "token_type_ids": np.zeros((len(prompts), seq_len), dtype=np.int64),
+            "labels": np.full((len(prompts), seq_len), IGNORE_INDEX, dtype=np.int64),
+        }
+        for row, (prefix, suffix) in enumerate(zip(prefixes, suffixes)):
+            length = len(prefix) + len(suffix)
+            start = seq_len - length if padding_side == "left" else 0
+            span = slice(start, start + length)
+            answer_span = slice(start + len(prefix), start + length)
+            batch["input_ids"][row, span] = prefix + suffix
+            batch["attention_mask"][row, span] = 1
+            batch["token_type_ids"][row, answer_span] = 1
+            batch["labels"][row, answer_span] = suffix
+        if answers is None:
+            del batch["labels"]
+        return batch
+
+    def _ego_status(self, ego_status: Any, ego_status_valid: Any, batch_size: int) -> np.ndarray:
+        """Raw ego status (batch, F) -> normalised float32; entries marked invalid become 0 (the mean)."""
+        num_features = len(EGO_STATUS_FEATURES)
+        values = _batch_array(ego_status, "ego_status", (num_features,), batch_size).astype(np.float64)
+        if ego_status_valid is None:
+            valid = np.ones(values.shape, dtype=bool)
+        else:
+            valid = _batch_array(ego_status_valid, "ego_status_valid", (num_features,), batch_size)
+            if valid.dtype != bool:
+                raise ValueError(f"ego_status_valid: expected bool, got {valid.dtype}")
+        bad = np.argwhere(valid & ~np.isfinite(values))
+        if bad.size:
+            sample, feature = bad[0]
+            raise ValueError(
+                f"ego_status: non-finite value at sample {sample}, feature {EGO_STATUS_FEATURES[feature]!r} "
+                "(mark missing features in ego_status_valid)"
+            )
+        normalised = (values - np.asarray(self.ego_status_mean)) / np.asarray(self.ego_status_std)
+        return np.where(valid, normalised, 0.0).astype(np.float32)
+
+    @staticmethod
+    def _trajectory(trajectory: Any, trajectory_mask: Any, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Waypoints (batch, 6, 2) float32 metres + mask (batch, 6) bool; invalid waypoints are set to 0."""
+        waypoints = _batch_array(trajectory, "trajectory", (NUM_WAYPOINTS, 2), batch_size).astype(np.float32)
+        if trajectory_mask is None:
+            mask = np.ones((batch_size, NUM_WAYPOINTS), dtype=bool)
+        else:
+            mask = _batch_array(trajectory_mask, "trajectory_mask", (NUM_WAYPOINTS,), batch_size)
+            if mask.dtype != bool:
+                raise ValueError(f"trajectory_mask: expected bool, got {mask.dtype}")
+        if not np.isfinite(waypoints[mask]).all():
+            raise ValueError("trajectory: waypoints marked valid in trajectory_mask must be finite")
+        return np.where(mask[..., None], waypoints, 0.0).astype(np.float32), mask
+
+    @staticmethod
+    def _occupancy(occupancy: Any, occupancy_mask: Any, batch_size: int) -> dict[str, np.ndarray]:
+        """Occupancy labels (batch, X, Y, Z) as uint8 class ids (values unchanged) and the camera mask (bool)."""
+        labels = _batch_array(occupancy, "occupancy", None, batch_size)
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"occupancy: expected integer class ids, got {labels.dtype}")
+        if labels.size and (labels.min() < 0 or labels.max() >= NUM_OCC_CLASSES):
+            raise ValueError(
+                f"occupancy: class ids must lie in [0, {NUM_OCC_CLASSES}), got [{labels.min()}, {labels.max()}]"
+            )
+        outputs = {"occupancy": labels.astype(np.uint8, copy=False)}
+        if occupancy_mask is not None:
+            mask = _batch_array(occupancy_mask, "occupancy_mask", labels.shape[1:], batch_size)
+            if mask.dtype != bool:
+                raise ValueError(f"occupancy_mask: expected bool, got {mask.dtype}")
+            outputs["occupancy_mask"] = mask
+        return outputs
+
+    # ------------------------------------------------------------------------------------------------------- API
+
+    def __call__(
+        self,
+        images: CameraImages | Sequence[CameraImages] | None = None,
+        text: str | list[str] | None = None,
+        *,
+        task: Task | None = None,
+        question: str | list[str] | None = None,
+        answer: str | list[str] | None = None,
+        ego_status: Any = None,
+        ego_status_valid: Any = None,
+        trajectory: Any = None,
+        trajectory_mask: Any = None,
+        occupancy: Any = None,
+        occupancy_mask: Any = None,
+        padding_side: Literal["left", "right"] | None = None,
+        return_tensors: Literal["pt", "np"] = "pt",
+    ) -> BatchFeature:
+        """Process one sample or a batch.
+
+        Args:
+            images: per sample, `num_views` camera images in `CAMERA_NAMES` order (list) or a dict keyed by camera
+                name (names beyond `camera_names` are ignored); a single image when `num_views=1`; or a list of such.
+            text: full prompt(s) replacing the task template (a str is used for every sample).
+            task: `"planning"` (prompt ends with `<traj>`) or `"qa"`; default `"qa"` if `question` is given, else
+                `"planning"`.
+            question: QA question(s), filled into `qa_prompt`.
+            answer: training target(s): the meta-action text for planning, the answer for QA. Adds `labels`.
+            ego_status: (batch, F) or (F,) raw ego status in `EGO_STATUS_FEATURES` order; normalised.
+            ego_status_valid: (batch, F) bool; invalid features (e.g. steering without CAN bus) become 0.
+            trajectory: (batch, 6, 2) or (6, 2) future waypoints, metres, ego frame.
+            trajectory_mask: (batch, 6) bool valid waypoints; defaults to all valid.
+            occupancy: (batch, X, Y, Z) or (X, Y, Z) Occ3D class ids; passed through as uint8.
+            occupancy_mask: (batch, X, Y, Z) bool camera-visibility mask.
+            padding_side: `"left"` (generation) or `"right"` (training); defaults to right when `answer` is given.
+            return_tensors: `"pt"` or `"np"`.
+
+        Returns:
+            `BatchFeature` with `input_ids`, `attention_mask`, `token_type_ids` (batch, seq_len), `pixel_values`
+            (batch, num_views, 3, H, W) and, when their inputs are given, `labels`, `ego_status` (batch, F),
+            `trajectory` (batch, 6, 2), `trajectory_mask` (batch, 6), `occupancy` (batch, X, Y, Z) uint8,
+            `occupancy_mask` (batch, X, Y, Z) bool.
+        """
+        if images is None:
+            raise ValueError("images: required (the model reads camera views)")
+        task = ("qa" if question is not None else "planning") if task is None else task
+        if task not in TASKS:
+            raise ValueError(f"task: expected one of {TASKS}, got {task!r}")
+        if task == "planning" and question is not None:
+            raise ValueError("question: only used with task='qa'")
+        padding_side = ("right" if answer is not None else "left") if padding_side is None else padding_side
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side: expected 'left' or 'right', got {padding_side!r}")
+        if return_tensors not in ("pt", "np"):
+            raise ValueError(f"return_tensors: expected 'pt' or 'np', got {return_tensors!r}")
+
+        pixel_values = self._pixel_values(images)
+        batch_size = pixel_values.shape[0]
+        prompts = self._prompts(text, task, question, batch_size)
+        answers = None if answer is None else _as_batch(answer, "answer", batch_size)
+        data: dict[str, np.ndarray] = {**self._token_ids(prompts, answers, task, padding_side)}
+        data["pixel_values"] = pixel_values
+        if ego_status is not None and self.use_ego_status:
+            data["ego_status"] = self._ego_status(ego_status, ego_status_valid, batch_size)
+        if trajectory is not None:
+            data["trajectory"], data["trajectory_mask"] = self._trajectory(trajectory, trajectory_mask, batch_size)
+        elif trajectory_mask is not None:
+            raise ValueError("trajectory_mask: given without trajectory")
+        if occupancy is not None:
+            data.update(self._occupancy(occupancy, occupancy_mask, batch_size))
+        elif occupancy_mask is not None:
+            raise ValueError("occupancy_mask: given without occupancy")
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def from_rows(
+        self,
+        rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]],
+        *,
+        task: Task,
+        training: bool = True,
+        return_tensors: Literal["pt", "np"] = "pt",
+    ) -> BatchFeature:
+        """Process rows of the `planning`/`qa` dataset configs (a list of rows or a column batch) in one call.
+
+        Planning rows give `ego_status`(`_valid`), `trajectory`(`_mask`) and, when `training`, the target
+        `meta_action`; QA rows give `question` and, when `training`, `answer`. Rows carrying the occupancy columns
+        (`semantics`, `mask_camera`) also give `occupancy`/`occupancy_mask`. Training batches are right padded with
+        labels; otherwise left padded without.
+        """
+        if isinstance(rows, Mapping):
+            columns = list(rows)
+            rows = [dict(zip(columns, values)) for values in zip(*(rows[c] for c in columns))]
+        if not rows:
+            raise ValueError("rows: expected at least one row, got none")
+        if task not in TASKS:
+            raise ValueError(f"task: expected one of {TASKS}, got {task!r}")
+        required = ["images"]
+        if task == "planning":
+            required += ["ego_status", "ego_status_valid", "trajectory", "trajectory_mask"]
+            required += ["meta_action"] if training else []
+        else:
+            required += ["question"] + (["answer"] if training else [])
+        for index, row in enumerate(rows):
+            missing = [column for column in required if column not in row]
+            if missing:
+                raise ValueError(f"rows[{index}]: missing columns {missing} for task={task!r}, training={training}")
+            if len(row["images"]) != len(CAMERA_NAMES):
+                raise ValueError(
+                    f"rows[{index}]['images']: expected {len(CAMERA_NAMES)} views, got {len(row['images'])}"
+                )
+
+        def column(name: str) -> list[Any]:
+            return [row[name] for row in rows]
+
+        inputs: dict[str, Any] = {
+            "images": [dict(zip(CAMERA_NAMES, row["images"])) for row in rows],
+            "task": task,
+            "padding_side": "right" if training else "left",
+            "return_tensors": return_tensors,
+        }
+        if task == "planning":
+            inputs["ego_status"] = column("ego_status")
+            inputs["ego_status_valid"] = [np.asarray(valid, dtype=bool) for valid in column("ego_status_valid")]
+            inputs["trajectory"] = column("trajectory")
+            inputs["trajectory_mask"] = [np.asarray(mask, dtype=bool) for mask in column("trajectory_mask")]
+            if training:
+                inputs["answer"] = column("meta_action")
+        else:
+            inputs["question"] = column("question")
+            if training:
+                inputs["answer"] = column("answer")
+        if all("semantics" in row for row in rows):
+            inputs["occupancy"] = column("semantics")
+            if all("mask_camera" in row for row in rows):
+                inputs["occupancy_mask"] = [np.asarray(mask, dtype=bool) for mask in column("mask_camera")]
+        return self(**inputs)
+
+    def fit_ego_status_stats(self, ego_status: Any, ego_status_valid: Any = None) -> None:
+        """Set the normalisation statistics from a dataset's ego status (N, F) and validity (N, F) bool."""
+        mean, std = ego_status_statistics(
+            _to_numpy(ego_status), None if ego_status_valid is None else _to_numpy(ego_status_valid)
+        )
+        self.ego_status_mean, self.ego_status_std = mean, std
+
+    def post_process_plan(self, generated_ids: Any, trajectory: Any) -> list[dict[str, Any]]:
+        """Generated answer tokens (batch, new_tokens) and predicted waypoints (batch, 6, 2) -> one plan per sample.
+
+        `generated_ids` holds only the generated tokens (slice off the prompt: `output[:, input_ids.shape[1]:]`).
+        Each plan is `{"meta_action": str, "trajectory": np.ndarray (6, 2) float32 metres}`; the meta-action is the
+        first line of the decoded text (parse it with `MetaAction.from_text` to check it against the vocabulary).
+        """
+        waypoints = _to_numpy(trajectory).astype(np.float32)
+        texts = self.tokenizer.batch_decode(_to_numpy(generated_ids).tolist(), skip_special_tokens=True)
+        if waypoints.shape != (len(texts), NUM_WAYPOINTS, 2):
+            raise ValueError(f"trajectory: expected ({len(texts)}, {NUM_WAYPOINTS}, 2), got {waypoints.shape}")
+        return [
+            {"meta_action": (text.strip().splitlines() or [""])[0].strip(), "trajectory": points}
+            for text, points in zip(texts, waypoints)
+        ]
+
+
+__all__ = ["OccVLAProcessor", "ego_status_statistics"]

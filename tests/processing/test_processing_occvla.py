@@ -1,0 +1,455 @@
+"""OccVLAProcessor: output shapes and layout, label masking, padding, ego status, targets, rows, save/load, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from transformers import AutoProcessor
+
+from occvla_hf.constants import CAMERA_NAMES, EGO_STATUS_FEATURES, IMAGE_TOKEN, TRAJ_TOKEN
+from occvla_hf.modeling import OccVLAConfig
+from occvla_hf.processing import OccVLAProcessor, ego_status_statistics
+
+from .conftest import IMAGE_SEQ_LENGTH, IMAGE_SIZE_PX
+
+F = len(EGO_STATUS_FEATURES)
+GRID = (4, 5, 2)  # small occupancy grid: the processor passes any (X, Y, Z) through
+
+
+# ---------------------------------------------------------------------------------------------------- shapes
+
+
+@pytest.mark.parametrize("num_views", [1, 6])
+def test_training_batch_shapes_and_dtypes(make_processor, camera_images, num_views: int) -> None:
+    processor = make_processor(num_views=num_views)
+    batch = processor(
+        images=camera_images(2, num_views),
+        answer=["keep, straight", "decelerate, right lane change"],
+        ego_status=np.ones((2, F), dtype=np.float32),
+        trajectory=np.zeros((2, 6, 2), dtype=np.float32),
+        trajectory_mask=np.ones((2, 6), dtype=bool),
+        occupancy=np.zeros((2, *GRID), dtype=np.uint8),
+        occupancy_mask=np.ones((2, *GRID), dtype=bool),
+    )
+    seq_len = batch["input_ids"].shape[1]
+    expected = {
+        "input_ids": ((2, seq_len), torch.int64),
+        "attention_mask": ((2, seq_len), torch.int64),
+        "token_type_ids": ((2, seq_len), torch.int64),
+        "labels": ((2, seq_len), torch.int64),
+        "pixel_values": ((2, num_views, 3, IMAGE_SIZE_PX, IMAGE_SIZE_PX), torch.float32),
+        "ego_status": ((2, F), torch.float32),
+        "trajectory": ((2, 6, 2), torch.float32),
+        "trajectory_mask": ((2, 6), torch.bool),
+        "occupancy": ((2, *GRID), torch.uint8),
+        "occupancy_mask": ((2, *GRID), torch.bool),
+    }
+    assert {key: (tuple(value.shape), value.dtype) for key, value in batch.items()} == expected
+    assert set(batch) <= set(processor.model_input_names)
+
+
+def test_inference_batch_has_no_labels_and_no_suffix(make_processor, camera_images) -> None:
+    batch = make_processor()(images=camera_images(2, 6))
+    assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "pixel_values"}
+    assert int(batch["token_type_ids"].sum()) == 0
+
+
+def test_return_tensors_np_gives_numpy_arrays(make_processor, camera_images) -> None:
+    batch = make_processor()(images=camera_images(1, 6), return_tensors="np")
+    assert isinstance(batch["input_ids"], np.ndarray) and isinstance(batch["pixel_values"], np.ndarray)
+
+
+# ---------------------------------------------------------------------------------------------------- layout
+
+
+@pytest.mark.parametrize("num_views", [1, 6])
+def test_planning_layout_images_bos_prompt_traj_newline(make_processor, camera_images, tokenizer, num_views) -> None:
+    processor = make_processor(num_views=num_views)
+    ids = processor(images=camera_images(1, num_views))["input_ids"][0].tolist()
+    num_image_tokens = num_views * IMAGE_SEQ_LENGTH
+    assert ids[:num_image_tokens] == [tokenizer.image_token_id] * num_image_tokens
+    assert ids[num_image_tokens] == tokenizer.bos_token_id
+    assert ids.count(tokenizer.image_token_id) == num_image_tokens
+    assert ids[-2:] == [processor.traj_token_id, tokenizer.encode("\n")[0]]
+    assert tokenizer.decode(ids[num_image_tokens + 1 :]) == f"{processor.planning_prompt}{TRAJ_TOKEN}\n"
+
+
+def test_qa_layout_fills_the_template_and_has_no_traj_token(make_processor, camera_images, tokenizer) -> None:
+    processor = make_processor(num_views=1)
+    ids = processor(images=camera_images(1, 1), question="Is there a bus?")["input_ids"][0].tolist()
+    assert processor.traj_token_id not in ids
+    expected = processor.qa_prompt.format(question="Is there a bus?") + "\n"
+    assert tokenizer.decode(ids[IMAGE_SEQ_LENGTH + 1 :]) == expected
+
+
+def test_text_replaces_the_template(make_processor, camera_images, tokenizer) -> None:
+    batch = make_processor(num_views=1)(images=camera_images(1, 1), text="Drive safely.")
+    assert tokenizer.decode(batch["input_ids"][0, IMAGE_SEQ_LENGTH + 1 :]) == f"Drive safely.{TRAJ_TOKEN}\n"
+    batch = make_processor(num_views=1)(images=camera_images(1, 1), text="Describe the scene.", task="qa")
+    assert tokenizer.decode(batch["input_ids"][0, IMAGE_SEQ_LENGTH + 1 :]) == "Describe the scene.\n"
+
+
+def test_chat_template_renders_the_prompt_as_a_user_turn(make_processor, camera_images, tokenizer) -> None:
+    template = (
+        "{% for message in messages %}user: {{ message['content'][0]['text'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}model:{% endif %}"
+    )
+    processor = make_processor(num_views=1, chat_template=template)
+    ids = processor(images=camera_images(1, 1), question="Is there a bus?")["input_ids"][0]
+    prompt = processor.qa_prompt.format(question="Is there a bus?")
+    assert tokenizer.decode(ids[IMAGE_SEQ_LENGTH + 1 :]) == f"user: {prompt}\nmodel:\n"
+
+
+# ------------------------------------------------------------------------------------------ labels / padding
+
+
+def test_labels_cover_exactly_the_answer_and_eos(make_processor, camera_images, tokenizer) -> None:
+    answers = ["keep, straight", "accelerate, left lane change", "stop, right turn"]
+    questions = ["Is there a bus?", "How many moving pedestrians are to the back left of the parked truck?", "Why?"]
+    batch = make_processor()(images=camera_images(3, 6), question=questions, answer=answers)
+    for row, answer in enumerate(answers):
+        answer_positions = batch["labels"][row] != -100
+        assert torch.equal(answer_positions, batch["token_type_ids"][row] == 1)
+        assert torch.equal(batch["labels"][row][answer_positions], batch["input_ids"][row][answer_positions])
+        assert tokenizer.decode(batch["labels"][row][answer_positions]) == answer + tokenizer.eos_token
+
+
+def test_right_and_left_padding_hold_the_same_tokens(make_processor, camera_images, tokenizer) -> None:
+    processor = make_processor(num_views=1)
+    images = camera_images(2, 1)
+    questions = ["Is there a bus?", "What is the status of the car that is to the front right of the stopped bus?"]
+    right = processor(images=images, question=questions, answer=["yes", "moving"])
+    left = processor(images=images, question=questions, answer=["yes", "moving"], padding_side="left")
+    lengths = right["attention_mask"].sum(dim=1)
+    assert lengths[0] < lengths[1]  # mixed prompt lengths
+    seq_len = right["input_ids"].shape[1]
+    for row, length in enumerate(lengths.tolist()):
+        assert right["attention_mask"][row, :length].all() and not right["attention_mask"][row, length:].any()
+        assert (
+            left["attention_mask"][row, seq_len - length :].all()
+            and not left["attention_mask"][row, : seq_len - length].any()
+        )
+        assert (right["input_ids"][row, length:] == tokenizer.pad_token_id).all()
+        assert (left["input_ids"][row, : seq_len - length] == tokenizer.pad_token_id).all()
+        for key in ("input_ids", "token_type_ids", "labels"):
+            assert torch.equal(right[key][row, :length], left[key][row, seq_len - length :])
+        assert (right["labels"][row, length:] == -100).all()
+
+
+def test_generation_default_is_left_padding_ending_on_the_prompt(make_processor, camera_images, tokenizer) -> None:
+    questions = ["Is there a bus?", "What is the status of the car that is to the front right of the stopped bus?"]
+    batch = make_processor(num_views=1)(images=camera_images(2, 1), question=questions)
+    newline_id = tokenizer.encode("\n")[0]
+    assert (batch["input_ids"][:, -1] == newline_id).all()
+    assert batch["attention_mask"][:, -1].all() and not batch["attention_mask"][0, 0]
+
+
+# ---------------------------------------------------------------------------------------------------- images
+
+
+def test_pixel_values_are_the_image_processors_output_per_view(make_processor, camera_images) -> None:
+    processor = make_processor()
+    views = camera_images(1, 6)[0]
+    expected = processor.image_processor(images=views, return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(processor(images=views)["pixel_values"][0], expected)
+
+
+def test_pil_numpy_torch_and_dict_inputs_agree(make_processor, camera_images) -> None:
+    processor = make_processor()
+    views = camera_images(1, 6)[0]
+    reference = processor(images=views)["pixel_values"]
+    variants = (
+        [PIL.Image.fromarray(view) for view in views],
+        [torch.from_numpy(view).permute(2, 0, 1).contiguous() for view in views],
+        {name: view for name, view in reversed(list(zip(CAMERA_NAMES, views)))},
+    )
+    for images in variants:
+        torch.testing.assert_close(processor(images=images)["pixel_values"], reference)
+
+
+def test_front_only_processor_reads_cam_front_from_a_six_view_dict(make_processor, camera_images) -> None:
+    processor = make_processor(num_views=1)
+    views = camera_images(1, 6)[0]
+    from_dict = processor(images=dict(zip(CAMERA_NAMES, views)))["pixel_values"]
+    torch.testing.assert_close(from_dict, processor(images=views[0])["pixel_values"])
+    assert processor.camera_names == ("CAM_FRONT",)
+
+
+def test_three_views_are_the_front_cameras(make_processor, camera_images) -> None:
+    processor = make_processor(num_views=3)
+    views = camera_images(1, 6)[0]
+    assert processor.camera_names == ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT")
+    from_dict = processor(images=dict(zip(CAMERA_NAMES, views)))["pixel_values"]
+    torch.testing.assert_close(from_dict, processor(images=views[:3])["pixel_values"])
+
+
+def tiny_model_config(tokenizer, **overrides) -> OccVLAConfig:
+    """OccVLAConfig with 28 px images (4 tokens per view), 2 views and the test tokenizer's vocabulary."""
+    vision = {"model_type": "siglip_vision_model", "hidden_size": 8, "intermediate_size": 8, "image_size": 28}
+    vision |= {"num_hidden_layers": 1, "num_attention_heads": 2, "patch_size": 14, "vision_use_head": False}
+    text = {"model_type": "gemma", "hidden_size": 8, "intermediate_size": 8, "num_hidden_layers": 1, "head_dim": 4}
+    text |= {"num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": len(tokenizer)}
+    kwargs = {"vision_config": vision, "text_config": text, "num_views": 2, "use_ego_status": False}
+    kwargs |= {"image_token_id": tokenizer.image_token_id, "traj_token_id": tokenizer.traj_token_id}
+    return OccVLAConfig(**{**kwargs, **overrides})
+
+
+def test_from_model_config_matches_the_model(tokenizer, camera_images) -> None:
+    processor = OccVLAProcessor.from_model_config(tiny_model_config(tokenizer), tokenizer)
+    assert (processor.num_views, processor.image_seq_length, processor.use_ego_status) == (2, 4, False)
+    batch = processor(images=camera_images(1, 2), ego_status=np.zeros(F))
+    assert batch["pixel_values"].shape == (1, 2, 3, 28, 28) and "ego_status" not in batch
+    assert int((batch["input_ids"] == tokenizer.image_token_id).sum()) == 8
+    with pytest.raises(ValueError, match="traj_token_id"):
+        OccVLAProcessor.from_model_config(tiny_model_config(tokenizer, traj_token_id=7), tokenizer)
+
+
+# ---------------------------------------------------------------------------------------- ego status / targets
+
+
+def test_ego_status_is_normalised_and_invalid_features_are_zero(make_processor, camera_images) -> None:
+    processor = make_processor(num_views=1, ego_status_mean=[1, 0, 0, 0, 0, 0], ego_status_std=[2, 1, 1, 1, 1, 4])
+    raw = np.array([[5.0, 1.0, 0.5, 0.0, 0.1, np.nan]])
+    valid = np.array([[True, True, True, True, True, False]])
+    batch = processor(images=camera_images(1, 1), ego_status=raw, ego_status_valid=valid)
+    torch.testing.assert_close(batch["ego_status"], torch.tensor([[2.0, 1.0, 0.5, 0.0, 0.1, 0.0]]))
+
+
+def test_use_ego_status_false_drops_it(make_processor, camera_images) -> None:
+    batch = make_processor(num_views=1, use_ego_status=False)(images=camera_images(1, 1), ego_status=np.ones(F))
+    assert "ego_status" not in batch
+
+
+def test_ego_status_statistics_hand_checked() -> None:
+    ego = np.array([[1.0, 0, 0, 0, 0, 7.0], [3.0, 0, 0, 0, 0, 100.0]])
+    valid = np.ones_like(ego, dtype=bool)
+    valid[1, 5] = False
+    mean, std = ego_status_statistics(ego, valid)
+    assert mean == [2.0, 0, 0, 0, 0, 7.0]
+    assert std == [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]  # constant features (and single samples) keep std 1
+    mean, std = ego_status_statistics(np.array([[0.0] * 6, [4.0] * 6, [8.0] * 6]))
+    np.testing.assert_allclose(std, [np.sqrt(32 / 3)] * 6)
+
+
+def test_fit_ego_status_stats_updates_the_processor(make_processor) -> None:
+    processor = make_processor()
+    processor.fit_ego_status_stats(torch.tensor([[0.0] * 6, [2.0] * 6]))
+    assert processor.ego_status_mean == [1.0] * 6 and processor.ego_status_std == [1.0] * 6
+
+
+def test_masked_waypoints_may_be_nan_and_become_zero(make_processor, camera_images) -> None:
+    trajectory = np.arange(12, dtype=np.float32).reshape(6, 2)
+    trajectory[4:] = np.nan
+    mask = np.array([True] * 4 + [False] * 2)
+    batch = make_processor(num_views=1)(images=camera_images(1, 1), trajectory=trajectory, trajectory_mask=mask)
+    expected = torch.from_numpy(np.nan_to_num(trajectory))[None]
+    torch.testing.assert_close(batch["trajectory"], expected)
+    assert batch["trajectory_mask"].tolist() == [mask.tolist()]
+
+
+def test_occupancy_passes_through_unchanged(make_processor, camera_images) -> None:
+    rng = np.random.default_rng(1)
+    occupancy = rng.integers(0, 18, (2, *GRID)).astype(np.uint8)
+    mask = rng.random((2, *GRID)) > 0.5
+    batch = make_processor(num_views=1)(images=camera_images(2, 1), occupancy=list(occupancy), occupancy_mask=mask)
+    assert np.array_equal(batch["occupancy"].numpy(), occupancy) and np.array_equal(
+        batch["occupancy_mask"].numpy(), mask
+    )
+    as_int64 = make_processor(num_views=1)(images=camera_images(2, 1), occupancy=occupancy.astype(np.int64).tolist())
+    assert as_int64["occupancy"].dtype == torch.uint8 and np.array_equal(as_int64["occupancy"].numpy(), occupancy)
+
+
+# --------------------------------------------------------------------------------------------------- rows
+
+
+def planning_row(rng: np.random.Generator, with_occupancy: bool = False) -> dict:
+    row = {
+        "sample_token": "t",
+        "images": [PIL.Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)) for _ in CAMERA_NAMES],
+        "ego_status": rng.normal(size=F).astype(np.float32).tolist(),
+        "ego_status_valid": [True] * (F - 1) + [False],
+        "trajectory": rng.normal(size=(6, 2)).astype(np.float32).tolist(),
+        "trajectory_mask": [True] * 6,
+        "meta_action": "keep, straight",
+    }
+    if with_occupancy:
+        row["semantics"] = rng.integers(0, 18, GRID).astype(np.uint8).tolist()
+        row["mask_camera"] = (rng.random(GRID) > 0.5).tolist()
+    return row
+
+
+def test_from_rows_planning_matches_the_direct_call(make_processor, tokenizer) -> None:
+    rng = np.random.default_rng(2)
+    rows = [planning_row(rng, with_occupancy=True), planning_row(rng, with_occupancy=True)]
+    processor = make_processor(num_views=6)
+    batch = processor.from_rows(rows, task="planning")
+    direct = processor(
+        images=[row["images"] for row in rows],
+        answer=[row["meta_action"] for row in rows],
+        ego_status=np.array([row["ego_status"] for row in rows]),
+        ego_status_valid=np.array([row["ego_status_valid"] for row in rows]),
+        trajectory=np.array([row["trajectory"] for row in rows]),
+        occupancy=np.array([row["semantics"] for row in rows], dtype=np.uint8),
+        occupancy_mask=np.array([row["mask_camera"] for row in rows]),
+    )
+    assert set(batch) == set(direct)
+    for key in batch:
+        torch.testing.assert_close(batch[key], direct[key])
+    columns = {key: [row[key] for row in rows] for key in rows[0]}
+    torch.testing.assert_close(processor.from_rows(columns, task="planning")["input_ids"], batch["input_ids"])
+
+
+def test_from_rows_qa_for_inference_is_left_padded_without_labels(make_processor, tokenizer) -> None:
+    rng = np.random.default_rng(3)
+    rows = [
+        {"images": planning_row(rng)["images"], "question": q, "answer": "yes"}
+        for q in ("Is there a bus?", "Are there any other things that are the same status as the car?")
+    ]
+    processor = make_processor(num_views=1)
+    inference = processor.from_rows(rows, task="qa", training=False)
+    assert "labels" not in inference and inference["attention_mask"][:, -1].all()
+    training = processor.from_rows(rows, task="qa")
+    assert tokenizer.decode(training["labels"][0][training["labels"][0] != -100]) == "yes" + tokenizer.eos_token
+
+
+def test_from_rows_missing_column_raises_naming_it(make_processor) -> None:
+    row = planning_row(np.random.default_rng(4))
+    del row["meta_action"]
+    with pytest.raises(ValueError, match="meta_action"):
+        make_processor().from_rows([row], task="planning")
+    make_processor().from_rows([row], task="planning", training=False)  # inference needs no target
+    row["images"] = row["images"][:5]
+    with pytest.raises(ValueError, match=r"rows\[0\]\['images'\]"):
+        make_processor().from_rows([row], task="planning", training=False)
+
+
+# ----------------------------------------------------------------------------------------- post-processing
+
+
+def test_post_process_plan_pairs_decoded_meta_action_with_waypoints(make_processor, tokenizer) -> None:
+    processor = make_processor()
+    generated = [
+        tokenizer.encode("decelerate, left turn") + [tokenizer.eos_token_id, tokenizer.pad_token_id],
+        tokenizer.encode("keep, straight\n[(1.00,0.00)]") + [tokenizer.eos_token_id],
+    ]
+    width = max(map(len, generated))
+    generated = torch.tensor([ids + [tokenizer.pad_token_id] * (width - len(ids)) for ids in generated])
+    trajectory = torch.arange(24, dtype=torch.float32).reshape(2, 6, 2)
+    plans = processor.post_process_plan(generated, trajectory)
+    assert [plan["meta_action"] for plan in plans] == ["decelerate, left turn", "keep, straight"]
+    assert all(isinstance(plan["trajectory"], np.ndarray) and plan["trajectory"].shape == (6, 2) for plan in plans)
+    np.testing.assert_array_equal(plans[1]["trajectory"], trajectory[1].numpy())
+    with pytest.raises(ValueError, match="trajectory"):
+        processor.post_process_plan(generated, trajectory[:1])
+
+
+# ---------------------------------------------------------------------------------------------- save / load
+
+
+def test_save_load_round_trip_and_auto_processor(make_processor, camera_images, tmp_path: Path) -> None:
+    processor = make_processor(
+        num_views=1, use_ego_status=False, ego_status_mean=[1.0] * F, ego_status_std=[2.0] * F,
+        planning_prompt="Plan.", qa_prompt="Q: {question}", chat_template="{{ messages[0]['content'][0]['text'] }}",
+    )  # fmt: skip
+    processor.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "processor_config.json").read_text())
+    assert config["num_views"] == 1 and config["ego_status_std"] == [2.0] * F and config["qa_prompt"] == "Q: {question}"
+    for loaded in (OccVLAProcessor.from_pretrained(tmp_path), AutoProcessor.from_pretrained(tmp_path)):
+        assert type(loaded) is OccVLAProcessor
+        assert loaded.to_dict() == processor.to_dict() and loaded.chat_template == processor.chat_template
+        images = camera_images(2, 1)
+        kwargs = {"images": images, "question": ["Is there a bus?", "Why?"], "answer": ["yes", "no"]}
+        original, reloaded = processor(**kwargs), loaded(**kwargs)
+        assert set(original) == set(reloaded)
+        for key in original:
+            torch.testing.assert_close(original[key], reloaded[key])
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+
+VIEWS = [np.random.default_rng(5).integers(0, 256, (20, 24, 3), dtype=np.uint8) for _ in CAMERA_NAMES]
+NAMED_VIEWS = dict(zip(CAMERA_NAMES, VIEWS))
+BAD_CALLS = {
+    "missing view": ({"images": dict(list(NAMED_VIEWS.items())[:5])}, r"images\[0\].*missing views"),
+    "extra view": ({"images": VIEWS + VIEWS[:1]}, r"images\[0\].*expected 6 views"),
+    "unknown camera": ({"images": {**NAMED_VIEWS, "CAM_TOP": VIEWS[0]}}, r"images\[0\].*CAM_TOP"),
+    "4 channels": ({"images": VIEWS[:5] + [np.zeros((20, 24, 4), np.uint8)]}, r"images\[0\]\[5\].*\(H, W, 3\)"),
+    "1-channel tensor": ({"images": VIEWS[:5] + [torch.zeros(1, 20, 24, dtype=torch.uint8)]}, r"images\[0\]\[5\]"),
+    "float array": ({"images": VIEWS[:5] + [np.zeros((20, 24, 3), np.float32)]}, r"images\[0\]\[5\].*uint8"),
+    "mixed sizes": ({"images": VIEWS[:5] + [np.zeros((30, 24, 3), np.uint8)]}, r"images\[0\].*one \(H, W\) size"),
+    "no images": ({"images": None}, "images"),
+    "NaN ego status": ({"ego_status": [0, 0, np.nan, 0, 0, 0]}, "ego_status.*'ax'"),
+    "ego features": ({"ego_status": np.zeros((1, 5))}, r"ego_status: expected \(batch=1, 6\)"),
+    "ego batch": ({"ego_status": np.zeros((2, 6))}, r"ego_status: expected \(batch=1, 6\)"),
+    "trajectory shape": ({"trajectory": np.zeros((1, 6, 3))}, r"trajectory: expected \(batch=1, 6, 2\)"),
+    "ragged occupancy": ({"occupancy": [np.zeros(GRID, np.uint8), np.zeros((4, 5, 3), np.uint8)]}, "occupancy: all"),
+    "NaN waypoint": ({"trajectory": np.full((6, 2), np.nan)}, "trajectory"),
+    "mask dtype": ({"trajectory": np.zeros((6, 2)), "trajectory_mask": np.ones(6)}, "trajectory_mask"),
+    "mask alone": ({"trajectory_mask": np.ones(6, bool)}, "trajectory_mask"),
+    "occupancy floats": ({"occupancy": np.zeros(GRID, np.float32)}, "occupancy"),
+    "occupancy class": ({"occupancy": np.full(GRID, 18, np.uint8)}, "occupancy"),
+    "occupancy mask shape": (
+        {"occupancy": np.zeros(GRID, np.uint8), "occupancy_mask": np.ones((1, 4, 5, 3), bool)},
+        "occupancy_mask",
+    ),
+    "answers count": ({"answer": ["a", "b"]}, "answer"),
+    "qa without question": ({"task": "qa"}, "question"),
+    "unknown task": ({"task": "drive"}, "task"),
+    "text and question": ({"text": "x", "question": "y"}, "text/question"),
+    "special token in text": ({"text": f"look {IMAGE_TOKEN}"}, r"text\[0\]"),
+    "padding side": ({"padding_side": "top"}, "padding_side"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CALLS))
+def test_bad_inputs_raise_errors_naming_the_field(make_processor, case: str) -> None:
+    kwargs, pattern = BAD_CALLS[case]
+    with pytest.raises((ValueError, TypeError), match=pattern):
+        make_processor()(**{"images": VIEWS, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"num_views": 0}, "num_views"),
+        ({"num_views": 7}, "num_views"),
+        ({"image_seq_length": 0}, "image_seq_length"),
+        ({"qa_prompt": "no field"}, "qa_prompt"),
+        ({"ego_status_mean": [0.0] * 5}, "ego_status_mean"),
+        ({"ego_status_std": [0.0] * 6}, "ego_status_std"),
+    ],
+)
+def test_bad_settings_raise_naming_the_setting(make_processor, kwargs: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        make_processor(**kwargs)
+
+
+@pytest.mark.parametrize("dataset_format", [None, "numpy", "torch"])
+def test_from_rows_reads_a_datasets_table_in_any_format(make_processor, dataset_format: str | None) -> None:
+    rng = np.random.default_rng(6)
+    rows = [planning_row(rng, with_occupancy=True) for _ in range(2)]
+    features = datasets.Features(
+        {
+            "images": datasets.Sequence(datasets.Image()),
+            "ego_status": datasets.Sequence(datasets.Value("float32"), length=F),
+            "ego_status_valid": datasets.Sequence(datasets.Value("bool"), length=F),
+            "trajectory": datasets.Array2D((6, 2), "float32"),
+            "trajectory_mask": datasets.Sequence(datasets.Value("bool"), length=6),
+            "meta_action": datasets.Value("string"),
+            "semantics": datasets.Array3D(GRID, "uint8"),
+            "mask_camera": datasets.Array3D(GRID, "bool"),
+        }
+    )
+    table = datasets.Dataset.from_list([{key: row[key] for key in features} for row in rows], features=features)
+    processor = make_processor()
+    expected = processor.from_rows(rows, task="planning")
+    batch = processor.from_rows(table.with_format(dataset_format)[:2], task="planning")
+    assert set(batch) == set(expected)
+    for key in batch:
+        torch.testing.assert_close(batch[key], expected[key])
