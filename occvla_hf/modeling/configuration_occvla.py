@@ -31,9 +31,11 @@ class OccVLAConfig(PreTrainedConfig):
             Padding token id.
         num_views (`int`, *optional*, defaults to 6):
             Camera views per sample, in nuScenes camera order (1 = front camera only).
-        num_occupancy_queries_hw (`tuple[int, int]`, *optional*, defaults to `(25, 25)`):
+        num_occupancy_queries_hw (`tuple[int, int]`, *optional*, defaults to `(10, 10)`):
             BEV layout of the learnable occupancy queries (rows, columns); each query predicts one patch of the latent.
-        occupancy_latent_shape (`tuple[int, int, int]`, *optional*, defaults to `(64, 50, 50)`):
+            100 queries keep the training-step overhead near 10% at the PaliGemma-2-3B shape (25 x 25: +45%; see
+            benchmarks/RESULTS.md).
+        occupancy_latent_shape (`tuple[int, int, int]`, *optional*, defaults to `(128, 50, 50)`):
             (channels, height, width) of the occupancy VAE latent the queries are mapped into; height and width must be
             multiples of the query layout.
         occupancy_head_hidden_size (`int`, *optional*, defaults to 1024):
@@ -108,8 +110,8 @@ class OccVLAConfig(PreTrainedConfig):
     traj_token_id: int = 257152
     pad_token_id: int | None = 0
     num_views: int = 6
-    num_occupancy_queries_hw: tuple[int, int] | list[int] = (25, 25)
-    occupancy_latent_shape: tuple[int, int, int] | list[int] = (64, 50, 50)
+    num_occupancy_queries_hw: tuple[int, int] | list[int] = (10, 10)
+    occupancy_latent_shape: tuple[int, int, int] | list[int] = (128, 50, 50)
     occupancy_head_hidden_size: int = 1024
     occupancy_num_classes: int = NUM_OCC_CLASSES
     occupancy_modules: bool = True
@@ -155,7 +157,9 @@ class OccVLAConfig(PreTrainedConfig):
         for name in ("image_token_id", "traj_token_id"):
             value = getattr(self, name)
             if not 0 <= value < vocab_size:
-                raise ValueError(f"{name}: expected a token id in [0, {vocab_size}) (text_config.vocab_size), got {value}")
+                raise ValueError(
+                    f"{name}: expected a token id in [0, {vocab_size}) (text_config.vocab_size), got {value}"
+                )
         if self.image_token_id == self.traj_token_id:
             raise ValueError(f"traj_token_id: must differ from image_token_id, both are {self.traj_token_id}")
         if self.num_views < 1:

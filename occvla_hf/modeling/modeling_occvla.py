@@ -20,7 +20,9 @@ from transformers.masking_utils import create_causal_mask, create_masks_for_gene
 from transformers.modeling_outputs import ModelOutput
 from transformers.utils import logging
 
+from .configuration_occupancy_vae import OccupancyVAEConfig
 from .configuration_occvla import OccVLAConfig
+from .occupancy_vae import OccupancyVAE
 
 logger = logging.get_logger(__name__)
 
@@ -65,8 +67,9 @@ class OccVLAOutput(ModelOutput):
             MSE between the predicted latent and `occupancy_vae.encode(occupancy)`, unweighted.
         occupancy_voxel_loss (`torch.FloatTensor` of shape `()`, *optional*):
             Voxel cross-entropy of `occupancy_vae.decode(predicted latent)`, unweighted (only if its weight > 0).
-        logits (`torch.FloatTensor` of shape `(batch, text_length, vocab)`):
-            LM logits of the image and text tokens.
+        logits (`torch.FloatTensor` of shape `(batch, text_length, vocab)`, *optional*):
+            LM logits of the image and text tokens; `None` in training mode when `labels` are given (the LM head then
+            runs only on supervised positions).
         trajectory (`torch.FloatTensor` of shape `(batch, num_waypoints, 2)`, *optional*):
             Waypoints in metres, ego frame (x forward, y left), read from the `<traj>` token.
         occupancy_latent (`torch.FloatTensor` of shape `(batch, C, H, W)`, *optional*):
@@ -366,7 +369,8 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
     """
 
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
-    _keys_to_ignore_on_load_missing = [r"occupancy_vae\."]
+    # Each loss term is a per-batch mean (tokens, waypoints, latent cells), so the Trainer need not pass item counts.
+    accepts_loss_kwargs = False
 
     def __init__(self, config: OccVLAConfig) -> None:
         super().__init__(config)
@@ -376,8 +380,6 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         self.occupancy_head = OccVLAOccupancyHead(config) if config.occupancy_modules else None
         self.occupancy_vae: nn.Module | None = None
         if config.occupancy_vae_config is not None:
-            from .occupancy_vae import OccupancyVAE, OccupancyVAEConfig
-
             self._register_frozen_vae(OccupancyVAE(OccupancyVAEConfig(**config.occupancy_vae_config)))
         self.post_init()
 
@@ -407,7 +409,9 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         """
         for method in ("encode", "decode"):
             if not callable(getattr(vae, method, None)):
-                raise TypeError(f"vae: expected a module with `encode` and `decode`, {type(vae).__name__} lacks {method}")
+                raise TypeError(
+                    f"vae: expected a module with `encode` and `decode`, {type(vae).__name__} lacks {method}"
+                )
         self._register_frozen_vae(vae)
         vae_config = getattr(vae, "config", None)
         self.config.occupancy_vae_config = vae_config.to_dict() if isinstance(vae_config, PreTrainedConfig) else None
@@ -419,18 +423,25 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         return self
 
     # --- forward ---
+    def _lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """LM head with Gemma-2's final logit soft-capping when the text config has it."""
+        logits = self.lm_head(hidden)
+        softcap = getattr(self.config.get_text_config(), "final_logit_softcapping", None)
+        return logits if softcap is None else torch.tanh(logits / softcap) * softcap
+
     def _trajectory_hidden(self, input_ids: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor | None:
         """Final hidden state at each sample's `<traj>` token: (batch, hidden), or None if no sample has one."""
         is_traj = input_ids == self.config.traj_token_id
-        counts = is_traj.sum(dim=1)
-        if not counts.any():
+        counts = is_traj.sum(dim=1).tolist()  # the only host sync of the trajectory path
+        if not any(counts):
             return None
-        if (counts != 1).any():
+        if any(count != 1 for count in counts):
             raise ValueError(
                 f"input_ids: expected exactly one <traj> token (id {self.config.traj_token_id}) per sample, "
-                f"got counts {counts.tolist()}"
+                f"got counts {counts}"
             )
-        return hidden[is_traj]
+        position = is_traj.int().argmax(dim=1)  # (batch,)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), position]
 
     def _check_ego_status(self, ego_status: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         if not self.config.use_ego_status:
@@ -535,21 +546,31 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
             **kwargs,
         )
         hidden = outputs.last_hidden_state
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden[:, keep, :])
-        softcap = getattr(self.config.get_text_config(), "final_logit_softcapping", None)
-        if softcap is not None:
-            logits = torch.tanh(logits / softcap) * softcap
-
+        # Training with labels skips the full (batch, length, vocab) logits: over a 257k vocabulary and ~1.6k image
+        # tokens they dominate memory, and only the supervised positions need the LM head.
+        logits = None
+        if labels is None or not self.training:
+            keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            logits = self._lm_logits(hidden[:, keep, :])
         lm_loss = None
         if labels is not None:
-            lm_loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size)
+            if labels.shape != hidden.shape[:2]:
+                raise ValueError(
+                    f"labels: expected {tuple(hidden.shape[:2])} like input_ids, got {tuple(labels.shape)}"
+                )
+            next_labels = F.pad(labels, (0, 1), value=-100)[:, 1:]  # label of the token each position predicts
+            supervised = next_labels != -100
+            supervised_logits = self._lm_logits(hidden[supervised]).float()  # (num_supervised, vocab)
+            lm_loss = F.cross_entropy(supervised_logits, next_labels[supervised], reduction="sum")
+            lm_loss = lm_loss / supervised.sum().clamp(min=1)
 
         predicted_trajectory = trajectory_loss = None
         decoding = cache is not None and cache.get_seq_length() > hidden.shape[1]
         traj_hidden = None if input_ids is None or decoding else self._trajectory_hidden(input_ids, hidden)
         if traj_hidden is not None:
-            predicted_trajectory = self.trajectory_head(traj_hidden, self._check_ego_status(ego_status, hidden.shape[0]))
+            predicted_trajectory = self.trajectory_head(
+                traj_hidden, self._check_ego_status(ego_status, hidden.shape[0])
+            )
         if trajectory is not None:
             if predicted_trajectory is None:
                 raise ValueError("trajectory: targets given but input_ids contain no <traj> token")
@@ -673,7 +694,9 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         finally:
             handle.remove()
         if not captured:
-            raise ValueError(f"input_ids: planning prompts must contain the <traj> token (id {self.config.traj_token_id})")
+            raise ValueError(
+                f"input_ids: planning prompts must contain the <traj> token (id {self.config.traj_token_id})"
+            )
         meta_action = None
         if tokenizer is not None:
             meta_action = [

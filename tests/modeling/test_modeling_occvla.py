@@ -198,3 +198,15 @@ def test_config_rejects_inconsistent_values() -> None:
         tiny_config(num_occupancy_queries_hw=(3, 3))
     with pytest.raises(Exception, match="traj_token_id"):
         tiny_config(traj_token_id=500)
+
+
+def test_training_lm_loss_skips_full_logits_but_equals_the_eval_loss(tiny_model: OccVLAForPlanning) -> None:
+    batch = make_batch(tiny_model.config)
+    labels = batch["input_ids"].clone()
+    labels[:, :-3] = -100
+    eval_out = tiny_model.eval()(**batch, labels=labels)
+    expected = F.cross_entropy(eval_out.logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+    torch.testing.assert_close(eval_out.lm_loss, expected)
+    train_out = tiny_model.train()(**batch, labels=labels)
+    assert train_out.logits is None
+    torch.testing.assert_close(train_out.lm_loss, expected)

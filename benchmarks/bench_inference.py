@@ -1,0 +1,242 @@
+"""Inference cost of OccVLA against the same-shaped PaliGemma, measured side by side in one process.
+
+Full shape: PaliGemma-2-3B (SigLIP-So400m/14 at 224 px, Gemma-2-2B sizes), random weights, SDPA. Rows: prefill latency
+(1 and 6 views), `generate()` of 32 tokens, `plan()` (trajectory head + meta-action), the trajectory read from the
+prefill alone, and decoding the 6 waypoints as text instead (what a text-waypoint planner pays), at batch 1/8/32.
+GPU timings use CUDA events; every number is the median of `--repeats` runs after `--warmup` runs.
+
+    python benchmarks/bench_inference.py --device cuda --dtype bf16
+    python benchmarks/bench_inference.py --tiny --device cpu        # smoke run on a tiny config
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import transformers
+from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration
+
+from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning
+
+GENERATE_TOKENS = 32
+META_ACTION_TOKENS = 8  # "decelerate, left lane change" and an end token, in a Gemma-sized vocabulary
+TEXT_PROMPT_TOKENS = 24
+
+# Gemma-2-2B sizes in Gemma layers: transformers runs Gemma-2 layers with eager attention only (SDPA cannot express
+# their attention-logit soft-capping), so the SDPA comparison uses the same shapes without soft-capping.
+GEMMA2_2B = dict(
+    model_type="gemma",
+    hidden_size=2304,
+    intermediate_size=9216,
+    num_hidden_layers=26,
+    num_attention_heads=8,
+    num_key_value_heads=4,
+    head_dim=256,
+    vocab_size=257216,
+)
+SIGLIP_SO400M = dict(
+    model_type="siglip_vision_model",
+    hidden_size=1152,
+    intermediate_size=4304,
+    num_hidden_layers=27,
+    num_attention_heads=16,
+    patch_size=14,
+    image_size=224,
+    vision_use_head=False,
+)
+TINY_TEXT = dict(GEMMA2_2B, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16, vocab_size=512)
+TINY_VISION = dict(SIGLIP_SO400M, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                   image_size=56)
+
+
+@dataclass
+class Timer:
+    device: torch.device
+    warmup: int
+    repeats: int
+
+    def __call__(self, fn: Callable[[], object]) -> float:
+        """Median milliseconds of `fn()`."""
+        return self.pair(fn, None)[0]
+
+    def pair(self, fn_a: Callable[[], object], fn_b: Callable[[], object] | None) -> tuple[float, float]:
+        """Median milliseconds of `fn_a()` and `fn_b()`, run alternately so that drift (clocks, host load) hits
+        both alike; ratios of the two are the numbers to trust."""
+        fns = [fn for fn in (fn_a, fn_b) if fn is not None]
+        for _ in range(self.warmup):
+            for fn in fns:
+                fn()
+        times: list[list[float]] = [[] for _ in fns]
+        for _ in range(self.repeats):
+            for fn, bucket in zip(fns, times):
+                bucket.append(self._once(fn))
+        medians = [statistics.median(bucket) for bucket in times]
+        return medians[0], (medians[1] if fn_b is not None else float("nan"))
+
+    def _once(self, fn: Callable[[], object]) -> float:
+        if self.device.type != "cuda":
+            begin = time.perf_counter()
+            fn()
+            return (time.perf_counter() - begin) * 1000
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end)
+
+
+def waypoint_text_tokens() -> int:
+    """Tokens a text-waypoint decoder emits for 6 waypoints, e.g. "[(+3.41,-0.12), ...]".
+
+    Gemma's tokenizer splits numbers into single digits, so every digit is one token; every run of other characters
+    is counted as one token (a low estimate), plus an end token.
+    """
+    text = "[" + ", ".join(f"({x:+.2f},{y:+.2f})" for x, y in [(3.41, -0.12)] * 6) + "]"
+    return len(re.findall(r"\d|[^\d]+", text)) + 1
+
+
+def build_models(tiny: bool, num_views: int, dtype: torch.dtype, device: torch.device):
+    text, vision = (TINY_TEXT, TINY_VISION) if tiny else (GEMMA2_2B, SIGLIP_SO400M)
+    image_token_id, traj_token_id = text["vocab_size"] - 2, text["vocab_size"] - 1
+    occvla_config = OccVLAConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=image_token_id,
+        traj_token_id=traj_token_id,
+        num_views=num_views,
+    )
+    occvla_config.text_config.use_bidirectional_attention = True  # as PaliGemma's config sets it
+    paligemma_config = PaliGemmaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=image_token_id,
+        projection_dim=text["hidden_size"],
+        hidden_size=text["hidden_size"],
+        vocab_size=text["vocab_size"],
+    )
+    torch.manual_seed(0)
+    with torch.device(device):
+        occvla = OccVLAForPlanning(occvla_config).to(dtype).eval()
+        paligemma = PaliGemmaForConditionalGeneration(paligemma_config).to(dtype).eval()
+    for model in (occvla, paligemma):
+        model.generation_config.pad_token_id = 0
+        model.generation_config.eos_token_id = None  # fixed-length decoding for both models
+    return occvla, paligemma
+
+
+def make_inputs(model: OccVLAForPlanning, batch: int, dtype: torch.dtype, device: torch.device) -> dict:
+    config = model.config
+    image_tokens = config.num_views * config.image_seq_length
+    prompt = torch.randint(2, 1000 if config.text_config.vocab_size > 1000 else 400, (batch, TEXT_PROMPT_TOKENS))
+    prompt[:, -1] = config.traj_token_id
+    input_ids = torch.cat([torch.full((batch, image_tokens), config.image_token_id), prompt], dim=1).to(device)
+    size = config.vision_config.image_size
+    return {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "token_type_ids": torch.zeros_like(input_ids),
+        "pixel_values": torch.randn(batch, config.num_views, 3, size, size, device=device, dtype=dtype),
+        "ego_status": torch.randn(batch, config.ego_status_dim, device=device, dtype=dtype),
+    }
+
+
+def paligemma_inputs(inputs: dict, image_token_id: int, traj_token_id: int) -> dict:
+    """Same sequence for PaliGemma: views flattened into its image batch, `<traj>` replaced by an ordinary token."""
+    input_ids = inputs["input_ids"].masked_fill(inputs["input_ids"] == traj_token_id, 5)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": inputs["attention_mask"],
+        "token_type_ids": inputs["token_type_ids"],
+        "pixel_values": inputs["pixel_values"].flatten(0, 1),
+    }
+
+
+def run(args: argparse.Namespace) -> list[tuple[str, ...]]:
+    device = torch.device(args.device)
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
+    timer = Timer(device, args.warmup, args.repeats)
+    text_tokens = waypoint_text_tokens()
+    rows: list[tuple[str, ...]] = []
+    for num_views in args.views:
+        occvla, paligemma = build_models(args.tiny, num_views, dtype, device)
+        cfg = occvla.config
+        for batch in args.batches:
+            if num_views == 1 and batch != 1:
+                continue  # single-view rows: prefill latency only
+            ours = make_inputs(occvla, batch, dtype, device)
+            base = paligemma_inputs(ours, cfg.image_token_id, cfg.traj_token_id)
+            fixed = dict(do_sample=False)
+
+            def generate(model, inputs, tokens: int) -> Callable[[], object]:
+                return lambda: model.generate(**inputs, max_new_tokens=tokens, min_new_tokens=tokens, **fixed)
+
+            with torch.inference_mode():
+                prefill_ours, prefill_base = timer.pair(
+                    lambda: occvla(**ours, use_cache=True, logits_to_keep=1),
+                    lambda: paligemma(**base, use_cache=True, logits_to_keep=1),
+                )
+                rows.append(_row("prefill", num_views, batch, prefill_ours, prefill_base))
+                text_only = {k: v for k, v in ours.items() if k != "ego_status"}
+                text_only["input_ids"] = base["input_ids"]  # no <traj>: the pure VLM path
+                prefill_text, prefill_base = timer.pair(
+                    lambda: occvla(**text_only, use_cache=True, logits_to_keep=1),
+                    lambda: paligemma(**base, use_cache=True, logits_to_keep=1),
+                )
+                rows.append(_row("prefill, no <traj>", num_views, batch, prefill_text, prefill_base))
+                if num_views == 1:
+                    continue
+                gen_ours, gen_base = timer.pair(
+                    generate(occvla, ours, GENERATE_TOKENS), generate(paligemma, base, GENERATE_TOKENS)
+                )
+                rows.append(_row(f"generate {GENERATE_TOKENS} tok", num_views, batch, gen_ours, gen_base,
+                                 tokens=batch * GENERATE_TOKENS))
+                plan_ms, text_plan_ms = timer.pair(
+                    lambda: occvla.plan(**ours, max_new_tokens=META_ACTION_TOKENS, min_new_tokens=META_ACTION_TOKENS),
+                    generate(occvla, ours, META_ACTION_TOKENS + text_tokens),
+                )
+                rows.append(_row("plan() vs text waypoints", num_views, batch, plan_ms, text_plan_ms))
+                text_traj_ms = timer(generate(occvla, ours, text_tokens))
+                rows.append(_row("trajectory: head vs text", num_views, batch, prefill_ours, text_traj_ms))
+        del occvla, paligemma
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def _row(name: str, views: int, batch: int, ours_ms: float, other_ms: float, tokens: int | None = None):
+    throughput = f"{tokens / (ours_ms / 1000):.0f}" if tokens else "-"
+    return (name, str(views), str(batch), f"{ours_ms:.2f}", f"{other_ms:.2f}", f"{ours_ms / other_ms:.3f}", throughput)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="tiny random config (smoke test)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
+    parser.add_argument("--views", type=int, nargs="+", default=[1, 6])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
+    print(f"# device {name}, torch {torch.__version__}, transformers {transformers.__version__}, {args.dtype}, "
+          f"{'tiny' if args.tiny else 'PaliGemma-2-3B shape'}, sdpa; waypoints as text = {waypoint_text_tokens()} "
+          f"tokens")
+    header = ("measurement", "views", "batch", "OccVLA ms", "reference ms", "ratio", "OccVLA tok/s")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in run(args):
+        print("| " + " | ".join(row) + " |")
+    print("reference: PaliGemma for prefill/generate rows; OccVLA decoding waypoints as text for the other rows")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,429 @@
+"""nuScenes (+ Occ3D, + nuScenes-QA) -> Hugging Face datasets: features, building, saving and pushing.
+
+Three configs, one `DatasetDict` each, with the official nuScenes splits as splits (`mini_train`/`mini_val` for
+v1.0-mini, `train`/`val` for v1.0-trainval, `test` for v1.0-test):
+
+* `planning`: one row per keyframe.
+* `qa`: one row per nuScenes-QA question, with its keyframe's common columns.
+* `occupancy`: one row per keyframe with Occ3D labels.
+
+Row format (what `OccVLAProcessor` and the training collator read):
+
+  common      sample_token str, scene_name str, timestamp int64 (us), images: 6 images in CAMERA_NAMES order
+              (PIL on access), camera_intrinsics (6, 3, 3) float32, camera_extrinsics (6, 4, 4) float32 camera->ego
+  planning    ego_status (6,) float32 [vx, vy m/s, ax, ay m/s^2, yaw_rate rad/s, steering rad] with
+              ego_status_valid (6,) bool; trajectory (6, 2) float32 m, ego frame (x forward, y left), 0.5 s steps,
+              trajectory_mask (6,) bool; past_trajectory (4, 2) float32 (oldest first), past_trajectory_mask (4,);
+              meta_action str ("<speed>, <path>", "" without future); agent_boxes: 7 lists (t = 0..6 at 0.5 s) of
+              rows [x, y, z, length, width, height, yaw] (BOX_FIELDS) in the current ego frame; agent_categories:
+              7 lists of detection names
+  qa          question str, answer str, template_type str (QA_QUESTION_TYPES), num_hop int32 (0 or 1)
+  occupancy   semantics, mask_camera, mask_lidar: compressed bytes; `decode_occupancy` gives (200, 200, 16) uint8
+              and bool arrays (see `occvla_hf.data.occ3d`)
+
+With `dataset.with_format("numpy")` the arrays come back as numpy arrays of the shapes above; with the default format
+they are nested lists. `agent_boxes_arrays(row["agent_boxes"])` gives the 7 box arrays (N_t, 7) in either format.
+
+Building is generator-based (`Dataset.from_generator`, Arrow written in small batches, memory flat) and chunked by
+scenes: each chunk is cached under its own fingerprint of the inputs, so an interrupted build resumes at the first
+unfinished chunk when called again with the same arguments and cache folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from datasets import (
+    Array2D,
+    Array3D,
+    Dataset,
+    DatasetDict,
+    Features,
+    Image,
+    List,
+    Value,
+    concatenate_datasets,
+    load_from_disk,
+)
+from huggingface_hub import HfApi
+from tqdm.auto import tqdm
+
+from occvla_hf import __version__
+from occvla_hf.constants import (
+    BOX_FIELDS,
+    CAMERA_NAMES,
+    DATASET_CONFIG_NAMES,
+    EGO_STATUS_FEATURES,
+    NUM_PAST_WAYPOINTS,
+    NUM_WAYPOINTS,
+)
+from occvla_hf.data.card import dataset_card
+from occvla_hf.data.nuscenes import NUM_BOX_STEPS, NuScenesReader, check_dataroot
+from occvla_hf.data.nuscenes_qa import QA_FILE_SPLITS, Question, load_qa_root, qa_file
+from occvla_hf.data.occ3d import (
+    OCC_ARRAY_NAMES,
+    encode_occupancy,
+    occupancy_path,
+    read_occupancy,
+)
+
+logger = logging.getLogger(__name__)
+
+IMAGE_MODES: tuple[str, ...] = ("path", "bytes")
+ON_MISSING_OCC: tuple[str, ...] = ("skip", "error")
+# Folder of `save_dataset`'s output holding one `DatasetDict.save_to_disk` folder per config.
+ARROW_DIR: str = "arrow"
+# Bump when the row content changes, so that cached chunks of older builds are not reused.
+_FORMAT_REVISION = 1
+_WRITER_BATCH_SIZE = 100
+_MAX_PARQUET_SHARD_BYTES = 500 * 2**20
+
+
+def config_features(config: str) -> Features:
+    """Explicit `Features` of a config (column order = row format order)."""
+    common = {
+        "sample_token": Value("string"),
+        "scene_name": Value("string"),
+        "timestamp": Value("int64"),
+        "images": List(Image(), length=len(CAMERA_NAMES)),
+        "camera_intrinsics": Array3D((len(CAMERA_NAMES), 3, 3), "float32"),
+        "camera_extrinsics": Array3D((len(CAMERA_NAMES), 4, 4), "float32"),
+    }
+    specific = {
+        "planning": {
+            "ego_status": List(Value("float32"), length=len(EGO_STATUS_FEATURES)),
+            "ego_status_valid": List(Value("bool"), length=len(EGO_STATUS_FEATURES)),
+            "trajectory": Array2D((NUM_WAYPOINTS, 2), "float32"),
+            "trajectory_mask": List(Value("bool"), length=NUM_WAYPOINTS),
+            "past_trajectory": Array2D((NUM_PAST_WAYPOINTS, 2), "float32"),
+            "past_trajectory_mask": List(Value("bool"), length=NUM_PAST_WAYPOINTS),
+            "meta_action": Value("string"),
+            "agent_boxes": List(List(List(Value("float32"), length=len(BOX_FIELDS))), length=NUM_BOX_STEPS),
+            "agent_categories": List(List(Value("string")), length=NUM_BOX_STEPS),
+        },
+        "qa": {
+            "question": Value("string"),
+            "answer": Value("string"),
+            "template_type": Value("string"),
+            "num_hop": Value("int32"),
+        },
+        "occupancy": {name: Value("binary") for name in OCC_ARRAY_NAMES},
+    }
+    if config not in specific:
+        raise ValueError(f"config: expected one of {DATASET_CONFIG_NAMES}, got {config!r}")
+    return Features({**common, **specific[config]})
+
+
+def agent_boxes_arrays(agent_boxes: Sequence) -> list[np.ndarray]:
+    """A row's `agent_boxes` (lists or numpy format) as 7 float32 arrays (N_t, 7), empty steps as (0, 7)."""
+    return [np.asarray(step, dtype=np.float32).reshape(-1, len(BOX_FIELDS)) for step in agent_boxes]
+
+
+@dataclass(frozen=True)
+class _Sources:
+    """What the row generators read; passed to them whole, never hashed (chunks carry their own fingerprint)."""
+
+    reader: NuScenesReader
+    image_mode: str
+    questions: dict[str, list[Question]] | None
+    occ3d_root: Path | None
+    skipped_occupancy: frozenset[str]
+
+
+def _common_row(fields: dict, image_mode: str, dataroot: Path) -> dict:
+    """The common columns of a keyframe from `NuScenesReader.camera_fields`."""
+    images = []
+    for camera, path in zip(CAMERA_NAMES, fields["image_paths"]):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"sample {fields['sample_token']}: {camera} image not found at {path}")
+        images.append(
+            path
+            if image_mode == "path"
+            else {"bytes": Path(path).read_bytes(), "path": os.path.relpath(path, dataroot)}
+        )
+    return {
+        "sample_token": fields["sample_token"],
+        "scene_name": fields["scene_name"],
+        "timestamp": fields["timestamp"],
+        "images": images,
+        "camera_intrinsics": fields["camera_intrinsics"],
+        "camera_extrinsics": fields["camera_extrinsics"],
+    }
+
+
+def _generate_rows(config: str, scene_names: list[str], sources: _Sources) -> Iterator[dict]:
+    """Rows of one config for the keyframes of `scene_names`, in scene then time order."""
+    reader = sources.reader
+    for scene_name in scene_names:
+        tokens = reader.scene_keyframes(scene_name)
+        planning = reader.planning_fields(scene_name) if config == "planning" else None
+        for k, token in enumerate(tokens):
+            if config == "qa" and token not in sources.questions:
+                continue
+            if config == "occupancy" and token in sources.skipped_occupancy:
+                continue
+            common = _common_row(reader.camera_fields(token), sources.image_mode, reader.dataroot)
+            if config == "planning":
+                yield {**common, **planning[k]}
+            elif config == "qa":
+                for question in sources.questions[token]:
+                    yield {
+                        **common,
+                        "question": question.question,
+                        "answer": question.answer,
+                        "template_type": question.template_type,
+                        "num_hop": question.num_hop,
+                    }
+            else:
+                arrays = read_occupancy(occupancy_path(sources.occ3d_root, scene_name, token))
+                yield {**common, **encode_occupancy(arrays)}
+
+
+def _file_signature(paths: Sequence[Path]) -> list[tuple[str, int, int]]:
+    """(path, size, mtime_ns) of the existing files among `paths`: changes when an input file changes."""
+    return [(str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in paths if path.is_file()]
+
+
+def _fingerprint(**inputs: object) -> str:
+    """A 32-hex-digit fingerprint of JSON-serialisable build inputs."""
+    text = json.dumps(inputs, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def build_dataset(
+    dataroot: str | os.PathLike,
+    version: str,
+    *,
+    occ3d_root: str | os.PathLike | None = None,
+    qa_root: str | os.PathLike | None = None,
+    splits: Sequence[str] | None = None,
+    configs: Sequence[str] | None = None,
+    image_mode: str = "path",
+    on_missing_occ: str = "skip",
+    scenes_per_chunk: int = 50,
+    cache_dir: str | os.PathLike | None = None,
+) -> dict[str, DatasetDict]:
+    """Build the planning / qa / occupancy datasets of a nuScenes dataroot.
+
+    Args:
+        dataroot: nuScenes folder (`<version>/*.json`, `samples/`, optionally `can_bus/`).
+        version: nuScenes version, e.g. `"v1.0-mini"`.
+        occ3d_root: Occ3D-nuScenes `gts` folder (`<scene>/<token>/labels.npz`); needed for `occupancy`.
+        qa_root: folder with `NuScenes_{train,val}_questions.json`; needed for `qa`. Questions join keyframes by
+            sample token whatever file they come from; questions about other keyframes are ignored.
+        splits: official split names (default: the version's, see `nuscenes.VERSION_SPLITS`); splits without any
+            scene in the dataroot are left out.
+        configs: subset of `DATASET_CONFIG_NAMES` (default: `planning`, plus `qa` / `occupancy` when their root
+            is given).
+        image_mode: `"path"` stores absolute image paths (small, local), `"bytes"` embeds the JPEG bytes.
+        on_missing_occ: `"skip"` leaves keyframes without labels.npz out of `occupancy` (count logged), `"error"`
+            raises FileNotFoundError before building.
+        scenes_per_chunk: scenes per cached chunk (the unit of resumption).
+        cache_dir: where chunks are cached (default: the `datasets` cache).
+
+    Returns:
+        `{config: DatasetDict({split: Dataset})}` for the requested configs; a split with no row in a config (no
+        question or no occupancy label for any of its keyframes) is left out of that config's `DatasetDict`.
+    """
+    root = check_dataroot(dataroot, version)
+    if image_mode not in IMAGE_MODES:
+        raise ValueError(f"image_mode: expected one of {IMAGE_MODES}, got {image_mode!r}")
+    if on_missing_occ not in ON_MISSING_OCC:
+        raise ValueError(f"on_missing_occ: expected one of {ON_MISSING_OCC}, got {on_missing_occ!r}")
+    if scenes_per_chunk < 1:
+        raise ValueError(f"scenes_per_chunk: expected >= 1, got {scenes_per_chunk}")
+    configs = _resolve_configs(configs, occ3d_root, qa_root)
+    if occ3d_root is not None and not Path(occ3d_root).is_dir():
+        raise FileNotFoundError(f"occ3d_root: {str(occ3d_root)!r} is not a directory")
+    questions = load_qa_root(qa_root) if "qa" in configs else None
+    reader = NuScenesReader(root, version)
+    split_scenes = reader.split_scenes(splits)
+    keyframes = {scene: reader.scene_keyframes(scene) for names in split_scenes.values() for scene in names}
+    skipped = _check_occupancy(occ3d_root, keyframes, on_missing_occ) if "occupancy" in configs else []
+    sources = _Sources(
+        reader=reader,
+        image_mode=image_mode,
+        questions=questions,
+        occ3d_root=None if occ3d_root is None else Path(occ3d_root).resolve(),
+        skipped_occupancy=frozenset(token for _, token in skipped),
+    )
+    inputs = {
+        "format": _FORMAT_REVISION,
+        "package": __version__,
+        "dataroot": str(reader.dataroot),
+        "version": version,
+        "tables": _file_signature(sorted((root / version).glob("*.json"))),
+        "can_bus": _file_signature(sorted((root / "can_bus").glob("*.json"))),
+        "image_mode": image_mode,
+        "scenes_per_chunk": scenes_per_chunk,
+    }
+    built: dict[str, DatasetDict] = {}
+    for config in configs:
+        config_inputs = {**inputs, "config": config}
+        if config == "qa":
+            config_inputs["qa"] = _file_signature([qa_file(qa_root, split) for split in QA_FILE_SPLITS])
+        if config == "occupancy":
+            config_inputs["occ3d_root"] = str(sources.occ3d_root)
+        splits_built = {}
+        for split, scene_names in split_scenes.items():
+            dataset = _build_split(config, split, scene_names, keyframes, sources, config_inputs, cache_dir)
+            if dataset is None:
+                logger.warning("%s/%s: no rows (no question or occupancy label for its keyframes)", config, split)
+            else:
+                splits_built[split] = dataset
+        built[config] = DatasetDict(splits_built)
+    return built
+
+
+def _build_split(
+    config: str,
+    split: str,
+    scene_names: list[str],
+    keyframes: dict[str, list[str]],
+    sources: _Sources,
+    inputs: dict,
+    cache_dir: str | os.PathLike | None,
+) -> Dataset | None:
+    """One config's split, generated (or reloaded from the cache) chunk by chunk; None if it has no row."""
+    chunks = [
+        chunk
+        for chunk in _chunks(scene_names, inputs["scenes_per_chunk"])
+        if any(_has_rows(config, token, sources) for scene in chunk for token in keyframes[scene])
+    ]
+    parts = []
+    for chunk in tqdm(chunks, desc=f"{config}/{split}", unit="chunk"):
+        chunk_keyframes = [(scene, token) for scene in chunk for token in keyframes[scene]]
+        labels = (
+            [occupancy_path(sources.occ3d_root, *pair) for pair in chunk_keyframes] if config == "occupancy" else []
+        )
+        parts.append(
+            Dataset.from_generator(
+                _generate_rows,
+                features=config_features(config),
+                cache_dir=None if cache_dir is None else str(cache_dir),
+                gen_kwargs={"config": config, "scene_names": list(chunk), "sources": sources},
+                split=split,
+                fingerprint=_fingerprint(
+                    **inputs, split=split, keyframes=chunk_keyframes, labels=_file_signature(labels)
+                ),
+                writer_batch_size=_WRITER_BATCH_SIZE,
+            )
+        )
+    if not parts:
+        return None
+    return concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+
+
+def _resolve_configs(
+    configs: Sequence[str] | None, occ3d_root: str | os.PathLike | None, qa_root: str | os.PathLike | None
+) -> tuple[str, ...]:
+    """The configs to build in `DATASET_CONFIG_NAMES` order, checking that each has its input."""
+    if configs is None:
+        configs = ["planning"] + ["qa"] * (qa_root is not None) + ["occupancy"] * (occ3d_root is not None)
+    unknown = [name for name in configs if name not in DATASET_CONFIG_NAMES]
+    if unknown or not configs:
+        raise ValueError(f"configs: expected a non-empty subset of {DATASET_CONFIG_NAMES}, got {list(configs)}")
+    if "qa" in configs and qa_root is None:
+        raise ValueError("configs: 'qa' needs qa_root (the folder of NuScenes_{train,val}_questions.json)")
+    if "occupancy" in configs and occ3d_root is None:
+        raise ValueError("configs: 'occupancy' needs occ3d_root (the Occ3D-nuScenes gts folder)")
+    return tuple(name for name in DATASET_CONFIG_NAMES if name in configs)
+
+
+def _check_occupancy(
+    occ3d_root: str | os.PathLike, keyframes: dict[str, list[str]], on_missing_occ: str
+) -> list[tuple[str, str]]:
+    """(scene, token) of keyframes without labels.npz; FileNotFoundError instead when `on_missing_occ='error'`."""
+    pairs = [(scene, token) for scene, tokens in keyframes.items() for token in tokens]
+    missing = [(scene, token) for scene, token in pairs if not occupancy_path(occ3d_root, scene, token).is_file()]
+    if missing and on_missing_occ == "error":
+        scene, token = missing[0]
+        raise FileNotFoundError(
+            f"occ3d_root: no labels for {len(missing)} of {len(pairs)} keyframes, first: sample {token} of {scene} "
+            f"(expected {occupancy_path(occ3d_root, scene, token)}); use on_missing_occ='skip' to leave them out"
+        )
+    if missing:
+        logger.warning("occupancy: skipping %d of %d keyframes without Occ3D labels", len(missing), len(pairs))
+    return missing
+
+
+def _has_rows(config: str, token: str, sources: _Sources) -> bool:
+    """Whether a keyframe contributes at least one row to a config."""
+    if config == "qa":
+        return token in sources.questions
+    if config == "occupancy":
+        return token not in sources.skipped_occupancy
+    return True
+
+
+def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
+    """Consecutive slices of at most `size` items."""
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def save_dataset(
+    datasets: dict[str, DatasetDict], out_dir: str | os.PathLike, *, version: str, image_mode: str
+) -> Path:
+    """Write built datasets in two layouts plus the dataset card; returns `out_dir`.
+
+    Layout (the same files a Hub repo of these configs holds, plus the Arrow copies):
+      `README.md`                                 dataset card; its YAML maps each config to its Parquet shards
+      `<config>/<split>-00000-of-0000N.parquet`  -> `load_dataset(out_dir, config)`
+      `arrow/<config>/`                           -> `load_from_disk(out_dir / "arrow" / config)`
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for config, dataset_dict in datasets.items():
+        dataset_dict.save_to_disk(str(out / ARROW_DIR / config))
+        for split, dataset in dataset_dict.items():
+            num_shards = max(1, math.ceil(dataset.data.nbytes / _MAX_PARQUET_SHARD_BYTES))
+            (out / config).mkdir(parents=True, exist_ok=True)
+            for old in (out / config).glob(f"{split}-*.parquet"):
+                old.unlink()
+            for index in range(num_shards):
+                shard = dataset.shard(num_shards, index, contiguous=True)
+                shard.to_parquet(str(out / config / f"{split}-{index:05d}-of-{num_shards:05d}.parquet"))
+    (out / "README.md").write_text(dataset_card(datasets, version=version, image_mode=image_mode), encoding="utf-8")
+    return out
+
+
+def load_saved(out_dir: str | os.PathLike) -> dict[str, DatasetDict]:
+    """The Arrow copies written by `save_dataset`, `{config: DatasetDict}`."""
+    arrow = Path(out_dir) / ARROW_DIR
+    configs = [name for name in DATASET_CONFIG_NAMES if (arrow / name / "dataset_dict.json").is_file()]
+    if not configs:
+        raise FileNotFoundError(f"out_dir: no saved config under {str(arrow)!r} (expected arrow/<config>/)")
+    return {name: load_from_disk(str(arrow / name)) for name in configs}
+
+
+def push_to_hub(
+    datasets: dict[str, DatasetDict],
+    repo_id: str,
+    *,
+    card: str,
+    private: bool = False,
+    token: str | None = None,
+) -> None:
+    """Create the dataset repo, upload the card, then push each config (Parquet shards, images embedded).
+
+    `DatasetDict.push_to_hub` adds each config's `configs`/`dataset_info` entries to the card's YAML.
+    """
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    api.upload_file(
+        path_or_fileobj=card.encode("utf-8"),
+        path_in_repo="README.md",
+        repo_id=repo_id,
+        repo_type="dataset",
+        commit_message="Add dataset card",
+    )
+    for config, dataset_dict in datasets.items():
+        dataset_dict.push_to_hub(repo_id, config_name=config, private=private, token=token)

@@ -1,0 +1,1 @@
+"""occvla_hf.evaluation"""

@@ -1,0 +1,151 @@
+"""`occvla-hf eval planning|qa|occupancy` and `occvla-hf plan`: thin layers over `evaluation.runner` and `plots`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.hub import agent_boxes_arrays
+from .planning import evaluate_planning_sample, format_planning_table
+from .plots import plot_bev, plot_camera_mosaic, save_png
+from .qa import format_qa_table
+
+DEFAULT_SPLIT = "val"
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `eval` and `plan` commands."""
+    evaluate = subparsers.add_parser("eval", help="evaluate a checkpoint: planning, QA or occupancy metrics")
+    evaluate.add_argument("task", choices=["planning", "qa", "occupancy"])
+    _add_model_and_data(evaluate)
+    evaluate.add_argument("--split", default=DEFAULT_SPLIT, help="dataset split (mini: mini_val)")
+    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument(
+        "--no-ego-status",
+        action="store_true",
+        help="state that the model plans without ego status (its config must say so); recorded in the report",
+    )
+    evaluate.add_argument("--report", help="JSON report path (default: <model>/eval_<task>_<split>.json)")
+    evaluate.set_defaults(func=_run_eval)
+
+    plan = subparsers.add_parser("plan", help="plan one sample and draw it (BEV + six cameras)")
+    _add_model_and_data(plan)
+    plan.add_argument("--split", default=DEFAULT_SPLIT)
+    plan.add_argument("--sample", required=True, help="sample token, or the row index in the split")
+    plan.add_argument("--out", required=True, help="PNG path of the BEV picture; the camera mosaic goes next to it")
+    plan.set_defaults(func=_run_plan)
+
+
+def _add_model_and_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="OccVLA checkpoint folder or Hub id (model + processor)")
+    parser.add_argument("--data", required=True, help="dataset folder written by `occvla-hf data build`")
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), help="default: bf16 on GPU, fp32 on CPU")
+
+
+def _load(args: argparse.Namespace):
+    from .runner import load_model_and_processor
+
+    torch.manual_seed(0)
+    return load_model_and_processor(args.model, device=args.device, dtype=DTYPES.get(args.dtype))
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from . import runner
+
+    model, processor = _load(args)
+    if args.no_ego_status and model.config.use_ego_status:
+        raise SystemExit("--no-ego-status: this model was trained with ego status (config.use_ego_status=True)")
+    dataset = runner.load_split(args.data, args.task, args.split)
+    if args.task == "planning":
+        metrics = runner.evaluate_planning(model, processor, dataset, batch_size=args.batch_size)
+        name = Path(str(args.model)).name + ("" if model.config.use_ego_status else " (no ego status)")
+        table = "\n\n".join(
+            format_planning_table({name: metrics[protocol]}, title=f"{label} protocol")
+            for protocol, label in (("stp3", "ST-P3"), ("uniad", "UniAD"))
+        )
+        table += f"\nmeta-action accuracy: {metrics['meta_action_accuracy_pct']:.1f}%"
+    elif args.task == "qa":
+        metrics = runner.evaluate_qa(model, processor, dataset, batch_size=args.batch_size)
+        table = format_qa_table({Path(str(args.model)).name: metrics})
+    else:
+        metrics = runner.evaluate_occupancy(model, processor, dataset, batch_size=args.batch_size)
+        table = "\n".join(f"{key}: {value:.2f}" for key, value in metrics.items() if not key.startswith("iou_"))
+    report = {
+        "task": args.task,
+        "model": str(args.model),
+        "data": str(args.data),
+        "split": args.split,
+        "num_rows": len(dataset),
+        "use_ego_status": model.config.use_ego_status,
+        "dtype": str(model.dtype),
+        "metrics": metrics,
+    }
+    path = Path(args.report) if args.report else Path(args.model) / f"eval_{args.task}_{args.split}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(table)
+    print(f"report: {path}")
+    return 0
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    from .runner import _model_inputs, load_split
+
+    model, processor = _load(args)
+    dataset = load_split(args.data, "planning", args.split)
+    if args.sample.isdigit():
+        index = int(args.sample)
+    else:
+        tokens = dataset["sample_token"]
+        if args.sample not in tokens:
+            raise SystemExit(f"--sample: no row with sample token {args.sample!r} in split {args.split!r}")
+        index = tokens.index(args.sample)
+    if not 0 <= index < len(dataset):
+        raise SystemExit(f"--sample: row index {index} outside [0, {len(dataset)})")
+    row = dataset[index]
+    inputs = processor.from_rows([row], task="planning", training=False)
+    with torch.inference_mode():
+        plan = model.plan(**_model_inputs(inputs, model), tokenizer=processor.tokenizer)
+    pred = plan.trajectory[0].float().cpu().numpy()
+    gt, mask = np.asarray(row["trajectory"], np.float32), np.asarray(row["trajectory_mask"], bool)
+    boxes = agent_boxes_arrays(row["agent_boxes"])
+    result = evaluate_planning_sample(pred, gt, mask, boxes[1:], [list(c) for c in row["agent_categories"][1:]])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    title = f"{row['sample_token'][:8]}  pred: {plan.meta_action[0]}  gt: {row['meta_action']}"
+    save_png(
+        plot_bev(
+            pred_trajectory=pred,
+            gt_trajectory=gt,
+            trajectory_mask=mask,
+            collisions=result.collision[0, 0],
+            agent_boxes=boxes,
+            agent_categories=row["agent_categories"],
+            title=title,
+        ),
+        out,
+    )
+    cameras = out.with_name(f"{out.stem}_cameras{out.suffix}")
+    save_png(
+        plot_camera_mosaic(
+            row["images"],
+            camera_intrinsics=np.asarray(row["camera_intrinsics"]),
+            camera_extrinsics=np.asarray(row["camera_extrinsics"]),
+            pred_trajectory=pred,
+            gt_trajectory=gt,
+            trajectory_mask=mask,
+        ),
+        cameras,
+    )
+    l2 = np.linalg.norm(pred - gt, axis=-1)[mask]
+    print(f"meta-action: {plan.meta_action[0]!r} (ground truth {row['meta_action']!r})")
+    print("trajectory (m): " + " ".join(f"({x:.2f},{y:.2f})" for x, y in pred))
+    print(f"mean L2 over valid steps: {l2.mean():.2f} m" if l2.size else "no valid ground-truth step")
+    print(f"wrote {out} and {cameras}")
+    return 0

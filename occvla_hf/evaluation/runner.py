@@ -1,0 +1,153 @@
+"""Batched evaluation of an OccVLA checkpoint on the `planning`, `qa` and `occupancy` dataset configs.
+
+Each function runs the model greedily (deterministic) over a dataset split and returns a JSON-ready report built by
+the metric accumulators of this package; `occvla-hf eval` is a thin layer over them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+from tqdm.auto import tqdm
+
+from ..data.hub import agent_boxes_arrays, load_saved
+from ..data.occ3d import decode_occupancy
+from ..modeling import OccVLAForPlanning
+from ..processing import OccVLAProcessor
+from .occupancy import OccupancyMetricAccumulator
+from .planning import PlanningMetricAccumulator
+from .qa import QAAccuracyAccumulator
+
+# Prompt under which occupancy is decoded: the occupancy rows carry no question, and the queries read only images.
+OCCUPANCY_PROMPT_QUESTION = "What is around the ego vehicle?"
+
+
+def load_model_and_processor(
+    model_path: str | Path, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> tuple[OccVLAForPlanning, OccVLAProcessor]:
+    """Checkpoint folder (or Hub id) -> model in eval mode on `device` (bf16 on GPU by default) and its processor."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    model = OccVLAForPlanning.from_pretrained(model_path, dtype=dtype).to(device).eval()
+    return model, OccVLAProcessor.from_pretrained(model_path)
+
+
+def load_split(data_path: str | Path, config: str, split: str) -> Dataset:
+    """One split of one config of a dataset folder written by `occvla-hf data build`."""
+    configs = load_saved(data_path)
+    if config not in configs:
+        raise ValueError(f"data: {str(data_path)!r} has no {config!r} config (found {sorted(configs)})")
+    if split not in configs[config]:
+        raise ValueError(f"split: {config!r} has splits {sorted(configs[config])}, not {split!r}")
+    return configs[config][split]
+
+
+def _batches(dataset: Dataset, batch_size: int, description: str) -> Iterator[dict[str, list]]:
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+    for start in tqdm(range(0, len(dataset), batch_size), desc=description, unit="batch"):
+        yield dataset[start : start + batch_size]
+
+
+def _model_inputs(inputs: Any, model: OccVLAForPlanning) -> dict[str, torch.Tensor]:
+    keys = ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "ego_status")
+    moved = {key: inputs[key].to(model.device) for key in keys if key in inputs}
+    moved["pixel_values"] = moved["pixel_values"].to(model.dtype)
+    if "ego_status" in moved:
+        moved["ego_status"] = moved["ego_status"].to(model.dtype)
+    return moved
+
+
+@torch.inference_mode()
+def evaluate_planning(
+    model: OccVLAForPlanning,
+    processor: OccVLAProcessor,
+    dataset: Dataset,
+    *,
+    batch_size: int = 8,
+    max_new_tokens: int = 16,
+) -> dict[str, Any]:
+    """L2 and collision (ST-P3 and UniAD protocols, per meta-action) plus meta-action accuracy on planning rows.
+
+    Rows without a valid future step are skipped (counted in `skipped_no_future`).
+    """
+    if model.config.use_ego_status != processor.use_ego_status:
+        raise ValueError(
+            f"use_ego_status: the model says {model.config.use_ego_status}, the processor {processor.use_ego_status}"
+        )
+    accumulator = PlanningMetricAccumulator()
+    correct = total = skipped = 0
+    for batch in _batches(dataset, batch_size, "planning"):
+        masks = np.asarray(batch["trajectory_mask"], dtype=bool)
+        keep = [i for i in range(len(masks)) if masks[i].any()]
+        skipped += len(masks) - len(keep)
+        if not keep:
+            continue
+        rows = {name: [values[i] for i in keep] for name, values in batch.items()}
+        inputs = processor.from_rows(rows, task="planning", training=False)
+        plan = model.plan(**_model_inputs(inputs, model), tokenizer=processor.tokenizer, max_new_tokens=max_new_tokens)
+        accumulator.update(
+            pred=plan.trajectory.float().cpu().numpy(),
+            gt=np.asarray(rows["trajectory"], dtype=np.float32),
+            mask=masks[keep],
+            agent_boxes=[agent_boxes_arrays(boxes)[1:] for boxes in rows["agent_boxes"]],
+            agent_categories=[list(categories)[1:] for categories in rows["agent_categories"]],
+            meta_actions=list(rows["meta_action"]),
+        )
+        correct += sum(p == t for p, t in zip(plan.meta_action, rows["meta_action"]))
+        total += len(keep)
+    report = accumulator.compute()
+    report["meta_action_accuracy_pct"] = 100.0 * correct / total
+    report["skipped_no_future"] = skipped
+    return report
+
+
+@torch.inference_mode()
+def evaluate_qa(
+    model: OccVLAForPlanning,
+    processor: OccVLAProcessor,
+    dataset: Dataset,
+    *,
+    batch_size: int = 8,
+    max_new_tokens: int = 8,
+) -> dict[str, Any]:
+    """nuScenes-QA accuracy (overall, per hop, per question type) of greedy answers."""
+    accumulator = QAAccuracyAccumulator()
+    for batch in _batches(dataset, batch_size, "qa"):
+        inputs = processor.from_rows(batch, task="qa", training=False)
+        generated = model.generate(**_model_inputs(inputs, model), max_new_tokens=max_new_tokens, do_sample=False)
+        answers = processor.batch_decode(generated[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        accumulator.update(
+            [answer.strip() for answer in answers], batch["answer"], batch["template_type"], batch["num_hop"]
+        )
+    return accumulator.compute()
+
+
+@torch.inference_mode()
+def evaluate_occupancy(
+    model: OccVLAForPlanning,
+    processor: OccVLAProcessor,
+    dataset: Dataset,
+    *,
+    batch_size: int = 4,
+) -> dict[str, Any]:
+    """Occ3D mIoU / IoU of the occupancy decoded from the occupancy queries through the frozen VAE decoder."""
+    if model.occupancy_vae is None or model.occupancy_head is None:
+        raise ValueError("model: occupancy evaluation needs the occupancy head and VAE (not an inference export)")
+    accumulator = OccupancyMetricAccumulator()
+    for batch in _batches(dataset, batch_size, "occupancy"):
+        batch = decode_occupancy(batch)
+        questions = [OCCUPANCY_PROMPT_QUESTION] * len(batch["images"])
+        inputs = processor(images=batch["images"], question=questions)
+        logits = model(**_model_inputs(inputs, model), return_occupancy=True).occupancy_logits
+        accumulator.update(
+            logits.argmax(dim=1).cpu(),
+            torch.as_tensor(np.stack(batch["semantics"])),
+            torch.as_tensor(np.stack(batch["mask_camera"])),
+        )
+    return {"num_samples": accumulator.num_samples, **accumulator.summary()}

@@ -1,0 +1,123 @@
+"""nuScenes taxonomy (categories, attributes, visibility levels) and the agent types the world spawns.
+
+The tables written to `category.json`, `attribute.json` and `visibility.json` come from here, as does the mapping of
+every nuScenes category to its Occ3D-nuScenes class (the lidarseg 16-class mapping) and to its nuScenes-QA word.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from occvla_hf.constants import OCC_CLASS_NAMES
+
+# (nuScenes category, description, Occ3D class name): all 23 official detection-era categories.
+NUSCENES_CATEGORIES: tuple[tuple[str, str, str], ...] = (
+    ("human.pedestrian.adult", "Adult subcategory.", "pedestrian"),
+    ("human.pedestrian.child", "Child subcategory.", "pedestrian"),
+    ("human.pedestrian.wheelchair", "Wheelchairs.", "others"),
+    ("human.pedestrian.stroller", "Strollers.", "others"),
+    ("human.pedestrian.personal_mobility", "Scooters, skateboards, segways.", "others"),
+    ("human.pedestrian.police_officer", "Police officer.", "pedestrian"),
+    ("human.pedestrian.construction_worker", "Construction worker.", "pedestrian"),
+    ("animal", "All animals.", "others"),
+    ("vehicle.car", "Vehicle designed primarily for personal use.", "car"),
+    ("vehicle.motorcycle", "Gasoline or electric powered 2-wheeled vehicle.", "motorcycle"),
+    ("vehicle.bicycle", "Human or electric powered 2-wheeled vehicle.", "bicycle"),
+    ("vehicle.bus.bendy", "Bendy bus subcategory.", "bus"),
+    ("vehicle.bus.rigid", "Rigid bus subcategory.", "bus"),
+    ("vehicle.truck", "Vehicles primarily designed to haul cargo.", "truck"),
+    ("vehicle.construction", "Vehicles primarily designed for construction.", "construction_vehicle"),
+    ("vehicle.emergency.ambulance", "All types of ambulances.", "car"),
+    ("vehicle.emergency.police", "All types of police vehicles.", "car"),
+    ("vehicle.trailer", "Any vehicle trailer.", "trailer"),
+    ("movable_object.barrier", "Temporary road barrier placed in the scene to redirect traffic.", "barrier"),
+    ("movable_object.trafficcone", "All types of traffic cones.", "traffic_cone"),
+    ("movable_object.pushable_pullable", "Objects that a pedestrian may push or pull.", "others"),
+    ("movable_object.debris", "Movable object that is left on the driveable surface.", "others"),
+    ("static_object.bicycle_rack", "Area or device intended to park or secure bicycles.", "others"),
+)
+
+# (attribute, description): the 8 official nuScenes attributes.
+NUSCENES_ATTRIBUTES: tuple[tuple[str, str], ...] = (
+    ("vehicle.moving", "Vehicle is moving."),
+    ("vehicle.stopped", "Vehicle, with a driver/rider in/on it, is currently stationary but has an intent to move."),
+    ("vehicle.parked", "Vehicle is stationary (usually for longer duration) with no immediate intent to move."),
+    ("cycle.with_rider", "There is a rider on the bicycle or motorcycle."),
+    ("cycle.without_rider", "There is NO rider on the bicycle or motorcycle."),
+    ("pedestrian.sitting_lying_down", "The human is sitting or lying down."),
+    ("pedestrian.standing", "The human is standing."),
+    ("pedestrian.moving", "The human is moving."),
+)
+
+# (token, level, description): nuScenes visibility = fraction of the annotation visible over all six images.
+NUSCENES_VISIBILITY: tuple[tuple[str, str, str], ...] = (
+    ("1", "v0-40", "visibility of whole object is between 0 and 40%"),
+    ("2", "v40-60", "visibility of whole object is between 40 and 60%"),
+    ("3", "v60-80", "visibility of whole object is between 60 and 80%"),
+    ("4", "v80-100", "visibility of whole object is between 80 and 100%"),
+)
+
+# nuScenes-QA words: object category and status (from the attribute), as in its answer vocabulary.
+QA_CATEGORY_WORDS: dict[str, str] = {
+    "car": "car",
+    "truck": "truck",
+    "bus": "bus",
+    "trailer": "trailer",
+    "construction_vehicle": "construction vehicle",
+    "pedestrian": "pedestrian",
+    "motorcycle": "motorcycle",
+    "bicycle": "bicycle",
+    "barrier": "barrier",
+    "traffic_cone": "traffic cone",
+}
+QA_STATUS_WORDS: dict[str, str] = {
+    "vehicle.moving": "moving",
+    "vehicle.stopped": "stopped",
+    "vehicle.parked": "parked",
+    "cycle.with_rider": "with rider",
+    "cycle.without_rider": "without rider",
+    "pedestrian.moving": "moving",
+    "pedestrian.standing": "standing",
+    "pedestrian.sitting_lying_down": "not standing",
+}
+
+_OCC_CLASS_BY_CATEGORY: dict[str, str] = {name: occ for name, _, occ in NUSCENES_CATEGORIES}
+
+
+def occ_class_of(category: str) -> int:
+    """Occ3D-nuScenes class id of a nuScenes category name."""
+    if category not in _OCC_CLASS_BY_CATEGORY:
+        raise ValueError(f"category: expected a nuScenes category name, got {category!r}")
+    return OCC_CLASS_NAMES.index(_OCC_CLASS_BY_CATEGORY[category])
+
+
+def qa_word_of(category: str) -> str | None:
+    """nuScenes-QA object word of a category, or None for categories nuScenes-QA leaves out."""
+    return QA_CATEGORY_WORDS.get(_OCC_CLASS_BY_CATEGORY[category])
+
+
+@dataclass(frozen=True)
+class AgentType:
+    """A kind of traffic participant the world spawns: nuScenes category, mean size and size jitter (metres)."""
+
+    category: str
+    length_m: float
+    width_m: float
+    height_m: float
+    jitter: float = 0.08  # relative standard deviation of each dimension
+
+
+AGENT_TYPES: dict[str, AgentType] = {
+    "car": AgentType("vehicle.car", 4.6, 1.95, 1.7),
+    "truck": AgentType("vehicle.truck", 7.0, 2.5, 3.0),
+    "bus": AgentType("vehicle.bus.rigid", 11.0, 2.9, 3.4, jitter=0.04),
+    "trailer": AgentType("vehicle.trailer", 10.5, 2.8, 3.6, jitter=0.05),
+    "construction_vehicle": AgentType("vehicle.construction", 6.5, 2.8, 3.2),
+    "motorcycle": AgentType("vehicle.motorcycle", 2.1, 0.8, 1.5, jitter=0.05),
+    "bicycle": AgentType("vehicle.bicycle", 1.75, 0.6, 1.3, jitter=0.05),
+    "pedestrian": AgentType("human.pedestrian.adult", 0.75, 0.7, 1.75, jitter=0.06),
+    "child": AgentType("human.pedestrian.child", 0.55, 0.5, 1.2, jitter=0.06),
+    "construction_worker": AgentType("human.pedestrian.construction_worker", 0.75, 0.7, 1.78, jitter=0.05),
+    "barrier": AgentType("movable_object.barrier", 0.5, 2.2, 1.0, jitter=0.05),
+    "traffic_cone": AgentType("movable_object.trafficcone", 0.42, 0.42, 0.9, jitter=0.05),
+}

@@ -1,0 +1,301 @@
+"""Building, saving, loading and pushing the planning / qa / occupancy datasets of a generated dataroot."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from datasets import DatasetDict, Image, List, load_dataset, load_from_disk
+
+from occvla_hf.cli import main
+from occvla_hf.constants import CAMERA_NAMES, DATASET_CONFIG_NAMES, EGO_STATUS_FEATURES
+from occvla_hf.data import hub
+from occvla_hf.data.cli import BUILD_CACHE_DIR
+from occvla_hf.data.hub import (
+    agent_boxes_arrays,
+    build_dataset,
+    config_features,
+    load_saved,
+    push_to_hub,
+)
+from occvla_hf.data.nuscenes import NuScenesReader
+from occvla_hf.data.occ3d import decode_occupancy, occupancy_path
+
+from .conftest import VERSION, linked_copy
+
+
+def _image_paths(dataset) -> list[list[str]]:
+    """Image references of every row without decoding the JPEGs."""
+    undecoded = dataset.cast_column("images", List(Image(decode=False), length=len(CAMERA_NAMES)))
+    return [[image["path"] for image in row] for row in undecoded["images"]]
+
+
+def _image_bytes(dataset) -> list[list[bytes]]:
+    """JPEG bytes of every row, embedded or read from the referenced path."""
+    undecoded = dataset.cast_column("images", List(Image(decode=False), length=len(CAMERA_NAMES)))
+    return [
+        [image["bytes"] if image["bytes"] is not None else Path(image["path"]).read_bytes() for image in row]
+        for row in undecoded["images"]
+    ]
+
+
+def test_each_config_has_the_fixed_features(built_datasets: dict[str, DatasetDict]):
+    assert tuple(built_datasets) == DATASET_CONFIG_NAMES
+    for config, dataset_dict in built_datasets.items():
+        for dataset in dataset_dict.values():
+            assert dataset.features == config_features(config)
+
+
+def test_planning_rows_per_split_equal_devkit_keyframes(built_datasets: dict[str, DatasetDict], reader: NuScenesReader):
+    planning = built_datasets["planning"]
+    assert set(planning) == set(reader.split_scenes())
+    for split, scene_names in reader.split_scenes().items():
+        tokens = [token for name in scene_names for token in reader.scene_keyframes(name)]
+        assert planning[split]["sample_token"] == tokens
+
+
+def test_planning_row_holds_reader_fields_in_numpy_format(
+    built_datasets: dict[str, DatasetDict], reader: NuScenesReader
+):
+    dataset = built_datasets["planning"][next(iter(built_datasets["planning"]))].with_format("numpy")
+    row = dataset[1]
+    fields = reader.planning_fields(str(row["scene_name"]))
+    k = reader.scene_keyframes(str(row["scene_name"])).index(str(row["sample_token"]))
+    expected = fields[k]
+    assert row["ego_status"].shape == (len(EGO_STATUS_FEATURES),) and row["ego_status"].dtype == np.float32
+    assert row["trajectory"].shape == (6, 2) and row["trajectory_mask"].dtype == bool
+    assert row["camera_intrinsics"].shape == (6, 3, 3) and row["camera_extrinsics"].shape == (6, 4, 4)
+    for name in ("ego_status", "ego_status_valid", "trajectory", "trajectory_mask", "past_trajectory"):
+        np.testing.assert_array_equal(row[name], expected[name])
+    assert row["meta_action"] == expected["meta_action"]
+    boxes = agent_boxes_arrays(row["agent_boxes"])
+    assert len(boxes) == 7 and all(step.shape[1] == 7 for step in boxes)
+    for step, expected_step in zip(boxes, expected["agent_boxes"]):
+        np.testing.assert_array_equal(step, expected_step)
+    assert [list(names) for names in row["agent_categories"]] == expected["agent_categories"]
+    assert row["images"].shape[0] == len(CAMERA_NAMES)
+
+
+def test_images_are_the_six_camera_files_in_camera_order(
+    built_datasets: dict[str, DatasetDict], reader: NuScenesReader
+):
+    dataset = built_datasets["planning"][next(iter(built_datasets["planning"]))]
+    for token, paths in zip(dataset["sample_token"], _image_paths(dataset)):
+        assert paths == reader.camera_fields(token)["image_paths"]
+
+
+def test_occupancy_arrays_equal_the_npz_files(built_datasets: dict[str, DatasetDict], sim_root: Path):
+    for dataset in built_datasets["occupancy"].values():
+        decoded = dataset.with_transform(decode_occupancy)
+        for index in range(len(dataset)):
+            row = decoded[index]
+            with np.load(occupancy_path(sim_root / "gts", row["scene_name"], row["sample_token"])) as npz:
+                np.testing.assert_array_equal(row["semantics"], npz["semantics"])
+                np.testing.assert_array_equal(row["mask_camera"], npz["mask_camera"].astype(bool))
+                np.testing.assert_array_equal(row["mask_lidar"], npz["mask_lidar"].astype(bool))
+
+
+def test_qa_rows_join_the_questions_of_their_samples(built_datasets: dict[str, DatasetDict], sim_root: Path):
+    entries = []
+    for path in sorted((sim_root / "nuscenes_qa").glob("NuScenes_*_questions.json")):
+        entries += json.loads(path.read_text())["questions"]
+    expected = {}
+    for entry in entries:
+        key = entry["sample_token"]
+        expected.setdefault(key, []).append(
+            (entry["question"], str(entry["answer"]), entry["template_type"], entry["num_hop"])
+        )
+    rows = {}
+    for dataset in built_datasets["qa"].values():
+        for row in dataset.remove_columns("images"):
+            rows.setdefault(row["sample_token"], []).append(
+                (row["question"], row["answer"], row["template_type"], row["num_hop"])
+            )
+    assert rows == expected
+
+
+def test_saved_layout_round_trips_through_load_from_disk_and_load_dataset(
+    built_datasets: dict[str, DatasetDict], saved_dir: Path, tmp_path: Path
+):
+    for config, dataset_dict in built_datasets.items():
+        from_disk = load_from_disk(str(saved_dir / "arrow" / config))
+        from_parquet = load_dataset(str(saved_dir), config, cache_dir=str(tmp_path))
+        for split, dataset in dataset_dict.items():
+            for loaded in (from_disk[split], from_parquet[split]):
+                assert loaded.features == dataset.features
+                assert loaded.remove_columns("images").to_dict() == dataset.remove_columns("images").to_dict()
+                assert _image_bytes(loaded) == _image_bytes(dataset)
+    assert {name: set(value) for name, value in load_saved(saved_dir).items()} == {
+        name: set(value) for name, value in built_datasets.items()
+    }
+
+
+def test_dataset_card_lists_configs_fields_sizes_licence_and_citations(saved_dir: Path, built_datasets):
+    card = (saved_dir / "README.md").read_text()
+    for config, dataset_dict in built_datasets.items():
+        assert f"config_name: {config}" in card and f"## Config `{config}`" in card
+        for split, dataset in dataset_dict.items():
+            assert f"path: {config}/{split}-*" in card
+            assert f"| {config} | {split} | {len(dataset)} |" in card
+        for name in config_features(config):
+            assert f"| `{name}` |" in card
+    assert "license: cc-by-nc-sa-4.0" in card and "nuScenes terms of use" in card
+    for key in ("caesar2020nuscenes", "tian2023occ3d", "qian2024nuscenesqa"):
+        assert key in card
+
+
+def test_bytes_mode_embeds_the_jpeg_files(sim_root: Path, reader: NuScenesReader, tmp_path: Path):
+    split = next(iter(reader.split_scenes()))
+    built = build_dataset(sim_root, VERSION, splits=[split], image_mode="bytes", cache_dir=tmp_path)
+    dataset = built["planning"][split]
+    undecoded = dataset.cast_column("images", List(Image(decode=False), length=len(CAMERA_NAMES)))
+    row = undecoded[0]
+    paths = reader.camera_fields(row["sample_token"])["image_paths"]
+    assert [image["bytes"] for image in row["images"]] == [Path(path).read_bytes() for path in paths]
+    assert row["images"][0]["path"] == str(Path(paths[0]).relative_to(sim_root))
+
+
+def test_missing_occupancy_is_skipped_with_a_count_or_fails_by_flag(
+    sim_root: Path, reader: NuScenesReader, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    split, scene_names = next(iter(reader.split_scenes().items()))
+    scene = scene_names[0]
+    token = reader.scene_keyframes(scene)[0]
+    gts = linked_copy(sim_root / "gts", tmp_path / "gts", skip={scene})
+    scene_dir = linked_copy(sim_root / "gts" / scene, gts / scene, skip={token})
+    assert not occupancy_path(gts, scene, token).exists() and scene_dir.is_dir()
+    with pytest.raises(FileNotFoundError, match=f"sample {token} of {scene}"):
+        build_dataset(sim_root, VERSION, occ3d_root=gts, splits=[split], configs=["occupancy"], on_missing_occ="error")
+    with caplog.at_level(logging.WARNING, logger="occvla_hf.data.hub"):
+        built = build_dataset(
+            sim_root, VERSION, occ3d_root=gts, splits=[split], configs=["occupancy"], cache_dir=tmp_path / "cache"
+        )
+    tokens = [t for name in scene_names for t in reader.scene_keyframes(name)]
+    assert built["occupancy"][split]["sample_token"] == [t for t in tokens if t != token]
+    assert f"skipping 1 of {len(tokens)} keyframes" in caplog.text
+
+
+def test_build_resumes_from_cached_chunks_without_regenerating(
+    sim_root: Path, reader: NuScenesReader, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    split = next(iter(reader.split_scenes()))
+    first = build_dataset(sim_root, VERSION, splits=[split], scenes_per_chunk=1, cache_dir=tmp_path)
+
+    def fail(**kwargs):
+        raise AssertionError("a cached chunk was generated again")
+        yield
+
+    monkeypatch.setattr(hub, "_generate_rows", fail)
+    again = build_dataset(sim_root, VERSION, splits=[split], scenes_per_chunk=1, cache_dir=tmp_path)
+    assert again["planning"][split].to_dict() == first["planning"][split].to_dict()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"configs": ["qa"]}, ValueError, "'qa' needs qa_root"),
+        ({"configs": ["occupancy"]}, ValueError, "'occupancy' needs occ3d_root"),
+        ({"configs": ["lidar"]}, ValueError, "configs: expected a non-empty subset"),
+        ({"image_mode": "url"}, ValueError, "image_mode: expected one of"),
+        ({"on_missing_occ": "ignore"}, ValueError, "on_missing_occ: expected one of"),
+        ({"occ3d_root": "/absent/gts"}, FileNotFoundError, "occ3d_root: '/absent/gts' is not a directory"),
+        ({"qa_root": "/absent/qa"}, FileNotFoundError, "qa_root: none of"),
+    ],
+)
+def test_bad_build_arguments_name_the_argument(sim_root: Path, kwargs: dict, error: type, message: str):
+    with pytest.raises(error, match=message):
+        build_dataset(sim_root, VERSION, **kwargs)
+
+
+def test_malformed_qa_json_names_the_entry(sim_root: Path, tmp_path: Path):
+    qa_root = tmp_path / "qa"
+    qa_root.mkdir()
+    entry = {"sample_token": "x", "question": "q", "answer": "yes", "template_type": "exist"}
+    (qa_root / "NuScenes_val_questions.json").write_text(json.dumps({"questions": [entry]}))
+    with pytest.raises(ValueError, match=r"NuScenes_val_questions.json: questions\[0\]: missing keys \['num_hop'\]"):
+        build_dataset(sim_root, VERSION, qa_root=qa_root)
+
+
+def test_missing_dataroot_or_version_fail_before_building(sim_root: Path, tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="dataroot"):
+        build_dataset(tmp_path / "absent", VERSION)
+    with pytest.raises(FileNotFoundError, match="version: no nuScenes tables"):
+        build_dataset(sim_root, "v1.0-test")
+
+
+class _RecordingApi:
+    """Stands in for `huggingface_hub.HfApi`: records the calls instead of reaching the network."""
+
+    calls: ClassVar[list[tuple[str, dict]]] = []
+
+    def __init__(self, token: str | None = None) -> None:
+        self.calls.append(("init", {"token": token}))
+
+    def create_repo(self, repo_id: str, **kwargs) -> None:
+        self.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
+
+    def upload_file(self, **kwargs) -> None:
+        self.calls.append(("upload_file", kwargs))
+
+
+@pytest.fixture
+def recorded_push(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict]]:
+    """Calls of `HfApi` and of `DatasetDict.push_to_hub`, in order."""
+    calls: list[tuple[str, dict]] = []
+    monkeypatch.setattr(_RecordingApi, "calls", calls)
+    monkeypatch.setattr(hub, "HfApi", _RecordingApi)
+
+    def record_push(self: DatasetDict, repo_id: str, **kwargs) -> None:
+        calls.append(("push_to_hub", {"repo_id": repo_id, "splits": sorted(self), **kwargs}))
+
+    monkeypatch.setattr(DatasetDict, "push_to_hub", record_push)
+    return calls
+
+
+def test_push_to_hub_uploads_the_card_then_pushes_each_config(
+    built_datasets: dict[str, DatasetDict], saved_dir: Path, recorded_push: list
+):
+    card = (saved_dir / "README.md").read_text()
+    push_to_hub(built_datasets, "user/nuscenes-occvla", card=card, private=True)
+    names = [name for name, _ in recorded_push]
+    assert names == ["init", "create_repo", "upload_file"] + ["push_to_hub"] * len(built_datasets)
+    create, upload = recorded_push[1][1], recorded_push[2][1]
+    assert create == {"repo_id": "user/nuscenes-occvla", "repo_type": "dataset", "private": True, "exist_ok": True}
+    assert upload["path_in_repo"] == "README.md" and upload["path_or_fileobj"] == card.encode()
+    assert upload["repo_type"] == "dataset"
+    pushes = [kwargs for name, kwargs in recorded_push if name == "push_to_hub"]
+    assert [push["config_name"] for push in pushes] == list(built_datasets)
+    assert all(push["repo_id"] == "user/nuscenes-occvla" and push["private"] for push in pushes)
+    assert [push["splits"] for push in pushes] == [sorted(d) for d in built_datasets.values()]
+
+
+def test_cli_builds_saves_pushes_and_drops_its_cache(
+    sim_root: Path, reader: NuScenesReader, tmp_path: Path, recorded_push: list
+):
+    split = next(iter(reader.split_scenes()))
+    out = tmp_path / "out"
+    argv = ["data", "build", "nuscenes", "--dataroot", str(sim_root), "--version", VERSION, "--out", str(out)]
+    argv += ["--qa", str(sim_root / "nuscenes_qa"), "--splits", split, "--push", "user/repo"]
+    assert main(argv) == 0
+    assert sorted(path.name for path in out.iterdir()) == ["README.md", "arrow", "planning", "qa"]
+    assert not (out / BUILD_CACHE_DIR).exists()
+    assert [kwargs["config_name"] for name, kwargs in recorded_push if name == "push_to_hub"] == ["planning", "qa"]
+    recorded_push.clear()
+    assert main(["data", "push", str(out), "--repo", "user/other"]) == 0
+    assert [kwargs["repo_id"] for name, kwargs in recorded_push if name == "push_to_hub"] == ["user/other"] * 2
+    assert load_dataset(str(out), "planning", cache_dir=str(tmp_path / "hf"))[split].num_rows == sum(
+        len(reader.scene_keyframes(name)) for name in reader.split_scenes()[split]
+    )
+
+
+def test_package_exports_resolve_lazily_to_the_implementations():
+    from occvla_hf import data
+
+    assert data.build_dataset is build_dataset and data.decode_occupancy is decode_occupancy
+    assert data.agent_boxes_arrays is agent_boxes_arrays and data.push_to_hub is push_to_hub
+    with pytest.raises(AttributeError, match="no attribute 'missing'"):
+        data.missing  # noqa: B018

@@ -1,0 +1,289 @@
+"""The stage-2 recipe `train_joint` and `occvla-hf train joint`: training on a dataset folder in the
+`occvla-hf data build` layout, the saved checkpoint, the ablation, LoRA, from_vlm, resume, the CLI, the shipped YAMLs."""
+
+from __future__ import annotations
+
+import copy
+import json
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from huggingface_hub import HfApi
+from transformers import (
+    PaliGemmaConfig,
+    PaliGemmaForConditionalGeneration,
+    SiglipImageProcessor,
+    TrainingArguments,
+    set_seed,
+)
+
+from occvla_hf.cli import main
+from occvla_hf.data.hub import load_saved
+from occvla_hf.modeling import OccVLAForPlanning
+from occvla_hf.modeling.occupancy_vae import OccupancyVAE
+from occvla_hf.processing import OccVLAProcessor, build_tokenizer, ego_status_statistics
+from occvla_hf.training.cli import load_recipe
+from occvla_hf.training.joint import JointDataset, build_model_and_processor, train_joint
+from occvla_hf.training.trainer import OccVLADataCollator
+from tests.training.conftest import IMAGE_SIZE_PX, TINY_MODEL_CONFIG
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+OCCUPANCY_TERMS = ("occupancy_latent_loss", "occupancy_voxel_loss")
+
+
+def with_changes(recipe: dict[str, Any], **sections: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of `recipe` with the keys of each given section updated (non-dict values replace the key)."""
+    result = copy.deepcopy(recipe)
+    for name, changes in sections.items():
+        if isinstance(changes, dict) and isinstance(result.get(name), dict):
+            result[name].update(changes)
+        else:
+            result[name] = changes
+    return result
+
+
+def initial_model(recipe: dict[str, Any]) -> OccVLAForPlanning:
+    """The model `train_joint(recipe)` starts from (same VAE-derived config, same seed)."""
+    vae = OccupancyVAE.from_pretrained(recipe["occupancy_vae"])
+    set_seed(recipe["training"].get("seed", 42))
+    return build_model_and_processor(recipe["model"], vae)[0]
+
+
+@pytest.fixture(scope="module")
+def joint_run(training_data_dir: Path, occupancy_vae_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """60 steps on sim planning + QA + occupancy, evaluated on the planning rows of mini_val every 30 steps."""
+    torch.set_num_threads(1)
+    output_dir = tmp_path_factory.mktemp("joint_run")
+    recipe = {
+        "stage": "joint",
+        "model": {"config": TINY_MODEL_CONFIG},
+        "occupancy_vae": str(occupancy_vae_dir),
+        "data": {
+            "path": str(training_data_dir),
+            "source": "sim",
+            "train_split": "mini_train",
+            "eval_split": "mini_val",
+        },
+        "training": {
+            "output_dir": str(output_dir),
+            "max_steps": 60,
+            "per_device_train_batch_size": 4,
+            "per_device_eval_batch_size": 4,
+            "learning_rate": 1e-2,
+            "lr_scheduler_type": "constant",
+            "logging_steps": 1,
+            "eval_strategy": "steps",
+            "eval_steps": 30,
+            "save_strategy": "no",
+            "metric_for_best_model": "stp3_l2_avg_m",
+            "greater_is_better": False,
+            "report_to": "none",
+            "use_cpu": True,
+            "disable_tqdm": True,
+        },
+    }
+    return train_joint(recipe)
+
+
+def test_joint_training_reduces_the_total_loss_and_each_term(joint_run):
+    logs = joint_run.log_history
+    # Task-grouped batches: QA steps have only the LM term, planning steps every term.
+    planning_steps = [entry for entry in logs if "trajectory_loss" in entry]
+    qa_steps = [entry for entry in logs if "lm_loss" in entry and "trajectory_loss" not in entry and "loss" in entry]
+    assert len(planning_steps) >= 8 and len(qa_steps) >= 30
+    assert all("occupancy_latent_loss" in entry for entry in planning_steps)
+    assert not any(name in entry for entry in qa_steps for name in OCCUPANCY_TERMS)
+    for key in ("loss", "lm_loss", "trajectory_loss", "occupancy_latent_loss"):
+        values = [entry[key] for entry in planning_steps]
+        assert np.mean(values[-4:]) < np.mean(values[:4]), f"{key}: {values}"
+    qa_losses = [entry["loss"] for entry in qa_steps]
+    assert np.mean(qa_losses[-4:]) < np.mean(qa_losses[:4])
+    evaluations = [entry for entry in logs if "eval_loss" in entry]
+    assert [entry["step"] for entry in evaluations] == [30, 60, 60]  # during training, then the final evaluation
+    assert evaluations[-1]["eval_stp3_l2_avg_m"] < evaluations[0]["eval_stp3_l2_avg_m"] * 2  # finite, comparable
+    assert {f"eval_{name}" for name in ("lm_loss", "trajectory_loss", "occupancy_latent_loss")} <= set(evaluations[0])
+    assert joint_run.metrics["eval_stp3_l2_avg_m"] == pytest.approx(evaluations[-1]["eval_stp3_l2_avg_m"])
+
+
+def test_joint_output_folder_loads_back_with_its_processor_vae_and_card(joint_run, training_data_dir):
+    output_dir = joint_run.output_dir
+    loaded = OccVLAForPlanning.from_pretrained(output_dir).eval()
+    processor = OccVLAProcessor.from_pretrained(output_dir)
+    rows = load_saved(training_data_dir)
+    ego = rows["planning"]["mini_train"].with_format("numpy")[:]
+    mean, std = ego_status_statistics(ego["ego_status"], ego["ego_status_valid"].astype(bool))
+    assert processor.ego_status_mean == pytest.approx(mean) and processor.ego_status_std == pytest.approx(std)
+    assert loaded.occupancy_vae is not None  # the stage-1 VAE travels with the checkpoint
+    for name, parameter in joint_run.model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], parameter, msg=name)
+    val = JointDataset({"planning": rows["planning"]["mini_val"]}, rows["occupancy"]["mini_val"])
+    batch = OccVLADataCollator(processor)([val[0], val[1]])
+    with torch.no_grad():
+        expected, got = joint_run.model(**batch), loaded(**batch)
+    torch.testing.assert_close(got.trajectory, expected.trajectory)
+    torch.testing.assert_close(got.occupancy_latent_loss, expected.occupancy_latent_loss)
+    card = (output_dir / "README.md").read_text()
+    assert "license: apache-2.0" in card and "Synthetic scenes" in card and "| ST-P3 |" in card
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    assert state["global_step"] == 60
+
+
+def test_ablation_recipe_trains_without_any_occupancy_term(tiny_recipe):
+    recipe = with_changes(tiny_recipe, occupancy_supervision=False)
+    result = train_joint(recipe)
+    losses = [entry for entry in result.log_history if "loss" in entry]
+    assert len(losses) == 5
+    assert not any(name in entry for entry in losses for name in OCCUPANCY_TERMS)
+    assert any("trajectory_loss" in entry for entry in losses)
+    initial = initial_model(recipe)
+    for name, parameter in result.model.named_parameters():
+        if name.startswith(("occupancy_head.", "model.occupancy_queries.")):
+            torch.testing.assert_close(parameter, dict(initial.named_parameters())[name], rtol=0, atol=0)
+    assert "without occupancy supervision" in (result.output_dir / "README.md").read_text()
+
+
+def test_shipped_recipes_differ_only_by_the_occupancy_switch():
+    main_recipe = load_recipe(REPO_ROOT / "configs" / "joint.yaml")
+    ablation = load_recipe(REPO_ROOT / "configs" / "joint_no_occ.yaml")
+    assert main_recipe["occupancy_supervision"] is True and ablation["occupancy_supervision"] is False
+    assert main_recipe["training"]["output_dir"] != ablation["training"]["output_dir"]
+    for recipe in (main_recipe, ablation):
+        recipe.pop("occupancy_supervision")
+        recipe["training"].pop("output_dir")
+    assert main_recipe == ablation
+    arguments = TrainingArguments(output_dir="unused", **{**main_recipe["training"], "bf16": False})  # bf16: GPU
+    assert arguments.metric_for_best_model == "stp3_l2_avg_m" and not arguments.greater_is_better
+    for name in ("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"):
+        accelerate_config = yaml.safe_load((REPO_ROOT / "configs" / "accelerate" / f"{name}.yaml").read_text())
+        assert accelerate_config["mixed_precision"] == "no"  # precision comes from the recipe
+
+
+def test_cli_trains_5_steps_from_a_yaml_file_and_resumes(tiny_recipe, tmp_path):
+    recipe = with_changes(tiny_recipe, training={"save_strategy": "steps", "save_steps": 5})
+    recipe.pop("stage")  # the stage comes from the command
+    path = tmp_path / "joint.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    output_dir = Path(recipe["training"]["output_dir"])
+    assert main(["train", "joint", "--config", str(path)]) == 0
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    assert state["global_step"] == 5 and (output_dir / "checkpoint-5").is_dir()
+    assert OccVLAForPlanning.from_pretrained(output_dir).config.num_views == 6
+    overrides = ["--resume_from_checkpoint", "true", "--training.max_steps", "7"]
+    assert main(["train", "joint", "--config", str(path), *overrides]) == 0
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    assert state["global_step"] == 7
+    assert [entry["step"] for entry in state["log_history"] if "loss" in entry] == [1, 2, 3, 4, 5, 6, 7]
+
+
+def _done() -> Future:
+    future: Future = Future()
+    future.set_result("commit")
+    return future
+
+
+def test_lora_recipe_saves_a_merged_plain_checkpoint_and_pushes_it(tiny_recipe):
+    recipe = with_changes(
+        tiny_recipe,
+        lora={"r": 4, "lora_alpha": 8},
+        training={"max_steps": 4, "push_to_hub": True, "hub_model_id": "someone/occvla-lora"},
+    )
+    with (
+        mock.patch.object(HfApi, "create_repo", return_value=mock.Mock(repo_id="someone/occvla-lora")),
+        mock.patch.object(HfApi, "upload_folder", side_effect=lambda **kwargs: _done()) as upload,
+    ):
+        result = train_joint(recipe)
+    assert type(result.model) is OccVLAForPlanning
+    files = {path.name for path in result.output_dir.iterdir()}
+    assert {"config.json", "model.safetensors", "README.md"} <= files and "adapter_config.json" not in files
+    loaded = OccVLAForPlanning.from_pretrained(result.output_dir)
+    initial = initial_model(recipe)
+    q_proj = "model.language_model.layers.0.self_attn.q_proj.weight"
+    assert not torch.allclose(loaded.state_dict()[q_proj], initial.state_dict()[q_proj])  # adapters merged in
+    vision = "model.vision_tower.embeddings.patch_embedding.weight"
+    torch.testing.assert_close(loaded.state_dict()[vision], initial.state_dict()[vision])  # frozen under LoRA
+    assert "rank 4" in (result.output_dir / "README.md").read_text()
+    assert upload.call_args.kwargs["repo_id"] == "someone/occvla-lora"
+    assert Path(upload.call_args.kwargs["folder_path"]) == result.output_dir
+
+
+@pytest.fixture
+def tiny_paligemma_dir(tmp_path: Path) -> Path:
+    """A random PaliGemma checkpoint with the package tokenizer and a 28 px SigLIP image processor."""
+    tokenizer = build_tokenizer()
+    text = {key: value for key, value in TINY_MODEL_CONFIG["text_config"].items() if key != "model_type"}
+    vision = {key: value for key, value in TINY_MODEL_CONFIG["vision_config"].items() if key != "model_type"}
+    config = PaliGemmaConfig(
+        vision_config={**vision, "model_type": "siglip_vision_model", "projection_dim": text["hidden_size"]},
+        text_config={**text, "model_type": "gemma", "vocab_size": len(tokenizer)},
+        image_token_id=tokenizer.image_token_id,
+        projection_dim=text["hidden_size"],
+    )
+    torch.manual_seed(0)
+    path = tmp_path / "paligemma"
+    PaliGemmaForConditionalGeneration(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    SiglipImageProcessor(size={"height": IMAGE_SIZE_PX, "width": IMAGE_SIZE_PX}).save_pretrained(path)
+    return path
+
+
+def test_recipe_starts_from_a_vlm_with_a_frozen_vision_tower_and_activation_checkpointing(
+    tiny_recipe, tiny_paligemma_dir
+):
+    base = PaliGemmaForConditionalGeneration.from_pretrained(tiny_paligemma_dir)
+    recipe = with_changes(
+        tiny_recipe,
+        model={
+            "from_vlm": str(tiny_paligemma_dir),
+            "num_views": 6,
+            "config": {"num_occupancy_queries_hw": [5, 5], "occupancy_head_hidden_size": 16},
+        },
+        freeze_vision_tower=True,
+        training={"max_steps": 3, "activation_checkpointing": True},
+    )
+    result = train_joint(recipe)
+    assert result.model.is_activation_checkpointing
+    assert result.model.config.occupancy_latent_shape == (4, 25, 25)  # taken from the VAE
+    trained = result.model.state_dict()
+    for name, value in base.model.vision_tower.state_dict().items():
+        torch.testing.assert_close(trained[f"model.vision_tower.{name}"], value, msg=name)  # frozen
+    name = "model.language_model.layers.0.mlp.up_proj.weight"
+    assert not torch.allclose(trained[name], base.state_dict()[name])  # the language model trained
+    losses = [entry for entry in result.log_history if "loss" in entry]
+    assert len(losses) == 3 and all(np.isfinite(entry["loss"]) for entry in losses)
+    assert f"Initialised from `{tiny_paligemma_dir}`" in (result.output_dir / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"optimizer": "adamw"}, "unknown keys"),
+        ({"training": {"max_steps": 1}}, "output_dir"),
+        ({"data": {"path": "x", "source": "carla"}}, "data.source"),
+        ({"data": {"path": "x", "tasks": ["occupancy"]}}, "data.tasks"),
+        ({"stage": "vae"}, "stage"),
+    ],
+)
+def test_recipe_rejects_bad_values_before_loading_anything(tiny_recipe, changes, message):
+    recipe = copy.deepcopy(tiny_recipe)
+    recipe.update(changes)
+    with pytest.raises(ValueError, match=message):
+        train_joint(recipe)
+
+
+def test_recipe_rejects_inconsistent_models(tiny_recipe):
+    no_vae = with_changes(tiny_recipe)
+    no_vae.pop("occupancy_vae")
+    with pytest.raises(ValueError, match="occupancy_vae: required"):
+        train_joint(no_vae)
+    with pytest.raises(ValueError, match="from_pretrained or from_vlm"):
+        build_model_and_processor({"from_pretrained": "a", "from_vlm": "b"})
+    with pytest.raises(ValueError, match="image_token_id"):
+        train_joint(with_changes(tiny_recipe, model={"config": {**TINY_MODEL_CONFIG, "image_token_id": 7}}))
