@@ -5,7 +5,7 @@
 """
 
 from occvla_hf.sim.config import PRESETS, SimConfig
-from occvla_hf.sim.generate import GenerationSummary, generate_dataset
+from occvla_hf.sim.generate import GenerationSummary, dataset_scene, generate_dataset
 from occvla_hf.sim.nuscenes_tables import scene_names
 from occvla_hf.sim.scene import Scene, simulate_scene
 
@@ -14,6 +14,7 @@ __all__ = [
     "GenerationSummary",
     "Scene",
     "SimConfig",
+    "dataset_scene",
     "generate_dataset",
     "scene_names",
     "simulate_scene",

@@ -193,14 +193,25 @@ def _write_questions(qa_dir: Path, outputs: list[SceneOutput], seed: int, versio
 # ---------------------------------------------------------------------------------------------------- one scene
 
 
+def dataset_scene(seed: int, index: int, config: SimConfig) -> Scene:
+    """The simulated world state behind scene `index` of `generate_dataset(..., seed=seed)` with `config`."""
+    return simulate_scene(np.random.SeedSequence([seed, index]), config)
+
+
+def scene_placement(seed: int, index: int, scene: Scene) -> tuple[GlobalFrame, dt.datetime]:
+    """Where (world -> global frame) and when (capture start) scene `index` is placed."""
+    meta = np.random.default_rng(np.random.SeedSequence([seed, index, 1]))
+    frame = GlobalFrame.for_ground(scene.world.ground, int(meta.integers(4)))
+    captured = _EPOCH + dt.timedelta(days=int(meta.integers(0, 300)), seconds=int(meta.integers(0, 10 * 3600)))
+    return frame, captured
+
+
 def generate_scene(
     dataroot: Path, version: str, index: int, name: str, split: str, seed: int, config: SimConfig
 ) -> SceneOutput:
     """Simulate, render and write scene `index`; return its table records and questions."""
-    scene = simulate_scene(np.random.SeedSequence([seed, index]), config)
-    meta = np.random.default_rng(np.random.SeedSequence([seed, index, 1]))
-    frame = GlobalFrame.for_ground(scene.world.ground, int(meta.integers(4)))
-    captured = _EPOCH + dt.timedelta(days=int(meta.integers(0, 300)), seconds=int(meta.integers(0, 10 * 3600)))
+    scene = dataset_scene(seed, index, config)
+    frame, captured = scene_placement(seed, index, scene)
     writer = _SceneWriter(dataroot, version, index, name, split, seed, config, scene, frame, captured)
     for k in range(scene.num_keyframes):
         writer.write_keyframe(k)

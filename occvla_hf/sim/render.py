@@ -28,7 +28,7 @@ CLASS_COLORS: dict[str, tuple[int, int, int]] = {
     "construction_vehicle": (235, 70, 150),
     "motorcycle": (25, 190, 200),
     "pedestrian": (215, 35, 35),
-    "traffic_cone": (250, 110, 10),
+    "traffic_cone": (255, 80, 0),
     "trailer": (125, 60, 170),
     "truck": (230, 125, 25),
     "driveable_surface": (88, 88, 92),

@@ -24,7 +24,6 @@ RENDER_RANGE_M: float = 160.0
 class Scene:
     """A simulated scene (world frame = the layout frame; the nuScenes writer maps it to global coordinates)."""
 
-    seed: int
     world: World
     track: SceneTrack
     sun_world: np.ndarray  # (3,) unit vector towards the sun
@@ -87,4 +86,4 @@ def simulate_scene(seed: np.random.SeedSequence | int, config: SimConfig, layout
     track = simulate(world, agents, config)
     elevation, azimuth = rng.uniform(np.deg2rad(30), np.deg2rad(65)), rng.uniform(0, 2 * np.pi)
     sun = np.array([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth), np.sin(elevation)])
-    return Scene(int(seq.entropy) if isinstance(seq.entropy, int) else 0, world, track, sun)
+    return Scene(world, track, sun)

@@ -1,4 +1,4 @@
-"""The OccVLA model card: the `model_card.md` Jinja template at the repository root, filled from a training run.
+"""The OccVLA model card: the `occvla_hf/model_card.md` Jinja template (shipped with the package), filled from a run.
 
 `render_model_card` fills the YAML header (licence, base model, datasets, tags) and the body (architecture summary,
 training data and its licence, final loss terms, the planning L2 table of the latest evaluation, limitations,
@@ -19,7 +19,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from occvla_hf.evaluation.planning import PROTOCOLS
 
 # The template shipped at the repository root.
-MODEL_CARD_TEMPLATE: Path = Path(__file__).resolve().parents[2] / "model_card.md"
+MODEL_CARD_TEMPLATE: Path = Path(__file__).resolve().parents[1] / "model_card.md"
 TRAINING_DATA_SOURCES: tuple[str, ...] = ("nuscenes", "sim")
 # Licence of the weights by training data: nuScenes-derived weights follow the nuScenes terms of use.
 WEIGHTS_LICENSES: dict[str, str] = {"nuscenes": "cc-by-nc-sa-4.0", "sim": "apache-2.0"}
@@ -88,7 +88,7 @@ def render_model_card(
         repo_id: Hub repo id or folder the usage snippet loads from; defaults to the model name.
         log_history: `trainer.state.log_history`; the last training log gives the loss table, the last evaluation
             with `eval_<protocol>_l2_avg_m` the planning table.
-        template_path: Jinja template (defaults to the repository's `model_card.md`).
+        template_path: Jinja template (defaults to the package's `model_card.md`).
     """
     template = Path(template_path)
     if not template.is_file():
