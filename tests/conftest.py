@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning
+from occvla_hf.constants import OCC_GRID_SHAPE
+from occvla_hf.modeling import OccupancyVAE, OccupancyVAEConfig, OccVLAConfig, OccVLAForPlanning
 
 TINY_GRID = (16, 16, 4)  # (X, Y, Z) voxels of the tiny occupancy grids
 TINY_VOCAB = 64
 TINY_IMAGE_TOKEN = 62
 TINY_TRAJ_TOKEN = 63
+IMAGE_SIZE_PX = 28
+SIM_VERSION = "v1.0-mini"
 
 
 def tiny_config(num_views: int = 2, **overrides) -> OccVLAConfig:
@@ -97,3 +103,99 @@ def tiny_model() -> OccVLAForPlanning:
     model = OccVLAForPlanning(tiny_config())
     model.set_occupancy_vae(StandInOccupancyVAE())
     return model.eval()
+
+
+# ------------------------------------------------------------------ sim dataset folder, tiny VAE, stage-2 recipe
+
+
+@pytest.fixture(scope="session")
+def training_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The `tiny` sim preset (scenes scene-0061 / mini_train and scene-0103 / mini_val, 6 keyframes each, 160 x 90
+    images) built into the planning / qa / occupancy configs and saved like `occvla-hf data build` does."""
+    from occvla_hf.data.hub import build_dataset, save_dataset  # imported here: the VAE tests share this conftest
+    from occvla_hf.sim.generate import generate_dataset
+
+    root = tmp_path_factory.mktemp("sim")
+    generate_dataset(root / "dataroot", preset="tiny", seed=0, progress=False)
+    built = build_dataset(
+        root / "dataroot",
+        SIM_VERSION,
+        occ3d_root=root / "dataroot" / "gts",
+        qa_root=root / "dataroot" / "nuscenes_qa",
+        cache_dir=root / "cache",
+    )
+    return save_dataset(built, root / "data", version=SIM_VERSION, image_mode="path")
+
+
+@pytest.fixture(scope="session")
+def occupancy_vae_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny untrained VAE checkpoint over the Occ3D grid: latent (4, 25, 25)."""
+    torch.manual_seed(0)
+    config = OccupancyVAEConfig(
+        grid_shape=OCC_GRID_SHAPE,
+        class_embedding_dim=1,
+        block_channels=(4, 4, 4, 4),
+        num_res_blocks=1,
+        norm_num_groups=2,
+        latent_channels=4,
+        latent_type="kl",
+    )
+    path = tmp_path_factory.mktemp("occupancy_vae")
+    OccupancyVAE(config).save_pretrained(path)
+    return path
+
+
+TINY_MODEL_CONFIG: dict[str, Any] = {
+    "vision_config": {
+        "model_type": "siglip_vision_model",
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "image_size": IMAGE_SIZE_PX,
+        "patch_size": 14,
+        "vision_use_head": False,
+    },
+    "text_config": {
+        "model_type": "gemma",
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 1,
+        "head_dim": 8,
+    },
+    "num_views": 6,
+    "num_occupancy_queries_hw": [5, 5],
+    "occupancy_head_hidden_size": 16,
+    "trajectory_head_hidden_size": 16,
+}
+
+
+@pytest.fixture
+def tiny_recipe(training_data_dir: Path, occupancy_vae_dir: Path, tmp_path: Path) -> dict[str, Any]:
+    """A stage-2 recipe for a random tiny model on `training_data_dir` (CPU, fp32, no evaluation)."""
+    return {
+        "stage": "joint",
+        "model": {"config": TINY_MODEL_CONFIG},
+        "occupancy_vae": str(occupancy_vae_dir),
+        "occupancy_supervision": True,
+        "data": {
+            "path": str(training_data_dir),
+            "source": "sim",
+            "tasks": ["planning", "qa"],
+            "train_split": "mini_train",
+        },
+        "freeze_vision_tower": False,
+        "training": {
+            "output_dir": str(tmp_path / "run"),
+            "max_steps": 5,
+            "per_device_train_batch_size": 4,
+            "learning_rate": 1.0e-3,
+            "logging_steps": 1,
+            "save_strategy": "no",
+            "report_to": "none",
+            "use_cpu": True,
+            "seed": 0,
+        },
+    }

@@ -47,6 +47,8 @@ from occvla_hf.data import decode_occupancy
 planning = load_dataset(PATH, "planning")  # PATH: this repository id, or the local folder
 occupancy = load_dataset(PATH, "occupancy").with_transform(decode_occupancy)  # arrays on access
 ```
+
+`datasets` caches a local folder by its name: after rebuilding one, load it with `download_mode="force_redownload"`.
 """
 
 _IMAGE_NOTES: dict[str, str] = {

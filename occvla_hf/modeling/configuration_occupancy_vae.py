@@ -1,7 +1,7 @@
 """Configuration of the occupancy VAE, the 3D scene tokenizer whose latent space supervises OccVLA (stage 1)."""
 
 from huggingface_hub.dataclasses import strict
-from transformers import AutoConfig, PreTrainedConfig
+from transformers import PreTrainedConfig
 
 from ..constants import NUM_OCC_CLASSES, OCC_FREE_CLASS, OCC_GRID_SHAPE
 
@@ -164,6 +164,5 @@ class OccupancyVAEConfig(PreTrainedConfig):
                 )
 
 
-AutoConfig.register(OccupancyVAEConfig.model_type, OccupancyVAEConfig, exist_ok=True)
 
 __all__ = ["OccupancyVAEConfig"]

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
@@ -486,6 +486,5 @@ class OccupancyVAE(OccupancyVAEPreTrainedModel):
         )
 
 
-AutoModel.register(OccupancyVAEConfig, OccupancyVAE, exist_ok=True)
 
 __all__ = ["OccupancyVAE", "OccupancyVAEOutput", "OccupancyVAEPreTrainedModel", "lovasz_softmax_loss"]

@@ -34,7 +34,7 @@ class SimConfig:
     scale: float = 0.25
     scene_duration_s: float = 20.0
     keyframe_rate_hz: float = 2.0
-    sim_step_s: float = 0.1
+    sim_step_s: float = 0.25
     jpeg_quality: int = 90
     lidar_beams: int = 32
     lidar_mask_oversampling: int = 4

@@ -427,7 +427,7 @@ def _ground_map(
             better = new_rank > win_rank
             win_rank[better] = new_rank[better]
             ground.classes[r0:r1, c0:c1][better] = np.where(new_rank[better] == 2, DRIVEABLE, SIDEWALK)
-            marks = _lane_markings(s + s_offset, ad, section) & on
+            marks = np.where(on, _lane_markings(s + s_offset, ad, section), MARK_NONE)
             win_marks = ground.markings[r0:r1, c0:c1]
             win_marks[marks > 0] = marks[marks > 0]
             s_offset += piece.length_m

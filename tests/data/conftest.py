@@ -14,7 +14,7 @@ from datasets import DatasetDict
 
 from occvla_hf.data.hub import build_dataset, save_dataset
 from occvla_hf.data.nuscenes import NuScenesReader
-from occvla_hf.sim.generate import generate_dataset
+from occvla_hf.sim import generate_dataset
 
 VERSION = "v1.0-mini"
 

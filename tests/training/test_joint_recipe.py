@@ -31,7 +31,7 @@ from occvla_hf.processing import OccVLAProcessor, build_tokenizer, ego_status_st
 from occvla_hf.training.cli import load_recipe
 from occvla_hf.training.joint import JointDataset, build_model_and_processor, train_joint
 from occvla_hf.training.trainer import OccVLADataCollator
-from tests.training.conftest import IMAGE_SIZE_PX, TINY_MODEL_CONFIG
+from tests.conftest import IMAGE_SIZE_PX, TINY_MODEL_CONFIG
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 

@@ -36,7 +36,8 @@ from occvla_hf.training.trainer import (
     planning_l2_metrics,
 )
 from tests.conftest import TINY_GRID, StandInOccupancyVAE, tiny_config
-from tests.training.conftest import TINY_MODEL_CONFIG, planning_sample
+from tests.conftest import TINY_MODEL_CONFIG
+from tests.training.conftest import planning_sample
 from tests.training.ddp_worker import one_step
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")

@@ -1,0 +1,210 @@
+"""The occupancy ablation: the embedded OccVLA recipe trained with and without occupancy supervision, same data,
+steps and seeds, evaluated on held-out sim scenes (a different seed range), printed as tables.
+
+    python -m benchmarks.ablation_occupancy run --data .device_data --seeds 0 1 2 --out results/
+    python -m benchmarks.ablation_occupancy report results/*.json
+
+`run` trains stage 1 (configs/embedded_vae.yaml) unless `--vae` names a trained VAE, then stage 2
+(configs/embedded_joint.yaml and configs/embedded_joint_no_occ.yaml) for every seed, `--parallel` runs at a time
+(separate `occvla-hf train joint` processes sharing the GPU), and evaluates every run: planning L2 and collision
+(ST-P3 and UniAD protocols), QA accuracy per question type, and the latency of `plan` at batch 1. One JSON file per
+run is written to `--out`. `report` prints mean +- standard deviation over seeds per variant.
+`--data` holds `train/` (the training scenes, an `occvla-hf data build` folder) and `eval/` (held-out scenes
+generated from another seed; all of its splits are evaluated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import concatenate_datasets
+
+from occvla_hf.constants import QA_HOPS, QA_QUESTION_TYPES
+from occvla_hf.data.hub import load_saved
+from occvla_hf.evaluation.runner import evaluate_planning, evaluate_qa, load_model_and_processor
+from occvla_hf.training.cli import load_recipe
+from occvla_hf.training.vae import train_from_config
+
+RECIPES: dict[str, str] = {"occ": "configs/embedded_joint.yaml", "no_occ": "configs/embedded_joint_no_occ.yaml"}
+VAE_RECIPE: str = "configs/embedded_vae.yaml"
+LATENCY_REPEATS: int = 30
+HORIZONS: tuple[str, ...] = ("1s", "2s", "3s", "avg")
+PROTOCOL_NAMES: dict[str, str] = {"stp3": "ST-P3", "uniad": "UniAD"}
+
+
+def held_out_rows(data_dir: Path, config: str):
+    """Every split of one config of the held-out scenes, concatenated."""
+    splits = load_saved(data_dir / "eval")[config]
+    return concatenate_datasets([splits[name] for name in sorted(splits)])
+
+
+@torch.inference_mode()
+def plan_latency_ms(model, processor, rows, repeats: int = LATENCY_REPEATS) -> dict[str, float]:
+    """Median and p90 wall time of `model.plan` (meta-action text + trajectory) at batch 1, milliseconds."""
+    inputs = processor.from_rows(rows.select([0]), task="planning", training=False)
+    inputs = {k: v.to(model.device) for k, v in inputs.items() if k in ("input_ids", "attention_mask",
+                                                                         "token_type_ids", "pixel_values", "ego_status")}
+    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    inputs["ego_status"] = inputs["ego_status"].to(model.dtype)
+    times_ms = []
+    for step in range(repeats + 3):
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        model.plan(**inputs, tokenizer=processor.tokenizer)
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+        if step >= 3:  # warm-up excluded
+            times_ms.append(1000.0 * (time.perf_counter() - start))
+    return {"median_ms": float(np.median(times_ms)), "p90_ms": float(np.percentile(times_ms, 90))}
+
+
+def evaluate_run(model_dir: Path, data_dir: Path) -> dict[str, Any]:
+    """Planning, QA and latency report of one trained checkpoint on the held-out scenes."""
+    model, processor = load_model_and_processor(model_dir)
+    planning_rows = held_out_rows(data_dir, "planning")
+    return {
+        "planning": evaluate_planning(model, processor, planning_rows, batch_size=32),
+        "qa": evaluate_qa(model, processor, held_out_rows(data_dir, "qa"), batch_size=64),
+        "latency": plan_latency_ms(model, processor, planning_rows),
+        "device": torch.cuda.get_device_name() if model.device.type == "cuda" else "cpu",
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def train_command(
+    variant: str, seed: int, out_dir: Path, vae_dir: Path, data_dir: Path, overrides: Sequence[str]
+) -> list[str]:
+    return [
+        sys.executable, "-m", "occvla_hf.cli", "train", "joint", "--config", RECIPES[variant],
+        "--training.seed", str(seed), "--training.output_dir", str(out_dir),
+        "--occupancy_vae", str(vae_dir), "--data.path", str(data_dir / "train"), *overrides,
+    ]  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs_dir = Path(args.runs)
+    vae_dir = Path(args.vae) if args.vae else runs_dir / "vae"
+    if not args.vae:
+        recipe = load_recipe(VAE_RECIPE, ["--training.output_dir", str(vae_dir),
+                                          "--dataset", str(Path(args.data) / "train" / "arrow" / "occupancy"),
+                                          *shlex.split(args.vae_overrides)])
+        start = time.perf_counter()
+        result = train_from_config(recipe)
+        print(f"vae: {time.perf_counter() - start:.0f} s, {result.metrics}", flush=True)
+        (out / "vae_metrics.json").write_text(json.dumps(result.metrics, indent=1))
+    jobs = [(variant, seed) for seed in args.seeds for variant in args.variants]
+    pending = list(jobs)
+    running: list[tuple[subprocess.Popen, str, int, float]] = []
+    while pending or running:
+        while pending and len(running) < args.parallel:
+            variant, seed = pending.pop(0)
+            log = open(out / f"train_{variant}_s{seed}.log", "w")
+            command = train_command(variant, seed, runs_dir / f"{variant}_s{seed}", vae_dir, Path(args.data),
+                                    shlex.split(args.joint_overrides))
+            running.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), variant, seed,
+                            time.perf_counter()))
+        time.sleep(2)
+        for job in [job for job in running if job[0].poll() is not None]:
+            running.remove(job)
+            process, variant, seed, started = job
+            print(f"{variant} seed {seed}: exit {process.returncode} after {time.perf_counter() - started:.0f} s",
+                  flush=True)
+    for variant, seed in jobs:
+        model_dir = runs_dir / f"{variant}_s{seed}"
+        if not (model_dir / "config.json").is_file():
+            print(f"{variant} seed {seed}: no checkpoint, see its log", flush=True)
+            continue
+        report = {"variant": variant, "seed": seed, **evaluate_run(model_dir, Path(args.data))}
+        state = json.loads((model_dir / "trainer_state.json").read_text())
+        report["train_log"] = state["log_history"]
+        (out / f"{variant}_s{seed}.json").write_text(json.dumps(report, indent=1))
+        print(f"{variant} seed {seed}: stp3 L2 avg {report['planning']['stp3']['l2_avg_m']:.3f} m, "
+              f"QA {report['qa']['overall']['accuracy_pct']:.1f}%", flush=True)
+
+
+def _mean_std(values: Sequence[float | None]) -> str:
+    kept = [v for v in values if v is not None]
+    if not kept:
+        return "-"
+    return f"{np.mean(kept):.2f} ± {np.std(kept):.2f}"
+
+
+def ablation_tables(reports: Sequence[dict[str, Any]]) -> str:
+    """Markdown tables (mean ± std over seeds per variant): planning per protocol, QA per type, latency."""
+    variants = {name: [r for r in reports if r["variant"] == name] for name in RECIPES if any(
+        r["variant"] == name for r in reports)}
+    label = {"occ": "with occupancy", "no_occ": "without occupancy"}
+    lines = []
+    for protocol, protocol_name in PROTOCOL_NAMES.items():
+        lines += [f"Planning, {protocol_name} protocol (L2 in m, collision in %; mean ± std over seeds)", "",
+                  "| Variant | seeds | " + " | ".join(f"L2 {h}" for h in HORIZONS) + " | "
+                  + " | ".join(f"Col. {h}" for h in HORIZONS) + " |",
+                  "|---" * (2 + 2 * len(HORIZONS)) + "|"]
+        for name, runs in variants.items():
+            rows = [r["planning"][protocol] for r in runs]
+            cells = [_mean_std([row[f"l2_{h}_m"] for row in rows]) for h in HORIZONS]
+            cells += [_mean_std([row[f"collision_{h}_pct"] for row in rows]) for h in HORIZONS]
+            lines.append(f"| {label[name]} | {len(runs)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["QA accuracy (%) on held-out scenes, per question type (mean ± std over seeds)", "",
+              "| Variant | overall | " + " | ".join(QA_HOPS) + " | " + " | ".join(QA_QUESTION_TYPES) + " | meta-action acc. |",
+              "|---" * (5 + len(QA_QUESTION_TYPES)) + "|"]
+    for name, runs in variants.items():
+        qa = [r["qa"] for r in runs]
+        cells = [_mean_std([q["overall"]["accuracy_pct"] for q in qa])]
+        cells += [_mean_std([q["by_hop"][hop]["accuracy_pct"] for q in qa]) for hop in QA_HOPS]
+        cells += [_mean_std([q["by_type"][t]["all"]["accuracy_pct"] for q in qa]) for t in QA_QUESTION_TYPES]
+        cells.append(_mean_std([r["planning"]["meta_action_accuracy_pct"] for r in runs]))
+        lines.append(f"| {label[name]} | " + " | ".join(cells) + " |")
+    lines += ["", "Inference latency of `plan` (meta-action + trajectory), batch 1", "",
+              "| Variant | device | median ms | p90 ms |", "|---|---|---|---|"]
+    for name, runs in variants.items():
+        lines.append(f"| {label[name]} | {runs[0]['device']} | "
+                     f"{_mean_std([r['latency']['median_ms'] for r in runs])} | "
+                     f"{_mean_std([r['latency']['p90_ms'] for r in runs])} |")
+    return "\n".join(lines)
+
+
+def report(args: argparse.Namespace) -> None:
+    reports = [json.loads(Path(path).read_text()) for path in args.files]
+    print(ablation_tables([r for r in reports if "variant" in r]))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="train and evaluate")
+    run_parser.add_argument("--data", default=".device_data", help="folder with train/ and eval/ dataset folders")
+    run_parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    run_parser.add_argument("--variants", nargs="+", choices=sorted(RECIPES), default=["occ", "no_occ"])
+    run_parser.add_argument("--vae", default=None, help="a trained stage-1 VAE folder (default: train one)")
+    run_parser.add_argument("--runs", default="runs/ablation", help="where checkpoints are written")
+    run_parser.add_argument("--parallel", type=int, default=2, help="training processes at a time")
+    run_parser.add_argument("--vae-overrides", default="", help="recipe overrides of stage 1, e.g. '--training.max_steps 10'")
+    run_parser.add_argument("--joint-overrides", default="", help="recipe overrides of both stage-2 recipes")
+    run_parser.add_argument("--out", required=True, help="folder for the per-run JSON reports and logs")
+    run_parser.set_defaults(func=run)
+    report_parser = commands.add_parser("report", help="print the tables of per-run JSON reports")
+    report_parser.add_argument("files", nargs="+")
+    report_parser.set_defaults(func=report)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
