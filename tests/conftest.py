@@ -109,19 +109,27 @@ def tiny_model() -> OccVLAForPlanning:
 
 
 @pytest.fixture(scope="session")
-def training_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The `tiny` sim preset (scenes scene-0061 / mini_train and scene-0103 / mini_val, 6 keyframes each, 160 x 90
-    images) built into the planning / qa / occupancy configs and saved like `occvla-hf data build` does."""
-    from occvla_hf.data.hub import build_dataset, save_dataset  # imported here: the VAE tests share this conftest
-    from occvla_hf.sim.generate import generate_dataset
+def sim_dataroot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sim generator's `tiny` preset (scene-0061 / mini_train and scene-0103 / mini_val, 6 keyframes each,
+    160 x 90 images) with Occ3D labels (`gts/`) and nuScenes-QA files (`nuscenes_qa/`). Read-only for tests."""
+    from occvla_hf.sim import generate_dataset
 
-    root = tmp_path_factory.mktemp("sim")
-    generate_dataset(root / "dataroot", preset="tiny", seed=0, progress=False)
+    root = tmp_path_factory.mktemp("sim_dataroot")
+    generate_dataset(root, preset="tiny", seed=0, version=SIM_VERSION, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def training_data_dir(sim_dataroot: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`sim_dataroot` built into the planning / qa / occupancy configs and saved like `occvla-hf data build`."""
+    from occvla_hf.data.hub import build_dataset, save_dataset
+
+    root = tmp_path_factory.mktemp("sim_data")
     built = build_dataset(
-        root / "dataroot",
+        sim_dataroot,
         SIM_VERSION,
-        occ3d_root=root / "dataroot" / "gts",
-        qa_root=root / "dataroot" / "nuscenes_qa",
+        occ3d_root=sim_dataroot / "gts",
+        qa_root=sim_dataroot / "nuscenes_qa",
         cache_dir=root / "cache",
     )
     return save_dataset(built, root / "data", version=SIM_VERSION, image_mode="path")

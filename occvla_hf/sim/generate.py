@@ -20,7 +20,7 @@ import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
 import numpy as np
@@ -133,7 +133,9 @@ def generate_dataset(
             outputs[job[2]] = generate_scene(*job)
             bar.update()
     else:
-        with ProcessPoolExecutor(max_workers=num_workers, mp_context=get_context("spawn")) as pool:
+        # fork (where available) spares each worker re-importing the package; workers only use numpy and PIL.
+        context = get_context("fork" if "fork" in get_all_start_methods() else "spawn")
+        with ProcessPoolExecutor(max_workers=num_workers, mp_context=context) as pool:
             futures = {pool.submit(generate_scene, *job): job[2] for job in jobs}
             for future in as_completed(futures):
                 outputs[futures[future]] = future.result()

@@ -14,17 +14,13 @@ from datasets import DatasetDict
 
 from occvla_hf.data.hub import build_dataset, save_dataset
 from occvla_hf.data.nuscenes import NuScenesReader
-from occvla_hf.sim import generate_dataset
-
-VERSION = "v1.0-mini"
+from tests.conftest import SIM_VERSION as VERSION
 
 
 @pytest.fixture(scope="session")
-def sim_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny generated nuScenes dataroot with Occ3D labels (`gts/`) and nuScenes-QA files (`nuscenes_qa/`)."""
-    root = tmp_path_factory.mktemp("sim")
-    generate_dataset(root, preset="tiny", seed=0, version=VERSION, progress=False)
-    return root
+def sim_root(sim_dataroot: Path) -> Path:
+    """The shared tiny generated dataroot (tests/conftest.py), with Occ3D labels and nuScenes-QA files."""
+    return sim_dataroot
 
 
 @pytest.fixture(scope="session")
