@@ -267,7 +267,7 @@ class _SceneWriter:
         )
         map_path = self.dataroot / "maps" / f"{map_token}.png"
         map_path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(self.frame.map_mask(self.scene.world.ground)).save(map_path, compress_level=1)
+        self.frame.map_mask(self.scene.world.ground).save(map_path, compress_level=1)
         tables["map"].append(
             {
                 "token": map_token,

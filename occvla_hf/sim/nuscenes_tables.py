@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from nuscenes.utils.splits import create_splits_scenes
+from PIL import Image
 
 from occvla_hf.constants import CAMERA_NAMES
 from occvla_hf.sim.categories import NUSCENES_ATTRIBUTES, NUSCENES_CATEGORIES, NUSCENES_VISIBILITY
@@ -118,11 +119,12 @@ class GlobalFrame:
     def yaw(self, yaw: float | np.ndarray) -> float | np.ndarray:
         return yaw + self.quarter_turns * np.pi / 2
 
-    def map_mask(self, ground: GroundMap) -> np.ndarray:
-        """(H, W) uint8 driveable mask (255) in global PNG layout: row 0 = largest y."""
-        mask = np.where(ground.classes == DRIVEABLE, 255, 0).astype(np.uint8)  # rows = +y, cols = +x
-        rotated = np.rot90(mask, k=-self.quarter_turns)  # the array is y-up, so a world CCW turn is clockwise here
-        return np.ascontiguousarray(rotated[::-1])
+    def map_mask(self, ground: GroundMap) -> Image.Image:
+        """The driveable mask (255) as a PNG-ready image in global layout: row 0 = largest y, 0.1 m per pixel."""
+        mask = (ground.classes == DRIVEABLE).view(np.uint8) * np.uint8(255)  # rows = +y, cols = +x
+        image = Image.fromarray(np.ascontiguousarray(mask[::-1]))  # rows = -y: image layout before the turn
+        turn = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)
+        return image if self.quarter_turns % 4 == 0 else image.transpose(turn[self.quarter_turns % 4])
 
     def cell_center(self, ground: GroundMap, row: int, col: int) -> np.ndarray:
         return self.point(ground.origin_xy + (np.array([col, row]) + 0.5) * ground.resolution_m)

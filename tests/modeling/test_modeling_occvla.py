@@ -210,3 +210,10 @@ def test_training_lm_loss_skips_full_logits_but_equals_the_eval_loss(tiny_model:
     train_out = tiny_model.train()(**batch, labels=labels)
     assert train_out.logits is None
     torch.testing.assert_close(train_out.lm_loss, expected)
+
+
+def test_static_cache_generation_matches_the_dynamic_cache(tiny_model: OccVLAForPlanning) -> None:
+    batch = make_batch(tiny_model.config, planning=False)
+    dynamic = tiny_model.generate(**batch, max_new_tokens=5, do_sample=False)
+    static = tiny_model.generate(**batch, max_new_tokens=5, do_sample=False, cache_implementation="static")
+    assert torch.equal(dynamic, static)
