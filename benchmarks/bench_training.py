@@ -104,6 +104,9 @@ def run(args: argparse.Namespace) -> list[tuple[str, ...]]:
     device = torch.device(args.device)
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
     model = build(args.tiny, tuple(args.query_grid), dtype, device)
+    if args.compile:  # fuse the eager norm/activation kernels of both towers; the glue stays eager
+        model.model.vision_tower.compile()
+        model.model.language_model.compile()
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=device.type == "cuda"
     )
@@ -111,7 +114,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, ...]]:
     timer = Timer(device, args.warmup, args.repeats)
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in _device_name(device)), None)
     rows = []
-    for checkpointing in (False, True):
+    for checkpointing in (False,) if args.no_checkpointing_rows else (False, True):
         if checkpointing:
             model.activation_checkpointing_enable()
         steps, memory = {}, {}
@@ -178,13 +181,15 @@ def main() -> None:
     parser.add_argument("--query-grid", type=int, nargs=2, default=[10, 10], metavar=("ROWS", "COLS"),
                         help="occupancy query layout (must divide the 50 x 50 latent)")
     parser.add_argument("--profile", action="store_true", help="print a kernel-time table per variant")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the vision tower and the LM")
+    parser.add_argument("--no-checkpointing-rows", action="store_true", help="skip the activation-checkpointing rows")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     print(f"# device {_device_name(torch.device(args.device))}, torch {torch.__version__}, transformers "
           f"{transformers.__version__}, {args.dtype}, {'tiny' if args.tiny else 'PaliGemma-2-3B shape'}, batch "
           f"{args.batch}, 6 views, {TEXT_TOKENS} text tokens, occupancy queries {args.query_grid[0]}x"
-          f"{args.query_grid[1]}")
+          f"{args.query_grid[1]}{', torch.compile' if args.compile else ''}")
     header = ("act. ckpt", "occupancy", "step ms", "occ. overhead", "tokens/s", "peak GiB", "MFU %")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
