@@ -1,6 +1,7 @@
 """The occupancy ablation: the embedded OccVLA recipe trained with and without occupancy supervision, same data,
 steps and seeds, evaluated on held-out sim scenes (a different seed range), printed as tables.
 
+    python -m benchmarks.ablation_occupancy prepare --sim .device_data/sim --out .device_data
     python -m benchmarks.ablation_occupancy run --data .device_data --seeds 0 1 2 --out results/
     python -m benchmarks.ablation_occupancy report results/*.json
 
@@ -19,6 +20,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -136,6 +138,21 @@ def run(args: argparse.Namespace) -> None:
               f"QA {report['qa']['overall']['accuracy_pct']:.1f}%", flush=True)
 
 
+def prepare(args: argparse.Namespace) -> None:
+    """Builds `planning` and `qa` of the sim dataroots `<sim>/train` and `<sim>/eval` into `<out>/train` and
+    `<out>/eval`, and copies a built `occupancy` config (Arrow folder) next to the training ones."""
+    from occvla_hf.data.hub import build_dataset, save_dataset
+
+    for name in ("train", "eval"):
+        root = Path(args.sim) / name
+        built = build_dataset(root, args.version, qa_root=root / "nuscenes_qa", configs=["planning", "qa"],
+                              image_mode="bytes", cache_dir=Path(args.out) / "cache" / name)
+        save_dataset(built, Path(args.out) / name, version=args.version, image_mode="bytes")
+        print(name, {config: {split: len(rows) for split, rows in splits.items()} for config, splits in built.items()})
+    if args.occupancy:
+        shutil.copytree(args.occupancy, Path(args.out) / "train" / "arrow" / "occupancy", dirs_exist_ok=True)
+
+
 def _mean_std(values: Sequence[float | None]) -> str:
     kept = [v for v in values if v is not None]
     if not kept:
@@ -198,6 +215,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     run_parser.add_argument("--joint-overrides", default="", help="recipe overrides of both stage-2 recipes")
     run_parser.add_argument("--out", required=True, help="folder for the per-run JSON reports and logs")
     run_parser.set_defaults(func=run)
+    prepare_parser = commands.add_parser("prepare", help="build the datasets of the sim dataroots")
+    prepare_parser.add_argument("--sim", required=True, help="folder with the train/ and eval/ sim dataroots")
+    prepare_parser.add_argument("--version", default="v1.0-trainval")
+    prepare_parser.add_argument("--occupancy", default=None, help="a built occupancy config (Arrow) of train/")
+    prepare_parser.add_argument("--out", required=True)
+    prepare_parser.set_defaults(func=prepare)
     report_parser = commands.add_parser("report", help="print the tables of per-run JSON reports")
     report_parser.add_argument("files", nargs="+")
     report_parser.set_defaults(func=report)

@@ -12,7 +12,13 @@ import importlib
 from collections.abc import Sequence
 
 # Modules that contribute subcommands, in the order `--help` lists them.
-_COMMAND_MODULES: tuple[str, ...] = ("occvla_hf.data.cli", "occvla_hf.training.cli", "occvla_hf.evaluation.cli", "occvla_hf.sim.cli", "occvla_hf.demo")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "occvla_hf.data.cli",
+    "occvla_hf.training.cli",
+    "occvla_hf.evaluation.cli",
+    "occvla_hf.sim.cli",
+    "occvla_hf.demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,15 +1,18 @@
 """Traffic participants and their behaviour: spawning, car following, signals, crossings, lane changes.
 
 Vehicles (the ego included) follow `LanePath`s longitudinally with the intelligent driver model (IDM), treating as
-obstacles whatever lies in their corridor ahead (leaders, crossing pedestrians, oncoming traffic in a turn), red
-signals at stop lines and, when turning left, oncoming traffic. Lane changes move a lateral offset along the path
-with a quintic profile once the target lane has a gap. Pedestrians walk sidewalk paths with the same model and cross
-at crosswalks once approaching vehicles can stop. Parked vehicles, cones, barriers and idle people are static.
+obstacles whatever lies in their corridor ahead (leaders, crossing pedestrians, oncoming traffic in a turn) and
+virtual standing obstacles: red signals at stop lines, an occupied junction (conflicting movements inside it, or
+oncoming traffic for a left turn), crosswalks in use, and brief stops in lane. Lane changes move a lateral offset
+along the path with a quintic profile once the target lane has a gap. Pedestrians walk sidewalk paths with the
+same model and cross at crosswalks once approaching vehicles can stop (at junctions: while the crossed arm has red).
+Parked vehicles, cones, barriers and idle people are static.
 The result of `simulate` is a `SceneTrack`: poses, velocities and nuScenes attributes of every agent at keyframes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,13 +32,12 @@ LATERAL_ACCEL_LIMIT_MPS2: float = 2.0
 MOVING_SPEED_MPS: float = 0.5  # vehicles above it are "moving", below "stopped"
 WALKING_SPEED_MPS: float = 0.3
 
-KINDS: tuple[str, ...] = ("vehicle", "cycle", "pedestrian", "object")
-
 
 @dataclass
 class Agent:
     """One participant. Moving agents follow `path` (arc length `s`, speed `v`, lateral offset `d`); static ones
-    keep `pose` (x, y, yaw). `static_attribute` fixes the nuScenes attribute of static agents."""
+    keep `pose` (x, y, yaw). `kind` is "vehicle", "cycle", "pedestrian" or "object" (cones, barriers);
+    `static_attribute` fixes the nuScenes attribute of static agents."""
 
     type_name: str
     size: np.ndarray  # (length, width, height) metres
@@ -84,9 +86,8 @@ class SceneTrack:
     times_s: np.ndarray  # (K,)
     ego_xy: np.ndarray  # (K, 2) ego origin (box centre minus EGO_CENTER_AHEAD_M along the heading)
     ego_yaw: np.ndarray  # (K,)
-    ego_velocity: np.ndarray  # (K, 2)
+    ego_velocity: np.ndarray  # (K, 2) of the ego origin
     categories: list[str]  # (N,)
-    kinds: list[str]  # (N,)
     sizes: np.ndarray  # (N, 3) length, width, height
     brightness: np.ndarray  # (N,)
     present: np.ndarray  # (K, N) bool
@@ -111,6 +112,7 @@ class SceneTrack:
 
 
 def _sized(rng: np.random.Generator, type_name: str) -> np.ndarray:
+    """(length, width, height) of a new agent: the type's mean size with clipped Gaussian jitter."""
     t = AGENT_TYPES[type_name]
     scale = 1.0 + t.jitter * np.clip(rng.standard_normal(3), -2.0, 2.0)
     return np.array([t.length_m, t.width_m, t.height_m]) * scale
@@ -130,13 +132,13 @@ def _vehicle(rng: np.random.Generator, type_name: str, lane: LanePath, s: float,
         type_name,
         _sized(rng, type_name),
         kind,
-        float(rng.uniform(0.85, 1.1)),
-        lane.path,
-        lane,
-        s,
-        desired * float(rng.uniform(0.6, 1.0)),
-        d,
-        desired,
+        brightness=float(rng.uniform(0.85, 1.1)),
+        path=lane.path,
+        lane=lane,
+        s=s,
+        v=desired * float(rng.uniform(0.6, 1.0)),
+        d=d,
+        desired_speed_mps=desired,
         max_accel_mps2=float(rng.uniform(1.2, 2.0)),
         headway_s=float(rng.uniform(1.0, 1.6)),
     )
@@ -149,7 +151,7 @@ def _static(
         type_name,
         _sized(rng, type_name),
         kind,
-        float(rng.uniform(0.85, 1.1)),
+        brightness=float(rng.uniform(0.85, 1.1)),
         pose=(x, y, yaw),
         static_attribute=attribute,
     )
@@ -162,13 +164,11 @@ def _pedestrian(rng: np.random.Generator, path: Polyline, s: float) -> Agent:
         type_name,
         _sized(rng, type_name),
         "pedestrian",
-        float(rng.uniform(0.85, 1.1)),
-        path,
-        None,
-        s,
-        speed,
-        0.0,
-        speed,
+        brightness=float(rng.uniform(0.85, 1.1)),
+        path=path,
+        s=s,
+        v=speed,
+        desired_speed_mps=speed,
         max_accel_mps2=1.0,
         comfort_decel_mps2=1.5,
         min_gap_m=0.6,
@@ -211,13 +211,12 @@ def _spawn_ego(world: World, rng: np.random.Generator) -> Agent:
         "ego",
         np.array(EGO_SIZE_M),
         "vehicle",
-        1.0,
-        lane.path,
-        lane,
-        s0,
-        speed,
-        (path_lane - ego_lane) * LANE_WIDTH_M,
-        desired,
+        path=lane.path,
+        lane=lane,
+        s=s0,
+        v=speed,
+        d=(path_lane - ego_lane) * LANE_WIDTH_M,  # starting in another lane than the route's
+        desired_speed_mps=desired,
         max_accel_mps2=float(rng.uniform(1.3, 2.0)),
     )
     if ego.d != 0.0:  # must reach the turning lane
@@ -366,7 +365,8 @@ def _spawn_static(world: World, rng: np.random.Generator, agents: list[Agent]) -
         near_agent = any(np.hypot(*(xy - p)) < radius + 1.5 for p in moving_xy)
         near_placed = any(
             np.hypot(xy[0] - a.pose[0], xy[1] - a.pose[1]) < radius + np.hypot(*a.size[:2]) / 2 + 0.3
-            for a in agents if a.pose is not None
+            for a in agents
+            if a.pose is not None
         )
         return not (near_static or near_agent or near_placed) and _clear_of_junction(world, xy, radius)
 
@@ -414,7 +414,14 @@ def _clear_of_junction(world: World, xy: np.ndarray, radius: float) -> bool:
     return all(np.hypot(*(xy - cw.center)) > cw.half_length_m + radius + 4.0 for cw in world.crosswalks)
 
 
-def _construction_zone(world: World, rng: np.random.Generator, agents: list[Agent], road: Road, s: float, free) -> None:
+def _construction_zone(
+    world: World,
+    rng: np.random.Generator,
+    agents: list[Agent],
+    road: Road,
+    s: float,
+    free: Callable[[np.ndarray, float], bool],
+) -> None:
     """Cones along the lane edge, barriers, a construction vehicle and workers on the right side of `road`."""
     sec = world.section
     lanes_w = sec.lanes_per_direction * sec.lane_width_m
@@ -472,6 +479,7 @@ def _lateral_offset(agent: Agent, t: float) -> tuple[float, float]:
 
 
 def _pose(agent: Agent, t: float) -> tuple[np.ndarray, float]:
+    """Box centre (2,) and yaw at time t; vehicles yaw into their lane changes."""
     if agent.path is None:
         x, y, yaw = agent.pose
         return np.array([x, y]), yaw
@@ -537,7 +545,7 @@ def _idm(agent: Agent, v0: float, obstacles: list[tuple[float, float]]) -> float
 def _vehicle_constraints(
     agent: Agent, agents: list[Agent], world: World, t: float, busy_crosswalks: set[int]
 ) -> list[tuple[float, float]]:
-    """Virtual standing obstacles: red signals, yielding when turning left, crosswalks in use, stop events."""
+    """Virtual standing obstacles (gap, speed 0): crosswalks in use, red signals, junction conflicts, stop events."""
     out = []
     front = agent.s + agent.size[0] / 2
     for i, crossing_s in agent.crossing_s.items():
@@ -620,6 +628,7 @@ def _crossing_safe(ped: Agent, agents: list[Agent], world: World, t: float) -> b
 
 
 def _try_lane_change(agent: Agent, snap: _Snapshot, i: int, t: float) -> None:
+    """Start the planned lane change once it is due, allowed here, and the target lane has a gap around us."""
     earliest, target = agent.planned_lane_change
     if t < earliest or not agent.lane.lane_change_allowed(agent.s):
         return
@@ -664,8 +673,16 @@ def simulate(world: World, agents: list[Agent], config: SimConfig) -> SceneTrack
                 xy_hist[step, j], yaw_hist[step, j] = xy_hist[step - 1, j], yaw_hist[step - 1, j]
             speed_hist[step, j] = agent.v
             active_hist[step, j] = agent.active
-        snap = _Snapshot(xy_hist[step], yaw_hist[step], speed_hist[step], active_hist[step], is_ped, is_static, sizes,
-                         left_turn_approach)
+        snap = _Snapshot(
+            xy_hist[step],
+            yaw_hist[step],
+            speed_hist[step],
+            active_hist[step],
+            is_ped,
+            is_static,
+            sizes,
+            left_turn_approach,
+        )
         accel = np.zeros(n)
         busy = {a.crosswalk for a in agents if a.crosswalk is not None and a.wait_s <= a.s <= a.crossing_end_s}
         for j, agent in enumerate(agents):
@@ -716,26 +733,20 @@ def _keyframe_track(
     dt = config.sim_step_s
     steps = np.arange(config.num_keyframes) * config.steps_per_keyframe
     prev = np.maximum(steps - 1, 0)
-    velocity_all = (xy_hist[steps + 1] - xy_hist[prev]) / ((steps + 1 - prev)[:, None, None] * dt)
-    # An agent that just left the map has no meaningful difference: fall back to zero (it is not present anyway).
-    present = active_hist[steps] & active_hist[steps + 1]
-    ego_yaw = yaw_hist[steps, 0]
-    ego_center = xy_hist[steps, 0]
-    ego_xy = ego_center - EGO_CENTER_AHEAD_M * np.stack([np.cos(ego_yaw), np.sin(ego_yaw)], axis=1)
+    span_s = ((steps + 1 - prev) * dt)[:, None, None]
+    velocity_all = (xy_hist[steps + 1] - xy_hist[prev]) / span_s
+    present = active_hist[steps] & active_hist[steps + 1]  # agents leaving the map drop out a step early
+    ego_heading = np.stack([np.cos(yaw_hist[:, 0]), np.sin(yaw_hist[:, 0])], axis=1)
+    ego_origin = xy_hist[:, 0] - EGO_CENTER_AHEAD_M * ego_heading  # (steps, 2)
+    ego_velocity = (ego_origin[steps + 1] - ego_origin[prev]) / span_s[:, :, 0]
     others = list(range(1, len(agents)))
-    attributes = []
-    for k, step in enumerate(steps):
-        row = []
-        for j in others:
-            row.append(_attribute(agents[j], speed_hist[step, j]))
-        attributes.append(row)
+    attributes = [[_attribute(agents[j], speed_hist[step, j]) for j in others] for step in steps]
     return SceneTrack(
         times_s=steps * dt,
-        ego_xy=ego_xy,
-        ego_yaw=ego_yaw,
-        ego_velocity=velocity_all[:, 0],
+        ego_xy=ego_origin[steps],
+        ego_yaw=yaw_hist[steps, 0],
+        ego_velocity=ego_velocity,
         categories=[agents[j].category for j in others],
-        kinds=[agents[j].kind for j in others],
         sizes=np.stack([agents[j].size for j in others]) if others else np.zeros((0, 3)),
         brightness=np.array([agents[j].brightness for j in others]),
         present=present[:, 1:],

@@ -27,7 +27,6 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from occvla_hf.constants import CAMERA_NAMES
 from occvla_hf.sim.cameras import LIDAR_TRANSLATION_M, camera_rays, lidar_rays, lidar_rotation
 from occvla_hf.sim.categories import QA_STATUS_WORDS, qa_word_of
 from occvla_hf.sim.config import PRESETS, SimConfig, resolve_config
@@ -44,9 +43,9 @@ from occvla_hf.sim.nuscenes_tables import (
     write_tables,
 )
 from occvla_hf.sim.occupancy import (
+    camera_voxel_projections,
     labels_npz_bytes,
-    project_voxels_camera,
-    project_voxels_lidar,
+    lidar_voxel_projection,
     semantics,
     visibility_mask,
 )
@@ -214,7 +213,7 @@ def generate_scene(
     """Simulate, render and write scene `index`; return its table records and questions."""
     scene = dataset_scene(seed, index, config)
     frame, captured = scene_placement(seed, index, scene)
-    writer = _SceneWriter(dataroot, version, index, name, split, seed, config, scene, frame, captured)
+    writer = _SceneWriter(dataroot, index, name, split, seed, config, scene, frame, captured)
     for k in range(scene.num_keyframes):
         writer.write_keyframe(k)
     return writer.finish()
@@ -226,7 +225,6 @@ class _SceneWriter:
     def __init__(
         self,
         dataroot: Path,
-        version: str,
         index: int,
         name: str,
         split: str,
@@ -244,18 +242,23 @@ class _SceneWriter:
         self.start_us = int(captured.timestamp() * 1e6)
         self.cams = camera_rays(config.scale)
         self.lidar = lidar_rays(config.lidar_beams, config.lidar_mask_oversampling, config.lidar_azimuth_steps)
-        self.cam_projections = [project_voxels_camera(r) for r in self.cams]
-        self.lidar_projection = project_voxels_lidar(self.lidar)
+        self.cam_projections = camera_voxel_projections(config.scale)
+        self.lidar_projection = lidar_voxel_projection(
+            config.lidar_beams, config.lidar_mask_oversampling, config.lidar_azimuth_steps
+        )
         self.texture = noise_texture(_TEXTURE_SEED)
-        self.token = lambda *parts: token(seed, name, *parts)
         self.instances: dict[int, list[str]] = {}  # agent index -> its annotation tokens in time order
         self.prev_sample = ""
         self.prev_records: dict[str, dict] = {}  # channel -> its previous sample_data record
-        self._write_scene_records(version, captured)
+        self._write_scene_records(captured)
 
-    def _write_scene_records(self, version: str, captured: dt.datetime) -> None:
+    def _token(self, *parts: object) -> str:
+        """Token of a record of this scene."""
+        return token(self.seed, self.name, *parts)
+
+    def _write_scene_records(self, captured: dt.datetime) -> None:
         tables = self.out.tables
-        log_token, map_token = self.token("log"), self.token("map")
+        log_token, map_token = self._token("log"), self._token("map")
         tables["log"].append(
             {
                 "token": log_token,
@@ -279,7 +282,7 @@ class _SceneWriter:
         for rays in self.cams:
             tables["calibrated_sensor"].append(
                 {
-                    "token": self.token("calibrated_sensor", rays.name),
+                    "token": self._token("calibrated_sensor", rays.name),
                     "sensor_token": token("sensor", rays.name),
                     "translation": [float(v) for v in rays.origin],
                     "rotation": rotation_to_quaternion(rays.rotation),
@@ -288,7 +291,7 @@ class _SceneWriter:
             )
         tables["calibrated_sensor"].append(
             {
-                "token": self.token("calibrated_sensor", LIDAR_CHANNEL),
+                "token": self._token("calibrated_sensor", LIDAR_CHANNEL),
                 "sensor_token": token("sensor", LIDAR_CHANNEL),
                 "translation": list(LIDAR_TRANSLATION_M),
                 "rotation": rotation_to_quaternion(lidar_rotation()),
@@ -299,7 +302,7 @@ class _SceneWriter:
     def write_keyframe(self, k: int) -> None:
         scene, cfg = self.scene, self.config
         timestamp = self.start_us + int(round(k * cfg.keyframe_period_s * 1e6))
-        sample_token = self.token("sample", k)
+        sample_token = self._token("sample", k)
         ego_xy, ego_yaw = scene.ego_pose(k)
         boxes = scene.frame_boxes(k)
         sun = scene.sun_ego(k)
@@ -338,7 +341,7 @@ class _SceneWriter:
                 "timestamp": timestamp,
                 "prev": self.prev_sample,
                 "next": "",
-                "scene_token": self.token("scene"),
+                "scene_token": self._token("scene"),
             }
         )
         if self.prev_sample:
@@ -374,7 +377,7 @@ class _SceneWriter:
         path = self.dataroot / filename
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(payload)
-        sd_token = self.token("sample_data", channel, k)
+        sd_token = self._token("sample_data", channel, k)
         ego_xy, ego_yaw = self.scene.ego_pose(k)
         self.out.tables["ego_pose"].append(
             {
@@ -389,7 +392,7 @@ class _SceneWriter:
             "token": sd_token,
             "sample_token": sample_token,
             "ego_pose_token": sd_token,
-            "calibrated_sensor_token": self.token("calibrated_sensor", channel),
+            "calibrated_sensor_token": self._token("calibrated_sensor", channel),
             "timestamp": timestamp,
             "fileformat": fileformat,
             "is_key_frame": True,
@@ -428,14 +431,14 @@ class _SceneWriter:
             b = box_of_agent[int(agent)]
             fraction = visible[b] / hits[b] if hits[b] > 0 else 0.0
             attribute = track.attributes[k][agent]
-            ann_token = self.token("sample_annotation", int(agent), k)
+            ann_token = self._token("sample_annotation", int(agent), k)
             chain = self.instances.setdefault(int(agent), [])
             length, width, height = (float(v) for v in wbox[3:6])
             records.append(
                 {
                     "token": ann_token,
                     "sample_token": sample_token,
-                    "instance_token": self.token("instance", int(agent)),
+                    "instance_token": self._token("instance", int(agent)),
                     "visibility_token": visibility_token(fraction),
                     "attribute_tokens": [token("attribute", attribute)] if attribute else [],
                     "translation": [*(float(v) for v in self.frame.point(wbox[:2])), height / 2],
@@ -461,7 +464,7 @@ class _SceneWriter:
                 by_token[a]["next"] = b
             tables["instance"].append(
                 {
-                    "token": self.token("instance", agent),
+                    "token": self._token("instance", agent),
                     "category_token": token("category", self.scene.track.categories[agent]),
                     "nbr_annotations": len(chain),
                     "first_annotation_token": chain[0],
@@ -472,8 +475,8 @@ class _SceneWriter:
         world = self.scene.world
         tables["scene"].append(
             {
-                "token": self.token("scene"),
-                "log_token": self.token("log"),
+                "token": self._token("scene"),
+                "log_token": self._token("log"),
                 "nbr_samples": len(samples),
                 "first_sample_token": samples[0]["token"],
                 "last_sample_token": samples[-1]["token"],

@@ -129,7 +129,8 @@ class Polyline:
         return xy + lateral_m * np.array([-np.sin(heading), np.cos(heading)]), float(heading)
 
     def project(self, xy: np.ndarray, s_min: float = 0.0, s_max: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Arc length (N,) and signed lateral offset (N,, left positive) of points (N, 2) on the sub-path [s_min, s_max]."""
+        """Arc length (N,) and signed lateral offset (N,), left positive, of points (N, 2) on the sub-path
+        [s_min, s_max]."""
         s_max = self.length if s_max is None else s_max
         lo = max(int(np.searchsorted(self.s, s_min, side="right")) - 1, 0)
         hi = min(int(np.searchsorted(self.s, s_max, side="left")) + 1, len(self.s) - 1)

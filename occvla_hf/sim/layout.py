@@ -164,9 +164,6 @@ class LanePath:
     entry_s: float | None = None
     exit_s: float | None = None
 
-    def lane_offsets_m(self) -> list[float]:
-        return [(self.lane - j) * LANE_WIDTH_M for j in range(self.lanes)]
-
     def lane_change_allowed(self, s: float) -> bool:
         if self.stop_s is None:
             return True

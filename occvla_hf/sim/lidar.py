@@ -68,6 +68,6 @@ def lidar_point_cloud(
         np.floor(points_ego[:, 0] * 10).astype(np.int64) % n, np.floor(points_ego[:, 1] * 10).astype(np.int64) % n
     ]
     intensity = np.clip(intensity * (1.0 + 0.3 * jitter), 0.0, 255.0)
-    points_lidar = (points_ego - np.array(LIDAR_TRANSLATION_M)) @ lidar_rotation()
+    points_lidar = np.einsum("pj,ji->pi", points_ego - np.array(LIDAR_TRANSLATION_M), lidar_rotation())
     cloud = np.column_stack([points_lidar, intensity, ring]).astype(np.float32)
     return cloud, hit.astype(np.int64)

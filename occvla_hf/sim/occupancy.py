@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 
 from occvla_hf.constants import OCC_FREE_CLASS, OCC_GRID_SHAPE, OCC_RANGE_MIN_M, OCC_VOXEL_SIZE_M
-from occvla_hf.sim.cameras import NEAR_PLANE_M, LidarRays, PinholeRays
+from occvla_hf.sim.cameras import NEAR_PLANE_M, LidarRays, PinholeRays, camera_rays, lidar_rays
 from occvla_hf.sim.geometry import frame_to_world_2d
 from occvla_hf.sim.layout import GroundMap
 from occvla_hf.sim.render import CastResult, FrameBoxes
@@ -77,6 +77,18 @@ def project_voxels_lidar(rays: LidarRays) -> VoxelProjection:
     idx = np.flatnonzero(keep)
     ray = (row[idx] * len(rays.azimuths) + col[idx]).astype(np.int64)
     return VoxelProjection(idx, ray, np.linalg.norm(rel[idx], axis=1).astype(np.float32))
+
+
+@lru_cache(maxsize=2)
+def camera_voxel_projections(scale: float) -> tuple[VoxelProjection, ...]:
+    """Projections of the voxel grid into the six cameras at an image scale (computed once per process)."""
+    return tuple(project_voxels_camera(rays) for rays in camera_rays(scale))
+
+
+@lru_cache(maxsize=2)
+def lidar_voxel_projection(beams: int, oversampling: int, azimuth_steps: int) -> VoxelProjection:
+    """Projection of the voxel grid into the dense lidar ray grid (computed once per process)."""
+    return project_voxels_lidar(lidar_rays(beams, oversampling, azimuth_steps))
 
 
 def visibility_mask(projections: list[VoxelProjection], casts: list[CastResult]) -> np.ndarray:

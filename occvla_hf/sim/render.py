@@ -195,7 +195,8 @@ def cast_camera(rays: PinholeRays, boxes: FrameBoxes) -> CastResult:
 def _screen_rects(rays: PinholeRays, boxes: FrameBoxes) -> tuple[np.ndarray, np.ndarray]:
     """(N, 4) pixel rectangles [u0, u1) x [v0, v1) covering each box's projection (-1 rows for boxes out of view),
     and (N,) the nearest z-depth of each box's visible part."""
-    corners = (boxes.corners() - rays.origin) @ rays.rotation  # (N, 8, 3) camera frame
+    # (N, 8, 3) camera frame; einsum rather than a BLAS call: multithreaded BLAS only spins on arrays this small
+    corners = np.einsum("nkj,ji->nki", boxes.corners() - rays.origin, rays.rotation)
     z = corners[..., 2]
     p0, p1 = corners[:, _BOX_EDGES[:, 0]], corners[:, _BOX_EDGES[:, 1]]  # (N, 12, 3)
     z0, z1 = p0[..., 2], p1[..., 2]
@@ -355,7 +356,7 @@ def shade_camera(
         sign = np.where(positive == 1, 1.0, -1.0).astype(np.float32)
         rot = boxes.rotations().astype(np.float32)
         normals = rot[ids, :, axis] * sign[:, None]  # column `axis` of each box rotation = that local axis in ego
-        shade = 0.55 + 0.45 * np.clip(normals @ sun_ego.astype(np.float32), 0.0, 1.0)
+        shade = 0.55 + 0.45 * np.clip(np.einsum("pi,i->p", normals, sun_ego.astype(np.float32)), 0.0, 1.0)
         noise = _tile(texture, (local[:, 0] + 0.7 * local[:, 2]) * 8.0, (local[:, 1] - 0.5 * local[:, 2]) * 8.0)
         color = boxes.colors[ids] * (1.0 + 0.08 * noise)[:, None]
         window = (boxes.occ_classes[ids] == MANMADE) & (axis < 2)

@@ -91,8 +91,9 @@ DEFAULT_LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj",
 class JointDataset(torch.utils.data.Dataset):
     """Rows of several task datasets behind one index, each row tagged with its `task`.
 
-    Planning rows whose keyframe has Occ3D labels in `occupancy` get them decoded as `semantics` (X, Y, Z) uint8 and
-    `mask_camera` (X, Y, Z) bool (joined by `sample_token`). Only the columns the collator reads are kept, so camera
+    Planning rows without any future (a scene's last keyframe: empty `meta_action`, no valid waypoint) are left out:
+    they have no target to learn. Planning rows whose keyframe has Occ3D labels in `occupancy` get them decoded as
+    `semantics` (X, Y, Z) uint8 and `mask_camera` (X, Y, Z) bool (joined by `sample_token`). Only the columns the collator reads are kept, so camera
     calibration and agent boxes are never decoded. `tasks` (one per index) lets `OccVLATrainer` batch by task.
 
     Args:
@@ -104,6 +105,8 @@ class JointDataset(torch.utils.data.Dataset):
         unknown = sorted(set(datasets) - set(TASKS))
         if unknown or not datasets:
             raise ValueError(f"datasets: expected tasks among {TASKS}, got {sorted(datasets)}")
+        if "planning" in datasets:
+            datasets = {**datasets, "planning": datasets["planning"].filter(bool, input_columns="meta_action")}
         self.datasets = {
             task: rows.select_columns([c for c in rows.column_names if c in ROW_COLUMNS or c == "sample_token"])
             for task, rows in datasets.items()

@@ -12,7 +12,7 @@ from occvla_hf.sim.generate import GenerationSummary, dataset_scene
 from occvla_hf.sim.scene import Scene
 
 VERSION = "v1.0-mini"
-SEED = 3
+SEED = 6
 NUM_SCENES = 2
 # 240 x 135 images, 4 s scenes (8 keyframes): big enough for pixel checks, small enough to build in seconds.
 CONFIG = SimConfig(scale=0.15, scene_duration_s=4.0, lidar_azimuth_steps=256, questions_per_keyframe=12)

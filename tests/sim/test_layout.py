@@ -29,12 +29,14 @@ def intersection():
 def test_ground_bands_across_a_straight_road(straight):
     sec = straight.section
     half = sec.driveable_half_width_m
-    probes = np.array([
-        [-50.0, 0.1],  # double yellow centre line
-        [-50.0, -sec.lane_offset_m(0)],  # lane centre
-        [-50.0, half + sec.sidewalk_width_m / 2],  # sidewalk
-        [-50.0, -(half + sec.sidewalk_width_m + 30.0)],  # far off the road
-    ])
+    probes = np.array(
+        [
+            [-50.0, 0.1],  # double yellow centre line
+            [-50.0, -sec.lane_offset_m(0)],  # lane centre
+            [-50.0, half + sec.sidewalk_width_m / 2],  # sidewalk
+            [-50.0, -(half + sec.sidewalk_width_m + 30.0)],  # far off the road
+        ]
+    )
     classes, marks = straight.ground.lookup(probes)
     assert classes.tolist() == [DRIVEABLE, DRIVEABLE, SIDEWALK, TERRAIN]
     assert marks[0] == MARK_YELLOW and marks[1] == 0
