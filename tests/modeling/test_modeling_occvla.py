@@ -217,3 +217,12 @@ def test_static_cache_generation_matches_the_dynamic_cache(tiny_model: OccVLAFor
     dynamic = tiny_model.generate(**batch, max_new_tokens=5, do_sample=False)
     static = tiny_model.generate(**batch, max_new_tokens=5, do_sample=False, cache_implementation="static")
     assert torch.equal(dynamic, static)
+
+
+@pytest.mark.parametrize("strategy", [dict(num_beams=3), dict(do_sample=True, top_k=5)], ids=["beam", "sample"])
+def test_generate_supports_beam_search_and_sampling(tiny_model: OccVLAForPlanning, strategy: dict) -> None:
+    batch = make_batch(tiny_model.config, planning=False)
+    torch.manual_seed(0)
+    generated = tiny_model.generate(**batch, max_new_tokens=4, min_new_tokens=4, **strategy)
+    assert generated.shape == (2, batch["input_ids"].shape[1] + 4)
+    assert torch.equal(generated[:, : batch["input_ids"].shape[1]], batch["input_ids"])
