@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from occvla_hf.constants import QA_QUESTION_TYPES
+from occvla_hf.data.nuscenes_qa import Question
 from occvla_hf.sim.categories import QA_CATEGORY_WORDS
 
 QA_RANGE_M: float = 50.0  # objects farther than this from the ego are left out
@@ -75,14 +76,6 @@ class Selector:
         if self.status == "not standing":
             return f"{noun} that {'are' if plural else 'is'} not standing"
         return f"{self.status} {noun}"
-
-
-@dataclass(frozen=True)
-class Question:
-    question: str
-    answer: str
-    template_type: str
-    num_hop: int
 
 
 def relation(reference_xy: tuple[float, float], target_xy: tuple[float, float]) -> str:
