@@ -26,18 +26,7 @@ from occvla_hf.sim.render import CLASS_COLORS
 
 from .conftest import CONFIG, NUM_SCENES, SEED, VERSION
 
-OBJECT_CLASSES = (
-    "barrier",
-    "bicycle",
-    "bus",
-    "car",
-    "construction_vehicle",
-    "motorcycle",
-    "pedestrian",
-    "traffic_cone",
-    "trailer",
-    "truck",
-)
+OBJECT_CLASSES = OCC_CLASS_NAMES[OCC_CLASS_NAMES.index("barrier") : OCC_CLASS_NAMES.index("truck") + 1]
 
 
 def ego_pose(nusc: NuScenes, sample: dict) -> dict:

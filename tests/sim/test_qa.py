@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from occvla_hf.constants import QA_QUESTION_TYPES
+from occvla_hf.evaluation.qa import NUSCENES_QA_ANSWERS
 from occvla_hf.sim.qa import (
     QAObject,
     Selector,
@@ -24,27 +25,7 @@ from occvla_hf.sim.qa import (
 )
 
 # The official nuScenes-QA answer vocabulary (30 answers).
-ANSWERS = {str(n) for n in range(11)} | {
-    "no",
-    "yes",
-    "barrier",
-    "bicycle",
-    "bus",
-    "car",
-    "construction vehicle",
-    "motorcycle",
-    "moving",
-    "not standing",
-    "parked",
-    "pedestrian",
-    "standing",
-    "stopped",
-    "traffic cone",
-    "trailer",
-    "truck",
-    "with rider",
-    "without rider",
-}
+ANSWERS = set(NUSCENES_QA_ANSWERS)
 
 # Ego frame: x forward, y left.
 MOVING_CAR = QAObject("car", "moving", 10.0, 0.0)
