@@ -75,7 +75,7 @@ class Timer:
                 fn()
         times: list[list[float]] = [[] for _ in fns]
         for _ in range(self.repeats):
-            for fn, bucket in zip(fns, times):
+            for fn, bucket in zip(fns, times, strict=True):
                 bucket.append(self._once(fn))
         medians = [statistics.median(bucket) for bucket in times]
         return medians[0], (medians[1] if fn_b is not None else float("nan"))
@@ -163,51 +163,55 @@ def run(args: argparse.Namespace) -> list[tuple[str, ...]]:
     device = torch.device(args.device)
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
     timer = Timer(device, args.warmup, args.repeats)
-    text_tokens = waypoint_text_tokens()
     rows: list[tuple[str, ...]] = []
     for num_views in args.views:
         occvla, paligemma = build_models(args.tiny, num_views, dtype, device)
-        cfg = occvla.config
         for batch in args.batches:
             if num_views == 1 and batch != 1:
                 continue  # single-view rows: prefill latency only
-            ours = make_inputs(occvla, batch, dtype, device)
-            base = paligemma_inputs(ours, cfg.image_token_id, cfg.traj_token_id)
-            fixed = dict(do_sample=False)
-
-            def generate(model, inputs, tokens: int) -> Callable[[], object]:
-                return lambda: model.generate(**inputs, max_new_tokens=tokens, min_new_tokens=tokens, **fixed)
-
             with torch.inference_mode():
-                prefill_ours, prefill_base = timer.pair(
-                    lambda: occvla(**ours, use_cache=True, logits_to_keep=1),
-                    lambda: paligemma(**base, use_cache=True, logits_to_keep=1),
-                )
-                rows.append(_row("prefill", num_views, batch, prefill_ours, prefill_base))
-                text_only = {k: v for k, v in ours.items() if k != "ego_status"}
-                text_only["input_ids"] = base["input_ids"]  # no <traj>: the pure VLM path
-                prefill_text, prefill_base = timer.pair(
-                    lambda: occvla(**text_only, use_cache=True, logits_to_keep=1),
-                    lambda: paligemma(**base, use_cache=True, logits_to_keep=1),
-                )
-                rows.append(_row("prefill, no <traj>", num_views, batch, prefill_text, prefill_base))
-                if num_views == 1:
-                    continue
-                gen_ours, gen_base = timer.pair(
-                    generate(occvla, ours, GENERATE_TOKENS), generate(paligemma, base, GENERATE_TOKENS)
-                )
-                rows.append(_row(f"generate {GENERATE_TOKENS} tok", num_views, batch, gen_ours, gen_base,
-                                 tokens=batch * GENERATE_TOKENS))
-                plan_ms, text_plan_ms = timer.pair(
-                    lambda: occvla.plan(**ours, max_new_tokens=META_ACTION_TOKENS, min_new_tokens=META_ACTION_TOKENS),
-                    generate(occvla, ours, META_ACTION_TOKENS + text_tokens),
-                )
-                rows.append(_row("plan() vs text waypoints", num_views, batch, plan_ms, text_plan_ms))
-                text_traj_ms = timer(generate(occvla, ours, text_tokens))
-                rows.append(_row("trajectory: head vs text", num_views, batch, prefill_ours, text_traj_ms))
-        del occvla, paligemma
+                rows += _measure(occvla, paligemma, batch, timer, dtype, device)
+        occvla = paligemma = None  # free the GPU before the next shape
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    return rows
+
+
+def _generate(model, inputs: dict, tokens: int) -> Callable[[], object]:
+    """Fixed-length greedy decoding of `tokens` tokens."""
+    return lambda: model.generate(**inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+
+
+def _measure(occvla, paligemma, batch: int, timer: Timer, dtype: torch.dtype, device: torch.device) -> list:
+    """The rows of one (views, batch) point."""
+    cfg = occvla.config
+    views = cfg.num_views
+    ours = make_inputs(occvla, batch, dtype, device)
+    base = paligemma_inputs(ours, cfg.image_token_id, cfg.traj_token_id)
+    text_only = {**{k: v for k, v in ours.items() if k != "ego_status"}, "input_ids": base["input_ids"]}
+
+    def prefill(model, inputs: dict) -> Callable[[], object]:
+        return lambda: model(**inputs, use_cache=True, logits_to_keep=1)
+
+    prefill_ours, prefill_base = timer.pair(prefill(occvla, ours), prefill(paligemma, base))
+    rows = [_row("prefill", views, batch, prefill_ours, prefill_base)]
+    prefill_text, prefill_base = timer.pair(prefill(occvla, text_only), prefill(paligemma, base))
+    rows.append(_row("prefill, no <traj>", views, batch, prefill_text, prefill_base))  # the pure VLM path
+    if views == 1:
+        return rows
+    gen_ours, gen_base = timer.pair(
+        _generate(occvla, ours, GENERATE_TOKENS), _generate(paligemma, base, GENERATE_TOKENS)
+    )
+    generated = batch * GENERATE_TOKENS
+    rows.append(_row(f"generate {GENERATE_TOKENS} tok", views, batch, gen_ours, gen_base, tokens=generated))
+    text_tokens = waypoint_text_tokens()
+    plan_ms, text_plan_ms = timer.pair(
+        lambda: occvla.plan(**ours, max_new_tokens=META_ACTION_TOKENS, min_new_tokens=META_ACTION_TOKENS),
+        _generate(occvla, ours, META_ACTION_TOKENS + text_tokens),
+    )
+    rows.append(_row("plan() vs text waypoints", views, batch, plan_ms, text_plan_ms))
+    text_traj_ms = timer(_generate(occvla, ours, text_tokens))
+    rows.append(_row("trajectory: head vs text", views, batch, prefill_ours, text_traj_ms))
     return rows
 
 

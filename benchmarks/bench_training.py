@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, ...]]:
                 step()
                 torch.cuda.synchronize()
                 memory[with_occupancy] = f"{torch.cuda.max_memory_allocated() / 2**30:.1f}"
-        times = dict(zip((False, True), timer.pair(steps[False], steps[True])))
+        times = dict(zip((False, True), timer.pair(steps[False], steps[True]), strict=True))
         if args.profile and not checkpointing:
             for with_occupancy in (False, True):
                 print(f"## profile: occupancy={'yes' if with_occupancy else 'no'}")
@@ -142,7 +142,8 @@ def run(args: argparse.Namespace) -> list[tuple[str, ...]]:
         for with_occupancy in (False, True):
             ms = times[with_occupancy]
             flops = step_flops(model, args.batch, with_occupancy)
-            tokens = args.batch * (batch["input_ids"].shape[1] + (model.config.num_occupancy_queries if with_occupancy else 0))
+            queries = model.config.num_occupancy_queries if with_occupancy else 0
+            tokens = args.batch * (batch["input_ids"].shape[1] + queries)
             rows.append((
                 "on" if checkpointing else "off",
                 "yes" if with_occupancy else "no",

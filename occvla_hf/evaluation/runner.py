@@ -99,7 +99,7 @@ def evaluate_planning(
             agent_categories=[list(categories)[1:] for categories in rows["agent_categories"]],
             meta_actions=list(rows["meta_action"]),
         )
-        correct += sum(p == t for p, t in zip(plan.meta_action, rows["meta_action"]))
+        correct += sum(p == t for p, t in zip(plan.meta_action, rows["meta_action"], strict=True))
         total += len(keep)
     report = accumulator.compute()
     report["meta_action_accuracy_pct"] = 100.0 * correct / total

@@ -21,7 +21,7 @@ AUTO_MAP: dict[str, str] = {
 
 
 def _code_closure(entry: str) -> dict[str, str]:
-    """Source text of `entry` (a module of modeling/) and every module it imports relatively, flattened to one folder."""
+    """Source text of `entry` (a module of modeling/) and of every module it imports relatively, flattened."""
     sources: dict[str, str] = {}
     pending = [(_MODELING_DIR, entry)]
     while pending:

@@ -247,7 +247,8 @@ class OccVLAModel(OccVLAPreTrainedModel):
         expected = (self.config.num_views, 3, size, size)
         if pixel_values.dim() != 5 or tuple(pixel_values.shape[1:]) != expected:
             raise ValueError(
-                f"pixel_values: expected (batch, {', '.join(map(str, expected))}) (num_views = {self.config.num_views}, "
+                f"pixel_values: expected (batch, {', '.join(map(str, expected))}) "
+                f"(num_views = {self.config.num_views}, "
                 f"image_size = {size}), got {tuple(pixel_values.shape)}"
             )
         if input_ids is not None and input_ids.shape[0] != pixel_values.shape[0]:

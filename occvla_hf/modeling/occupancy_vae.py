@@ -372,7 +372,10 @@ class OccupancyVAE(OccupancyVAEPreTrainedModel):
         return self.decoder(latent)
 
     def quantize(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """VQ only: snaps any latent (batch, C, H, W) to its nearest codes -> (codes (batch, C, H, W), indices (batch, H, W))."""
+        """VQ only: snaps any latent (batch, C, H, W) to its nearest codes.
+
+        Returns (codes (batch, C, H, W), indices (batch, H, W)).
+        """
         quantizer = self._require_vq("quantize")
         self._check_latent(latent)
         channels = latent.shape[1]
@@ -392,7 +395,8 @@ class OccupancyVAE(OccupancyVAEPreTrainedModel):
         _, height, width = self.config.latent_shape
         if indices.dim() != 3 or tuple(indices.shape[1:]) != (height, width) or indices.dtype.is_floating_point:
             raise ValueError(
-                f"indices: expected an integer tensor (batch, {height}, {width}), got {tuple(indices.shape)} {indices.dtype}"
+                f"indices: expected an integer tensor (batch, {height}, {width}), "
+                f"got {tuple(indices.shape)} {indices.dtype}"
             )
         return quantizer.embed(indices.long())
 
@@ -408,7 +412,8 @@ class OccupancyVAE(OccupancyVAEPreTrainedModel):
         targets = self._check_voxels(voxels)
         if logits.shape != (targets.shape[0], config.num_classes, *targets.shape[1:]):
             raise ValueError(
-                f"logits: expected ({targets.shape[0]}, {config.num_classes}, {', '.join(map(str, targets.shape[1:]))}), "
+                f"logits: expected ({targets.shape[0]}, {config.num_classes}, "
+                f"{', '.join(map(str, targets.shape[1:]))}), "
                 f"got {tuple(logits.shape)}"
             )
         logits = logits.float()
