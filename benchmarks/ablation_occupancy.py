@@ -1,15 +1,17 @@
 """The occupancy ablation: the embedded OccVLA recipe trained with and without occupancy supervision, same data,
 steps and seeds, evaluated on held-out sim scenes (a different seed range), printed as tables.
 
-    python -m benchmarks.ablation_occupancy prepare --sim .device_data/sim --out .device_data
+    python -m benchmarks.ablation_occupancy prepare --sim SIM_DIR --occupancy OCC_DIR --out .device_data
     python -m benchmarks.ablation_occupancy run --data .device_data --seeds 0 1 2 --out results/
     python -m benchmarks.ablation_occupancy report results/*.json
 
 `run` trains stage 1 (configs/embedded_vae.yaml) unless `--vae` names a trained VAE, then stage 2
 (configs/embedded_joint.yaml and configs/embedded_joint_no_occ.yaml) for every seed, `--parallel` runs at a time
 (separate `occvla-hf train joint` processes sharing the GPU), and evaluates every run: planning L2 and collision
-(ST-P3 and UniAD protocols), QA accuracy per question type, and the latency of `plan` at batch 1. One JSON file per
-run is written to `--out`. `report` prints mean +- standard deviation over seeds per variant.
+(ST-P3 and UniAD protocols), QA accuracy per question type, and the latency of `plan` at batch 1; and compares every
+model with a constant-velocity extrapolation of the ego status on the same held-out keyframes, those with a valid ego
+velocity (`constant_velocity.json`). One JSON file per run is written to `--out`. `report` prints mean +- standard
+deviation over seeds per variant.
 `--data` holds `train/` (the training scenes, an `occvla-hf data build` folder) and `eval/` (held-out scenes
 generated from another seed; all of its splits are evaluated).
 """
@@ -33,7 +35,9 @@ import torch
 from datasets import concatenate_datasets
 
 from occvla_hf.constants import QA_HOPS, QA_QUESTION_TYPES
-from occvla_hf.data.hub import load_saved
+from occvla_hf.data.hub import agent_boxes_arrays, load_saved
+from occvla_hf.demo import constant_velocity_trajectories, has_velocity
+from occvla_hf.evaluation.planning import PlanningMetricAccumulator
 from occvla_hf.evaluation.runner import evaluate_planning, evaluate_qa, load_model_and_processor
 from occvla_hf.training.cli import load_recipe
 from occvla_hf.training.vae import train_from_config
@@ -43,12 +47,36 @@ VAE_RECIPE: str = "configs/embedded_vae.yaml"
 LATENCY_REPEATS: int = 30
 HORIZONS: tuple[str, ...] = ("1s", "2s", "3s", "avg")
 PROTOCOL_NAMES: dict[str, str] = {"stp3": "ST-P3", "uniad": "UniAD"}
+CV_VARIANT: str = "constant_velocity"
 
 
 def held_out_rows(data_dir: Path, config: str):
     """Every split of one config of the held-out scenes, concatenated."""
     splits = load_saved(data_dir / "eval")[config]
     return concatenate_datasets([splits[name] for name in sorted(splits)])
+
+
+def velocity_keyframes(rows):
+    """The planning rows with a valid ego velocity (vx, vy) and at least one future waypoint: where the
+    constant-velocity baseline is defined and `evaluate_planning` scores a plan."""
+    valid = has_velocity(np.asarray(rows["ego_status_valid"], dtype=bool))
+    valid &= np.asarray(rows["trajectory_mask"], dtype=bool).any(axis=1)
+    return rows.select(np.flatnonzero(valid))
+
+
+def evaluate_constant_velocity(rows) -> dict[str, Any]:
+    """`evaluate_planning`'s L2 and collision report for the constant-velocity extrapolation of the raw ego status
+    on `velocity_keyframes` rows."""
+    accumulator = PlanningMetricAccumulator()
+    accumulator.update(
+        pred=constant_velocity_trajectories(np.asarray(rows["ego_status"], dtype=np.float32)),
+        gt=np.asarray(rows["trajectory"], dtype=np.float32),
+        mask=np.asarray(rows["trajectory_mask"], dtype=bool),
+        agent_boxes=[agent_boxes_arrays(boxes)[1:] for boxes in rows["agent_boxes"]],
+        agent_categories=[list(categories)[1:] for categories in rows["agent_categories"]],
+        meta_actions=list(rows["meta_action"]),
+    )
+    return accumulator.compute()
 
 
 @torch.inference_mode()
@@ -73,11 +101,15 @@ def plan_latency_ms(model, processor, rows, repeats: int = LATENCY_REPEATS) -> d
 
 
 def evaluate_run(model_dir: Path, data_dir: Path) -> dict[str, Any]:
-    """Planning, QA and latency report of one trained checkpoint on the held-out scenes."""
+    """Planning, QA and latency report of one trained checkpoint on the held-out scenes; `planning_with_velocity`
+    is planning on the keyframes of the constant-velocity comparison."""
     model, processor = load_model_and_processor(model_dir)
     planning_rows = held_out_rows(data_dir, "planning")
     return {
         "planning": evaluate_planning(model, processor, planning_rows, batch_size=32),
+        "planning_with_velocity": evaluate_planning(
+            model, processor, velocity_keyframes(planning_rows), batch_size=32
+        ),
         "qa": evaluate_qa(model, processor, held_out_rows(data_dir, "qa"), batch_size=64),
         "latency": plan_latency_ms(model, processor, planning_rows),
         "device": torch.cuda.get_device_name() if model.device.type == "cuda" else "cpu",
@@ -108,6 +140,10 @@ def run(args: argparse.Namespace) -> None:
         result = train_from_config(recipe)
         print(f"vae: {time.perf_counter() - start:.0f} s, {result.metrics}", flush=True)
         (out / "vae_metrics.json").write_text(json.dumps(result.metrics, indent=1))
+    baseline = {"variant": CV_VARIANT,
+                "planning_with_velocity": evaluate_constant_velocity(
+                    velocity_keyframes(held_out_rows(Path(args.data), "planning")))}  # fmt: skip
+    (out / f"{CV_VARIANT}.json").write_text(json.dumps(baseline, indent=1))
     jobs = [(variant, seed) for seed in args.seeds for variant in args.variants]
     pending = list(jobs)
     running: list[tuple[subprocess.Popen, str, int, float]] = []
@@ -134,7 +170,9 @@ def run(args: argparse.Namespace) -> None:
         state = json.loads((model_dir / "trainer_state.json").read_text())
         report["train_log"] = state["log_history"]
         (out / f"{variant}_s{seed}.json").write_text(json.dumps(report, indent=1))
-        print(f"{variant} seed {seed}: stp3 L2 avg {report['planning']['stp3']['l2_avg_m']:.3f} m, "
+        print(f"{variant} seed {seed}: stp3 L2 avg {report['planning']['stp3']['l2_avg_m']:.3f} m "
+              f"({report['planning_with_velocity']['stp3']['l2_avg_m']:.3f} m with velocity, constant velocity "
+              f"{baseline['planning_with_velocity']['stp3']['l2_avg_m']:.3f} m), "
               f"QA {report['qa']['overall']['accuracy_pct']:.1f}%", flush=True)
 
 
@@ -161,7 +199,8 @@ def _mean_std(values: Sequence[float | None]) -> str:
 
 
 def ablation_tables(reports: Sequence[dict[str, Any]]) -> str:
-    """Markdown tables (mean ± std over seeds per variant): planning per protocol, QA per type, latency."""
+    """Markdown tables (mean ± std over seeds per variant): planning per protocol, the models against constant
+    velocity (when a `constant_velocity` report is given), QA per type, latency."""
     variants = {name: [r for r in reports if r["variant"] == name] for name in RECIPES if any(
         r["variant"] == name for r in reports)}
     label = {"occ": "with occupancy", "no_occ": "without occupancy"}
@@ -176,6 +215,19 @@ def ablation_tables(reports: Sequence[dict[str, Any]]) -> str:
             cells = [_mean_std([row[f"l2_{h}_m"] for row in rows]) for h in HORIZONS]
             cells += [_mean_std([row[f"collision_{h}_pct"] for row in rows]) for h in HORIZONS]
             lines.append(f"| {label[name]} | {len(runs)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    baseline = [r for r in reports if r["variant"] == CV_VARIANT]
+    if baseline:
+        compared = {**{label[name]: [r["planning_with_velocity"] for r in runs] for name, runs in variants.items()},
+                    "constant velocity (ego status)": [baseline[0]["planning_with_velocity"]]}  # fmt: skip
+        lines += [f"Model vs constant velocity on the {baseline[0]['planning_with_velocity']['num_samples']} held-out "
+                  "keyframes with a valid ego velocity (L2 in m, mean ± std over seeds)", "",
+                  "| Planner | " + " | ".join(f"{PROTOCOL_NAMES[p]} L2 {h}" for p in PROTOCOL_NAMES for h in HORIZONS)
+                  + " | ST-P3 Col. avg |", "|---" * (2 + len(PROTOCOL_NAMES) * len(HORIZONS)) + "|"]  # fmt: skip
+        for name, rows in compared.items():
+            cells = [_mean_std([row[p][f"l2_{h}_m"] for row in rows]) for p in PROTOCOL_NAMES for h in HORIZONS]
+            cells.append(_mean_std([row["stp3"]["collision_avg_pct"] for row in rows]))
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["QA accuracy (%) on held-out scenes, per question type (mean ± std over seeds)", "",
               "| Variant | overall | " + " | ".join(QA_HOPS) + " | " + " | ".join(QA_QUESTION_TYPES) + " | meta-action acc. |",
