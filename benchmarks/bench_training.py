@@ -28,27 +28,27 @@ ANSWER_TOKENS = 16
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense, SXM
 
 
-def build(tiny: bool, query_grid: tuple[int, int], dtype: torch.dtype, device: torch.device) -> OccVLAForPlanning:
-    text, vision = (TINY_TEXT, TINY_VISION) if tiny else (GEMMA2_2B, SIGLIP_SO400M)
-    vae_config = (
-        OccupancyVAEConfig(grid_shape=(32, 32, 4), block_channels=(8, 16), latent_channels=8, norm_num_groups=4)
-        if tiny
-        else OccupancyVAEConfig()
-    )
+TINY_VAE = OccupancyVAEConfig(grid_shape=(32, 32, 4), block_channels=(8, 16), latent_channels=8, norm_num_groups=4)
+
+
+def build_model(
+    text: dict, vision: dict, vae_config: OccupancyVAEConfig, query_grid: tuple[int, int], device: torch.device
+) -> OccVLAForPlanning:
+    """A random 6-view OccVLA of the given text/vision shapes with a random frozen VAE, built on `device`."""
     config = OccVLAConfig(
         vision_config=vision,
         text_config=text,
         image_token_id=text["vocab_size"] - 2,
         traj_token_id=text["vocab_size"] - 1,
         num_views=6,
-        num_occupancy_queries_hw=(4, 4) if tiny else query_grid,
+        num_occupancy_queries_hw=query_grid,
         occupancy_latent_shape=vae_config.latent_shape,
     )
     torch.manual_seed(0)
     with torch.device(device):
         model = OccVLAForPlanning(config)
         model.set_occupancy_vae(OccupancyVAE(vae_config))
-    return model.to(dtype).train()
+    return model
 
 
 def make_batch(model: OccVLAForPlanning, batch: int, device: torch.device, dtype: torch.dtype) -> dict:
@@ -103,7 +103,11 @@ def step_flops(model: OccVLAForPlanning, batch: int, with_occupancy: bool) -> fl
 def run(args: argparse.Namespace) -> list[tuple[str, ...]]:
     device = torch.device(args.device)
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
-    model = build(args.tiny, tuple(args.query_grid), dtype, device)
+    if args.tiny:
+        model = build_model(TINY_TEXT, TINY_VISION, TINY_VAE, (4, 4), device)
+    else:
+        model = build_model(GEMMA2_2B, SIGLIP_SO400M, OccupancyVAEConfig(), tuple(args.query_grid), device)
+    model = model.to(dtype).train()
     if args.compile:  # fuse the eager norm/activation kernels of both towers; the glue stays eager
         model.model.vision_tower.compile()
         model.model.language_model.compile()

@@ -26,10 +26,10 @@ from torch.utils.data import Dataset
 from transformers import PrinterCallback, TrainerCallback, TrainingArguments
 
 from benchmarks.bench_inference import GEMMA2_2B, SIGLIP_SO400M, TINY_TEXT, TINY_VISION
+from benchmarks.bench_training import TINY_VAE, build_model
 from occvla_hf.constants import OCC_FREE_CLASS
 from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning
 from occvla_hf.modeling.configuration_occupancy_vae import OccupancyVAEConfig
-from occvla_hf.modeling.occupancy_vae import OccupancyVAE
 from occvla_hf.training.trainer import LOSS_TERMS, OccVLADataCollator, OccVLATrainer
 
 PROMPT_TOKENS = 48
@@ -38,29 +38,16 @@ SMALL_TEXT = dict(GEMMA2_2B, hidden_size=1024, intermediate_size=4096, num_hidde
 SMALL_VISION = dict(SIGLIP_SO400M, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                     num_attention_heads=12)  # fmt: skip
 PRESETS: dict[str, tuple[dict, dict, OccupancyVAEConfig, tuple[int, int]]] = {
-    "tiny": (TINY_TEXT, TINY_VISION, OccupancyVAEConfig(grid_shape=(32, 32, 4), block_channels=(8, 16),
-                                                        latent_channels=8, norm_num_groups=4), (4, 4)),
+    "tiny": (TINY_TEXT, TINY_VISION, TINY_VAE, (4, 4)),
     "small": (SMALL_TEXT, SMALL_VISION, OccupancyVAEConfig(), (10, 10)),
     "full": (GEMMA2_2B, SIGLIP_SO400M, OccupancyVAEConfig(), (10, 10)),
 }  # fmt: skip
 GROUND_CLASS, CAR_CLASS = 11, 4
 
 
-def build_model(preset: str) -> OccVLAForPlanning:
+def build_preset(preset: str) -> OccVLAForPlanning:
     text, vision, vae_config, query_grid = PRESETS[preset]
-    config = OccVLAConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_id=text["vocab_size"] - 2,
-        traj_token_id=text["vocab_size"] - 1,
-        num_views=6,
-        num_occupancy_queries_hw=query_grid,
-        occupancy_latent_shape=vae_config.latent_shape,
-    )
-    torch.manual_seed(0)
-    model = OccVLAForPlanning(config)
-    model.set_occupancy_vae(OccupancyVAE(vae_config))
-    return model
+    return build_model(text, vision, vae_config, query_grid, torch.device("cpu"))
 
 
 class SyntheticPlanningSamples(Dataset):
@@ -126,7 +113,7 @@ def main() -> None:
     parser.add_argument("--cpu", action="store_true", help="fp32 on the CPU (smoke run)")
     args = parser.parse_args()
 
-    model = build_model(args.preset)
+    model = build_preset(args.preset)
     vae_grid = model.occupancy_vae.config.grid_shape
     with tempfile.TemporaryDirectory() as output_dir:
         training_args = TrainingArguments(
