@@ -215,6 +215,31 @@ def _measure(occvla, paligemma, batch: int, timer: Timer, dtype: torch.dtype, de
     return rows
 
 
+def profile_prefill(args: argparse.Namespace) -> None:
+    """Where a batch-1, 6-view prefill spends its time, for OccVLA (no <traj>) and PaliGemma."""
+    device = torch.device(args.device)
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
+    occvla, paligemma = build_models(args.tiny, 6, dtype, device)
+    ours = make_inputs(occvla, 1, dtype, device)
+    base = paligemma_inputs(ours, occvla.config.image_token_id, occvla.config.traj_token_id)
+    text_only = {**{k: v for k, v in ours.items() if k != "ego_status"}, "input_ids": base["input_ids"]}
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    sort_key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    with torch.inference_mode():
+        for name, model, inputs in (("OccVLA", occvla, text_only), ("PaliGemma", paligemma, base)):
+            for _ in range(3):
+                model(**inputs, use_cache=True, logits_to_keep=1)
+            with torch.profiler.profile(activities=activities) as profiler:
+                for _ in range(5):
+                    model(**inputs, use_cache=True, logits_to_keep=1)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+            print(f"## {name}: 5 prefills")
+            print(profiler.key_averages().table(sort_by=sort_key, row_limit=18, max_name_column_width=50))
+
+
 def _row(name: str, views: int, batch: int, ours_ms: float, other_ms: float, tokens: int | None = None):
     throughput = f"{tokens / (ours_ms / 1000):.0f}" if tokens else "-"
     return (name, str(views), str(batch), f"{ours_ms:.2f}", f"{other_ms:.2f}", f"{ours_ms / other_ms:.3f}", throughput)
@@ -227,6 +252,7 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
     parser.add_argument("--views", type=int, nargs="+", default=[1, 6])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--profile-prefill", action="store_true", help="kernel tables of the batch-1 prefills, then exit")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
@@ -234,6 +260,9 @@ def main() -> None:
     print(f"# device {name}, torch {torch.__version__}, transformers {transformers.__version__}, {args.dtype}, "
           f"{'tiny' if args.tiny else 'PaliGemma-2-3B shape'}, sdpa; waypoints as text = {waypoint_text_tokens()} "
           f"tokens")
+    if args.profile_prefill:
+        profile_prefill(args)
+        return
     header = ("measurement", "views", "batch", "OccVLA ms", "reference ms", "ratio", "OccVLA tok/s")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
