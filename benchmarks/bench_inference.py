@@ -252,7 +252,9 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
     parser.add_argument("--views", type=int, nargs="+", default=[1, 6])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--profile-prefill", action="store_true", help="kernel tables of the batch-1 prefills, then exit")
+    parser.add_argument(
+        "--profile-prefill", action="store_true", help="kernel tables of the batch-1 prefills, then exit"
+    )
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()

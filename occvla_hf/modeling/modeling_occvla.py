@@ -433,7 +433,7 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
     def _trajectory_hidden(self, input_ids: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor | None:
         """Final hidden state at each sample's `<traj>` token: (batch, hidden), or None if no sample has one."""
         is_traj = input_ids == self.config.traj_token_id
-        counts = is_traj.sum(dim=1).tolist()  # the only host sync of the trajectory path
+        counts = is_traj.sum(dim=1).tolist()  # one host sync for the count check, none for the gather
         if not any(counts):
             return None
         if any(count != 1 for count in counts):

@@ -93,8 +93,9 @@ class JointDataset(torch.utils.data.Dataset):
 
     Planning rows without any future (a scene's last keyframe: empty `meta_action`, no valid waypoint) are left out:
     they have no target to learn. Planning rows whose keyframe has Occ3D labels in `occupancy` get them decoded as
-    `semantics` (X, Y, Z) uint8 and `mask_camera` (X, Y, Z) bool (joined by `sample_token`). Only the columns the collator reads are kept, so camera
-    calibration and agent boxes are never decoded. `tasks` (one per index) lets `OccVLATrainer` batch by task.
+    `semantics` (X, Y, Z) uint8 and `mask_camera` (X, Y, Z) bool (joined by `sample_token`). Only the columns the
+    collator reads are kept, so camera calibration and agent boxes are never decoded. `tasks` (one per index) lets
+    `OccVLATrainer` batch by task.
 
     Args:
         datasets: task name (`planning`, `qa`) -> rows of that dataset config.

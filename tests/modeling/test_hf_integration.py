@@ -64,7 +64,11 @@ def test_from_vlm_reproduces_paligemma_logits(tmp_path: Path) -> None:
         input_ids = torch.tensor([[98] * 4 + [2, 17, 33, 5, 1], [98] * 4 + [2, 40, 41, 42, 1]])
         token_type_ids = torch.tensor([[0] * 7 + [1, 1], [0] * 8 + [1]])
         pixel_values = torch.randn(2, 3, 28, 28, generator=torch.Generator().manual_seed(1))
-        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "token_type_ids": token_type_ids}
+        inputs = {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "token_type_ids": token_type_ids,
+        }
         with torch.no_grad():
             expected = base(**inputs, pixel_values=pixel_values).logits
             ours = model(**inputs, pixel_values=pixel_values.unsqueeze(1)).logits

@@ -123,7 +123,8 @@ def test_loss_is_the_weighted_sum_of_its_terms() -> None:
     occupancy = occupancy_targets(2)
     mask = torch.rand(occupancy.shape) > 0.5
     out = model(**batch, labels=labels, trajectory=torch.randn(2, 6, 2), occupancy=occupancy, occupancy_mask=mask)
-    expected = out.lm_loss + 0.5 * out.trajectory_loss + 2.0 * (out.occupancy_latent_loss + 0.25 * out.occupancy_voxel_loss)
+    occupancy_total = out.occupancy_latent_loss + 0.25 * out.occupancy_voxel_loss
+    expected = out.lm_loss + 0.5 * out.trajectory_loss + 2.0 * occupancy_total
     torch.testing.assert_close(out.loss, expected)
     logits = model.occupancy_vae.decode(out.occupancy_latent)
     per_voxel = F.cross_entropy(logits, occupancy.long(), reduction="none")
