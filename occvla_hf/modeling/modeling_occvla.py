@@ -7,7 +7,7 @@ and no text token attends to them, so text logits and the trajectory are identic
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from transformers.masking_utils import create_causal_mask, create_masks_for_gene
 from transformers.modeling_outputs import ModelOutput
 from transformers.utils import logging
 
+from ..constants import EGO_STATUS_FEATURES
 from .configuration_occupancy_vae import OccupancyVAEConfig
 from .configuration_occvla import OccVLAConfig
 from .occupancy_vae import OccupancyVAE
@@ -132,7 +133,13 @@ class OccVLAMultiModalProjector(nn.Module):
 
 
 class OccVLATrajectoryHead(nn.Module):
-    """MLP from the `<traj>` hidden state (+ normalised ego status) to waypoints, as cumulative per-step offsets."""
+    """MLP from the `<traj>` hidden state (+ normalised ego status) to waypoints, as cumulative per-step offsets.
+
+    With ego status, a linear path from the ego status to the waypoints is added to the MLP's output:
+    `init_constant_velocity` sets it to the constant-velocity extrapolation of the ego velocity (and zeroes the MLP's
+    output), so that a new head starts as that baseline planner and learns what to change. The head computes in its
+    own dtype with autocast off: metre-scale waypoints lose centimetres in bf16.
+    """
 
     def __init__(self, config: OccVLAConfig) -> None:
         super().__init__()
@@ -145,14 +152,49 @@ class OccVLATrajectoryHead(nn.Module):
             nn.GELU(),
             nn.Linear(hidden, config.num_waypoints * 2),
         )
+        self.ego_status_path = (
+            nn.Linear(config.ego_status_dim, config.num_waypoints * 2) if config.use_ego_status else None
+        )
         self.num_waypoints = config.num_waypoints
         self.step_scale_m = config.trajectory_step_scale_m
+        self.waypoint_step_s = config.waypoint_step_s
 
     def forward(self, traj_hidden: torch.Tensor, ego_status: torch.Tensor | None) -> torch.Tensor:
         """(batch, hidden) [+ (batch, ego_status_dim)] -> (batch, num_waypoints, 2) metres."""
-        features = traj_hidden if ego_status is None else torch.cat([traj_hidden, ego_status.to(traj_hidden)], -1)
-        steps = self.mlp(features).view(-1, self.num_waypoints, 2) * self.step_scale_m
-        return steps.cumsum(dim=1)
+        dtype = self.mlp[0].weight.dtype
+        with torch.autocast(traj_hidden.device.type, enabled=False):
+            features = traj_hidden.to(dtype)
+            if ego_status is not None:
+                features = torch.cat([features, ego_status.to(dtype)], -1)
+            waypoints = (self.mlp(features).view(-1, self.num_waypoints, 2) * self.step_scale_m).cumsum(dim=1)
+            if self.ego_status_path is not None and ego_status is not None:
+                waypoints = waypoints + self.ego_status_path(ego_status.to(dtype)).view(-1, self.num_waypoints, 2)
+        return waypoints
+
+    @torch.no_grad()
+    def init_constant_velocity(self, ego_status_mean: Sequence[float], ego_status_std: Sequence[float]) -> None:
+        """Make the head the constant-velocity planner for ego status normalised with these statistics: the linear
+        path maps the normalised (vx, vy) back to m/s and extrapolates them over the waypoint times; the MLP's output
+        layer becomes zero, so training starts from that baseline."""
+        if self.ego_status_path is None:
+            raise ValueError("use_ego_status: the constant-velocity initialisation needs the ego status (it is off)")
+        num_features = self.ego_status_path.in_features
+        if len(ego_status_mean) != num_features or len(ego_status_std) != num_features:
+            raise ValueError(
+                f"ego_status_mean/ego_status_std: expected {num_features} values each, got "
+                f"{len(ego_status_mean)} and {len(ego_status_std)}"
+            )
+        times_s = self.waypoint_step_s * torch.arange(1, self.num_waypoints + 1, dtype=torch.float64)  # (W,)
+        weight = torch.zeros(self.num_waypoints, 2, num_features, dtype=torch.float64)
+        bias = torch.zeros(self.num_waypoints, 2, dtype=torch.float64)
+        for axis, name in enumerate(("vx", "vy")):
+            feature = EGO_STATUS_FEATURES.index(name)
+            weight[:, axis, feature] = times_s * float(ego_status_std[feature])
+            bias[:, axis] = times_s * float(ego_status_mean[feature])
+        self.ego_status_path.weight.copy_(weight.reshape(-1, num_features))
+        self.ego_status_path.bias.copy_(bias.reshape(-1))
+        self.mlp[-1].weight.zero_()
+        self.mlp[-1].bias.zero_()
 
 
 class OccVLAOccupancyHead(nn.Module):
@@ -203,6 +245,7 @@ class OccVLAPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _no_split_modules = ["OccVLAMultiModalProjector", "OccVLATrajectoryHead", "OccVLAOccupancyHead"]
+    _keep_in_fp32_modules_strict = ["trajectory_head"]  # waypoints in metres: bf16 would cost centimetres
     _supports_flash_attn = False  # flash attention cannot express the prefix/occupancy-query mask
     _supports_sdpa = True
     _supports_flex_attn = True

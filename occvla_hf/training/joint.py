@@ -2,11 +2,12 @@
 
 `train_joint(recipe)` runs one YAML recipe (`configs/joint.yaml`; the ablation `configs/joint_no_occ.yaml` differs
 only by `occupancy_supervision: false`): it builds the model (`from_pretrained`, `from_vlm` or a fresh `config`) and
-its processor, attaches the frozen stage-1 occupancy VAE, optionally freezes the vision tower or wraps the language
-model in LoRA adapters (peft), loads the `planning`/`qa`/`occupancy` datasets built by `occvla-hf data build`, trains
-with `OccVLATrainer` (bf16, activation checkpointing, resume, evaluation with planning L2 as
-`metric_for_best_model`, push_to_hub: all `TrainingArguments`), then writes the final model, processor, model card
-and `trainer_state.json` (all logs) to `training.output_dir`.
+its processor (a new processor fits its ego-status statistics, and a new model's trajectory head then starts as the
+constant-velocity planner of that ego status), attaches the frozen stage-1 occupancy VAE, optionally freezes the
+vision tower or wraps the language model in LoRA adapters (peft), loads the `planning`/`qa`/`occupancy` datasets built
+by `occvla-hf data build`, trains with `OccVLATrainer` (bf16, activation checkpointing, resume, evaluation with
+planning L2 as `metric_for_best_model`, push_to_hub: all `TrainingArguments`), then writes the final model, processor,
+model card and `trainer_state.json` (all logs) to `training.output_dir`.
 Command line: `occvla-hf train joint --config configs/joint.yaml [--section.key VALUE ...]`.
 
 Recipe keys (see `configs/joint.yaml` for every value with a comment):
@@ -305,6 +306,8 @@ def train_joint(recipe: Mapping[str, Any]) -> JointTrainingResult:
         ego = _split(datasets, "planning", train_split).select_columns(["ego_status", "ego_status_valid"])
         ego = ego.with_format("numpy")[:]
         processor.fit_ego_status_stats(ego["ego_status"], np.asarray(ego["ego_status_valid"], dtype=bool))
+        if model.config.use_ego_status:  # a new head starts as the constant-velocity planner
+            model.trajectory_head.init_constant_velocity(processor.ego_status_mean, processor.ego_status_std)
     if vae is not None:
         attach_occupancy_vae(model, vae)
     if supervise_occupancy and model.occupancy_vae is None:

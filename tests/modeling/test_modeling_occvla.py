@@ -163,6 +163,35 @@ def test_bf16_forward_is_finite() -> None:
     assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.trajectory.float()).all()
 
 
+def test_constant_velocity_init_makes_the_head_that_planner() -> None:
+    model = OccVLAForPlanning(tiny_config()).eval()
+    mean = [5.0, 0.1, 0.2, -0.1, 0.0, 0.0]
+    std = [2.0, 0.5, 1.0, 0.7, 0.1, 1.0]
+    model.trajectory_head.init_constant_velocity(mean, std)
+    batch = make_batch(model.config)
+    raw = batch["ego_status"] * torch.tensor(std) + torch.tensor(mean)  # (batch, F) m/s, ...
+    times_s = 0.5 * torch.arange(1, 7)
+    expected = torch.stack([raw[:, 0:1] * times_s, raw[:, 1:2] * times_s], dim=-1)  # (batch, 6, 2)
+    torch.testing.assert_close(model(**batch).trajectory, expected)
+
+
+def test_constant_velocity_init_needs_the_ego_status() -> None:
+    model = OccVLAForPlanning(tiny_config(use_ego_status=False))
+    with pytest.raises(ValueError, match="use_ego_status"):
+        model.trajectory_head.init_constant_velocity([0.0] * 6, [1.0] * 6)
+    with pytest.raises(ValueError, match="ego_status_mean"):
+        OccVLAForPlanning(tiny_config()).trajectory_head.init_constant_velocity([0.0] * 5, [1.0] * 6)
+
+
+def test_trajectory_head_stays_float32_in_a_bf16_checkpoint_load(tmp_path) -> None:
+    OccVLAForPlanning(tiny_config()).save_pretrained(tmp_path)
+    model = OccVLAForPlanning.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
+    assert model.model.language_model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    assert {p.dtype for p in model.trajectory_head.parameters()} == {torch.float32}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(**make_batch(model.config)).trajectory.dtype == torch.float32
+
+
 def test_ego_status_switch_changes_the_head_input() -> None:
     model = OccVLAForPlanning(tiny_config(use_ego_status=False)).eval()
     batch = make_batch(model.config)

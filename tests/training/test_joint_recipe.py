@@ -25,6 +25,7 @@ from transformers import (
 
 from occvla_hf.cli import main
 from occvla_hf.data.hub import load_saved
+from occvla_hf.demo import constant_velocity_trajectories, has_velocity
 from occvla_hf.modeling import OccVLAForPlanning
 from occvla_hf.modeling.occupancy_vae import OccupancyVAE
 from occvla_hf.processing import OccVLAProcessor, build_tokenizer, ego_status_statistics
@@ -134,6 +135,20 @@ def test_joint_output_folder_loads_back_with_its_processor_vae_and_card(joint_ru
     assert "license: apache-2.0" in card and "Synthetic scenes" in card and "| ST-P3 |" in card
     state = json.loads((output_dir / "trainer_state.json").read_text())
     assert state["global_step"] == 60
+
+
+def test_a_new_model_starts_as_the_constant_velocity_planner(tiny_recipe, training_data_dir):
+    recipe = with_changes(tiny_recipe, training={"learning_rate": 0.0, "max_steps": 1})
+    result = train_joint(recipe)  # learning rate 0: the saved model is the initial one
+    rows = load_saved(training_data_dir)["planning"]["mini_val"]
+    valid = has_velocity(np.asarray(rows["ego_status_valid"], dtype=bool))
+    rows = rows.select(np.flatnonzero(valid)[:8])
+    processor = OccVLAProcessor.from_pretrained(result.output_dir)
+    with torch.no_grad():
+        inputs = processor.from_rows(rows, task="planning", training=False)
+        predicted = result.model.eval()(**inputs).trajectory.numpy()
+    expected = constant_velocity_trajectories(np.asarray(rows["ego_status"], dtype=np.float32))
+    np.testing.assert_allclose(predicted, expected, atol=1e-3)
 
 
 def test_ablation_recipe_trains_without_any_occupancy_term(tiny_recipe):
