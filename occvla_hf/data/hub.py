@@ -50,6 +50,7 @@ from datasets import (
     Image,
     List,
     Value,
+    are_progress_bars_disabled,
     concatenate_datasets,
     load_from_disk,
 )
@@ -299,7 +300,7 @@ def _build_split(
         if any(_has_rows(config, token, sources) for scene in chunk for token in keyframes[scene])
     ]
     parts = []
-    for chunk in tqdm(chunks, desc=f"{config}/{split}", unit="chunk"):
+    for chunk in tqdm(chunks, desc=f"{config}/{split}", unit="chunk", disable=are_progress_bars_disabled()):
         chunk_keyframes = [(scene, token) for scene in chunk for token in keyframes[scene]]
         labels = (
             [occupancy_path(sources.occ3d_root, *pair) for pair in chunk_keyframes] if config == "occupancy" else []

@@ -98,7 +98,8 @@ def encode_occupancy(arrays: dict[str, np.ndarray]) -> dict[str, bytes]:
 
 
 def decode_occupancy(batch: dict[str, list]) -> dict[str, list]:
-    """Decode the occupancy columns of a batch (dict of lists), keeping every other column as it is.
+    """Decode the occupancy columns of a batch (dict of lists): `semantics` and whichever masks it holds (a dataset
+    may keep only `mask_camera`), keeping every other column as it is.
 
     Use `dataset.with_transform(decode_occupancy)` for lazy decoding on access, or
     `dataset.map(decode_occupancy, batched=True)` on a streamed (iterable) dataset.
@@ -106,5 +107,6 @@ def decode_occupancy(batch: dict[str, list]) -> dict[str, list]:
     decoded = dict(batch)
     decoded["semantics"] = [decode_semantics(data) for data in batch["semantics"]]
     for name in OCC_MASK_NAMES:
-        decoded[name] = [decode_mask(data) for data in batch[name]]
+        if name in batch:
+            decoded[name] = [decode_mask(data) for data in batch[name]]
     return decoded

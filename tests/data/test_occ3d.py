@@ -73,6 +73,14 @@ def test_decode_occupancy_decodes_a_batch_and_keeps_other_columns():
             np.testing.assert_array_equal(decoded[name][index], array)
 
 
+def test_decode_occupancy_decodes_only_the_masks_a_batch_holds():
+    labels = _labels(0)
+    encoded = encode_occupancy(labels)
+    decoded = decode_occupancy({"semantics": [encoded["semantics"]], "mask_camera": [encoded["mask_camera"]]})
+    assert sorted(decoded) == ["mask_camera", "semantics"]
+    np.testing.assert_array_equal(decoded["mask_camera"][0], labels["mask_camera"])
+
+
 def test_read_occupancy_converts_01_uint8_masks_to_bool(tmp_path: Path):
     labels = _labels()
     path = tmp_path / "labels.npz"
