@@ -4,16 +4,24 @@ steps and seeds, evaluated on held-out sim scenes (a different seed range), prin
     python -m benchmarks.ablation_occupancy prepare --sim SIM_DIR --occupancy OCC_DIR --out .device_data
     python -m benchmarks.ablation_occupancy run --data .device_data --seeds 0 1 2 --out results/
     python -m benchmarks.ablation_occupancy report results/*.json
+    python -m benchmarks.ablation_occupancy card --model DIR --run results/occ_s0.json --setup S.md \
+        --findings F.md results/*.json
 
-`run` trains stage 1 (configs/embedded_vae.yaml) unless `--vae` names a trained VAE, then stage 2
-(configs/embedded_joint.yaml and configs/embedded_joint_no_occ.yaml) for every seed, `--parallel` runs at a time
-(separate `occvla-hf train joint` processes sharing the GPU), and evaluates every run: planning L2 and collision
-(ST-P3 and UniAD protocols), QA accuracy per question type, and the latency of `plan` at batch 1; and compares every
-model with a constant-velocity extrapolation of the ego status on the same held-out keyframes, those with a valid ego
-velocity (`constant_velocity.json`). One JSON file per run is written to `--out`. `report` prints mean +- standard
-deviation over seeds per variant.
+`run` trains stage 1 (configs/embedded_vae.yaml) unless `--vae` names a trained VAE, then stage 2 for every variant
+(`VARIANTS`: `occ` = configs/embedded_joint.yaml, `no_occ` = configs/embedded_joint_no_occ.yaml, and variants of
+`occ` that change one occupancy setting: query count, loss weight, voxel loss through the frozen decoder) and seed,
+`--parallel` runs at a time (separate `occvla-hf train joint` processes sharing the GPU), and evaluates every run:
+planning L2 and collision (ST-P3 and UniAD protocols), QA accuracy per question type, the latency of `plan` at batch
+1 and, when the held-out scenes have occupancy labels, the Occ3D mIoU of the occupancy decoded from the queries (for
+`no_occ` too: its queries were never trained, the floor); and compares every model with a constant-velocity
+extrapolation of the ego status on the same held-out keyframes, those with a valid ego velocity
+(`constant_velocity.json`). One JSON file per run is written to `--out`. `report` prints mean +- standard deviation
+over seeds per variant.
+`card` writes the model card of a shipped checkpoint (`DIR/README.md`): the package template filled from the run's
+training log, with the setup text, these tables and the findings text as its ablation section.
 `--data` holds `train/` (the training scenes, an `occvla-hf data build` folder) and `eval/` (held-out scenes
-generated from another seed; all of its splits are evaluated).
+generated from another seed; all of its splits are evaluated; an `occupancy` config there may hold only the labels:
+`sample_token`, `semantics`, `mask_camera`, joined to the images of the planning rows).
 """
 
 from __future__ import annotations
@@ -38,11 +46,19 @@ from occvla_hf.constants import QA_HOPS, QA_QUESTION_TYPES
 from occvla_hf.data.hub import agent_boxes_arrays, load_saved
 from occvla_hf.demo import constant_velocity_trajectories, has_velocity
 from occvla_hf.evaluation.planning import PlanningMetricAccumulator
-from occvla_hf.evaluation.runner import evaluate_planning, evaluate_qa, load_model_and_processor
+from occvla_hf.evaluation.runner import evaluate_occupancy, evaluate_planning, evaluate_qa, load_model_and_processor
 from occvla_hf.training.cli import load_recipe
 from occvla_hf.training.vae import train_from_config
 
-RECIPES: dict[str, str] = {"occ": "configs/embedded_joint.yaml", "no_occ": "configs/embedded_joint_no_occ.yaml"}
+OCC_RECIPE: str = "configs/embedded_joint.yaml"
+# variant -> (recipe, recipe overrides, label in the tables)
+VARIANTS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "occ": (OCC_RECIPE, (), "with occupancy"),
+    "no_occ": ("configs/embedded_joint_no_occ.yaml", (), "without occupancy"),
+    "occ_q25": (OCC_RECIPE, ("--model.config.num_occupancy_queries_hw", "[25, 25]"), "occupancy, 25 x 25 queries"),
+    "occ_w5": (OCC_RECIPE, ("--model.config.occupancy_loss_weight", "5.0"), "occupancy, loss weight 5"),
+    "occ_voxel": (OCC_RECIPE, ("--model.config.occupancy_voxel_loss_weight", "1.0"), "occupancy, + voxel loss"),
+}
 VAE_RECIPE: str = "configs/embedded_vae.yaml"
 LATENCY_REPEATS: int = 30
 HORIZONS: tuple[str, ...] = ("1s", "2s", "3s", "avg")
@@ -100,17 +116,35 @@ def plan_latency_ms(model, processor, rows, repeats: int = LATENCY_REPEATS) -> d
     return {"median_ms": float(np.median(times_ms)), "p90_ms": float(np.percentile(times_ms, 90))}
 
 
+def held_out_occupancy_rows(data_dir: Path):
+    """The held-out occupancy labels joined to the images and cameras of their planning rows (by sample token), or
+    None when the held-out scenes have no `occupancy` config."""
+    configs = load_saved(data_dir / "eval")
+    if "occupancy" not in configs:
+        return None
+    labels = concatenate_datasets([configs["occupancy"][name] for name in sorted(configs["occupancy"])])
+    planning = held_out_rows(data_dir, "planning")
+    index = {token: i for i, token in enumerate(planning["sample_token"])}
+    missing = [token for token in labels["sample_token"] if token not in index]
+    if missing:
+        raise ValueError(f"eval occupancy: {len(missing)} keyframes have no planning row (e.g. {missing[0]})")
+    rows = planning.select([index[token] for token in labels["sample_token"]])
+    return rows.add_column("semantics", labels["semantics"]).add_column("mask_camera", labels["mask_camera"])
+
+
 def evaluate_run(model_dir: Path, data_dir: Path) -> dict[str, Any]:
-    """Planning, QA and latency report of one trained checkpoint on the held-out scenes; `planning_with_velocity`
-    is planning on the keyframes of the constant-velocity comparison."""
+    """Planning, QA, occupancy and latency report of one trained checkpoint on the held-out scenes;
+    `planning_with_velocity` is planning on the keyframes of the constant-velocity comparison."""
     model, processor = load_model_and_processor(model_dir)
     planning_rows = held_out_rows(data_dir, "planning")
+    occupancy_rows = held_out_occupancy_rows(data_dir)
     return {
         "planning": evaluate_planning(model, processor, planning_rows, batch_size=32),
         "planning_with_velocity": evaluate_planning(
             model, processor, velocity_keyframes(planning_rows), batch_size=32
         ),
         "qa": evaluate_qa(model, processor, held_out_rows(data_dir, "qa"), batch_size=64),
+        "occupancy": None if occupancy_rows is None else evaluate_occupancy(model, processor, occupancy_rows),
         "latency": plan_latency_ms(model, processor, planning_rows),
         "device": torch.cuda.get_device_name() if model.device.type == "cuda" else "cpu",
         "num_parameters": sum(p.numel() for p in model.parameters()),
@@ -120,8 +154,9 @@ def evaluate_run(model_dir: Path, data_dir: Path) -> dict[str, Any]:
 def train_command(
     variant: str, seed: int, out_dir: Path, vae_dir: Path, data_dir: Path, overrides: Sequence[str]
 ) -> list[str]:
+    recipe, variant_overrides, _ = VARIANTS[variant]
     return [
-        sys.executable, "-m", "occvla_hf.cli", "train", "joint", "--config", RECIPES[variant],
+        sys.executable, "-m", "occvla_hf.cli", "train", "joint", "--config", recipe, *variant_overrides,
         "--training.seed", str(seed), "--training.output_dir", str(out_dir),
         "--occupancy_vae", str(vae_dir), "--data.path", str(data_dir / "train"), *overrides,
     ]  # fmt: skip
@@ -178,7 +213,7 @@ def run(args: argparse.Namespace) -> None:
 
 def prepare(args: argparse.Namespace) -> None:
     """Builds `planning` and `qa` of the sim dataroots `<sim>/train` and `<sim>/eval` into `<out>/train` and
-    `<out>/eval`, and copies a built `occupancy` config (Arrow folder) next to the training ones."""
+    `<out>/eval`, and copies built `occupancy` configs (Arrow folders) next to them."""
     from occvla_hf.data.hub import build_dataset, save_dataset
 
     for name in ("train", "eval"):
@@ -187,8 +222,9 @@ def prepare(args: argparse.Namespace) -> None:
                               image_mode="bytes", cache_dir=Path(args.out) / "cache" / name)
         save_dataset(built, Path(args.out) / name, version=args.version, image_mode="bytes")
         print(name, {config: {split: len(rows) for split, rows in splits.items()} for config, splits in built.items()})
-    if args.occupancy:
-        shutil.copytree(args.occupancy, Path(args.out) / "train" / "arrow" / "occupancy", dirs_exist_ok=True)
+    for name, source in (("train", args.occupancy), ("eval", args.occupancy_eval)):
+        if source:
+            shutil.copytree(source, Path(args.out) / name / "arrow" / "occupancy", dirs_exist_ok=True)
 
 
 def _mean_std(values: Sequence[float | None]) -> str:
@@ -201,9 +237,9 @@ def _mean_std(values: Sequence[float | None]) -> str:
 def ablation_tables(reports: Sequence[dict[str, Any]]) -> str:
     """Markdown tables (mean ± std over seeds per variant): planning per protocol, the models against constant
     velocity (when a `constant_velocity` report is given), QA per type, latency."""
-    variants = {name: [r for r in reports if r["variant"] == name] for name in RECIPES if any(
+    variants = {name: [r for r in reports if r["variant"] == name] for name in VARIANTS if any(
         r["variant"] == name for r in reports)}
-    label = {"occ": "with occupancy", "no_occ": "without occupancy"}
+    label = {name: text for name, (_, _, text) in VARIANTS.items()}
     lines = []
     for protocol, protocol_name in PROTOCOL_NAMES.items():
         lines += [f"Planning, {protocol_name} protocol (L2 in m, collision in %; mean ± std over seeds)", "",
@@ -239,6 +275,16 @@ def ablation_tables(reports: Sequence[dict[str, Any]]) -> str:
         cells += [_mean_std([q["by_type"][t]["all"]["accuracy_pct"] for q in qa]) for t in QA_QUESTION_TYPES]
         cells.append(_mean_std([r["planning"]["meta_action_accuracy_pct"] for r in runs]))
         lines.append(f"| {label[name]} | " + " | ".join(cells) + " |")
+    with_occupancy = {name: runs for name, runs in variants.items() if all(r.get("occupancy") for r in runs)}
+    if with_occupancy:
+        title = ("Occupancy decoded from the queries through the frozen VAE decoder, held-out keyframes (Occ3D mIoU "
+                 "over 17 classes and geometric IoU, %; mean ± std over seeds)")
+        lines += ["", title, "", "| Variant | mIoU | IoU | mIoU (camera mask) | IoU (camera mask) |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for name, runs in with_occupancy.items():
+            cells = [_mean_std([100.0 * r["occupancy"][key] for r in runs])
+                     for key in ("miou", "iou", "camera_miou", "camera_iou")]
+            lines.append(f"| {label[name]} | " + " | ".join(cells) + " |")
     lines += ["", "Inference latency of `plan` (meta-action + trajectory), batch 1", "",
               "| Variant | device | median ms | p90 ms |", "|---|---|---|---|"]
     for name, runs in variants.items():
@@ -253,13 +299,34 @@ def report(args: argparse.Namespace) -> None:
     print(ablation_tables([r for r in reports if "variant" in r]))
 
 
+def card(args: argparse.Namespace) -> None:
+    from occvla_hf.modeling import OccVLAConfig
+    from occvla_hf.training.model_card import ModelCardInfo, render_model_card
+
+    model_dir = Path(args.model)
+    run_report = json.loads(Path(args.run).read_text())
+    reports = [json.loads(Path(path).read_text()) for path in args.files]
+    section = "\n\n".join([
+        "## Occupancy ablation (held-out sim scenes)",
+        Path(args.setup).read_text().strip(),
+        ablation_tables([r for r in reports if "variant" in r]),
+        Path(args.findings).read_text().strip(),
+    ])  # fmt: skip
+    info = ModelCardInfo(training_data="sim", model_name=model_dir.name, datasets=[args.dataset],
+                         occupancy_supervision=VARIANTS[run_report["variant"]][0] == OCC_RECIPE)  # fmt: skip
+    rendered = render_model_card(info, config=OccVLAConfig.from_pretrained(model_dir), repo_id=args.repo_id,
+                                 log_history=run_report["train_log"], extra_sections=section)  # fmt: skip
+    rendered.save(model_dir / "README.md")
+    print(f"wrote {model_dir / 'README.md'}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="train and evaluate")
     run_parser.add_argument("--data", default=".device_data", help="folder with train/ and eval/ dataset folders")
     run_parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    run_parser.add_argument("--variants", nargs="+", choices=sorted(RECIPES), default=["occ", "no_occ"])
+    run_parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["occ", "no_occ"])
     run_parser.add_argument("--vae", default=None, help="a trained stage-1 VAE folder (default: train one)")
     run_parser.add_argument("--runs", default="runs/ablation", help="where checkpoints are written")
     run_parser.add_argument("--parallel", type=int, default=2, help="training processes at a time")
@@ -271,11 +338,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     prepare_parser.add_argument("--sim", required=True, help="folder with the train/ and eval/ sim dataroots")
     prepare_parser.add_argument("--version", default="v1.0-trainval")
     prepare_parser.add_argument("--occupancy", default=None, help="a built occupancy config (Arrow) of train/")
+    prepare_parser.add_argument("--occupancy-eval", default=None, help="occupancy labels (Arrow) of eval/")
     prepare_parser.add_argument("--out", required=True)
     prepare_parser.set_defaults(func=prepare)
     report_parser = commands.add_parser("report", help="print the tables of per-run JSON reports")
     report_parser.add_argument("files", nargs="+")
     report_parser.set_defaults(func=report)
+    card_parser = commands.add_parser("card", help="write a shipped checkpoint's model card with the ablation")
+    card_parser.add_argument("--model", required=True, help="the checkpoint folder (its README.md is written)")
+    card_parser.add_argument("--run", required=True, help="the JSON report of the run that produced the checkpoint")
+    card_parser.add_argument("--setup", required=True, help="Markdown file: how the ablation was run")
+    card_parser.add_argument("--findings", required=True, help="Markdown file: what it shows and why")
+    card_parser.add_argument("--dataset", required=True, help="what the model was trained on, as the card names it")
+    card_parser.add_argument("--repo-id", default=None, help="path or Hub id in the card's usage snippet")
+    card_parser.add_argument("files", nargs="+", help="the per-run JSON reports")
+    card_parser.set_defaults(func=card)
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args.func(args)

@@ -79,6 +79,7 @@ def render_model_card(
     repo_id: str | None = None,
     log_history: Sequence[Mapping[str, Any]] = (),
     template_path: str | os.PathLike = MODEL_CARD_TEMPLATE,
+    extra_sections: str = "",
 ) -> ModelCard:
     """The filled model card.
 
@@ -89,6 +90,7 @@ def render_model_card(
         log_history: `trainer.state.log_history`; the last training log gives the loss table, the last evaluation
             with `eval_<protocol>_l2_avg_m` the planning table.
         template_path: Jinja template (defaults to the package's `model_card.md`).
+        extra_sections: Markdown placed after the evaluation (e.g. an ablation over seeds on held-out data).
     """
     template = Path(template_path)
     if not template.is_file():
@@ -138,6 +140,7 @@ def render_model_card(
         train_step=train_log.get("step"),
         planning_rows=planning_rows,
         eval_step=eval_log.get("step"),
+        extra_sections=extra_sections.strip(),
     )
 
 
