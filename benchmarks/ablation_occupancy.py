@@ -16,7 +16,8 @@ planning L2 and collision (ST-P3 and UniAD protocols), QA accuracy per question 
 `no_occ` too: its queries were never trained, the floor); and compares every model with a constant-velocity
 extrapolation of the ego status on the same held-out keyframes, those with a valid ego velocity
 (`constant_velocity.json`). One JSON file per run is written to `--out`. `report` prints mean +- standard deviation
-over seeds per variant.
+over the runs of each variant (all seeds, and repeated rounds of the same seeds: GPU training is not bit-reproducible,
+so a rerun of a seed is another sample).
 `card` writes the model card of a shipped checkpoint (`DIR/README.md`): the package template filled from the run's
 training log, with the setup text, these tables and the findings text as its ablation section.
 `--data` holds `train/` (the training scenes, an `occvla-hf data build` folder) and `eval/` (held-out scenes
@@ -61,6 +62,7 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...], str]] = {
 }
 VAE_RECIPE: str = "configs/embedded_vae.yaml"
 LATENCY_REPEATS: int = 30
+LATENCY_NEW_TOKENS: int = 8
 HORIZONS: tuple[str, ...] = ("1s", "2s", "3s", "avg")
 PROTOCOL_NAMES: dict[str, str] = {"stp3": "ST-P3", "uniad": "UniAD"}
 CV_VARIANT: str = "constant_velocity"
@@ -95,25 +97,39 @@ def evaluate_constant_velocity(rows) -> dict[str, Any]:
     return accumulator.compute()
 
 
+def _timed_ms(call, repeats: int, synchronize: bool) -> list[float]:
+    """Wall times of `repeats` calls after 3 warm-up calls, milliseconds."""
+    times_ms = []
+    for step in range(repeats + 3):
+        if synchronize:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        call()
+        if synchronize:
+            torch.cuda.synchronize()
+        if step >= 3:
+            times_ms.append(1000.0 * (time.perf_counter() - start))
+    return times_ms
+
+
 @torch.inference_mode()
 def plan_latency_ms(model, processor, rows, repeats: int = LATENCY_REPEATS) -> dict[str, float]:
-    """Median and p90 wall time of `model.plan` (meta-action text + trajectory) at batch 1, milliseconds."""
+    """Wall time of `model.plan` (meta-action text + trajectory) at batch 1, milliseconds: with exactly
+    `LATENCY_NEW_TOKENS` generated tokens (the same work for every model: what compares architectures) and as used
+    (until the end-of-sequence token: what a user waits, which also depends on how long the model's answer is)."""
     inputs = processor.from_rows(rows.select([0]), task="planning", training=False)
     inputs = {k: v.to(model.device) for k, v in inputs.items() if k in ("input_ids", "attention_mask",
                                                                          "token_type_ids", "pixel_values", "ego_status")}
     inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
     inputs["ego_status"] = inputs["ego_status"].to(model.dtype)
-    times_ms = []
-    for step in range(repeats + 3):
-        if model.device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        model.plan(**inputs, tokenizer=processor.tokenizer)
-        if model.device.type == "cuda":
-            torch.cuda.synchronize()
-        if step >= 3:  # warm-up excluded
-            times_ms.append(1000.0 * (time.perf_counter() - start))
-    return {"median_ms": float(np.median(times_ms)), "p90_ms": float(np.percentile(times_ms, 90))}
+    synchronize = model.device.type == "cuda"
+    fixed = _timed_ms(lambda: model.plan(**inputs, max_new_tokens=LATENCY_NEW_TOKENS,
+                                         min_new_tokens=LATENCY_NEW_TOKENS), repeats, synchronize)  # fmt: skip
+    as_used = _timed_ms(lambda: model.plan(**inputs), repeats, synchronize)
+    new_tokens = model.plan(**inputs).sequences.shape[1] - inputs["input_ids"].shape[1]
+    return {"new_tokens": LATENCY_NEW_TOKENS, "median_ms": float(np.median(fixed)),
+            "p90_ms": float(np.percentile(fixed, 90)), "as_used_new_tokens": int(new_tokens),
+            "as_used_median_ms": float(np.median(as_used))}  # fmt: skip
 
 
 def held_out_occupancy_rows(data_dir: Path):
@@ -235,15 +251,15 @@ def _mean_std(values: Sequence[float | None]) -> str:
 
 
 def ablation_tables(reports: Sequence[dict[str, Any]]) -> str:
-    """Markdown tables (mean ± std over seeds per variant): planning per protocol, the models against constant
+    """Markdown tables (mean ± std over runs per variant): planning per protocol, the models against constant
     velocity (when a `constant_velocity` report is given), QA per type, latency."""
     variants = {name: [r for r in reports if r["variant"] == name] for name in VARIANTS if any(
         r["variant"] == name for r in reports)}
     label = {name: text for name, (_, _, text) in VARIANTS.items()}
     lines = []
     for protocol, protocol_name in PROTOCOL_NAMES.items():
-        lines += [f"Planning, {protocol_name} protocol (L2 in m, collision in %; mean ± std over seeds)", "",
-                  "| Variant | seeds | " + " | ".join(f"L2 {h}" for h in HORIZONS) + " | "
+        lines += [f"Planning, {protocol_name} protocol (L2 in m, collision in %; mean ± std over runs)", "",
+                  "| Variant | runs | " + " | ".join(f"L2 {h}" for h in HORIZONS) + " | "
                   + " | ".join(f"Col. {h}" for h in HORIZONS) + " |",
                   "|---" * (2 + 2 * len(HORIZONS)) + "|"]
         for name, runs in variants.items():
@@ -257,7 +273,7 @@ def ablation_tables(reports: Sequence[dict[str, Any]]) -> str:
         compared = {**{label[name]: [r["planning_with_velocity"] for r in runs] for name, runs in variants.items()},
                     "constant velocity (ego status)": [baseline[0]["planning_with_velocity"]]}  # fmt: skip
         lines += [f"Model vs constant velocity on the {baseline[0]['planning_with_velocity']['num_samples']} held-out "
-                  "keyframes with a valid ego velocity (L2 in m, mean ± std over seeds)", "",
+                  "keyframes with a valid ego velocity (L2 in m, mean ± std over runs)", "",
                   "| Planner | " + " | ".join(f"{PROTOCOL_NAMES[p]} L2 {h}" for p in PROTOCOL_NAMES for h in HORIZONS)
                   + " | ST-P3 Col. avg |", "|---" * (2 + len(PROTOCOL_NAMES) * len(HORIZONS)) + "|"]  # fmt: skip
         for name, rows in compared.items():
@@ -265,7 +281,7 @@ def ablation_tables(reports: Sequence[dict[str, Any]]) -> str:
             cells.append(_mean_std([row["stp3"]["collision_avg_pct"] for row in rows]))
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["QA accuracy (%) on held-out scenes, per question type (mean ± std over seeds)", "",
+    lines += ["QA accuracy (%) on held-out scenes, per question type (mean ± std over runs)", "",
               "| Variant | overall | " + " | ".join(QA_HOPS) + " | " + " | ".join(QA_QUESTION_TYPES) + " | meta-action acc. |",
               "|---" * (5 + len(QA_QUESTION_TYPES)) + "|"]
     for name, runs in variants.items():
@@ -278,19 +294,26 @@ def ablation_tables(reports: Sequence[dict[str, Any]]) -> str:
     with_occupancy = {name: runs for name, runs in variants.items() if all(r.get("occupancy") for r in runs)}
     if with_occupancy:
         title = ("Occupancy decoded from the queries through the frozen VAE decoder, held-out keyframes (Occ3D mIoU "
-                 "over 17 classes and geometric IoU, %; mean ± std over seeds)")
+                 "over 17 classes and geometric IoU, %; mean ± std over runs)")
         lines += ["", title, "", "| Variant | mIoU | IoU | mIoU (camera mask) | IoU (camera mask) |",
                   "|---|---|---|---|---|"]  # fmt: skip
         for name, runs in with_occupancy.items():
             cells = [_mean_std([100.0 * r["occupancy"][key] for r in runs])
                      for key in ("miou", "iou", "camera_miou", "camera_iou")]
             lines.append(f"| {label[name]} | " + " | ".join(cells) + " |")
-    lines += ["", "Inference latency of `plan` (meta-action + trajectory), batch 1", "",
-              "| Variant | device | median ms | p90 ms |", "|---|---|---|---|"]
-    for name, runs in variants.items():
-        lines.append(f"| {label[name]} | {runs[0]['device']} | "
-                     f"{_mean_std([r['latency']['median_ms'] for r in runs])} | "
-                     f"{_mean_std([r['latency']['p90_ms'] for r in runs])} |")
+    timed = {name: [r for r in runs if "new_tokens" in r["latency"]] for name, runs in variants.items()}
+    timed = {name: runs for name, runs in timed.items() if runs}
+    if timed:
+        lines += ["", "Inference latency of `plan` (meta-action + trajectory), batch 1, ms (mean ± std over runs of "
+                  f"the median of {LATENCY_REPEATS} calls)", "",
+                  "| Variant | device | fixed new tokens | median | p90 | as used: new tokens | as used: median |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for name, runs in timed.items():
+            cells = [str(runs[0]["latency"]["new_tokens"])]
+            cells += [_mean_std([r["latency"][key] for r in runs]) for key in ("median_ms", "p90_ms")]
+            cells.append(" / ".join(str(r["latency"]["as_used_new_tokens"]) for r in runs))
+            cells.append(_mean_std([r["latency"]["as_used_median_ms"] for r in runs]))
+            lines.append(f"| {label[name]} | {runs[0]['device']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
