@@ -60,7 +60,9 @@ class OccVLAConfig(PreTrainedConfig):
         ego_status_dim (`int`, *optional*, defaults to 6):
             Number of ego-status features (velocity, acceleration, yaw rate, steering).
         use_ego_status (`bool`, *optional*, defaults to `True`):
-            Whether the trajectory head reads the normalised ego status next to the `<traj>` hidden state.
+            Whether the trajectory head reads the normalised ego status: next to the `<traj>` hidden state in its MLP,
+            and through a linear path to the waypoints (`OccVLATrajectoryHead.init_constant_velocity` sets it to the
+            constant-velocity extrapolation; the stage-2 recipe does so for new models).
         trajectory_head_hidden_size (`int`, *optional*, defaults to 512):
             Hidden width of the trajectory head MLP.
         trajectory_step_scale_m (`float`, *optional*, defaults to 2.0):
