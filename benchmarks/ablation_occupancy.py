@@ -118,8 +118,8 @@ def plan_latency_ms(model, processor, rows, repeats: int = LATENCY_REPEATS) -> d
     `LATENCY_NEW_TOKENS` generated tokens (the same work for every model: what compares architectures) and as used
     (until the end-of-sequence token: what a user waits, which also depends on how long the model's answer is)."""
     inputs = processor.from_rows(rows.select([0]), task="planning", training=False)
-    inputs = {k: v.to(model.device) for k, v in inputs.items() if k in ("input_ids", "attention_mask",
-                                                                         "token_type_ids", "pixel_values", "ego_status")}
+    names = ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "ego_status")
+    inputs = {k: v.to(model.device) for k, v in inputs.items() if k in names}
     inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
     inputs["ego_status"] = inputs["ego_status"].to(model.dtype)
     synchronize = model.device.type == "cuda"
@@ -282,7 +282,8 @@ def ablation_tables(reports: Sequence[dict[str, Any]]) -> str:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["QA accuracy (%) on held-out scenes, per question type (mean ± std over runs)", "",
-              "| Variant | overall | " + " | ".join(QA_HOPS) + " | " + " | ".join(QA_QUESTION_TYPES) + " | meta-action acc. |",
+              "| Variant | overall | " + " | ".join(QA_HOPS) + " | " + " | ".join(QA_QUESTION_TYPES)
+              + " | meta-action acc. |",
               "|---" * (5 + len(QA_QUESTION_TYPES)) + "|"]
     for name, runs in variants.items():
         qa = [r["qa"] for r in runs]
@@ -353,7 +354,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     run_parser.add_argument("--vae", default=None, help="a trained stage-1 VAE folder (default: train one)")
     run_parser.add_argument("--runs", default="runs/ablation", help="where checkpoints are written")
     run_parser.add_argument("--parallel", type=int, default=2, help="training processes at a time")
-    run_parser.add_argument("--vae-overrides", default="", help="recipe overrides of stage 1, e.g. '--training.max_steps 10'")
+    run_parser.add_argument("--vae-overrides", default="",
+                            help="recipe overrides of stage 1, e.g. '--training.max_steps 10'")
     run_parser.add_argument("--joint-overrides", default="", help="recipe overrides of both stage-2 recipes")
     run_parser.add_argument("--out", required=True, help="folder for the per-run JSON reports and logs")
     run_parser.set_defaults(func=run)

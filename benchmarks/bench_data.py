@@ -175,7 +175,8 @@ def main() -> None:
         for config, entry in run["configs"].items():
             print(f"| {num_scenes} | {config} | {entry['rows']} | {entry['keyframes']} "
                   f"| {entry['keyframes'] / entry['seconds']:.1f} | {entry['arrow_bytes_per_row_no_images']:,.0f} "
-                  f"| {entry['parquet_bytes_per_keyframe']:,.0f} | {entry['arrow_saved_bytes_per_keyframe']:,.0f} |")  # fmt: skip
+                  f"| {entry['parquet_bytes_per_keyframe']:,.0f} "
+                  f"| {entry['arrow_saved_bytes_per_keyframe']:,.0f} |")  # fmt: skip
     print("\n| scenes | config | peak RSS (MiB) in each quarter of the build | peak RSS of save_dataset (MiB) |")
     print("|---|---|---|---|")
     for num_scenes, run in runs.items():

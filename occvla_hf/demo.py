@@ -140,7 +140,8 @@ def run_demo(
     processor = OccVLAProcessor.from_pretrained(model_path)
     with tempfile.TemporaryDirectory(prefix="occvla-demo-") as tmp:
         dataroot = Path(tmp) / "sim"
-        say(f"Generating {num_scenes} sim scenes of {DEMO_SIM_CONFIG.scene_duration_s:.0f} s (seed {seed}) in {dataroot}")
+        duration_s = DEMO_SIM_CONFIG.scene_duration_s
+        say(f"Generating {num_scenes} sim scenes of {duration_s:.0f} s (seed {seed}) in {dataroot}")
         generate_dataset(
             dataroot, num_scenes=num_scenes, seed=seed, version=DEMO_VERSION, config=DEMO_SIM_CONFIG, progress=False
         )

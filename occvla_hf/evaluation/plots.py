@@ -281,8 +281,8 @@ def plot_camera_mosaic(
     camera_extrinsics = np.asarray(camera_extrinsics, dtype=np.float64)
     if camera_intrinsics.shape != (len(CAMERA_NAMES), 3, 3) or camera_extrinsics.shape != (len(CAMERA_NAMES), 4, 4):
         raise ValueError(
-            f"camera_intrinsics/camera_extrinsics: expected ({len(CAMERA_NAMES)}, 3, 3) and ({len(CAMERA_NAMES)}, 4, 4), "
-            f"got {camera_intrinsics.shape}, {camera_extrinsics.shape}"
+            f"camera_intrinsics/camera_extrinsics: expected ({len(CAMERA_NAMES)}, 3, 3) and "
+            f"({len(CAMERA_NAMES)}, 4, 4), got {camera_intrinsics.shape}, {camera_extrinsics.shape}"
         )
     figure = Figure(figsize=figsize_in, dpi=dpi)
     grid = figure.add_gridspec(

@@ -231,7 +231,8 @@ class OccVLAProcessor(ProcessorMixin):
                 )
         if len(tokenizer) > config.text_config.vocab_size:
             raise ValueError(
-                f"tokenizer: {len(tokenizer)} tokens exceed config.text_config.vocab_size={config.text_config.vocab_size}"
+                f"tokenizer: {len(tokenizer)} tokens exceed "
+                f"config.text_config.vocab_size={config.text_config.vocab_size}"
             )
         return processor
 

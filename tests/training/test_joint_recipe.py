@@ -1,5 +1,6 @@
 """The stage-2 recipe `train_joint` and `occvla-hf train joint`: training on a dataset folder in the
-`occvla-hf data build` layout, the saved checkpoint, the ablation, LoRA, from_vlm, resume, the CLI, the shipped YAMLs."""
+`occvla-hf data build` layout, the saved checkpoint, the ablation, LoRA, from_vlm, resume, the CLI, the shipped
+YAMLs."""
 
 from __future__ import annotations
 
