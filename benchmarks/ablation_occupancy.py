@@ -37,17 +37,24 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
 from datasets import concatenate_datasets
 
 from occvla_hf.constants import QA_HOPS, QA_QUESTION_TYPES
-from occvla_hf.data.hub import agent_boxes_arrays, load_saved
+from occvla_hf.data.hub import load_saved
 from occvla_hf.demo import constant_velocity_trajectories, has_velocity
 from occvla_hf.evaluation.planning import PlanningMetricAccumulator
-from occvla_hf.evaluation.runner import evaluate_occupancy, evaluate_planning, evaluate_qa, load_model_and_processor
+from occvla_hf.evaluation.runner import (
+    evaluate_occupancy,
+    evaluate_planning,
+    evaluate_qa,
+    load_model_and_processor,
+    model_inputs,
+    planning_targets,
+)
 from occvla_hf.training.cli import load_recipe
 from occvla_hf.training.vae import train_from_config
 
@@ -88,11 +95,8 @@ def evaluate_constant_velocity(rows) -> dict[str, Any]:
     accumulator = PlanningMetricAccumulator()
     accumulator.update(
         pred=constant_velocity_trajectories(np.asarray(rows["ego_status"], dtype=np.float32)),
-        gt=np.asarray(rows["trajectory"], dtype=np.float32),
         mask=np.asarray(rows["trajectory_mask"], dtype=bool),
-        agent_boxes=[agent_boxes_arrays(boxes)[1:] for boxes in rows["agent_boxes"]],
-        agent_categories=[list(categories)[1:] for categories in rows["agent_categories"]],
-        meta_actions=list(rows["meta_action"]),
+        **planning_targets(rows),
     )
     return accumulator.compute()
 
@@ -117,11 +121,7 @@ def plan_latency_ms(model, processor, rows, repeats: int = LATENCY_REPEATS) -> d
     """Wall time of `model.plan` (meta-action text + trajectory) at batch 1, milliseconds: with exactly
     `LATENCY_NEW_TOKENS` generated tokens (the same work for every model: what compares architectures) and as used
     (until the end-of-sequence token: what a user waits, which also depends on how long the model's answer is)."""
-    inputs = processor.from_rows(rows.select([0]), task="planning", training=False)
-    names = ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "ego_status")
-    inputs = {k: v.to(model.device) for k, v in inputs.items() if k in names}
-    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-    inputs["ego_status"] = inputs["ego_status"].to(model.dtype)
+    inputs = model_inputs(processor.from_rows(rows.select([0]), task="planning", training=False), model)
     synchronize = model.device.type == "cuda"
     fixed = _timed_ms(lambda: model.plan(**inputs, max_new_tokens=LATENCY_NEW_TOKENS,
                                          min_new_tokens=LATENCY_NEW_TOKENS), repeats, synchronize)  # fmt: skip
@@ -132,14 +132,13 @@ def plan_latency_ms(model, processor, rows, repeats: int = LATENCY_REPEATS) -> d
             "as_used_median_ms": float(np.median(as_used))}  # fmt: skip
 
 
-def held_out_occupancy_rows(data_dir: Path):
-    """The held-out occupancy labels joined to the images and cameras of their planning rows (by sample token), or
+def held_out_occupancy_rows(data_dir: Path, planning):
+    """The held-out occupancy labels joined to the images and cameras of their `planning` rows (by sample token), or
     None when the held-out scenes have no `occupancy` config."""
     configs = load_saved(data_dir / "eval")
     if "occupancy" not in configs:
         return None
     labels = concatenate_datasets([configs["occupancy"][name] for name in sorted(configs["occupancy"])])
-    planning = held_out_rows(data_dir, "planning")
     index = {token: i for i, token in enumerate(planning["sample_token"])}
     missing = [token for token in labels["sample_token"] if token not in index]
     if missing:
@@ -153,7 +152,7 @@ def evaluate_run(model_dir: Path, data_dir: Path) -> dict[str, Any]:
     `planning_with_velocity` is planning on the keyframes of the constant-velocity comparison."""
     model, processor = load_model_and_processor(model_dir)
     planning_rows = held_out_rows(data_dir, "planning")
-    occupancy_rows = held_out_occupancy_rows(data_dir)
+    occupancy_rows = held_out_occupancy_rows(data_dir, planning_rows)
     return {
         "planning": evaluate_planning(model, processor, planning_rows, batch_size=32),
         "planning_with_velocity": evaluate_planning(
@@ -197,19 +196,20 @@ def run(args: argparse.Namespace) -> None:
     (out / f"{CV_VARIANT}.json").write_text(json.dumps(baseline, indent=1))
     jobs = [(variant, seed) for seed in args.seeds for variant in args.variants]
     pending = list(jobs)
-    running: list[tuple[subprocess.Popen, str, int, float]] = []
+    running: list[tuple[subprocess.Popen, IO[str], str, int, float]] = []
     while pending or running:
         while pending and len(running) < args.parallel:
             variant, seed = pending.pop(0)
-            log = open(out / f"train_{variant}_s{seed}.log", "w")
+            log = open(out / f"train_{variant}_s{seed}.log", "w")  # noqa: SIM115 (closed when the process ends)
             command = train_command(variant, seed, runs_dir / f"{variant}_s{seed}", vae_dir, Path(args.data),
                                     shlex.split(args.joint_overrides))
-            running.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), variant, seed,
+            running.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log, variant, seed,
                             time.perf_counter()))
         time.sleep(2)
         for job in [job for job in running if job[0].poll() is not None]:
             running.remove(job)
-            process, variant, seed, started = job
+            process, log, variant, seed, started = job
+            log.close()
             print(f"{variant} seed {seed}: exit {process.returncode} after {time.perf_counter() - started:.0f} s",
                   flush=True)
     for variant, seed in jobs:
@@ -272,8 +272,9 @@ def ablation_tables(reports: Sequence[dict[str, Any]]) -> str:
     if baseline:
         compared = {**{label[name]: [r["planning_with_velocity"] for r in runs] for name, runs in variants.items()},
                     "constant velocity (ego status)": [baseline[0]["planning_with_velocity"]]}  # fmt: skip
-        lines += [f"Model vs constant velocity on the {baseline[0]['planning_with_velocity']['num_samples']} held-out "
-                  "keyframes with a valid ego velocity (L2 in m, mean ± std over runs)", "",
+        title = (f"Model vs constant velocity on the {baseline[0]['planning_with_velocity']['num_samples']} held-out "
+                 "keyframes with a valid ego velocity (L2 in m, mean ± std over runs)")
+        lines += [title, "",
                   "| Planner | " + " | ".join(f"{PROTOCOL_NAMES[p]} L2 {h}" for p in PROTOCOL_NAMES for h in HORIZONS)
                   + " | ST-P3 Col. avg |", "|---" * (2 + len(PROTOCOL_NAMES) * len(HORIZONS)) + "|"]  # fmt: skip
         for name, rows in compared.items():
@@ -305,8 +306,9 @@ def ablation_tables(reports: Sequence[dict[str, Any]]) -> str:
     timed = {name: [r for r in runs if "new_tokens" in r["latency"]] for name, runs in variants.items()}
     timed = {name: runs for name, runs in timed.items() if runs}
     if timed:
-        lines += ["", "Inference latency of `plan` (meta-action + trajectory), batch 1, ms (mean ± std over runs of "
-                  f"the median of {LATENCY_REPEATS} calls)", "",
+        title = ("Inference latency of `plan` (meta-action + trajectory), batch 1, ms (mean ± std over runs of the "
+                 f"median of {LATENCY_REPEATS} calls)")
+        lines += ["", title, "",
                   "| Variant | device | fixed new tokens | median | p90 | as used: new tokens | as used: median |",
                   "|---|---|---|---|---|---|---|"]  # fmt: skip
         for name, runs in timed.items():

@@ -51,6 +51,8 @@ WAYPOINT_STEP_S: float = 0.5
 
 # Ego-status features in the order the processor and the datasets store them.
 EGO_STATUS_FEATURES: tuple[str, ...] = ("vx", "vy", "ax", "ay", "yaw_rate", "steering")
+# The ego velocity (m/s, ego frame x forward, y left) within the ego status: what constant velocity extrapolates.
+EGO_VELOCITY_FEATURES: tuple[str, str] = ("vx", "vy")
 
 # Meta-action vocabulary: speed x path.
 SPEED_ACTIONS: tuple[str, ...] = ("stop", "decelerate", "keep", "accelerate")

@@ -22,7 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from occvla_hf.constants import EGO_STATUS_FEATURES, NUM_WAYPOINTS, WAYPOINT_STEP_S
+from occvla_hf.constants import EGO_STATUS_FEATURES, EGO_VELOCITY_FEATURES, NUM_WAYPOINTS, WAYPOINT_STEP_S
 from occvla_hf.evaluation.planning import l2_errors
 from occvla_hf.evaluation.plots import plot_bev, plot_camera_mosaic
 from occvla_hf.modeling import OccVLAForPlanning
@@ -40,20 +40,19 @@ DEMO_VERSION: str = "v1.0-mini"
 DEFAULT_DEMO_SEED: int = 2026
 NUM_DEMO_QUESTIONS: int = 2
 PNG_NAME: str = "occvla_demo.png"
-VELOCITY_FEATURES: tuple[str, str] = ("vx", "vy")
 
 
 def constant_velocity_trajectories(ego_status: np.ndarray) -> np.ndarray:
     """(N, 6, 2) waypoints, metres, ego frame, of an ego keeping its current velocity (vx, vy of the raw (N, F) ego
     status, m/s) for 3 s: the baseline a planner should beat."""
-    velocity_m_s = ego_status[:, [EGO_STATUS_FEATURES.index(name) for name in VELOCITY_FEATURES]]  # (N, 2)
+    velocity_m_s = ego_status[:, [EGO_STATUS_FEATURES.index(name) for name in EGO_VELOCITY_FEATURES]]  # (N, 2)
     times_s = WAYPOINT_STEP_S * np.arange(1, NUM_WAYPOINTS + 1)  # (6,)
     return velocity_m_s[:, None, :] * times_s[None, :, None]
 
 
 def has_velocity(ego_status_valid: np.ndarray) -> np.ndarray:
     """(N,) bool: the (N, F) validity flags of the ego status mark both vx and vy valid (not at a scene start)."""
-    return ego_status_valid[:, [EGO_STATUS_FEATURES.index(name) for name in VELOCITY_FEATURES]].all(axis=1)
+    return ego_status_valid[:, [EGO_STATUS_FEATURES.index(name) for name in EGO_VELOCITY_FEATURES]].all(axis=1)
 
 
 @dataclass
@@ -134,6 +133,7 @@ def run_demo(
     from datasets import are_progress_bars_disabled, concatenate_datasets, disable_progress_bars, enable_progress_bars
 
     from occvla_hf.data.hub import agent_boxes_arrays, build_dataset
+    from occvla_hf.evaluation.runner import model_inputs
 
     say = print_fn or (lambda line: None)
     model = OccVLAForPlanning.from_pretrained(model_path, dtype=torch.float32).eval()
@@ -171,8 +171,7 @@ def run_demo(
             )
         rows = planning.select(np.flatnonzero(plannable))
         inputs = processor.from_rows(rows[:], task="planning", training=False)
-        plan = model.plan(**{k: v for k, v in inputs.items() if k not in ("trajectory", "trajectory_mask")},
-                          tokenizer=processor.tokenizer)  # fmt: skip
+        plan = model.plan(**model_inputs(inputs, model), tokenizer=processor.tokenizer)
         pred = plan.trajectory.float().numpy()  # (N, 6, 2)
         gt = np.asarray(rows["trajectory"], dtype=np.float32)
         errors_m = l2_errors(pred, gt)  # (N, 6)
@@ -194,7 +193,7 @@ def run_demo(
         answers: list[str] = []
         if len(asked):
             qa_inputs = processor.from_rows(asked[:], task="qa", training=False)
-            generated = model.generate(**qa_inputs, max_new_tokens=8, do_sample=False)
+            generated = model.generate(**model_inputs(qa_inputs, model), max_new_tokens=8, do_sample=False)
             answers = [
                 text.strip()
                 for text in processor.batch_decode(

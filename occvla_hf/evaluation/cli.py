@@ -95,7 +95,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _run_plan(args: argparse.Namespace) -> int:
-    from .runner import _model_inputs, load_split
+    from .runner import load_split, model_inputs
 
     model, processor = _load(args)
     dataset = load_split(args.data, "planning", args.split)
@@ -111,7 +111,7 @@ def _run_plan(args: argparse.Namespace) -> int:
     row = dataset[index]
     inputs = processor.from_rows([row], task="planning", training=False)
     with torch.inference_mode():
-        plan = model.plan(**_model_inputs(inputs, model), tokenizer=processor.tokenizer)
+        plan = model.plan(**model_inputs(inputs, model), tokenizer=processor.tokenizer)
     pred = plan.trajectory[0].float().cpu().numpy()
     gt, mask = np.asarray(row["trajectory"], np.float32), np.asarray(row["trajectory_mask"], bool)
     boxes = agent_boxes_arrays(row["agent_boxes"])

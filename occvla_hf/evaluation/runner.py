@@ -6,7 +6,7 @@ the metric accumulators of this package; `occvla-hf eval` is a thin layer over t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +54,27 @@ def _batches(dataset: Dataset, batch_size: int, description: str) -> Iterator[di
         yield dataset[start : start + batch_size]
 
 
-def _model_inputs(inputs: Any, model: OccVLAForPlanning) -> dict[str, torch.Tensor]:
+def model_inputs(inputs: Any, model: OccVLAForPlanning) -> dict[str, torch.Tensor]:
+    """The processor outputs the model takes at inference (no targets), on its device, images and ego status in its
+    dtype."""
     keys = ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "ego_status")
     moved = {key: inputs[key].to(model.device) for key in keys if key in inputs}
     moved["pixel_values"] = moved["pixel_values"].to(model.dtype)
     if "ego_status" in moved:
         moved["ego_status"] = moved["ego_status"].to(model.dtype)
     return moved
+
+
+def planning_targets(rows: Mapping[str, Sequence[Any]] | Dataset) -> dict[str, Any]:
+    """`PlanningMetricAccumulator.update`'s targets of planning rows (a column batch or a Dataset): logged waypoints,
+    the other agents' boxes and categories at the 6 future steps (entry 0 of `agent_boxes`/`agent_categories`, the
+    current time, is left out) and the meta-actions."""
+    return {
+        "gt": np.asarray(rows["trajectory"], dtype=np.float32),
+        "agent_boxes": [agent_boxes_arrays(boxes)[1:] for boxes in rows["agent_boxes"]],
+        "agent_categories": [list(categories)[1:] for categories in rows["agent_categories"]],
+        "meta_actions": list(rows["meta_action"]),
+    }
 
 
 @torch.inference_mode()
@@ -90,15 +104,8 @@ def evaluate_planning(
             continue
         rows = {name: [values[i] for i in keep] for name, values in batch.items()}
         inputs = processor.from_rows(rows, task="planning", training=False)
-        plan = model.plan(**_model_inputs(inputs, model), tokenizer=processor.tokenizer, max_new_tokens=max_new_tokens)
-        accumulator.update(
-            pred=plan.trajectory.float().cpu().numpy(),
-            gt=np.asarray(rows["trajectory"], dtype=np.float32),
-            mask=masks[keep],
-            agent_boxes=[agent_boxes_arrays(boxes)[1:] for boxes in rows["agent_boxes"]],
-            agent_categories=[list(categories)[1:] for categories in rows["agent_categories"]],
-            meta_actions=list(rows["meta_action"]),
-        )
+        plan = model.plan(**model_inputs(inputs, model), tokenizer=processor.tokenizer, max_new_tokens=max_new_tokens)
+        accumulator.update(pred=plan.trajectory.float().cpu().numpy(), mask=masks[keep], **planning_targets(rows))
         correct += sum(p == t for p, t in zip(plan.meta_action, rows["meta_action"], strict=True))
         total += len(keep)
     report = accumulator.compute()
@@ -120,7 +127,7 @@ def evaluate_qa(
     accumulator = QAAccuracyAccumulator()
     for batch in _batches(dataset, batch_size, "qa"):
         inputs = processor.from_rows(batch, task="qa", training=False)
-        generated = model.generate(**_model_inputs(inputs, model), max_new_tokens=max_new_tokens, do_sample=False)
+        generated = model.generate(**model_inputs(inputs, model), max_new_tokens=max_new_tokens, do_sample=False)
         answers = processor.batch_decode(generated[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         accumulator.update(
             [answer.strip() for answer in answers], batch["answer"], batch["template_type"], batch["num_hop"]
@@ -144,7 +151,7 @@ def evaluate_occupancy(
         batch = decode_occupancy(batch)
         questions = [OCCUPANCY_PROMPT_QUESTION] * len(batch["images"])
         inputs = processor(images=batch["images"], question=questions)
-        logits = model(**_model_inputs(inputs, model), return_occupancy=True).occupancy_logits
+        logits = model(**model_inputs(inputs, model), return_occupancy=True).occupancy_logits
         accumulator.update(
             logits.argmax(dim=1).cpu(),
             torch.as_tensor(np.stack(batch["semantics"])),

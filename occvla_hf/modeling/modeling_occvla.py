@@ -20,7 +20,7 @@ from transformers.masking_utils import create_causal_mask, create_masks_for_gene
 from transformers.modeling_outputs import ModelOutput
 from transformers.utils import logging
 
-from ..constants import EGO_STATUS_FEATURES
+from ..constants import EGO_STATUS_FEATURES, EGO_VELOCITY_FEATURES
 from .configuration_occupancy_vae import OccupancyVAEConfig
 from .configuration_occvla import OccVLAConfig
 from .occupancy_vae import OccupancyVAE
@@ -187,7 +187,7 @@ class OccVLATrajectoryHead(nn.Module):
         times_s = self.waypoint_step_s * torch.arange(1, self.num_waypoints + 1, dtype=torch.float64)  # (W,)
         weight = torch.zeros(self.num_waypoints, 2, num_features, dtype=torch.float64)
         bias = torch.zeros(self.num_waypoints, 2, dtype=torch.float64)
-        for axis, name in enumerate(("vx", "vy")):
+        for axis, name in enumerate(EGO_VELOCITY_FEATURES):
             feature = EGO_STATUS_FEATURES.index(name)
             weight[:, axis, feature] = times_s * float(ego_status_std[feature])
             bias[:, axis] = times_s * float(ego_status_mean[feature])
