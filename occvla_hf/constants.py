@@ -44,6 +44,11 @@ OCC_GRID_SHAPE: tuple[int, int, int] = (200, 200, 16)
 OCC_VOXEL_SIZE_M: float = 0.4
 OCC_RANGE_MIN_M: tuple[float, float, float] = (-40.0, -40.0, -1.0)
 OCC_RANGE_MAX_M: tuple[float, float, float] = (40.0, 40.0, 5.4)
+# Vertical placement of the labels: real Occ3D-nuScenes files put the driveable surface in z-layer 0 and objects in
+# the layers above it (about one metre lower than the documented z range implies; the CVPR 2023 occupancy
+# challenge's voxel/image alignment threads report it). Layer k is centred (k - OCC_GROUND_LAYER) * 0.4 m above the
+# ground plane of the ego frame.
+OCC_GROUND_LAYER: int = 0
 
 # Planning: six future waypoints at 2 Hz (3 s), ego frame (x forward, y left), metres.
 NUM_WAYPOINTS: int = 6

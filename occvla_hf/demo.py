@@ -206,7 +206,7 @@ def run_demo(
         cameras = plot_camera_mosaic(
             row["images"],
             camera_intrinsics=np.asarray(row["camera_intrinsics"]),
-            camera_extrinsics=np.asarray(row["camera_extrinsics"]),
+            camera_to_ego=np.asarray(row["camera_to_keyframe_ego"]),
             pred_trajectory=pred[shown],
             gt_trajectory=gt[shown],
             figsize_in=(12.0, 4.5),

@@ -13,7 +13,9 @@ FIELD_DESCRIPTIONS: dict[str, str] = {
     "timestamp": "keyframe time, microseconds",
     "images": f"6 camera images in the order {', '.join(CAMERA_NAMES)}",
     "camera_intrinsics": "(6, 3, 3) float32 pinhole intrinsics, pixels",
-    "camera_extrinsics": "(6, 4, 4) float32 camera -> ego transforms, metres",
+    "camera_extrinsics": "(6, 4, 4) float32 calibrated camera -> ego transforms (ego at each camera's time), metres",
+    "camera_to_keyframe_ego": "(6, 4, 4) float32 camera -> ego at the LIDAR_TOP keyframe (for projections onto the "
+    "BEV), metres",
     "ego_status": f"(6,) float32 {', '.join(EGO_STATUS_FEATURES)}: m/s, m/s^2, rad/s, rad (causal differences of "
     "the 2 Hz ego poses; steering-wheel angle from the CAN bus expansion's vehicle_monitor)",
     "ego_status_valid": "(6,) bool, False where an ego-status entry is unavailable (scene start, no CAN bus)",
@@ -22,9 +24,10 @@ FIELD_DESCRIPTIONS: dict[str, str] = {
     "past_trajectory": "(4, 2) float32 past ego positions (-2.0 to -0.5 s, oldest first), same frame",
     "past_trajectory_mask": "(4,) bool, False before the start of the scene",
     "meta_action": "'<speed>, <path>' driving decision derived from the trajectory ('' without future waypoints)",
-    "agent_boxes": f"7 lists (t = 0..6 at 0.5 s) of boxes [{', '.join(BOX_FIELDS)}] in the current ego frame "
-    "(metres, radians): the agents annotated now, followed through their next annotations",
-    "agent_categories": "7 lists of nuScenes detection class names matching agent_boxes",
+    "agent_boxes": f"7 lists (t = 0..6 keyframes) of boxes [{', '.join(BOX_FIELDS)}] in the current ego frame "
+    "(metres, radians): every annotation of that keyframe",
+    "agent_categories": "7 lists of full nuScenes category names matching agent_boxes",
+    "agent_instances": "7 lists of nuScenes instance tokens matching agent_boxes",
     "question": "nuScenes-QA question",
     "answer": "nuScenes-QA answer (as a string)",
     "template_type": f"question type, one of {', '.join(QA_QUESTION_TYPES)}",

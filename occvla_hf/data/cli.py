@@ -36,6 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--on-missing-occ", default="skip", help="'skip' keyframes without labels.npz (counted) or 'error'"
     )
     nuscenes.add_argument("--scenes-per-chunk", type=int, default=50, help="scenes per resumable chunk")
+    nuscenes.add_argument(
+        "--can-bus", help="CAN bus expansion folder (default: <dataroot>/can_bus, else can_bus/ beside the dataroot)"
+    )
+    nuscenes.add_argument(
+        "--require-steering", action="store_true", help="fail when no CAN bus expansion is found (steering input)"
+    )
     nuscenes.add_argument("--push", metavar="REPO", help="also push every config to this Hub dataset repo")
     nuscenes.add_argument("--private", action="store_true", help="create the Hub repo as private")
     nuscenes.set_defaults(func=_build_nuscenes)
@@ -64,6 +70,8 @@ def _build_nuscenes(args: argparse.Namespace) -> int:
         on_missing_occ=args.on_missing_occ,
         scenes_per_chunk=args.scenes_per_chunk,
         cache_dir=cache,
+        can_bus=args.can_bus,
+        require_steering=args.require_steering,
     )
     save_dataset(datasets, out, version=args.version, image_mode=args.image_mode)
     if args.push:

@@ -48,6 +48,17 @@ def invert_pose(pose: np.ndarray) -> np.ndarray:
     return inverse
 
 
+def sensor_to_keyframe_ego(
+    sensor_to_ego: np.ndarray, ego_pose_at_sensor: np.ndarray, keyframe_ego_pose: np.ndarray
+) -> np.ndarray:
+    """(4, 4) sensor -> ego at the keyframe: sensor -> ego (sensor time) -> global -> ego (keyframe time).
+
+    The devkit's chain (`NuScenes.get_sample_data`, `LidarPointCloud` tutorials) with both ego poses; equal to
+    `sensor_to_ego` when the sensor and the keyframe share a timestamp.
+    """
+    return invert_pose(keyframe_ego_pose) @ ego_pose_at_sensor @ sensor_to_ego
+
+
 def matrix_yaw(rotation: np.ndarray) -> np.ndarray:
     """Yaw (radians) of rotation matrices (..., 3, 3): heading of the rotated x axis in the xy plane."""
     return np.arctan2(rotation[..., 1, 0], rotation[..., 0, 0])

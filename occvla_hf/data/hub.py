@@ -11,12 +11,15 @@ Row format (what `OccVLAProcessor` and the training collator read):
 
   common      sample_token str, scene_name str, timestamp int64 (us), images: 6 images in CAMERA_NAMES order
               (PIL on access), camera_intrinsics (6, 3, 3) float32, camera_extrinsics (6, 4, 4) float32 camera->ego
+              (calibrated, ego at the camera's time), camera_to_keyframe_ego (6, 4, 4) float32 camera->ego at the
+              keyframe (what projections onto the BEV use; see `occvla_hf.data.nuscenes`)
   planning    ego_status (6,) float32 [vx, vy m/s, ax, ay m/s^2, yaw_rate rad/s, steering rad] with
               ego_status_valid (6,) bool; trajectory (6, 2) float32 m, ego frame (x forward, y left), 0.5 s steps,
               trajectory_mask (6,) bool; past_trajectory (4, 2) float32 (oldest first), past_trajectory_mask (4,);
-              meta_action str ("<speed>, <path>", "" without future); agent_boxes: 7 lists (t = 0..6 at 0.5 s) of
-              rows [x, y, z, length, width, height, yaw] (BOX_FIELDS) in the current ego frame; agent_categories:
-              7 lists of detection names
+              meta_action str ("<speed>, <path>", "" without future); agent_boxes: 7 lists (t = 0..6 keyframes)
+              of rows [x, y, z, length, width, height, yaw] (BOX_FIELDS) in the current ego frame, every annotation
+              of that keyframe; agent_categories: 7 lists of full nuScenes category names; agent_instances: 7 lists
+              of instance tokens
   qa          question str, answer str, template_type str (QA_QUESTION_TYPES), num_hop int32 (0 or 1)
   occupancy   semantics, mask_camera, mask_lidar: compressed bytes; `decode_occupancy` gives (200, 200, 16) uint8
               and bool arrays (see `occvla_hf.data.occ3d`)
@@ -83,7 +86,7 @@ ON_MISSING_OCC: tuple[str, ...] = ("skip", "error")
 # Folder of `save_dataset`'s output holding one `DatasetDict.save_to_disk` folder per config.
 ARROW_DIR: str = "arrow"
 # Bump when the row content changes, so that cached chunks of older builds are not reused.
-_FORMAT_REVISION = 1
+_FORMAT_REVISION = 2
 _WRITER_BATCH_SIZE = 100
 _MAX_PARQUET_SHARD_BYTES = 500 * 2**20
 
@@ -97,6 +100,7 @@ def config_features(config: str) -> Features:
         "images": List(Image(), length=len(CAMERA_NAMES)),
         "camera_intrinsics": Array3D((len(CAMERA_NAMES), 3, 3), "float32"),
         "camera_extrinsics": Array3D((len(CAMERA_NAMES), 4, 4), "float32"),
+        "camera_to_keyframe_ego": Array3D((len(CAMERA_NAMES), 4, 4), "float32"),
     }
     specific = {
         "planning": {
@@ -109,6 +113,7 @@ def config_features(config: str) -> Features:
             "meta_action": Value("string"),
             "agent_boxes": List(List(List(Value("float32"), length=len(BOX_FIELDS))), length=NUM_BOX_STEPS),
             "agent_categories": List(List(Value("string")), length=NUM_BOX_STEPS),
+            "agent_instances": List(List(Value("string")), length=NUM_BOX_STEPS),
         },
         "qa": {
             "question": Value("string"),
@@ -157,6 +162,7 @@ def _common_row(fields: dict, image_mode: str, dataroot: Path) -> dict:
         "images": images,
         "camera_intrinsics": fields["camera_intrinsics"],
         "camera_extrinsics": fields["camera_extrinsics"],
+        "camera_to_keyframe_ego": fields["camera_to_keyframe_ego"],
     }
 
 
@@ -211,11 +217,13 @@ def build_dataset(
     on_missing_occ: str = "skip",
     scenes_per_chunk: int = 50,
     cache_dir: str | os.PathLike | None = None,
+    can_bus: str | os.PathLike | None = None,
+    require_steering: bool = False,
 ) -> dict[str, DatasetDict]:
     """Build the planning / qa / occupancy datasets of a nuScenes dataroot.
 
     Args:
-        dataroot: nuScenes folder (`<version>/*.json`, `samples/`, optionally `can_bus/`).
+        dataroot: nuScenes folder (`<version>/*.json`, `samples/`).
         version: nuScenes version, e.g. `"v1.0-mini"`.
         occ3d_root: Occ3D-nuScenes `gts` folder (`<scene>/<token>/labels.npz`); needed for `occupancy`.
         qa_root: folder with `NuScenes_{train,val}_questions.json`; needed for `qa`. Questions join keyframes by
@@ -229,6 +237,8 @@ def build_dataset(
             raises FileNotFoundError before building.
         scenes_per_chunk: scenes per cached chunk (the unit of resumption).
         cache_dir: where chunks are cached (default: the `datasets` cache).
+        can_bus, require_steering: the CAN bus expansion folder and whether its absence is an error (see
+            `NuScenesReader`; default: `<dataroot>/can_bus` or `can_bus/` beside the dataroot, else no steering).
 
     Returns:
         `{config: DatasetDict({split: Dataset})}` for the requested configs; a split with no row in a config (no
@@ -245,7 +255,7 @@ def build_dataset(
     if occ3d_root is not None and not Path(occ3d_root).is_dir():
         raise FileNotFoundError(f"occ3d_root: {str(occ3d_root)!r} is not a directory")
     questions = load_qa_root(qa_root) if "qa" in configs else None
-    reader = NuScenesReader(root, version)
+    reader = NuScenesReader(root, version, can_bus=can_bus, require_steering=require_steering)
     split_scenes = reader.split_scenes(splits)
     keyframes = {scene: reader.scene_keyframes(scene) for names in split_scenes.values() for scene in names}
     skipped = _check_occupancy(occ3d_root, keyframes, on_missing_occ) if "occupancy" in configs else []
@@ -262,7 +272,7 @@ def build_dataset(
         "dataroot": str(reader.dataroot),
         "version": version,
         "tables": _file_signature(sorted((root / version).glob("*.json"))),
-        "can_bus": _file_signature(sorted((root / "can_bus").glob("*.json"))),
+        "can_bus": _file_signature(sorted(reader.can_bus_dir.glob("*.json"))) if reader.can_bus_dir else None,
         "image_mode": image_mode,
         "scenes_per_chunk": scenes_per_chunk,
     }

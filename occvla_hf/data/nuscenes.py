@@ -3,22 +3,31 @@
 One record per keyframe (`sample`). Camera fields come from the six keyframe camera `sample_data` and their
 `calibrated_sensor`; planning fields from the LIDAR_TOP keyframe ego poses of the scene and its `sample_annotation`s:
 
-* `trajectory` (6, 2): ego positions at the next 6 keyframes (0.5 s apart, 3 s) in the ego frame of the current one
-  (x forward, y left, metres), as UniAD/VAD; `trajectory_mask` False past the scene end (values 0).
-* `past_trajectory` (4, 2): ego positions at the previous 4 keyframes, oldest first (-2.0, -1.5, -1.0, -0.5 s), same
-  frame; `past_trajectory_mask` False before the scene start.
+* `trajectory` (6, 2): ego positions at the next 6 keyframes in the ego frame of the current one (x forward, y left,
+  metres), as UniAD/VAD; `trajectory_mask` False past the scene end (values 0). nuScenes keyframes are nominally
+  0.5 s apart but really 0.40-0.60 s (the 6-step horizon spans 2.9-3.1 s); like the published planners, waypoints
+  are indexed by keyframe, not resampled in time.
+* `past_trajectory` (4, 2): ego positions at the previous 4 keyframes, oldest first (nominally -2.0, -1.5, -1.0,
+  -0.5 s), same frame; `past_trajectory_mask` False before the scene start.
 * `ego_status` (6,) in `EGO_STATUS_FEATURES` order: vx, vy (m/s), ax, ay (m/s^2), yaw_rate (rad/s) from the keyframe
   poses by causal backward differences (see `geometry.ego_kinematics`; invalid on the first one or two keyframes of a
   scene), and steering: the `steering` wheel angle of the CAN bus expansion's last `vehicle_monitor` message at or
-  before the keyframe, degrees converted to rad (sign as recorded), when `<dataroot>/can_bus` holds the scene;
-  otherwise 0 and invalid. `ego_status_valid` (6,) bool flags each entry. Kinematics come from the poses even when
-  the CAN bus is present, so that scenes with and without it (21 nuScenes scenes have none) share one definition.
-* `meta_action`: `"<speed>, <path>"` from `occvla_hf.processing.meta_action` on the valid waypoints, with the measured
+  before the keyframe, degrees converted to rad (sign as recorded), when the expansion holds the scene; otherwise 0
+  and invalid. `ego_status_valid` (6,) bool flags each entry. Kinematics come from the poses even when the CAN bus
+  is present, so that scenes with and without it (21 nuScenes scenes have none) share one definition.
+* `meta_action`: `"<speed>, <path>"` from `meta_action_from_trajectory` on the valid waypoints, with the measured
   speed as the current speed when valid; `""` when no future waypoint exists (the last keyframe of a scene).
-* `agent_boxes` (7 lists, t = 0..6 at 0.5 s): the boxes annotated at the current keyframe, followed to later
-  keyframes through `sample_annotation.next` (as UniAD's occupancy/collision ground truth), each (N_t, 7) in
-  `BOX_FIELDS` order in the ego frame of the current keyframe; `agent_categories` the matching nuScenes detection
-  names. Annotations whose category has no detection name (animals, debris, ...) are left out.
+* `agent_boxes` (7 lists, t = 0..6): every `sample_annotation` of the keyframe t steps ahead (agents that appear
+  after the current keyframe included; empty past the scene end), each (N_t, 7) in `BOX_FIELDS` order in the ego
+  frame of the current keyframe; `agent_categories` their full nuScenes category names (`vehicle.emergency.police`,
+  `movable_object.debris`, ...) and `agent_instances` their instance tokens. Nothing is filtered: each planning
+  protocol selects its own classes and agents (`occvla_hf.evaluation.planning.protocol_obstacles`).
+
+Camera fields: `camera_extrinsics` is the calibrated camera -> ego transform (ego at the camera's own timestamp);
+`camera_to_keyframe_ego` maps the camera into the ego frame of the LIDAR_TOP keyframe, through the ego poses of
+both sample_data (cameras fire 1-48 ms before the lidar sweep, in which the ego moves up to 0.4 m). Boxes,
+trajectories and occupancy are in the keyframe ego frame, so projections between cameras and the BEV use
+`camera_to_keyframe_ego`.
 """
 
 from __future__ import annotations
@@ -30,12 +39,17 @@ from pathlib import Path
 
 import numpy as np
 from nuscenes.can_bus.can_bus_api import NuScenesCanBus
-from nuscenes.eval.detection.utils import category_to_detection_name
 from nuscenes.nuscenes import NuScenes
 from nuscenes.utils.splits import create_splits_scenes
 
 from occvla_hf.constants import CAMERA_NAMES, EGO_STATUS_FEATURES, NUM_PAST_WAYPOINTS, NUM_WAYPOINTS
-from occvla_hf.data.geometry import boxes_in_frame, ego_kinematics, pose_matrix, positions_in_frame
+from occvla_hf.data.geometry import (
+    boxes_in_frame,
+    ego_kinematics,
+    pose_matrix,
+    positions_in_frame,
+    sensor_to_keyframe_ego,
+)
 from occvla_hf.processing.meta_action import meta_action_from_trajectory
 
 # Official splits built for each nuScenes version (names as `create_splits_scenes` returns them).
@@ -64,19 +78,56 @@ def check_dataroot(dataroot: str | os.PathLike, version: str) -> Path:
     return root
 
 
+def find_can_bus(dataroot: Path, can_bus: str | os.PathLike | None) -> Path | None:
+    """The CAN bus expansion folder (the one holding `scene-XXXX_*.json`), or None when none is found.
+
+    `can_bus` given: that folder, FileNotFoundError naming it if it is missing (ValueError unless it is named
+    `can_bus`, as the expansion extracts and as the devkit's `NuScenesCanBus` requires). Otherwise
+    `<dataroot>/can_bus`, then `can_bus/` beside the dataroot (the devkit's tutorials extract it into the nuScenes
+    folder; many setups keep it beside it, `data/can_bus` next to `data/nuscenes`).
+    """
+    if can_bus is not None:
+        folder = Path(can_bus)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"can_bus: {str(folder)!r} is not a directory (the nuScenes CAN bus expansion)")
+        if folder.resolve().name != "can_bus":
+            raise ValueError(f"can_bus: expected the expansion's folder named 'can_bus', got {str(folder)!r}")
+        return folder.resolve()
+    for folder in (dataroot / "can_bus", dataroot.parent / "can_bus"):
+        if folder.is_dir():
+            return folder.resolve()
+    return None
+
+
 class NuScenesReader:
     """Reads the keyframes of one nuScenes version (real or generated) through the devkit.
 
     Args:
-        dataroot: folder holding `<version>/*.json`, `samples/` and optionally `can_bus/`.
+        dataroot: folder holding `<version>/*.json` and `samples/`.
         version: e.g. `"v1.0-mini"`, `"v1.0-trainval"`.
+        can_bus: the CAN bus expansion folder; None looks in `<dataroot>/can_bus`, then beside the dataroot.
+        require_steering: fail (FileNotFoundError naming the folders searched) when no expansion is found, instead
+            of marking steering invalid on every keyframe.
     """
 
-    def __init__(self, dataroot: str | os.PathLike, version: str) -> None:
+    def __init__(
+        self,
+        dataroot: str | os.PathLike,
+        version: str,
+        can_bus: str | os.PathLike | None = None,
+        require_steering: bool = False,
+    ) -> None:
         self.dataroot = check_dataroot(dataroot, version).resolve()
         self.version = version
         self.nusc = NuScenes(version=version, dataroot=str(self.dataroot), verbose=False)
-        self.can_bus = NuScenesCanBus(dataroot=str(self.dataroot)) if (self.dataroot / "can_bus").is_dir() else None
+        self.can_bus_dir = find_can_bus(self.dataroot, can_bus)
+        if self.can_bus_dir is None and require_steering:
+            raise FileNotFoundError(
+                f"can_bus: steering was asked for but no CAN bus expansion was found in "
+                f"{str(self.dataroot / 'can_bus')!r} or {str(self.dataroot.parent / 'can_bus')!r}; pass its folder"
+            )
+        # The devkit reads `<its dataroot>/can_bus`.
+        self.can_bus = NuScenesCanBus(dataroot=str(self.can_bus_dir.parent)) if self.can_bus_dir else None
         self._scenes = {scene["name"]: scene for scene in self.nusc.scene}
 
     def split_scenes(self, splits: Sequence[str] | None = None) -> dict[str, list[str]]:
@@ -113,19 +164,24 @@ class NuScenesReader:
         """Common fields of a keyframe.
 
         Returns `sample_token`, `scene_name`, `timestamp` (us), `image_paths` (6 absolute paths in `CAMERA_NAMES`
-        order), `camera_intrinsics` (6, 3, 3) float32 and `camera_extrinsics` (6, 4, 4) float32 camera -> ego.
+        order), `camera_intrinsics` (6, 3, 3) float32, `camera_extrinsics` (6, 4, 4) float32 camera -> ego at the
+        camera's time and `camera_to_keyframe_ego` (6, 4, 4) float32 camera -> ego at the LIDAR_TOP keyframe.
         """
         sample = self.nusc.get("sample", sample_token)
         missing = [name for name in CAMERA_NAMES if name not in sample["data"]]
         if missing:
             raise ValueError(f"sample {sample_token}: no keyframe sample_data for cameras {missing}")
-        paths, intrinsics, extrinsics = [], [], []
+        keyframe_pose = self._ego_pose(sample["data"]["LIDAR_TOP"])
+        paths, intrinsics, extrinsics, to_keyframe = [], [], [], []
         for name in CAMERA_NAMES:
             sample_data = self.nusc.get("sample_data", sample["data"][name])
             sensor = self.nusc.get("calibrated_sensor", sample_data["calibrated_sensor_token"])
             paths.append(str(self.dataroot / sample_data["filename"]))
             intrinsics.append(sensor["camera_intrinsic"])
             extrinsics.append(pose_matrix(sensor["translation"], sensor["rotation"]))
+            to_keyframe.append(
+                sensor_to_keyframe_ego(extrinsics[-1], self._ego_pose(sample["data"][name]), keyframe_pose)
+            )
         return {
             "sample_token": sample_token,
             "scene_name": self.nusc.get("scene", sample["scene_token"])["name"],
@@ -133,7 +189,14 @@ class NuScenesReader:
             "image_paths": paths,
             "camera_intrinsics": np.asarray(intrinsics, dtype=np.float32),
             "camera_extrinsics": np.asarray(extrinsics, dtype=np.float32),
+            "camera_to_keyframe_ego": np.asarray(to_keyframe, dtype=np.float32),
         }
+
+    def _ego_pose(self, sample_data_token: str) -> np.ndarray:
+        """(4, 4) ego -> global pose at a sample_data's timestamp."""
+        record = self.nusc.get("sample_data", sample_data_token)
+        pose = self.nusc.get("ego_pose", record["ego_pose_token"])
+        return pose_matrix(pose["translation"], pose["rotation"])
 
     def planning_fields(self, scene_name: str) -> list[dict]:
         """Planning fields of every keyframe of a scene, in time order (see the module docstring)."""
@@ -144,7 +207,6 @@ class NuScenesReader:
         poses = np.stack([pose_matrix(pose["translation"], pose["rotation"]) for pose in ego_poses])  # (K, 4, 4)
         pose_times_us = np.array([pose["timestamp"] for pose in ego_poses], dtype=np.int64)
         steering_rad, steering_valid = self._steering(scene_name, [sample["timestamp"] for sample in samples])
-        index_of = {token: k for k, token in enumerate(tokens)}
         records = []
         for k in range(len(tokens)):
             status, status_valid = np.zeros(len(EGO_STATUS_FEATURES)), np.zeros(len(EGO_STATUS_FEATURES), bool)
@@ -160,7 +222,7 @@ class NuScenesReader:
                 if trajectory_mask.any()
                 else ""
             )
-            boxes, categories = self._agent_boxes(samples[k], k, index_of, poses[k])
+            boxes, categories, instances = self._agent_boxes(samples[k : k + NUM_BOX_STEPS], poses[k])
             records.append(
                 {
                     "ego_status": status.astype(np.float32),
@@ -172,37 +234,30 @@ class NuScenesReader:
                     "meta_action": meta_action,
                     "agent_boxes": boxes,
                     "agent_categories": categories,
+                    "agent_instances": instances,
                 }
             )
         return records
 
     def _agent_boxes(
-        self, sample: dict, k: int, index_of: dict[str, int], frame_pose: np.ndarray
-    ) -> tuple[list[np.ndarray], list[list[str]]]:
-        """Boxes (N_t, 7) float32 and detection names at t = 0..6 of the instances annotated at keyframe k."""
-        steps: list[list[dict]] = [[] for _ in range(NUM_BOX_STEPS)]
-        names: list[list[str]] = [[] for _ in range(NUM_BOX_STEPS)]
-        for token in sample["anns"]:
-            annotation = self.nusc.get("sample_annotation", token)
-            name = category_to_detection_name(annotation["category_name"])
-            if name is None:
-                continue
-            while True:
-                t = index_of[annotation["sample_token"]] - k
-                if t >= NUM_BOX_STEPS:
-                    break
-                steps[t].append(annotation)
-                names[t].append(name)
-                if not annotation["next"]:
-                    break
-                annotation = self.nusc.get("sample_annotation", annotation["next"])
-        boxes = [
-            boxes_in_frame(
-                [a["translation"] for a in step], [a["size"] for a in step], [a["rotation"] for a in step], frame_pose
-            ).astype(np.float32)
-            for step in steps
-        ]
-        return boxes, names
+        self, samples: Sequence[dict], frame_pose: np.ndarray
+    ) -> tuple[list[np.ndarray], list[list[str]], list[list[str]]]:
+        """Boxes (N_t, 7) float32, full category names and instance tokens of every annotation of `samples[t]`
+        (the current keyframe and the ones after it), in the ego frame `frame_pose`; empty steps past the scene end."""
+        boxes, categories, instances = [], [], []
+        for t in range(NUM_BOX_STEPS):
+            annotations = [self.nusc.get("sample_annotation", a) for a in samples[t]["anns"]] if t < len(samples) else []
+            boxes.append(
+                boxes_in_frame(
+                    [a["translation"] for a in annotations],
+                    [a["size"] for a in annotations],
+                    [a["rotation"] for a in annotations],
+                    frame_pose,
+                ).astype(np.float32)
+            )
+            categories.append([a["category_name"] for a in annotations])
+            instances.append([a["instance_token"] for a in annotations])
+        return boxes, categories, instances
 
     def _steering(self, scene_name: str, timestamps_us: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """Steering-wheel angle (rad) at each keyframe from CAN `vehicle_monitor` (latest message at or before it)."""

@@ -95,7 +95,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _run_plan(args: argparse.Namespace) -> int:
-    from .runner import load_split, model_inputs
+    from .runner import load_split, model_inputs, row_agents
 
     model, processor = _load(args)
     dataset = load_split(args.data, "planning", args.split)
@@ -114,8 +114,7 @@ def _run_plan(args: argparse.Namespace) -> int:
         plan = model.plan(**model_inputs(inputs, model), tokenizer=processor.tokenizer)
     pred = plan.trajectory[0].float().cpu().numpy()
     gt, mask = np.asarray(row["trajectory"], np.float32), np.asarray(row["trajectory_mask"], bool)
-    boxes = agent_boxes_arrays(row["agent_boxes"])
-    result = evaluate_planning_sample(pred, gt, mask, boxes[1:], [list(c) for c in row["agent_categories"][1:]])
+    result = evaluate_planning_sample(pred, gt, mask, **row_agents(row))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     title = f"{row['sample_token'][:8]}  pred: {plan.meta_action[0]}  gt: {row['meta_action']}"
@@ -125,7 +124,7 @@ def _run_plan(args: argparse.Namespace) -> int:
             gt_trajectory=gt,
             trajectory_mask=mask,
             collisions=result.collision[0, 0],
-            agent_boxes=boxes,
+            agent_boxes=agent_boxes_arrays(row["agent_boxes"]),
             agent_categories=row["agent_categories"],
             title=title,
         ),
@@ -136,7 +135,7 @@ def _run_plan(args: argparse.Namespace) -> int:
         plot_camera_mosaic(
             row["images"],
             camera_intrinsics=np.asarray(row["camera_intrinsics"]),
-            camera_extrinsics=np.asarray(row["camera_extrinsics"]),
+            camera_to_ego=np.asarray(row["camera_to_keyframe_ego"]),
             pred_trajectory=pred,
             gt_trajectory=gt,
             trajectory_mask=mask,

@@ -21,11 +21,17 @@ the handedness of the BEV grid. Everything here follows the published code, read
   UniAD `projects/mmdet3d_plugin/datasets/nuscenes_e2e_dataset.py` reproduces it as `value[: i + 1].mean()` under
   `planning_evaluation_strategy="stp3"`, UniAD issue #166 / PR #173; hustvl/VAD issues #33, #47). "Avg." is the mean
   of the 1 s, 2 s and 3 s values (UniAD issue #103).
+* Agent sets (`protocol_obstacles`): UniAD rasterises every annotation of each future keyframe, agents that
+  appear after the current one included (`nuscenes_e2e_dataset.py` builds the future occupancy from each future
+  sample's own annotations); ST-P3 follows the instances of the present frames (`NuscenesData.py::
+  get_birds_eye_view_label` skips, with `in_pred=True`, instances missing from its `instance_map`). The planning
+  rows therefore keep every annotation of every future keyframe with its instance token.
 * `protocol_agent_mask`: UniAD counts vehicles only (`GenerateOccFlowLabels(only_vehicle=True)` in
   `projects/configs/stage2_e2e/base_e2e.py`: car, truck, construction vehicle, bus, trailer, motorcycle, bicycle);
   ST-P3 counts every category whose nuScenes name contains "vehicle" or "human" (`get_birds_eye_view_label`, the
-  occupancy being `logical_or(vehicles, pedestrians)` in `evaluate.py`); PointsCoder/GPT-Driver issue #6 lists these
-  differences.
+  occupancy being `logical_or(vehicles, pedestrians)` in `evaluate.py`), so also `vehicle.emergency.*` and
+  `human.pedestrian.{personal_mobility,stroller,wheelchair}`, which have no detection name (the rows keep the full
+  category); PointsCoder/GPT-Driver issue #6 lists these differences.
 
 Coordinates. Our ego frame is x forward, y left. Both published codes index the grid as
 `[row = forward cell, column = lateral cell]`, but UniAD works in the LiDAR frame (x right, y forward: its boxes fill
@@ -36,15 +42,16 @@ not symmetric about the centre line, the same scene can collide under one protoc
 footprint reaches 1.0 m to the right of the centre in ST-P3's grid and 1.0 m to the left in UniAD's); we keep each
 protocol's handedness (`PROTOCOL_LATERAL_SIGN`) so the numbers match the published ones.
 
-Deviations. (1) Steps with `trajectory_mask` False are left out of numerator and denominator of every per-step
-value; UniAD multiplies the L2 by the mask but still divides by the number of samples (masked steps count as zero
-error) and ST-P3 drops samples without a full future. With every step valid the numbers are identical. (2) The
+Deviations. (1) By default (`normalization="valid_steps"`) steps with `trajectory_mask` False are left out of
+numerator and denominator of every per-step value, L2 and collisions alike; UniAD multiplies the L2 by the mask but
+still divides by the number of samples (masked steps count as zero error, and as ground-truth collisions that are
+never counted), which `normalization="all_samples"` reproduces exactly; ST-P3 drops samples without a full future.
+With every step valid the numbers are identical. (2) The
 ST-P3 horizon value is the mean of the per-step values, each divided by its own count of valid steps (identical to
 ST-P3 when all steps are valid). (3) Trajectories and boxes share one ego frame; ST-P3 mixes the LiDAR frame
-(trajectories) with the LiDAR ego-pose frame (boxes), about 1 m apart. (4) The boxes given are the obstacles: no
-visibility filter (UniAD runs with `filter_invisible=False`; ST-P3 drops vehicles with visibility 0-40 % at the
-present frames, and keeps at future frames only agents annotated at the present ones; the planning dataset carries
-neither visibility nor that history). (5) Footprint corners are computed in float64 (the published code: float32), which
+(trajectories) with the LiDAR ego-pose frame (boxes), about 1 m apart. (4) No visibility filter (UniAD runs with `filter_invisible=False`;
+ST-P3 drops vehicles with visibility 0-40 % at the present frames), and ST-P3's present frames are the current
+keyframe only (its receptive field also registers the instances of the two previous keyframes). (5) Footprint corners are computed in float64 (the published code: float32), which
 can only move a corner lying within float32 rounding of a half-cell boundary.
 
 `oriented_box_collisions` is an extra, not a published metric: the ego box rotated to the trajectory heading, tested
@@ -58,7 +65,7 @@ Accumulation: `PlanningMetricAccumulator` adds per-step sums and counts over all
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -85,6 +92,9 @@ _VEHICLE_DETECTION_NAMES = frozenset(
     {"car", "truck", "construction_vehicle", "bus", "trailer", "motorcycle", "bicycle"}
 )
 _STP3_DETECTION_NAMES = _VEHICLE_DETECTION_NAMES | {"pedestrian"}
+
+# Divisors of the per-step values (see `PlanningMetricAccumulator`).
+NORMALIZATIONS: tuple[str, ...] = ("valid_steps", "all_samples")
 
 # Collision checks reported per protocol: the published grid check and the heading-aware extra.
 COLLISION_CHECKS: tuple[str, ...] = ("bev", "oriented")
@@ -113,6 +123,45 @@ def protocol_agent_mask(categories: Sequence[str], protocol: str) -> np.ndarray:
     return np.array([_is_agent_for_protocol(category, protocol) for category in categories], dtype=bool)
 
 
+def protocol_obstacles(
+    agent_boxes: Sequence[np.ndarray],
+    protocol: str,
+    agent_categories: Sequence[Sequence[str]] | None = None,
+    agent_instances: Sequence[Sequence[str]] | None = None,
+    current_instances: Collection[str] | None = None,
+) -> list[np.ndarray]:
+    """The obstacle boxes `protocol` rasterises at each future step.
+
+    Args:
+        agent_boxes: T arrays (N_t, 7), every agent annotated at future step t (the planning row's `agent_boxes[1:]`).
+        agent_categories: T lists of N_t nuScenes category names (None: every box is of an obstacle class).
+        agent_instances: T lists of N_t instance tokens; with `current_instances` (the tokens annotated at the
+            current keyframe, `agent_instances[0]` of the row) ST-P3 keeps only those instances (agents that appear
+            later are not followed, `NuscenesData.get_birds_eye_view_label` with `in_pred=True`), while UniAD keeps
+            every annotation of the future keyframe (`nuscenes_e2e_dataset.py` rasterises each future sample's
+            annotations). None: every box is kept by both.
+    """
+    _check_protocol(protocol)
+    boxes = [_as_boxes(b, f"agent_boxes[{t}]") for t, b in enumerate(agent_boxes)]
+    for name, values in (("agent_categories", agent_categories), ("agent_instances", agent_instances)):
+        if values is not None and [len(v) for v in values] != [len(b) for b in boxes]:
+            raise ValueError(
+                f"{name}: expected per-step lengths {[len(b) for b in boxes]}, got {[len(v) for v in values]}"
+            )
+    if (agent_instances is None) != (current_instances is None):
+        raise ValueError("agent_instances/current_instances: pass both (ST-P3 follows the current agents) or neither")
+    obstacles = []
+    for t, step_boxes in enumerate(boxes):
+        keep = np.ones(len(step_boxes), dtype=bool)
+        if agent_categories is not None:
+            keep &= protocol_agent_mask(agent_categories[t], protocol)
+        if protocol == "stp3" and agent_instances is not None:
+            current = set(current_instances)
+            keep &= np.array([instance in current for instance in agent_instances[t]], dtype=bool)
+        obstacles.append(step_boxes[keep])
+    return obstacles
+
+
 def _check_protocol(protocol: str) -> None:
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol: expected one of {PROTOCOLS}, got {protocol!r}")
@@ -125,6 +174,9 @@ def _as_boxes(boxes: object, name: str) -> np.ndarray:
         return np.zeros((0, _NUM_BOX_FIELDS))
     if array.ndim != 2 or array.shape[1] != _NUM_BOX_FIELDS:
         raise ValueError(f"{name}: expected (N, {_NUM_BOX_FIELDS}) rows in {BOX_FIELDS} order, got {array.shape}")
+    if not np.isfinite(array).all():
+        rows = sorted({int(r) for r in np.argwhere(~np.isfinite(array))[:, 0]})
+        raise ValueError(f"{name}: boxes must be finite; rows {rows} hold NaN or inf")
     return array
 
 
@@ -168,9 +220,10 @@ def rasterize_boxes(boxes: np.ndarray, protocol: str) -> np.ndarray:
     grid = np.zeros((BEV_SIZE, BEV_SIZE), dtype=np.uint8)
     corners = _to_grid_frame(box_corners_xy(boxes), protocol)  # (N, 4, 2) forward, lateral
     cells = np.round((corners + BEV_HALF_EXTENT_M) / BEV_CELL_M).astype(np.int32)
-    if len(cells):
-        # cv2 points are (column, row) = (lateral, forward)
-        cv2.fillPoly(grid, list(np.ascontiguousarray(cells[..., ::-1])), 1)
+    # One box per call, as the references do: several contours in one `fillPoly` call are filled with the even-odd
+    # rule, so cells covered by two overlapping boxes would stay free. cv2 points are (column, row).
+    for polygon in np.ascontiguousarray(cells[..., ::-1]):
+        cv2.fillPoly(grid, [polygon], 1)
     return grid.astype(bool)
 
 
@@ -287,6 +340,8 @@ def evaluate_planning_sample(
     mask: np.ndarray,
     agent_boxes: Sequence[np.ndarray],
     agent_categories: Sequence[Sequence[str]] | None = None,
+    agent_instances: Sequence[Sequence[str]] | None = None,
+    current_instances: Collection[str] | None = None,
 ) -> PlanningSampleResult:
     """Score one sample under every protocol and collision check.
 
@@ -298,6 +353,8 @@ def evaluate_planning_sample(
             planning dataset's `agent_boxes[1:]`: its entry 0 is the current time).
         agent_categories: T lists of N_t nuScenes category names; each protocol then keeps its own obstacle
             classes. None: every box is an obstacle for both protocols.
+        agent_instances, current_instances: instance tokens per future step and those of the current keyframe;
+            each protocol then keeps its own agent set (`protocol_obstacles`). None: every box is kept.
     """
     pred = np.asarray(pred, dtype=np.float64)
     gt = np.asarray(gt, dtype=np.float64)
@@ -308,20 +365,13 @@ def evaluate_planning_sample(
         raise ValueError(f"trajectory_mask: expected ({NUM_WAYPOINTS},) bool, got {mask.shape} {mask.dtype}")
     if len(agent_boxes) != NUM_WAYPOINTS:
         raise ValueError(f"agent_boxes: expected {NUM_WAYPOINTS} future steps, got {len(agent_boxes)}")
-    boxes = [_as_boxes(b, f"agent_boxes[{t}]") for t, b in enumerate(agent_boxes)]
-    if agent_categories is not None and [len(c) for c in agent_categories] != [len(b) for b in boxes]:
-        raise ValueError(
-            f"agent_categories: expected per-step lengths {[len(b) for b in boxes]}, "
-            f"got {[len(c) for c in agent_categories]}"
-        )
+    if not (np.isfinite(pred).all() and np.isfinite(gt).all()):
+        raise ValueError("pred/gt: waypoints must be finite (NaN or inf found)")
 
     collision = np.zeros((len(PROTOCOLS), len(COLLISION_CHECKS), NUM_WAYPOINTS), dtype=bool)
     gt_collision = np.zeros_like(collision)
     for p, protocol in enumerate(PROTOCOLS):
-        if agent_categories is None:
-            obstacles = boxes
-        else:
-            obstacles = [b[protocol_agent_mask(c, protocol)] for b, c in zip(boxes, agent_categories)]
+        obstacles = protocol_obstacles(agent_boxes, protocol, agent_categories, agent_instances, current_instances)
         occupancy = rasterize_agent_steps(obstacles, protocol)
         for c, check in enumerate(COLLISION_CHECKS):
             if check == "bev":
@@ -410,13 +460,14 @@ class _PlanningCounts:
         self.collisions += result.collision
         self.gt_collisions += result.gt_collision
 
-    def report(self) -> dict:
+    def report(self, normalization: str) -> dict:
         """Per-step values and the paper rows of both protocols (see `PlanningMetricAccumulator.compute`)."""
+        denominator = self.num_valid if normalization == "valid_steps" else np.full(NUM_WAYPOINTS, self.num_samples)
         with np.errstate(invalid="ignore", divide="ignore"):
-            l2_m = self.l2_sum_m / self.num_valid
-            collision_pct = 100.0 * self.collisions / self.num_valid
-            gt_collision_pct = 100.0 * self.gt_collisions / self.num_valid
-        report: dict = {"num_samples": self.num_samples}
+            l2_m = self.l2_sum_m / denominator
+            collision_pct = 100.0 * self.collisions / denominator
+            gt_collision_pct = 100.0 * self.gt_collisions / denominator
+        report: dict = {"num_samples": self.num_samples, "normalization": normalization}
         for p, protocol in enumerate(PROTOCOLS):
             report[protocol] = protocol_summary(
                 l2_m, {check: collision_pct[p, c] for c, check in enumerate(COLLISION_CHECKS)}, protocol
@@ -441,11 +492,21 @@ class PlanningMetricAccumulator:
 
     Each `update` scores every sample with `evaluate_planning_sample` and adds per-step sums (L2, collisions,
     ground-truth collisions) and counts (valid steps) overall and per ground-truth meta-action; `compute` divides
-    once. A per-step value is therefore sum over samples / number of samples valid at that step, never a mean of
-    batch means.
+    once. A per-step value is therefore a sum over samples divided once, never a mean of batch means.
+
+    Args:
+        normalization: the divisor of each per-step value (L2 and collisions alike). `"valid_steps"` (default): the
+            number of samples whose ground truth has that step, so a partial future (a keyframe near the scene end)
+            neither lowers nor raises a step's value. `"all_samples"`: the number of samples, as UniAD's
+            `PlanningMetric.compute` divides by `total`; a missing step then counts as zero L2 and as a step where
+            the ground truth collides (never counted), which reproduces UniAD's published tables on data with
+            partial futures. Both give identical numbers when every step is valid.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, normalization: str = "valid_steps") -> None:
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization: expected one of {NORMALIZATIONS}, got {normalization!r}")
+        self.normalization = normalization
         self._overall = _PlanningCounts()
         self._by_meta_action: dict[str, _PlanningCounts] = {}
 
@@ -457,6 +518,8 @@ class PlanningMetricAccumulator:
         agent_boxes: Sequence[Sequence[np.ndarray]],
         agent_categories: Sequence[Sequence[Sequence[str]]] | None = None,
         meta_actions: Sequence[str] | None = None,
+        agent_instances: Sequence[Sequence[Sequence[str]]] | None = None,
+        current_instances: Sequence[Collection[str]] | None = None,
     ) -> None:
         """Add a batch.
 
@@ -467,6 +530,8 @@ class PlanningMetricAccumulator:
             agent_boxes: N samples x T future steps x (N_t, 7) boxes (see `evaluate_planning_sample`).
             agent_categories: N x T lists of category names, or None (every box is an obstacle).
             meta_actions: N ground-truth meta-action texts for the per-meta-action breakdown, or None.
+            agent_instances: N x T lists of instance tokens, and current_instances: N collections of the tokens
+                annotated at each sample's current keyframe (both or neither; see `protocol_obstacles`).
         """
         pred, gt, mask = np.asarray(pred), np.asarray(gt), np.asarray(mask)
         if pred.ndim != 3 or len(pred) != len(gt) or len(pred) != len(mask):
@@ -477,12 +542,21 @@ class PlanningMetricAccumulator:
             ("agent_boxes", agent_boxes),
             ("agent_categories", agent_categories),
             ("meta_actions", meta_actions),
+            ("agent_instances", agent_instances),
+            ("current_instances", current_instances),
         ):
             if values is not None and len(values) != len(pred):
                 raise ValueError(f"{name}: expected {len(pred)} samples, got {len(values)}")
         for i in range(len(pred)):
-            categories = None if agent_categories is None else agent_categories[i]
-            result = evaluate_planning_sample(pred[i], gt[i], mask[i], agent_boxes[i], categories)
+            result = evaluate_planning_sample(
+                pred[i],
+                gt[i],
+                mask[i],
+                agent_boxes[i],
+                None if agent_categories is None else agent_categories[i],
+                None if agent_instances is None else agent_instances[i],
+                None if current_instances is None else current_instances[i],
+            )
             self._overall.add(result)
             if meta_actions is not None:
                 self._by_meta_action.setdefault(meta_actions[i], _PlanningCounts()).add(result)
@@ -490,15 +564,17 @@ class PlanningMetricAccumulator:
     def compute(self) -> dict:
         """The JSON-ready report.
 
-        Keys: `num_samples`; `stp3` and `uniad`, each the paper row (`l2_1s_m` ... `l2_avg_m`, `collision_1s_pct`
+        Keys: `num_samples`; `normalization`; `stp3` and `uniad`, each the paper row (`l2_1s_m` ... `l2_avg_m`, `collision_1s_pct`
         ... `collision_avg_pct`, and the heading-aware `collision_oriented_*_pct`); `per_step` (time, valid counts,
         L2, and per protocol the collision and ground-truth collision rates per step); `by_meta_action`, the same
         report per ground-truth meta-action. Values with no valid sample are None.
         """
         if self._overall.num_samples == 0:
             raise ValueError("PlanningMetricAccumulator: no sample was added")
-        report = self._overall.report()
-        report["by_meta_action"] = {name: counts.report() for name, counts in sorted(self._by_meta_action.items())}
+        report = self._overall.report(self.normalization)
+        report["by_meta_action"] = {
+            name: counts.report(self.normalization) for name, counts in sorted(self._by_meta_action.items())
+        }
         return report
 
 

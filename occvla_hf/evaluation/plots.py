@@ -258,7 +258,7 @@ def plot_camera_mosaic(
     images: Sequence[object],
     *,
     camera_intrinsics: np.ndarray,
-    camera_extrinsics: np.ndarray,
+    camera_to_ego: np.ndarray,
     pred_trajectory: np.ndarray | None = None,
     gt_trajectory: np.ndarray | None = None,
     trajectory_mask: np.ndarray | None = None,
@@ -270,7 +270,8 @@ def plot_camera_mosaic(
     Args:
         images: six images (PIL or (H, W, 3) arrays) in CAMERA_NAMES order.
         camera_intrinsics: (6, 3, 3) pinhole matrices for the pixel size of `images`.
-        camera_extrinsics: (6, 4, 4) camera->ego transforms.
+        camera_to_ego: (6, 4, 4) camera -> ego transforms into the frame of the trajectories: the planning rows'
+            `camera_to_keyframe_ego` (the calibrated `camera_extrinsics` are at each camera's own time).
         pred_trajectory, gt_trajectory: (6, 2) waypoints, metres, ego frame, drawn on the ground plane z = 0.
         trajectory_mask: (6,) bool valid ground-truth steps.
         figsize_in, dpi: the PNG is figsize_in * dpi pixels; cells stretch to fill it.
@@ -278,11 +279,11 @@ def plot_camera_mosaic(
     if len(images) != len(CAMERA_NAMES):
         raise ValueError(f"images: expected {len(CAMERA_NAMES)} views in {CAMERA_NAMES} order, got {len(images)}")
     camera_intrinsics = np.asarray(camera_intrinsics, dtype=np.float64)
-    camera_extrinsics = np.asarray(camera_extrinsics, dtype=np.float64)
-    if camera_intrinsics.shape != (len(CAMERA_NAMES), 3, 3) or camera_extrinsics.shape != (len(CAMERA_NAMES), 4, 4):
+    camera_to_ego = np.asarray(camera_to_ego, dtype=np.float64)
+    if camera_intrinsics.shape != (len(CAMERA_NAMES), 3, 3) or camera_to_ego.shape != (len(CAMERA_NAMES), 4, 4):
         raise ValueError(
-            f"camera_intrinsics/camera_extrinsics: expected ({len(CAMERA_NAMES)}, 3, 3) and "
-            f"({len(CAMERA_NAMES)}, 4, 4), got {camera_intrinsics.shape}, {camera_extrinsics.shape}"
+            f"camera_intrinsics/camera_to_ego: expected ({len(CAMERA_NAMES)}, 3, 3) and "
+            f"({len(CAMERA_NAMES)}, 4, 4), got {camera_intrinsics.shape}, {camera_to_ego.shape}"
         )
     figure = Figure(figsize=figsize_in, dpi=dpi)
     grid = figure.add_gridspec(
@@ -305,7 +306,7 @@ def plot_camera_mosaic(
                     pixels, depth = project_to_image(
                         np.concatenate([ground, np.zeros((len(ground), 1))], axis=1),
                         camera_intrinsics[index],
-                        camera_extrinsics[index],
+                        camera_to_ego[index],
                     )
                     seen = pixels[depth > _MIN_DEPTH_M]
                     line_style = {k: v for k, v in style.items() if k != "marker"}

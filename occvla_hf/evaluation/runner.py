@@ -65,16 +65,27 @@ def model_inputs(inputs: Any, model: OccVLAForPlanning) -> dict[str, torch.Tenso
     return moved
 
 
+def row_agents(row: Mapping[str, Any]) -> dict[str, Any]:
+    """`evaluate_planning_sample`'s agent arguments of one planning row: boxes, categories and instances at the 6
+    future steps (entry 0 of the agent columns, the current keyframe, gives only `current_instances`)."""
+    instances = [list(step) for step in row["agent_instances"]]
+    return {
+        "agent_boxes": agent_boxes_arrays(row["agent_boxes"])[1:],
+        "agent_categories": [list(step) for step in row["agent_categories"]][1:],
+        "agent_instances": instances[1:],
+        "current_instances": frozenset(instances[0]),
+    }
+
+
 def planning_targets(rows: Mapping[str, Sequence[Any]] | Dataset) -> dict[str, Any]:
     """`PlanningMetricAccumulator.update`'s targets of planning rows (a column batch or a Dataset): logged waypoints,
-    the other agents' boxes and categories at the 6 future steps (entry 0 of `agent_boxes`/`agent_categories`, the
-    current time, is left out) and the meta-actions."""
-    return {
-        "gt": np.asarray(rows["trajectory"], dtype=np.float32),
-        "agent_boxes": [agent_boxes_arrays(boxes)[1:] for boxes in rows["agent_boxes"]],
-        "agent_categories": [list(categories)[1:] for categories in rows["agent_categories"]],
-        "meta_actions": list(rows["meta_action"]),
-    }
+    the other agents (`row_agents`, per sample) and the meta-actions."""
+    columns = ("agent_boxes", "agent_categories", "agent_instances")
+    agents = [row_agents(dict(zip(columns, values))) for values in zip(*(rows[c] for c in columns))]
+    targets = {"gt": np.asarray(rows["trajectory"], dtype=np.float32), "meta_actions": list(rows["meta_action"])}
+    for key in ("agent_boxes", "agent_categories", "agent_instances", "current_instances"):
+        targets[key] = [sample[key] for sample in agents]
+    return targets
 
 
 @torch.inference_mode()

@@ -46,6 +46,7 @@ from occvla_hf.sim.occupancy import (
     camera_voxel_projections,
     labels_npz_bytes,
     lidar_voxel_projection,
+    occ3d_masks,
     semantics,
     visibility_mask,
 )
@@ -322,11 +323,10 @@ class _SceneWriter:
         )
         self._sample_data(k, sample_token, LIDAR_CHANNEL, timestamp, cloud.tobytes(), "pcd", 0, 0)
 
-        labels = labels_npz_bytes(
-            semantics(ground, ego_xy, ego_yaw, boxes),
-            visibility_mask([self.lidar_projection], [lidar_cast]),
-            visibility_mask(self.cam_projections, casts),
+        mask_lidar, mask_camera = occ3d_masks(
+            visibility_mask([self.lidar_projection], [lidar_cast]), visibility_mask(self.cam_projections, casts)
         )
+        labels = labels_npz_bytes(semantics(ground, ego_xy, ego_yaw, boxes), mask_lidar, mask_camera)
         path = self.dataroot / "gts" / self.name / sample_token / "labels.npz"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(labels)

@@ -76,11 +76,20 @@ def taxonomy_tables() -> dict[str, list[dict]]:
     sensors = [{"token": token("sensor", c), "channel": c, "modality": "camera"} for c in CAMERA_NAMES]
     sensors.append({"token": token("sensor", LIDAR_CHANNEL), "channel": LIDAR_CHANNEL, "modality": "lidar"})
     return {
-        "category": [{"token": token("category", n), "name": n, "description": d} for n, d, _ in NUSCENES_CATEGORIES],
+        "category": [
+            {"token": token("category", n), "name": n, "description": d, "index": lidarseg_index(n)}
+            for n, d, _ in NUSCENES_CATEGORIES
+        ],
         "attribute": [{"token": token("attribute", n), "name": n, "description": d} for n, d in NUSCENES_ATTRIBUTES],
         "visibility": [{"token": t, "level": lvl, "description": d} for t, lvl, d in NUSCENES_VISIBILITY],
         "sensor": sensors,
     }
+
+
+def lidarseg_index(category: str) -> int:
+    """The `index` a real `category` record carries: its lidarseg class id (0 is noise, the 23 object categories
+    follow as 1..23 in alphabetical order, the background classes after them)."""
+    return sorted(name for name, _, _ in NUSCENES_CATEGORIES).index(category) + 1
 
 
 def visibility_token(fraction: float) -> str:

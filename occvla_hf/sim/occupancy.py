@@ -1,11 +1,18 @@
 """Occ3D-nuScenes labels: semantics from the ground map and boxes, visibility masks from the sensors' ray casts.
 
-Semantics: every voxel is `free` except the ground layer (the voxels containing z = 0, classed from the ground map)
-and voxels whose centre lies inside a box (static geometry first, then agents, which win where they overlap).
+The files follow real Occ3D-nuScenes `labels.npz` conventions: `semantics` uint8, `mask_lidar` and `mask_camera`
+uint8 0/1, the driveable surface in z-layer 0 (`OCC_GROUND_LAYER`; layer k is centred (k - OCC_GROUND_LAYER) * 0.4 m
+above the ground), and `mask_camera` a subset of `mask_lidar`.
+
+Semantics: every voxel is `free` except the ground layer (classed from the ground map) and voxels whose centre lies
+inside a box (static geometry first, then agents, which win where they overlap).
 Visibility ("shadow mapping"): the rig is fixed in the ego frame, so each voxel's projection into every camera and
-into the dense lidar grid is precomputed once; a voxel is visible when a probe point just under its top face is no
-farther than the ray's first hit plus `VISIBILITY_TOLERANCE_M` (the voxel holding a surface is visible, voxels
-behind it are not). `mask_camera` is the union over the six cameras, `mask_lidar` the same for the lidar rays.
+into the dense lidar grid is precomputed once; a voxel is observed by a ray bundle when a probe point just under its
+top face is no farther than its ray's first hit plus `VISIBILITY_TOLERANCE_M` (the voxels a ray traverses up to and
+including the surface it hits). Rays without a return (sky, beyond range) observe nothing, as a lidar ray without a
+point marks no voxel. `mask_lidar` is the union over the lidar rays; `mask_camera`, as Occ3D builds it, the voxels
+observed by some camera among those the lidar observed (Occ3D treats voxels unobserved by the lidar as unobserved by
+the cameras too).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from occvla_hf.constants import OCC_FREE_CLASS, OCC_GRID_SHAPE, OCC_RANGE_MIN_M, OCC_VOXEL_SIZE_M
+from occvla_hf.constants import OCC_FREE_CLASS, OCC_GRID_SHAPE, OCC_GROUND_LAYER, OCC_RANGE_MIN_M, OCC_VOXEL_SIZE_M
 from occvla_hf.sim.cameras import NEAR_PLANE_M, LidarRays, PinholeRays, camera_rays, lidar_rays
 from occvla_hf.sim.geometry import frame_to_world_2d
 from occvla_hf.sim.layout import GroundMap
@@ -25,12 +32,20 @@ from occvla_hf.sim.render import CastResult, FrameBoxes
 
 VISIBILITY_TOLERANCE_M: float = 0.35  # about half a voxel diagonal
 PROBE_HEIGHT_M: float = 0.45 * OCC_VOXEL_SIZE_M  # probe point above the voxel centre
-GROUND_LAYER: int = int(np.floor((0.0 - OCC_RANGE_MIN_M[2]) / OCC_VOXEL_SIZE_M))  # voxels holding z = 0
+GROUND_LAYER: int = OCC_GROUND_LAYER  # voxels holding the ground plane z = 0
 
 
 def voxel_axes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Voxel-centre coordinates along x (200,), y (200,), z (16,) in the ego frame."""
-    return tuple(OCC_RANGE_MIN_M[i] + (np.arange(OCC_GRID_SHAPE[i]) + 0.5) * OCC_VOXEL_SIZE_M for i in range(3))
+    """Voxel-centre coordinates along x (200,), y (200,), z (16,) in the ego frame (z: see the module docstring)."""
+    xs, ys = (OCC_RANGE_MIN_M[i] + (np.arange(OCC_GRID_SHAPE[i]) + 0.5) * OCC_VOXEL_SIZE_M for i in range(2))
+    zs = (np.arange(OCC_GRID_SHAPE[2]) - OCC_GROUND_LAYER) * OCC_VOXEL_SIZE_M
+    return xs, ys, zs
+
+
+def voxel_index(x: float, y: float, z: float) -> tuple[int, int, int]:
+    """(i, j, k) of the voxel holding an ego-frame point (the inverse of `voxel_axes`; may fall outside the grid)."""
+    lower_edges = [axis[0] - OCC_VOXEL_SIZE_M / 2 for axis in voxel_axes()]
+    return tuple(int((v - lo) // OCC_VOXEL_SIZE_M) for v, lo in zip((x, y, z), lower_edges, strict=True))
 
 
 @lru_cache(maxsize=1)
@@ -65,17 +80,28 @@ def project_voxels_camera(rays: PinholeRays) -> VoxelProjection:
 
 
 def project_voxels_lidar(rays: LidarRays) -> VoxelProjection:
-    """Voxel probes inside the lidar's elevation range, with their range and nearest dense ray."""
+    """Voxel probes that a real lidar ring passes through, with their range and that ring's ray.
+
+    A voxel counts when the elevation of some ring (`rays.beam_rows`) lies within the voxel's vertical angular
+    half-size seen from the lidar (`atan(voxel / 2 / horizontal distance)`): far from the sensor the rings are more
+    than a voxel apart and the voxels between them are never traversed, as in a real sweep.
+    """
     rel = voxel_centers() + np.array([0.0, 0.0, PROBE_HEIGHT_M]) - rays.origin
     horiz = np.hypot(rel[:, 0], rel[:, 1])
     elevation = np.arctan2(rel[:, 2], horiz)
     azimuth = np.arctan2(rel[:, 1], rel[:, 0]) % (2 * np.pi)
-    el_step = rays.elevations[1] - rays.elevations[0]
-    row = np.round((elevation - rays.elevations[0]) / el_step)
-    col = np.round(azimuth / (2 * np.pi / len(rays.azimuths))) % len(rays.azimuths)
-    keep = (row >= 0) & (row < len(rays.elevations))
+    ring_elevations = rays.elevations[rays.beam_rows]  # (beams,) increasing
+    nearest = np.clip(np.searchsorted(ring_elevations, elevation), 1, len(ring_elevations) - 1)
+    nearest = np.where(
+        np.abs(elevation - ring_elevations[nearest - 1]) < np.abs(elevation - ring_elevations[nearest]),
+        nearest - 1,
+        nearest,
+    )
+    half_angle = np.arctan2(OCC_VOXEL_SIZE_M / 2, horiz)
+    keep = np.abs(elevation - ring_elevations[nearest]) <= half_angle
     idx = np.flatnonzero(keep)
-    ray = (row[idx] * len(rays.azimuths) + col[idx]).astype(np.int64)
+    col = np.round(azimuth[idx] / (2 * np.pi / len(rays.azimuths))) % len(rays.azimuths)
+    ray = (rays.beam_rows[nearest[idx]] * len(rays.azimuths) + col).astype(np.int64)
     return VoxelProjection(idx, ray, np.linalg.norm(rel[idx], axis=1).astype(np.float32))
 
 
@@ -92,12 +118,18 @@ def lidar_voxel_projection(beams: int, oversampling: int, azimuth_steps: int) ->
 
 
 def visibility_mask(projections: list[VoxelProjection], casts: list[CastResult]) -> np.ndarray:
-    """(200, 200, 16) bool: voxels no farther than the first hit along some ray of some bundle."""
+    """(200, 200, 16) bool: voxels no farther than the first hit along some ray with a hit, of some bundle."""
     visible = np.zeros(int(np.prod(OCC_GRID_SHAPE)), dtype=bool)
-    for proj, cast in zip(projections, casts):
+    for proj, cast in zip(projections, casts, strict=True):
         first_hit = cast.depth.reshape(-1)[proj.ray_index]
-        visible[proj.voxel_index[proj.depth <= first_hit + VISIBILITY_TOLERANCE_M]] = True
+        seen = np.isfinite(first_hit) & (proj.depth <= first_hit + VISIBILITY_TOLERANCE_M)
+        visible[proj.voxel_index[seen]] = True
     return visible.reshape(OCC_GRID_SHAPE)
+
+
+def occ3d_masks(lidar_visible: np.ndarray, camera_visible: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`mask_lidar` and `mask_camera` as Occ3D stores them: uint8 0/1, the camera mask within the lidar mask."""
+    return lidar_visible.astype(np.uint8), (camera_visible & lidar_visible).astype(np.uint8)
 
 
 def semantics(ground: GroundMap, ego_xy: np.ndarray, ego_yaw: float, boxes: FrameBoxes) -> np.ndarray:
@@ -110,8 +142,9 @@ def semantics(ground: GroundMap, ego_xy: np.ndarray, ego_yaw: float, boxes: Fram
     if len(boxes) == 0:
         return sem
     corners = boxes.corners()
-    lo = np.floor((corners.min(axis=1) - OCC_RANGE_MIN_M) / OCC_VOXEL_SIZE_M).astype(int)
-    hi = np.ceil((corners.max(axis=1) - OCC_RANGE_MIN_M) / OCC_VOXEL_SIZE_M).astype(int)
+    grid_min = np.array([xs[0], ys[0], zs[0]]) - OCC_VOXEL_SIZE_M / 2  # lower edges of the first voxels (voxel_index)
+    lo = np.floor((corners.min(axis=1) - grid_min) / OCC_VOXEL_SIZE_M).astype(int)
+    hi = np.ceil((corners.max(axis=1) - grid_min) / OCC_VOXEL_SIZE_M).astype(int)
     lo = np.maximum(lo, 0)
     hi = np.minimum(hi, OCC_GRID_SHAPE)
     for b in np.argsort(boxes.annotation_index >= 0, kind="stable"):  # static first, agents last

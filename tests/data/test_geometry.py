@@ -16,6 +16,7 @@ from occvla_hf.data.geometry import (
     pose_matrix,
     positions_in_frame,
     quaternion_to_matrix,
+    sensor_to_keyframe_ego,
     wrap_angle,
 )
 
@@ -94,3 +95,13 @@ def test_ego_kinematics_rejects_non_increasing_timestamps():
 
 def test_wrap_angle_maps_into_minus_pi_pi():
     np.testing.assert_allclose(wrap_angle(np.array([3 * np.pi / 2, -3 * np.pi / 2, 0.1])), [-np.pi / 2, np.pi / 2, 0.1])
+
+
+def test_sensor_to_keyframe_ego_moves_the_camera_by_the_ego_motion_in_between():
+    # The ego drives 0.4 m along global x between the camera exposure and the lidar keyframe: a camera 1.5 m ahead
+    # of the ego origin then sits 1.1 m ahead of the keyframe's ego origin.
+    camera = pose_matrix([1.5, 0.0, 1.6], [1.0, 0.0, 0.0, 0.0])
+    at_camera = pose_matrix([10.0, 5.0, 0.0], [1.0, 0.0, 0.0, 0.0])
+    at_keyframe = pose_matrix([10.4, 5.0, 0.0], [1.0, 0.0, 0.0, 0.0])
+    np.testing.assert_allclose(sensor_to_keyframe_ego(camera, at_camera, at_keyframe)[:3, 3], [1.1, 0.0, 1.6])
+    np.testing.assert_allclose(sensor_to_keyframe_ego(camera, at_keyframe, at_keyframe), camera)

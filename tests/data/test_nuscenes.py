@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from nuscenes.eval.common.utils import quaternion_yaw
-from nuscenes.eval.detection.utils import category_to_detection_name
 from nuscenes.utils.splits import create_splits_scenes
 from pyquaternion import Quaternion
 
@@ -105,31 +104,41 @@ def test_meta_action_comes_from_the_codec_and_is_empty_without_future(reader: Nu
     assert records[-1]["meta_action"] == "" and not records[-1]["trajectory_mask"].any()
 
 
-def test_agent_boxes_follow_next_links_in_the_current_ego_frame(reader: NuScenesReader):
+def test_agent_columns_hold_every_annotation_of_each_keyframe_in_the_current_ego_frame(reader: NuScenesReader):
     scene_name = reader.nusc.scene[0]["name"]
     tokens = _scene_tokens(reader, scene_name)
     record = reader.planning_fields(scene_name)[0]
     current = _ego_pose(reader, tokens[0])
-    expected: list[list[tuple]] = [[] for _ in range(NUM_WAYPOINTS + 1)]
-    for token in reader.nusc.get("sample", tokens[0])["anns"]:
-        name = category_to_detection_name(reader.nusc.get("sample_annotation", token)["category_name"])
-        while name is not None and token:
+    for t in range(NUM_WAYPOINTS + 1):
+        expected = []
+        for token in reader.nusc.get("sample", tokens[t])["anns"] if t < len(tokens) else []:
             annotation = reader.nusc.get("sample_annotation", token)
-            t = tokens.index(annotation["sample_token"])
-            if t > NUM_WAYPOINTS:
-                break
             box = reader.nusc.get_box(token)
             box.translate(-np.asarray(current["translation"]))
             box.rotate(Quaternion(current["rotation"]).inverse)
             row = (*box.center, box.wlh[1], box.wlh[0], box.wlh[2], quaternion_yaw(box.orientation))
-            expected[t].append((row, name))
-            token = annotation["next"]
-    assert any(expected[1:]), "the sim scene should have agents followed into the future"
-    for t in range(NUM_WAYPOINTS + 1):
-        assert record["agent_categories"][t] == [name for _, name in expected[t]]
+            expected.append((row, annotation["category_name"], annotation["instance_token"]))
+        assert record["agent_categories"][t] == [category for _, category, _ in expected]
+        assert record["agent_instances"][t] == [instance for _, _, instance in expected]
         np.testing.assert_allclose(
-            record["agent_boxes"][t], np.reshape([row for row, _ in expected[t]], (-1, 7)), atol=1e-3
+            record["agent_boxes"][t], np.reshape([row for row, _, _ in expected], (-1, 7)), atol=1e-3
         )
+    # The instances annotated now are the ones their `next` links follow into the future.
+    followed = set(record["agent_instances"][0])
+    for t in range(1, min(len(tokens), NUM_WAYPOINTS + 1)):
+        linked = {
+            reader.nusc.get("sample_annotation", a)["instance_token"]
+            for a in reader.nusc.get("sample", tokens[t])["anns"]
+            if reader.nusc.get("sample_annotation", a)["instance_token"] in followed
+        }
+        assert linked == followed & set(record["agent_instances"][t])
+    assert any(record["agent_instances"][1:]), "the sim scene should have agents in the future"
+
+
+def test_agent_columns_are_empty_past_the_scene_end(reader: NuScenesReader):
+    last = reader.planning_fields(reader.nusc.scene[0]["name"])[-1]
+    assert all(len(step) == 0 for step in last["agent_boxes"][1:])
+    assert last["agent_categories"][1:] == [[]] * NUM_WAYPOINTS == last["agent_instances"][1:]
 
 
 def test_camera_fields_follow_camera_order_with_devkit_calibration(reader: NuScenesReader):
@@ -184,3 +193,38 @@ def test_unknown_split_is_rejected(reader: NuScenesReader):
         reader.split_scenes(["training"])
     with pytest.raises(ValueError, match="none of the"):
         reader.split_scenes(["test"])
+
+
+def test_camera_to_keyframe_ego_chains_both_ego_poses(reader: NuScenesReader):
+    """camera -> ego (camera time) -> global -> ego (LIDAR_TOP time), as the devkit's point-cloud-to-image chain in
+    `NuScenesExplorer.map_pointcloud_to_image`, run backwards."""
+    sample = reader.nusc.sample[0]
+    fields = reader.camera_fields(sample["token"])
+    keyframe = reader.nusc.get("ego_pose", reader.nusc.get("sample_data", sample["data"]["LIDAR_TOP"])["ego_pose_token"])
+    for index, camera in enumerate(CAMERA_NAMES):
+        sample_data = reader.nusc.get("sample_data", sample["data"][camera])
+        sensor = reader.nusc.get("calibrated_sensor", sample_data["calibrated_sensor_token"])
+        pose = reader.nusc.get("ego_pose", sample_data["ego_pose_token"])
+        point = np.array([0.3, -0.2, 5.0])  # a point in front of the camera
+        point = Quaternion(sensor["rotation"]).rotate(point) + sensor["translation"]
+        point = Quaternion(pose["rotation"]).rotate(point) + pose["translation"]
+        point = Quaternion(keyframe["rotation"]).inverse.rotate(point - np.asarray(keyframe["translation"]))
+        np.testing.assert_allclose(fields["camera_to_keyframe_ego"][index] @ [0.3, -0.2, 5.0, 1.0], [*point, 1], atol=1e-4)
+
+
+def test_can_bus_is_found_beside_the_dataroot_or_named(sim_root: Path, tmp_path: Path):
+    root = linked_copy(sim_root, tmp_path / "data" / "nuscenes", skip={"can_bus"})
+    assert NuScenesReader(root, VERSION).can_bus is None
+    (tmp_path / "data" / "can_bus").mkdir()
+    assert NuScenesReader(root, VERSION).can_bus_dir == (tmp_path / "data" / "can_bus").resolve()
+    with pytest.raises(FileNotFoundError, match="can_bus: .*absent.* is not a directory"):
+        NuScenesReader(root, VERSION, can_bus=tmp_path / "absent")
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(ValueError, match="can_bus: expected the expansion's folder named 'can_bus'"):
+        NuScenesReader(root, VERSION, can_bus=tmp_path / "elsewhere")
+
+
+def test_steering_asked_for_without_can_bus_names_the_folders(sim_root: Path, tmp_path: Path):
+    root = linked_copy(sim_root, tmp_path / "root", skip={"can_bus"})
+    with pytest.raises(FileNotFoundError, match=r"can_bus: steering was asked for .*root/can_bus.*can_bus"):
+        NuScenesReader(root, VERSION, require_steering=True)

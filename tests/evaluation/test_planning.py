@@ -235,3 +235,98 @@ def test_bad_inputs_name_the_field(kwargs, field):
     inputs = {"pred": np.zeros((6, 2)), "gt": np.zeros((6, 2)), "mask": ALL_VALID, "agent_boxes": NO_AGENTS} | kwargs
     with pytest.raises(ValueError, match=re.escape(field)):
         evaluate_planning_sample(**inputs)
+
+
+# A truck (x in [8, 18]: rows round((x + 50) / 0.5) = 116..136) towing a trailer (x in [10.5, 25]: rows 121..150),
+# both 3 m wide on the centre line (columns 97..103). The ego at 5 m/s covers footprint rows int(x / 0.5) + 97..104
+# and columns 98..101: step 2 (x = 5) rows 107..114 is free (its exact box ends at x = 7.54); steps 3 and 4 reach the
+# truck alone; steps 5 (rows 122..129) and 6 (127..134) lie inside the overlap, off both boxes' outlines.
+TRUCK_AND_TRAILER = [np.concatenate([box(13.0, 0.0, 10.0, 3.0), box(17.75, 0.0, 14.5, 3.0)])] * 6
+
+
+def test_overlapping_boxes_fill_their_union_as_the_references_do():
+    """UniAD `occflow_label.py::GenerateOccFlowLabels`, ST-P3 `NuscenesData.py::get_birds_eye_view_label` and VAD
+    `metric_stp3.py` call `cv2.fillPoly` once per box: a cell covered by two boxes is occupied. One call with all
+    polygons fills with the even-odd rule and leaves the overlap free (collisions [0,0,1,1,0,0] here)."""
+    pred, gt = straight(5.0), straight(5.0, lateral_m=3.5)
+    result = evaluate_planning_sample(pred, gt, ALL_VALID, TRUCK_AND_TRAILER)
+    np.testing.assert_array_equal(result.collision, np.broadcast_to([0, 0, 1, 1, 1, 1], (2, 2, 6)))
+
+
+@pytest.mark.parametrize("protocol", ["stp3", "uniad"])
+@pytest.mark.parametrize(
+    "boxes",
+    [
+        np.concatenate([box(13.0, 0.0, 4.0, 2.0), box(14.0, 0.5, 4.0, 2.0)]),  # two overlapping
+        np.concatenate([box(13.0, 0.0, 4.0, 2.0), box(14.0, 0.5, 4.0, 2.0), box(13.5, -0.5, 2.0, 3.0, 0.4)]),
+        np.concatenate([box(13.0, 0.0, 4.0, 2.0), box(13.0, 0.0, 1.0, 1.0)]),  # a box inside another
+    ],
+    ids=["two", "three", "nested"],
+)
+def test_raster_of_several_boxes_is_the_union_of_each(boxes, protocol):
+    union = np.logical_or.reduce([rasterize_boxes(b[None], protocol) for b in boxes])
+    np.testing.assert_array_equal(rasterize_boxes(boxes, protocol), union)
+
+
+def test_nested_box_leaves_the_outer_box_whole():
+    # The parked car alone fills rows 122..130 x columns 98..102 (45 cells); a 1 m box at its centre adds nothing.
+    cells = np.argwhere(rasterize_boxes(np.concatenate([PARKED_CAR[0], box(13.0, 0.0, 1.0, 1.0)]), "stp3"))
+    assert set(map(tuple, cells)) == {(r, c) for r in range(122, 131) for c in range(98, 103)}
+
+
+def test_uniad_counts_agents_that_appear_later_stp3_follows_the_current_ones():
+    """UniAD `nuscenes_e2e_dataset.py` rasterises every annotation of each future keyframe; ST-P3
+    `NuscenesData.py::get_birds_eye_view_label(in_pred=True)` skips instances not registered at the present frame."""
+    pred, gt = straight(5.0), straight(5.0, lateral_m=3.5)
+    # The parked car is annotated only from step 4 on (it came into range): instance "new", not present at t = 0.
+    boxes = [np.zeros((0, 7))] * 3 + PARKED_CAR[3:]
+    categories = [[]] * 3 + [["vehicle.car"]] * 3
+    instances = [[]] * 3 + [["new"]] * 3
+    result = evaluate_planning_sample(pred, gt, ALL_VALID, boxes, categories, instances, {"ego-lane-car"})
+    np.testing.assert_array_equal(result.collision[:, 0], [[0, 0, 0, 0, 0, 0], [0, 0, 0, 1, 1, 1]])
+    # Once present at t = 0, ST-P3 follows it too.
+    result = evaluate_planning_sample(pred, gt, ALL_VALID, boxes, categories, instances, {"new"})
+    np.testing.assert_array_equal(result.collision[:, 0], [[0, 0, 0, 1, 1, 1], [0, 0, 0, 1, 1, 1]])
+
+
+def test_stp3_counts_emergency_vehicles_and_strollers_uniad_does_not():
+    """ST-P3 `get_birds_eye_view_label` matches "vehicle"/"human" in the full category name; UniAD's vehicle ids
+    come from the detection classes, which have no emergency vehicle or stroller."""
+    pred, gt = straight(5.0), straight(5.0, lateral_m=3.5)
+    for category in ("vehicle.emergency.police", "human.pedestrian.stroller"):
+        result = evaluate_planning_sample(pred, gt, ALL_VALID, PARKED_CAR, [[category]] * 6)
+        np.testing.assert_array_equal(result.collision[:, 0], [[0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 0]])
+
+
+def test_all_samples_normalization_reproduces_uniads_division_by_total():
+    """UniAD `planning_metrics.py::PlanningMetric.compute` divides L2 (masked steps count as 0) and collisions
+    (masked steps never counted) by `total`, the number of samples; the default divides by valid steps."""
+    gt = np.stack([straight(5.0, lateral_m=3.5)] * 2)  # the other lane, clear of the parked car
+    pred = np.stack([straight(5.0), straight(5.0, lateral_m=4.5)])  # 3.5 m off (through the car), 1 m off
+    masks = np.array([[True] * 6, [True, True, False, False, False, False]])
+    agents = [PARKED_CAR, PARKED_CAR]  # sample 0 hits the car at steps 4..6
+    valid = run(pred, gt, masks, agents)
+    total = PlanningMetricAccumulator(normalization="all_samples")
+    total.update(pred, gt, masks, agents)
+    total = total.compute()
+    assert valid["per_step"]["l2_m"] == pytest.approx([2.25, 2.25, 3.5, 3.5, 3.5, 3.5])
+    assert total["per_step"]["l2_m"] == pytest.approx([2.25, 2.25, 1.75, 1.75, 1.75, 1.75])
+    assert valid["uniad"]["collision_3s_pct"] == 100.0 and total["uniad"]["collision_3s_pct"] == 50.0
+    assert total["normalization"] == "all_samples"
+    with pytest.raises(ValueError, match="normalization"):
+        PlanningMetricAccumulator(normalization="valid")
+
+
+def test_empty_agents_and_bad_values_are_defined():
+    pred, gt = straight(5.0), straight(5.0)
+    assert not evaluate_planning_sample(pred, gt, ALL_VALID, [[]] * 6).collision.any()
+    nan_box = box(13.0, 0.0, 4.0, 2.0)
+    nan_box[0, 6] = np.nan
+    with pytest.raises(ValueError, match=re.escape("agent_boxes[2]: boxes must be finite")):
+        evaluate_planning_sample(pred, gt, ALL_VALID, [np.zeros((0, 7))] * 2 + [nan_box] * 4)
+    with pytest.raises(ValueError, match="pred/gt"):
+        evaluate_planning_sample(np.full((6, 2), np.inf), gt, ALL_VALID, NO_AGENTS)
+    with pytest.raises(ValueError, match="protocol"):
+        rasterize_boxes(nan_box[:, :7] * 0, "vad")
+    with pytest.raises(ValueError, match="agent_instances/current_instances"):
+        evaluate_planning_sample(pred, gt, ALL_VALID, NO_AGENTS, agent_instances=[[]] * 6)

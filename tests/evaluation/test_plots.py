@@ -84,7 +84,7 @@ def test_mosaic_png_has_requested_size_and_trajectory_only_in_front_camera(tmp_p
     figure = plot_camera_mosaic(
         images,
         camera_intrinsics=np.stack([INTRINSICS] * len(CAMERA_NAMES)),
-        camera_extrinsics=extrinsics,
+        camera_to_ego=extrinsics,
         pred_trajectory=left_of_centre,
         figsize_in=(6.0, 2.0),
         dpi=50,
@@ -102,7 +102,7 @@ def test_mosaic_png_has_requested_size_and_trajectory_only_in_front_camera(tmp_p
 def test_bad_inputs_name_the_field():
     with pytest.raises(ValueError, match="images"):
         plot_camera_mosaic(
-            [np.zeros((10, 10, 3))] * 5, camera_intrinsics=np.zeros((6, 3, 3)), camera_extrinsics=np.zeros((6, 4, 4))
+            [np.zeros((10, 10, 3))] * 5, camera_intrinsics=np.zeros((6, 3, 3)), camera_to_ego=np.zeros((6, 4, 4))
         )
     with pytest.raises(ValueError, match="agent_boxes"):
         plot_bev(agent_boxes=[np.zeros((0, 7))] * 6)

@@ -41,6 +41,13 @@ def test_taxonomy_tables_have_the_official_sizes_and_unique_tokens():
     assert token("a", 1) == token("a", 1) != token("a", 2)
 
 
+def test_category_records_carry_the_lidarseg_index_of_real_files():
+    # nuScenes v1.0 category.json: 0 is noise, the 23 object categories are 1..23 alphabetically.
+    index = {r["name"]: r["index"] for r in taxonomy_tables()["category"]}
+    assert index["animal"] == 1 and index["human.pedestrian.adult"] == 2 and index["vehicle.car"] == 17
+    assert index["vehicle.truck"] == 23 and sorted(index.values()) == list(range(1, 24))
+
+
 def test_visibility_bins():
     assert [visibility_token(f) for f in (0.0, 0.39, 0.4, 0.59, 0.6, 0.79, 0.8, 1.0)] == list("11223344")
 

