@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..data.hub import agent_boxes_arrays
-from .planning import evaluate_planning_sample, format_planning_table
+from .planning import NORMALIZATIONS, evaluate_planning_sample, format_planning_table
 from .plots import plot_bev, plot_camera_mosaic, save_png
 from .qa import format_qa_table
 
@@ -29,6 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-ego-status",
         action="store_true",
         help="state that the model plans without ego status (its config must say so); recorded in the report",
+    )
+    evaluate.add_argument(
+        "--normalization",
+        choices=NORMALIZATIONS,
+        default=NORMALIZATIONS[0],
+        help="planning: divide per-step values by the valid steps (default) or by all samples (UniAD's tables)",
     )
     evaluate.add_argument("--report", help="JSON report path (default: <model>/eval_<task>_<split>.json)")
     evaluate.set_defaults(func=_run_eval)
@@ -63,7 +69,9 @@ def _run_eval(args: argparse.Namespace) -> int:
         raise SystemExit("--no-ego-status: this model was trained with ego status (config.use_ego_status=True)")
     dataset = runner.load_split(args.data, args.task, args.split)
     if args.task == "planning":
-        metrics = runner.evaluate_planning(model, processor, dataset, batch_size=args.batch_size)
+        metrics = runner.evaluate_planning(
+            model, processor, dataset, batch_size=args.batch_size, normalization=args.normalization
+        )
         name = Path(str(args.model)).name + ("" if model.config.use_ego_status else " (no ego status)")
         table = "\n\n".join(
             format_planning_table({name: metrics[protocol]}, title=f"{label} protocol")

@@ -96,16 +96,18 @@ def evaluate_planning(
     *,
     batch_size: int = 8,
     max_new_tokens: int = 16,
+    normalization: str = "valid_steps",
 ) -> dict[str, Any]:
     """L2 and collision (ST-P3 and UniAD protocols, per meta-action) plus meta-action accuracy on planning rows.
 
-    Rows without a valid future step are skipped (counted in `skipped_no_future`).
+    Rows without a valid future step are skipped (counted in `skipped_no_future`); `normalization` is
+    `PlanningMetricAccumulator`'s.
     """
     if model.config.use_ego_status != processor.use_ego_status:
         raise ValueError(
             f"use_ego_status: the model says {model.config.use_ego_status}, the processor {processor.use_ego_status}"
         )
-    accumulator = PlanningMetricAccumulator()
+    accumulator = PlanningMetricAccumulator(normalization)
     correct = total = skipped = 0
     for batch in _batches(dataset, batch_size, "planning"):
         masks = np.asarray(batch["trajectory_mask"], dtype=bool)
