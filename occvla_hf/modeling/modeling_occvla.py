@@ -2,7 +2,9 @@
 
 Sequence layout per sample: `[image tokens of every view | text tokens | occupancy queries]`. The occupancy queries
 exist only while training with occupancy targets (or when asked for); they attend to image tokens and to each other,
-and no text token attends to them, so text logits and the trajectory are identical with and without them.
+and no text token attends to them, so text logits and the trajectory are identical with and without them. With
+`occupancy_module="cross_attention"` the queries stay out of the LM sequence and cross-attend to the image tokens'
+hidden states in a separate Occupancy Transformer (`occupancy_transformer.py`) instead.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from transformers.utils import logging
 from ..constants import EGO_STATUS_FEATURES, EGO_VELOCITY_FEATURES
 from .configuration_occupancy_vae import OccupancyVAEConfig
 from .configuration_occvla import OccVLAConfig
+from .occupancy_transformer import OccupancyTransformer, hidden_states_request
 from .occupancy_vae import OccupancyVAE
 
 logger = logging.get_logger(__name__)
@@ -37,7 +40,8 @@ class OccVLAModelOutput(ModelOutput):
         last_hidden_state (`torch.FloatTensor` of shape `(batch, text_length, hidden)`):
             Final hidden states of the image and text tokens (occupancy queries removed).
         occupancy_hidden_state (`torch.FloatTensor` of shape `(batch, num_queries, hidden)`, *optional*):
-            Final hidden states of the occupancy queries, when they were in the sequence.
+            Final hidden states of the occupancy queries (from the LM sequence or the Occupancy Transformer), when
+            they were run.
         cache (`Cache`, *optional*):
             Key/value cache of the image and text tokens (never holds occupancy queries).
         hidden_states (`tuple(torch.FloatTensor)`, *optional*):
@@ -244,7 +248,12 @@ class OccVLAPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
-    _no_split_modules = ["OccVLAMultiModalProjector", "OccVLATrajectoryHead", "OccVLAOccupancyHead"]
+    _no_split_modules = [
+        "OccVLAMultiModalProjector",
+        "OccVLATrajectoryHead",
+        "OccVLAOccupancyHead",
+        "OccupancyTransformer",
+    ]
     _keep_in_fp32_modules_strict = ["trajectory_head"]  # waypoints in metres: bf16 would cost centimetres
     _supports_flash_attn = False  # flash attention cannot express the prefix/occupancy-query mask
     _supports_sdpa = True
@@ -254,18 +263,21 @@ class OccVLAPreTrainedModel(PreTrainedModel):
 
 
 class OccVLAModel(OccVLAPreTrainedModel):
-    """Vision tower + projector + language model (no LM head), with the occupancy queries."""
+    """Vision tower + projector + language model (no LM head), with the occupancy queries (in the LM sequence, or
+    in the Occupancy Transformer for `occupancy_module="cross_attention"`)."""
 
     def __init__(self, config: OccVLAConfig) -> None:
         super().__init__(config)
         self.vision_tower = AutoModel.from_config(config.vision_config)
         self.multi_modal_projector = OccVLAMultiModalProjector(config)
         self.language_model = AutoModel.from_config(config.text_config)
+        in_lm = config.occupancy_module == "lm_queries"
         self.occupancy_queries = (
             nn.Embedding(config.num_occupancy_queries, config.text_config.hidden_size)
-            if config.occupancy_modules
+            if config.occupancy_modules and in_lm
             else None
         )
+        self.occupancy_transformer = OccupancyTransformer(config) if config.occupancy_modules and not in_lm else None
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -321,7 +333,8 @@ class OccVLAModel(OccVLAPreTrainedModel):
         with_occupancy_queries: bool = False,
         **kwargs: Any,
     ) -> OccVLAModelOutput:
-        """Runs the LM over `[image tokens | text | occupancy queries (if with_occupancy_queries)]`.
+        """Runs the LM over `[image tokens | text | occupancy queries (if with_occupancy_queries)]`; with the
+        cross-attention occupancy module, over `[image tokens | text]` and then the Occupancy Transformer.
 
         `pixel_values`: (batch, num_views, 3, H, W); `token_type_ids`: 0 for the bidirectional image+prompt prefix,
         1 for the causal suffix (PaliGemma convention); positions are 1-indexed like PaliGemma's.
@@ -345,7 +358,14 @@ class OccVLAModel(OccVLAPreTrainedModel):
             inputs_embeds = inputs_embeds.masked_scatter(image_mask, image_features)
 
         or_fn = and_fn = None
-        if with_occupancy_queries:
+        cross_attention = with_occupancy_queries and self.occupancy_transformer is not None
+        lm_queries = with_occupancy_queries and not cross_attention
+        if cross_attention:
+            if pixel_values is None:
+                raise ValueError("pixel_values: required by the cross-attention occupancy module (it reads images)")
+            requested = kwargs.get("output_hidden_states", self.language_model.config.output_hidden_states)
+            kwargs["output_hidden_states"] = hidden_states_request(requested, self.config.occupancy_source_layer)
+        if lm_queries:
             if input_ids is None:
                 raise ValueError("input_ids: required with occupancy queries to locate the image tokens")
             if cache is not None and cache.get_seq_length() > 0:
@@ -397,11 +417,17 @@ class OccVLAModel(OccVLAPreTrainedModel):
             **kwargs,
         )
         hidden = outputs.last_hidden_state
+        occupancy_hidden = hidden[:, text_length:] if lm_queries else None
+        hidden_states = outputs.hidden_states
+        if cross_attention:
+            source = outputs.hidden_states[self.config.occupancy_source_layer]
+            occupancy_hidden = self.occupancy_transformer(source, input_ids == self.config.image_token_id)
+            hidden_states = hidden_states if requested else None
         return OccVLAModelOutput(
             last_hidden_state=hidden[:, :text_length],
-            occupancy_hidden_state=hidden[:, text_length:] if with_occupancy_queries else None,
+            occupancy_hidden_state=occupancy_hidden,
             cache=outputs.cache if use_cache is not False else None,
-            hidden_states=outputs.hidden_states,
+            hidden_states=hidden_states,
             attentions=outputs.attentions,
         )
 
@@ -751,14 +777,17 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
 
     # --- conversion ---
     def without_occupancy_modules(self) -> OccVLAForPlanning:
-        """Remove the occupancy queries, head and VAE in place, for an inference-only export (on request only).
+        """Remove the occupancy queries (or Occupancy Transformer), head and VAE in place, for an inference-only
+        export (on request only).
 
         Text and trajectory outputs are unchanged (invariant: nothing else attends to the queries).
         """
         del self.occupancy_head
         del self.model.occupancy_queries
+        del self.model.occupancy_transformer
         self.occupancy_head = None
         self.model.occupancy_queries = None
+        self.model.occupancy_transformer = None
         self.occupancy_vae = None
         self.config.occupancy_vae_config = None
         self.config.occupancy_modules = False

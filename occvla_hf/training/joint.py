@@ -82,7 +82,12 @@ RECIPE_KEYS: tuple[str, ...] = (
 MODEL_KEYS: tuple[str, ...] = ("from_pretrained", "from_vlm", "num_views", "config")
 DATA_KEYS: tuple[str, ...] = ("path", "source", "tasks", "train_split", "eval_split", "max_eval_samples")
 # Modules new to OccVLA that LoRA runs train fully (peft `modules_to_save`); the language model gets adapters.
-LORA_TRAINED_MODULES: tuple[str, ...] = ("trajectory_head", "occupancy_head", "occupancy_queries")
+LORA_TRAINED_MODULES: tuple[str, ...] = (
+    "trajectory_head",
+    "occupancy_head",
+    "occupancy_queries",
+    "occupancy_transformer",
+)
 DEFAULT_LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
