@@ -69,7 +69,8 @@ class OccVLAOutput(ModelOutput):
         trajectory_loss (`torch.FloatTensor` of shape `()`, *optional*):
             L1 / smooth-L1 between predicted and target waypoints (metres), over valid waypoints.
         occupancy_latent_loss (`torch.FloatTensor` of shape `()`, *optional*):
-            MSE between the predicted latent and `occupancy_vae.encode(occupancy)`, unweighted.
+            MSE between the predicted latent and `occupancy_vae.encode(occupancy)` (or the cached
+            `occupancy_latents`), unweighted.
         occupancy_voxel_loss (`torch.FloatTensor` of shape `()`, *optional*):
             Voxel cross-entropy of `occupancy_vae.decode(predicted latent)`, unweighted (only if its weight > 0).
         logits (`torch.FloatTensor` of shape `(batch, text_length, vocab)`, *optional*):
@@ -543,23 +544,43 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         return (per_coord * weights).sum() / weights.sum().clamp(min=1.0)
 
     def _occupancy_losses(
-        self, latent: torch.Tensor, occupancy: torch.Tensor, occupancy_mask: torch.Tensor | None
+        self,
+        latent: torch.Tensor,
+        occupancy: torch.Tensor | None,
+        occupancy_mask: torch.Tensor | None,
+        occupancy_latents: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(latent MSE to the VAE encoding, voxel cross-entropy through the frozen decoder or None)."""
-        if occupancy.dim() != 4 or occupancy.shape[0] != latent.shape[0]:
+        """(latent MSE to the VAE encoding of `occupancy`, or to the cached `occupancy_latents` when given; voxel
+        cross-entropy through the frozen decoder, scored on the `occupancy` grids, or None)."""
+        if occupancy is not None and (occupancy.dim() != 4 or occupancy.shape[0] != latent.shape[0]):
             raise ValueError(
                 f"occupancy: expected (batch={latent.shape[0]}, X, Y, Z) class ids, got {tuple(occupancy.shape)}"
             )
-        with torch.no_grad():
-            target = self.occupancy_vae.encode(occupancy)
-        if tuple(target.shape) != tuple(latent.shape):
-            raise ValueError(
-                f"occupancy_latent_shape: the VAE encodes occupancy to {tuple(target.shape[1:])}, the config says "
-                f"{tuple(latent.shape[1:])}"
-            )
+        if occupancy_latents is not None:
+            if tuple(occupancy_latents.shape) != tuple(latent.shape) or not occupancy_latents.is_floating_point():
+                raise ValueError(
+                    f"occupancy_latents: expected float {tuple(latent.shape)} (batch, occupancy_latent_shape), got "
+                    f"{occupancy_latents.dtype} {tuple(occupancy_latents.shape)}"
+                )
+            if not torch.isfinite(occupancy_latents).all():
+                raise ValueError("occupancy_latents: contains NaN or infinite values")
+            target = occupancy_latents
+        else:
+            with torch.no_grad():
+                target = self.occupancy_vae.encode(occupancy)
+            if tuple(target.shape) != tuple(latent.shape):
+                raise ValueError(
+                    f"occupancy_latent_shape: the VAE encodes occupancy to {tuple(target.shape[1:])}, the config says "
+                    f"{tuple(latent.shape[1:])}"
+                )
         latent_loss = F.mse_loss(latent, target.to(latent.dtype))
         if self.config.occupancy_voxel_loss_weight == 0:
             return latent_loss, None
+        if occupancy is None:
+            raise ValueError(
+                "occupancy: the voxel loss (occupancy_voxel_loss_weight > 0) is scored on the grids; pass them next "
+                "to occupancy_latents"
+            )
         logits = self.occupancy_vae.decode(latent)
         per_voxel = F.cross_entropy(logits.float(), occupancy.long(), reduction="none")
         if occupancy_mask is None:
@@ -586,6 +607,7 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         trajectory_mask: torch.BoolTensor | None = None,
         occupancy: torch.Tensor | None = None,
         occupancy_mask: torch.BoolTensor | None = None,
+        occupancy_latents: torch.FloatTensor | None = None,
         return_occupancy: bool = False,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
@@ -596,13 +618,22 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
 
         Shapes: `pixel_values` (batch, num_views, 3, H, W); `ego_status` (batch, ego_status_dim), normalised;
         `trajectory` (batch, num_waypoints, 2) metres; `trajectory_mask` (batch, num_waypoints);
-        `occupancy` (batch, X, Y, Z) class ids; `occupancy_mask` (batch, X, Y, Z) (camera visibility).
+        `occupancy` (batch, X, Y, Z) class ids; `occupancy_mask` (batch, X, Y, Z) (camera visibility);
+        `occupancy_latents` (batch, C, H, W): the frozen VAE's latents of the targets, precomputed
+        (`occvla_hf.training.latent_cache`), used by the latent loss instead of encoding `occupancy`; the voxel loss
+        (weight > 0) still needs the `occupancy` grids.
         """
-        with_queries = occupancy is not None or return_occupancy
+        with_targets = occupancy is not None or occupancy_latents is not None
+        with_queries = with_targets or return_occupancy
         if with_queries and self.occupancy_head is None:
             raise ValueError("occupancy: this export has no occupancy modules (made by without_occupancy_modules())")
-        if occupancy is not None and self.occupancy_vae is None:
-            raise ValueError("occupancy: targets need the occupancy VAE to encode them; call set_occupancy_vae() first")
+        voxel_term = self.config.occupancy_voxel_loss_weight > 0
+        needs_vae = occupancy is not None and (occupancy_latents is None or voxel_term)
+        if needs_vae and self.occupancy_vae is None:
+            raise ValueError(
+                "occupancy: targets need the occupancy VAE (to encode them, or to decode for the voxel loss); call "
+                "set_occupancy_vae() first"
+            )
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
@@ -649,8 +680,10 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         occupancy_latent = occupancy_logits = latent_loss = voxel_loss = None
         if with_queries:
             occupancy_latent = self.occupancy_head(outputs.occupancy_hidden_state)
-            if occupancy is not None:
-                latent_loss, voxel_loss = self._occupancy_losses(occupancy_latent, occupancy, occupancy_mask)
+            if with_targets:
+                latent_loss, voxel_loss = self._occupancy_losses(
+                    occupancy_latent, occupancy, occupancy_mask, occupancy_latents
+                )
             if return_occupancy and self.occupancy_vae is not None:
                 occupancy_logits = self.occupancy_vae.decode(occupancy_latent)
 
@@ -683,7 +716,8 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
     # --- generation ---
     def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, **kwargs: Any) -> dict[str, Any]:
         """Training-only targets never reach generation, so no occupancy query is ever built while decoding."""
-        for key in ("labels", "trajectory", "trajectory_mask", "occupancy", "occupancy_mask", "return_occupancy"):
+        training_only = ("labels", "trajectory", "trajectory_mask", "occupancy", "occupancy_mask", "occupancy_latents")
+        for key in (*training_only, "return_occupancy"):
             kwargs.pop(key, None)
         model_inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
         if model_inputs.get("position_ids") is not None:
