@@ -232,11 +232,12 @@ class OccVLAConfig(PreTrainedConfig):
                 f"occupancy_transformer_heads: {self.occupancy_transformer_heads} must divide "
                 f"text_config.hidden_size {hidden_size}"
             )
-        if not -(num_layers + 1) <= self.occupancy_source_layer <= num_layers:
+        source = self.occupancy_source_layer
+        if isinstance(source, bool) or not isinstance(source, int) or not -(num_layers + 1) <= source <= num_layers:
             raise ValueError(
                 f"occupancy_source_layer: expected an index into the LM's {num_layers + 1} hidden states, in "
                 f"[{-(num_layers + 1)}, {num_layers}] (0 = projector output, -1 = last layer), "
-                f"got {self.occupancy_source_layer}"
+                f"got {source!r}"
             )
 
 

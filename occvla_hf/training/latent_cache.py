@@ -58,7 +58,9 @@ class OccupancyLatentCache:
         with safe_open(self.path, framework="pt") as handle:
             metadata = handle.metadata() or {}
             if metadata.get("format") != CACHE_FORMAT or LATENTS_KEY not in handle.keys():
-                raise ValueError(f"occupancy_latent_cache: {self.path} is not an occupancy latent cache ({CACHE_FORMAT})")
+                raise ValueError(
+                    f"occupancy_latent_cache: {self.path} is not an occupancy latent cache ({CACHE_FORMAT})"
+                )
             self.latent_shape = tuple(handle.get_slice(LATENTS_KEY).get_shape()[1:])
         self.sample_tokens: list[str] = json.loads(metadata["sample_tokens"])
         self.vae_fingerprint: str = metadata["vae_fingerprint"]

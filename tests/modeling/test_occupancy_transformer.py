@@ -179,8 +179,9 @@ def test_the_module_needs_images() -> None:
         (dict(occupancy_module="cross_attention", occupancy_transformer_layers=0), "occupancy_transformer_layers"),
         (dict(occupancy_module="cross_attention", occupancy_source_layer=3), "occupancy_source_layer"),
         (dict(occupancy_module="cross_attention", occupancy_source_layer=-4), "occupancy_source_layer"),
+        (dict(occupancy_module="cross_attention", occupancy_source_layer="projector"), "occupancy_source_layer"),
     ],
-    ids=["module", "heads", "layers", "source-too-deep", "source-too-negative"],
+    ids=["module", "heads", "layers", "source-too-deep", "source-too-negative", "source-not-an-index"],
 )
 def test_config_rejects_bad_occupancy_module_settings(overrides: dict, field: str) -> None:
     with pytest.raises(StrictDataclassClassValidationError, match=field):  # wraps the config's ValueError
