@@ -77,6 +77,22 @@ class StandInOccupancyVAE(nn.Module):
         return out.view(batch, TINY_GRID[2], self.num_classes, x, y).permute(0, 2, 3, 4, 1)
 
 
+def tiny_occupancy_vae(latent_type: str = "kl", seed: int = 0) -> OccupancyVAE:
+    """A real (untrained) OccupancyVAE over the tiny (16, 16, 4) grid with the tiny config's (4, 8, 8) latent."""
+    torch.manual_seed(seed)
+    config = OccupancyVAEConfig(
+        grid_shape=TINY_GRID,
+        class_embedding_dim=2,
+        block_channels=(4, 4),
+        num_res_blocks=1,
+        norm_num_groups=2,
+        latent_channels=4,
+        latent_type=latent_type,
+        codebook_size=16,
+    )
+    return OccupancyVAE(config).eval()
+
+
 def make_batch(config: OccVLAConfig, batch: int = 2, text_length: int = 6, planning: bool = True, seed: int = 0):
     """Random inputs in the processor's layout: images, bos + prompt (+ <traj>), right-padded second sample."""
     generator = torch.Generator().manual_seed(seed)

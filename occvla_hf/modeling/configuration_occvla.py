@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from ..constants import EGO_STATUS_FEATURES, NUM_OCC_CLASSES, NUM_WAYPOINTS, WAYPOINT_STEP_S
+
+# Where the occupancy queries run: inside the LM sequence, or in a separate transformer reading the image states.
+OccupancyModule = Literal["lm_queries", "cross_attention"]
 
 
 @strict
@@ -38,6 +41,19 @@ class OccVLAConfig(PreTrainedConfig):
         occupancy_latent_shape (`tuple[int, int, int]`, *optional*, defaults to `(128, 50, 50)`):
             (channels, height, width) of the occupancy VAE latent the queries are mapped into; height and width must be
             multiples of the query layout.
+        occupancy_module (`str`, *optional*, defaults to `"lm_queries"`):
+            `"lm_queries"`: the occupancy queries join the LM sequence after the text and attend to the image tokens
+            at every layer. `"cross_attention"` (the paper's Occupancy Transformer): the queries self-attend and
+            cross-attend to the image tokens' hidden states in `occupancy_transformer_layers` blocks outside the LM.
+            Both run only with occupancy targets or `return_occupancy=True`; text and trajectory never see them.
+        occupancy_transformer_layers (`int`, *optional*, defaults to 2):
+            Blocks of the cross-attention occupancy module (`occupancy_module="cross_attention"` only).
+        occupancy_transformer_heads (`int`, *optional*, defaults to 8):
+            Attention heads of its blocks; must divide `text_config.hidden_size`.
+        occupancy_source_layer (`int`, *optional*, defaults to -1):
+            Which image-token hidden states it reads, as an index into the LM's hidden states
+            (`output_hidden_states`, `num_hidden_layers + 1` of them): 0 = the LM input, i.e. the projector output;
+            i = the output of layer i; -1 = the last layer's output (after the final norm).
         occupancy_head_hidden_size (`int`, *optional*, defaults to 1024):
             Hidden width of the occupancy head MLP.
         occupancy_num_classes (`int`, *optional*, defaults to 18):
@@ -114,6 +130,10 @@ class OccVLAConfig(PreTrainedConfig):
     num_views: int = 6
     num_occupancy_queries_hw: tuple[int, int] | list[int] = (10, 10)
     occupancy_latent_shape: tuple[int, int, int] | list[int] = (128, 50, 50)
+    occupancy_module: OccupancyModule = "lm_queries"
+    occupancy_transformer_layers: int = 2
+    occupancy_transformer_heads: int = 8
+    occupancy_source_layer: int = -1
     occupancy_head_hidden_size: int = 1024
     occupancy_num_classes: int = NUM_OCC_CLASSES
     occupancy_modules: bool = True
@@ -180,6 +200,12 @@ class OccVLAConfig(PreTrainedConfig):
                 f"num_occupancy_queries_hw: {self.num_occupancy_queries_hw} must divide the latent height x width "
                 f"{height} x {width} of occupancy_latent_shape"
             )
+        if self.occupancy_module not in get_args(OccupancyModule):
+            raise ValueError(
+                f"occupancy_module: expected one of {get_args(OccupancyModule)}, got {self.occupancy_module!r}"
+            )
+        if self.occupancy_module == "cross_attention":
+            self._validate_occupancy_transformer()
         for name in (
             "occupancy_latent_loss_weight",
             "occupancy_voxel_loss_weight",
@@ -194,6 +220,25 @@ class OccVLAConfig(PreTrainedConfig):
         for name in ("waypoint_step_s", "trajectory_step_scale_m"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: expected > 0, got {getattr(self, name)}")
+
+
+    def _validate_occupancy_transformer(self) -> None:
+        hidden_size, num_layers = self.text_config.hidden_size, self.text_config.num_hidden_layers
+        for name in ("occupancy_transformer_layers", "occupancy_transformer_heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        if hidden_size % self.occupancy_transformer_heads:
+            raise ValueError(
+                f"occupancy_transformer_heads: {self.occupancy_transformer_heads} must divide "
+                f"text_config.hidden_size {hidden_size}"
+            )
+        source = self.occupancy_source_layer
+        if isinstance(source, bool) or not isinstance(source, int) or not -(num_layers + 1) <= source <= num_layers:
+            raise ValueError(
+                f"occupancy_source_layer: expected an index into the LM's {num_layers + 1} hidden states, in "
+                f"[{-(num_layers + 1)}, {num_layers}] (0 = projector output, -1 = last layer), "
+                f"got {source!r}"
+            )
 
 
 __all__ = ["OccVLAConfig"]

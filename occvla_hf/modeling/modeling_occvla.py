@@ -2,7 +2,9 @@
 
 Sequence layout per sample: `[image tokens of every view | text tokens | occupancy queries]`. The occupancy queries
 exist only while training with occupancy targets (or when asked for); they attend to image tokens and to each other,
-and no text token attends to them, so text logits and the trajectory are identical with and without them.
+and no text token attends to them, so text logits and the trajectory are identical with and without them. With
+`occupancy_module="cross_attention"` the queries stay out of the LM sequence and cross-attend to the image tokens'
+hidden states in a separate Occupancy Transformer (`occupancy_transformer.py`) instead.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from transformers.utils import logging
 from ..constants import EGO_STATUS_FEATURES, EGO_VELOCITY_FEATURES
 from .configuration_occupancy_vae import OccupancyVAEConfig
 from .configuration_occvla import OccVLAConfig
+from .occupancy_transformer import OccupancyTransformer, hidden_states_request
 from .occupancy_vae import OccupancyVAE
 
 logger = logging.get_logger(__name__)
@@ -37,7 +40,8 @@ class OccVLAModelOutput(ModelOutput):
         last_hidden_state (`torch.FloatTensor` of shape `(batch, text_length, hidden)`):
             Final hidden states of the image and text tokens (occupancy queries removed).
         occupancy_hidden_state (`torch.FloatTensor` of shape `(batch, num_queries, hidden)`, *optional*):
-            Final hidden states of the occupancy queries, when they were in the sequence.
+            Final hidden states of the occupancy queries (from the LM sequence or the Occupancy Transformer), when
+            they were run.
         cache (`Cache`, *optional*):
             Key/value cache of the image and text tokens (never holds occupancy queries).
         hidden_states (`tuple(torch.FloatTensor)`, *optional*):
@@ -65,7 +69,8 @@ class OccVLAOutput(ModelOutput):
         trajectory_loss (`torch.FloatTensor` of shape `()`, *optional*):
             L1 / smooth-L1 between predicted and target waypoints (metres), over valid waypoints.
         occupancy_latent_loss (`torch.FloatTensor` of shape `()`, *optional*):
-            MSE between the predicted latent and `occupancy_vae.encode(occupancy)`, unweighted.
+            MSE between the predicted latent and `occupancy_vae.encode(occupancy)` (or the cached
+            `occupancy_latents`), unweighted.
         occupancy_voxel_loss (`torch.FloatTensor` of shape `()`, *optional*):
             Voxel cross-entropy of `occupancy_vae.decode(predicted latent)`, unweighted (only if its weight > 0).
         logits (`torch.FloatTensor` of shape `(batch, text_length, vocab)`, *optional*):
@@ -244,7 +249,12 @@ class OccVLAPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
-    _no_split_modules = ["OccVLAMultiModalProjector", "OccVLATrajectoryHead", "OccVLAOccupancyHead"]
+    _no_split_modules = [
+        "OccVLAMultiModalProjector",
+        "OccVLATrajectoryHead",
+        "OccVLAOccupancyHead",
+        "OccupancyTransformer",
+    ]
     _keep_in_fp32_modules_strict = ["trajectory_head"]  # waypoints in metres: bf16 would cost centimetres
     _supports_flash_attn = False  # flash attention cannot express the prefix/occupancy-query mask
     _supports_sdpa = True
@@ -254,18 +264,21 @@ class OccVLAPreTrainedModel(PreTrainedModel):
 
 
 class OccVLAModel(OccVLAPreTrainedModel):
-    """Vision tower + projector + language model (no LM head), with the occupancy queries."""
+    """Vision tower + projector + language model (no LM head), with the occupancy queries (in the LM sequence, or
+    in the Occupancy Transformer for `occupancy_module="cross_attention"`)."""
 
     def __init__(self, config: OccVLAConfig) -> None:
         super().__init__(config)
         self.vision_tower = AutoModel.from_config(config.vision_config)
         self.multi_modal_projector = OccVLAMultiModalProjector(config)
         self.language_model = AutoModel.from_config(config.text_config)
+        in_lm = config.occupancy_module == "lm_queries"
         self.occupancy_queries = (
             nn.Embedding(config.num_occupancy_queries, config.text_config.hidden_size)
-            if config.occupancy_modules
+            if config.occupancy_modules and in_lm
             else None
         )
+        self.occupancy_transformer = OccupancyTransformer(config) if config.occupancy_modules and not in_lm else None
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -321,7 +334,8 @@ class OccVLAModel(OccVLAPreTrainedModel):
         with_occupancy_queries: bool = False,
         **kwargs: Any,
     ) -> OccVLAModelOutput:
-        """Runs the LM over `[image tokens | text | occupancy queries (if with_occupancy_queries)]`.
+        """Runs the LM over `[image tokens | text | occupancy queries (if with_occupancy_queries)]`; with the
+        cross-attention occupancy module, over `[image tokens | text]` and then the Occupancy Transformer.
 
         `pixel_values`: (batch, num_views, 3, H, W); `token_type_ids`: 0 for the bidirectional image+prompt prefix,
         1 for the causal suffix (PaliGemma convention); positions are 1-indexed like PaliGemma's.
@@ -345,7 +359,14 @@ class OccVLAModel(OccVLAPreTrainedModel):
             inputs_embeds = inputs_embeds.masked_scatter(image_mask, image_features)
 
         or_fn = and_fn = None
-        if with_occupancy_queries:
+        cross_attention = with_occupancy_queries and self.occupancy_transformer is not None
+        lm_queries = with_occupancy_queries and not cross_attention
+        if cross_attention:
+            if pixel_values is None:
+                raise ValueError("pixel_values: required by the cross-attention occupancy module (it reads images)")
+            requested = kwargs.get("output_hidden_states", self.language_model.config.output_hidden_states)
+            kwargs["output_hidden_states"] = hidden_states_request(requested, self.config.occupancy_source_layer)
+        if lm_queries:
             if input_ids is None:
                 raise ValueError("input_ids: required with occupancy queries to locate the image tokens")
             if cache is not None and cache.get_seq_length() > 0:
@@ -397,11 +418,17 @@ class OccVLAModel(OccVLAPreTrainedModel):
             **kwargs,
         )
         hidden = outputs.last_hidden_state
+        occupancy_hidden = hidden[:, text_length:] if lm_queries else None
+        hidden_states = outputs.hidden_states
+        if cross_attention:
+            source = outputs.hidden_states[self.config.occupancy_source_layer]
+            occupancy_hidden = self.occupancy_transformer(source, input_ids == self.config.image_token_id)
+            hidden_states = hidden_states if requested else None
         return OccVLAModelOutput(
             last_hidden_state=hidden[:, :text_length],
-            occupancy_hidden_state=hidden[:, text_length:] if with_occupancy_queries else None,
+            occupancy_hidden_state=occupancy_hidden,
             cache=outputs.cache if use_cache is not False else None,
-            hidden_states=outputs.hidden_states,
+            hidden_states=hidden_states,
             attentions=outputs.attentions,
         )
 
@@ -517,23 +544,43 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         return (per_coord * weights).sum() / weights.sum().clamp(min=1.0)
 
     def _occupancy_losses(
-        self, latent: torch.Tensor, occupancy: torch.Tensor, occupancy_mask: torch.Tensor | None
+        self,
+        latent: torch.Tensor,
+        occupancy: torch.Tensor | None,
+        occupancy_mask: torch.Tensor | None,
+        occupancy_latents: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(latent MSE to the VAE encoding, voxel cross-entropy through the frozen decoder or None)."""
-        if occupancy.dim() != 4 or occupancy.shape[0] != latent.shape[0]:
+        """(latent MSE to the VAE encoding of `occupancy`, or to the cached `occupancy_latents` when given; voxel
+        cross-entropy through the frozen decoder, scored on the `occupancy` grids, or None)."""
+        if occupancy is not None and (occupancy.dim() != 4 or occupancy.shape[0] != latent.shape[0]):
             raise ValueError(
                 f"occupancy: expected (batch={latent.shape[0]}, X, Y, Z) class ids, got {tuple(occupancy.shape)}"
             )
-        with torch.no_grad():
-            target = self.occupancy_vae.encode(occupancy)
-        if tuple(target.shape) != tuple(latent.shape):
-            raise ValueError(
-                f"occupancy_latent_shape: the VAE encodes occupancy to {tuple(target.shape[1:])}, the config says "
-                f"{tuple(latent.shape[1:])}"
-            )
+        if occupancy_latents is not None:
+            if tuple(occupancy_latents.shape) != tuple(latent.shape) or not occupancy_latents.is_floating_point():
+                raise ValueError(
+                    f"occupancy_latents: expected float {tuple(latent.shape)} (batch, occupancy_latent_shape), got "
+                    f"{occupancy_latents.dtype} {tuple(occupancy_latents.shape)}"
+                )
+            if not torch.isfinite(occupancy_latents).all():
+                raise ValueError("occupancy_latents: contains NaN or infinite values")
+            target = occupancy_latents
+        else:
+            with torch.no_grad():
+                target = self.occupancy_vae.encode(occupancy)
+            if tuple(target.shape) != tuple(latent.shape):
+                raise ValueError(
+                    f"occupancy_latent_shape: the VAE encodes occupancy to {tuple(target.shape[1:])}, the config says "
+                    f"{tuple(latent.shape[1:])}"
+                )
         latent_loss = F.mse_loss(latent, target.to(latent.dtype))
         if self.config.occupancy_voxel_loss_weight == 0:
             return latent_loss, None
+        if occupancy is None:
+            raise ValueError(
+                "occupancy: the voxel loss (occupancy_voxel_loss_weight > 0) is scored on the grids; pass them next "
+                "to occupancy_latents"
+            )
         logits = self.occupancy_vae.decode(latent)
         per_voxel = F.cross_entropy(logits.float(), occupancy.long(), reduction="none")
         if occupancy_mask is None:
@@ -560,6 +607,7 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         trajectory_mask: torch.BoolTensor | None = None,
         occupancy: torch.Tensor | None = None,
         occupancy_mask: torch.BoolTensor | None = None,
+        occupancy_latents: torch.FloatTensor | None = None,
         return_occupancy: bool = False,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
@@ -570,13 +618,22 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
 
         Shapes: `pixel_values` (batch, num_views, 3, H, W); `ego_status` (batch, ego_status_dim), normalised;
         `trajectory` (batch, num_waypoints, 2) metres; `trajectory_mask` (batch, num_waypoints);
-        `occupancy` (batch, X, Y, Z) class ids; `occupancy_mask` (batch, X, Y, Z) (camera visibility).
+        `occupancy` (batch, X, Y, Z) class ids; `occupancy_mask` (batch, X, Y, Z) (camera visibility);
+        `occupancy_latents` (batch, C, H, W): the frozen VAE's latents of the targets, precomputed
+        (`occvla_hf.training.latent_cache`), used by the latent loss instead of encoding `occupancy`; the voxel loss
+        (weight > 0) still needs the `occupancy` grids.
         """
-        with_queries = occupancy is not None or return_occupancy
+        with_targets = occupancy is not None or occupancy_latents is not None
+        with_queries = with_targets or return_occupancy
         if with_queries and self.occupancy_head is None:
             raise ValueError("occupancy: this export has no occupancy modules (made by without_occupancy_modules())")
-        if occupancy is not None and self.occupancy_vae is None:
-            raise ValueError("occupancy: targets need the occupancy VAE to encode them; call set_occupancy_vae() first")
+        voxel_term = self.config.occupancy_voxel_loss_weight > 0
+        needs_vae = occupancy is not None and (occupancy_latents is None or voxel_term)
+        if needs_vae and self.occupancy_vae is None:
+            raise ValueError(
+                "occupancy: targets need the occupancy VAE (to encode them, or to decode for the voxel loss); call "
+                "set_occupancy_vae() first"
+            )
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
@@ -623,8 +680,10 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         occupancy_latent = occupancy_logits = latent_loss = voxel_loss = None
         if with_queries:
             occupancy_latent = self.occupancy_head(outputs.occupancy_hidden_state)
-            if occupancy is not None:
-                latent_loss, voxel_loss = self._occupancy_losses(occupancy_latent, occupancy, occupancy_mask)
+            if with_targets:
+                latent_loss, voxel_loss = self._occupancy_losses(
+                    occupancy_latent, occupancy, occupancy_mask, occupancy_latents
+                )
             if return_occupancy and self.occupancy_vae is not None:
                 occupancy_logits = self.occupancy_vae.decode(occupancy_latent)
 
@@ -657,7 +716,8 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
     # --- generation ---
     def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, **kwargs: Any) -> dict[str, Any]:
         """Training-only targets never reach generation, so no occupancy query is ever built while decoding."""
-        for key in ("labels", "trajectory", "trajectory_mask", "occupancy", "occupancy_mask", "return_occupancy"):
+        training_only = ("labels", "trajectory", "trajectory_mask", "occupancy", "occupancy_mask", "occupancy_latents")
+        for key in (*training_only, "return_occupancy"):
             kwargs.pop(key, None)
         model_inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
         if model_inputs.get("position_ids") is not None:
@@ -751,14 +811,17 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
 
     # --- conversion ---
     def without_occupancy_modules(self) -> OccVLAForPlanning:
-        """Remove the occupancy queries, head and VAE in place, for an inference-only export (on request only).
+        """Remove the occupancy queries (or Occupancy Transformer), head and VAE in place, for an inference-only
+        export (on request only).
 
         Text and trajectory outputs are unchanged (invariant: nothing else attends to the queries).
         """
         del self.occupancy_head
         del self.model.occupancy_queries
+        del self.model.occupancy_transformer
         self.occupancy_head = None
         self.model.occupancy_queries = None
+        self.model.occupancy_transformer = None
         self.occupancy_vae = None
         self.config.occupancy_vae_config = None
         self.config.occupancy_modules = False

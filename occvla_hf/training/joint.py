@@ -17,6 +17,9 @@ Recipe keys (see `configs/joint.yaml` for every value with a comment):
     occupancy_vae: stage-1 VAE checkpoint; loaded whenever given (also by the ablation, so that both models are the
         same), required for occupancy supervision unless the `from_pretrained` checkpoint carries one.
     occupancy_supervision: `false` never passes occupancy targets, so occupancy queries are never built.
+    occupancy_latent_cache: a folder of the frozen VAE's latents per split (`<split>.safetensors`, built on first use,
+        checked against the VAE after that): the latent loss reads them instead of encoding grids at every step, and
+        grids are decoded only for the voxel loss (weight > 0). Unused without occupancy supervision.
     occupancy_weight_schedule: `OccupancyWeightSchedule` fields.
     data: `path` (an `occvla-hf data build` output folder or a Hub dataset id), `source` (`nuscenes` | `sim`: the
         licence the model card states), `tasks`, `train_split`, `eval_split`, `max_eval_samples`.
@@ -54,8 +57,10 @@ from occvla_hf.modeling.occupancy_vae import OccupancyVAE
 from occvla_hf.processing import OccVLAProcessor, build_tokenizer
 from occvla_hf.processing.processing_occvla import TASKS
 
+from .latent_cache import OccupancyLatentCache, open_occupancy_latent_cache
 from .model_card import TRAINING_DATA_SOURCES, ModelCardInfo
 from .trainer import (
+    OCCUPANCY_LATENT_COLUMN,
     OCCUPANCY_ROW_COLUMNS,
     ROW_COLUMNS,
     OccupancyWeightSchedule,
@@ -72,6 +77,7 @@ RECIPE_KEYS: tuple[str, ...] = (
     "model",
     "occupancy_vae",
     "occupancy_supervision",
+    "occupancy_latent_cache",
     "occupancy_weight_schedule",
     "data",
     "freeze_vision_tower",
@@ -82,7 +88,12 @@ RECIPE_KEYS: tuple[str, ...] = (
 MODEL_KEYS: tuple[str, ...] = ("from_pretrained", "from_vlm", "num_views", "config")
 DATA_KEYS: tuple[str, ...] = ("path", "source", "tasks", "train_split", "eval_split", "max_eval_samples")
 # Modules new to OccVLA that LoRA runs train fully (peft `modules_to_save`); the language model gets adapters.
-LORA_TRAINED_MODULES: tuple[str, ...] = ("trajectory_head", "occupancy_head", "occupancy_queries")
+LORA_TRAINED_MODULES: tuple[str, ...] = (
+    "trajectory_head",
+    "occupancy_head",
+    "occupancy_queries",
+    "occupancy_transformer",
+)
 DEFAULT_LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -94,16 +105,23 @@ class JointDataset(torch.utils.data.Dataset):
 
     Planning rows without any future (a scene's last keyframe: empty `meta_action`, no valid waypoint) are left out:
     they have no target to learn. Planning rows whose keyframe has Occ3D labels in `occupancy` get them decoded as
-    `semantics` (X, Y, Z) uint8 and `mask_camera` (X, Y, Z) bool (joined by `sample_token`). Only the columns the
-    collator reads are kept, so camera calibration and agent boxes are never decoded. `tasks` (one per index) lets
-    `OccVLATrainer` batch by task.
+    `semantics` (X, Y, Z) uint8 and `mask_camera` (X, Y, Z) bool, and those with a latent in `occupancy_latents` get
+    it as `occupancy_latent` (C, H, W) (both joined by `sample_token`). Only the columns the collator reads are kept,
+    so camera calibration and agent boxes are never decoded. `tasks` (one per index) lets `OccVLATrainer` batch by
+    task.
 
     Args:
         datasets: task name (`planning`, `qa`) -> rows of that dataset config.
-        occupancy: rows of the `occupancy` config (compressed grids), or None for no occupancy targets.
+        occupancy: rows of the `occupancy` config (compressed grids), or None for no occupancy grids.
+        occupancy_latents: cached VAE latents of the occupancy targets, or None.
     """
 
-    def __init__(self, datasets: Mapping[str, Dataset], occupancy: Dataset | None = None) -> None:
+    def __init__(
+        self,
+        datasets: Mapping[str, Dataset],
+        occupancy: Dataset | None = None,
+        occupancy_latents: OccupancyLatentCache | None = None,
+    ) -> None:
         unknown = sorted(set(datasets) - set(TASKS))
         if unknown or not datasets:
             raise ValueError(f"datasets: expected tasks among {TASKS}, got {sorted(datasets)}")
@@ -119,6 +137,7 @@ class JointDataset(torch.utils.data.Dataset):
         self.occupancy_rows = (
             {} if occupancy is None else {token: row for row, token in enumerate(occupancy["sample_token"])}
         )
+        self.occupancy_latents = occupancy_latents
 
     def __len__(self) -> int:
         return len(self.index)
@@ -126,11 +145,14 @@ class JointDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         task, row_index = self.index[index]
         row = {**self.datasets[task][row_index], "task": task}
-        occupancy_row = self.occupancy_rows.get(row.get("sample_token")) if task == "planning" else None
+        token = row.get("sample_token") if task == "planning" else None
+        occupancy_row = self.occupancy_rows.get(token)
         if occupancy_row is not None:
             stored = self.occupancy[occupancy_row]
             row["semantics"] = decode_semantics(stored["semantics"])
             row["mask_camera"] = decode_mask(stored["mask_camera"])
+        if self.occupancy_latents is not None and token in self.occupancy_latents:
+            row[OCCUPANCY_LATENT_COLUMN] = self.occupancy_latents[token]
         return row
 
 
@@ -317,7 +339,16 @@ def train_joint(recipe: Mapping[str, Any]) -> JointTrainingResult:
     trained_model = apply_lora(model, lora) if lora else model
 
     def joint_rows(split: str, task_rows: Mapping[str, Dataset]) -> JointDataset:
-        return JointDataset(task_rows, _split(datasets, "occupancy", split) if supervise_occupancy else None)
+        if not supervise_occupancy:
+            return JointDataset(task_rows)
+        occupancy = _split(datasets, "occupancy", split)
+        if not recipe.get("occupancy_latent_cache"):
+            return JointDataset(task_rows, occupancy)
+        path = Path(recipe["occupancy_latent_cache"]) / f"{split}.safetensors"
+        with args.main_process_first(local=False, desc=f"occupancy latent cache {path}"):
+            latents = open_occupancy_latent_cache(occupancy, model.occupancy_vae, path, device=args.device)
+        grids = occupancy if model.config.occupancy_voxel_loss_weight > 0 else None  # the voxel loss reads grids
+        return JointDataset(task_rows, grids, latents)
 
     train_dataset = joint_rows(train_split, {task: _split(datasets, task, train_split) for task in tasks})
     eval_dataset = None

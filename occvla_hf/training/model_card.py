@@ -132,6 +132,7 @@ def render_model_card(
         num_waypoints=config.num_waypoints,
         use_ego_status=config.use_ego_status,
         num_occupancy_queries=config.num_occupancy_queries,
+        occupancy_module=config.occupancy_module,
         occupancy_latent_shape=" x ".join(map(str, config.occupancy_latent_shape)),
         trajectory_loss_weight=config.trajectory_loss_weight,
         trajectory_loss_type=config.trajectory_loss_type,

@@ -36,7 +36,10 @@ from .model_card import ModelCardInfo, render_model_card
 
 # `OccVLAOutput` fields combined into the training loss, in logging order.
 LOSS_TERMS: tuple[str, ...] = ("lm_loss", "trajectory_loss", "occupancy_latent_loss", "occupancy_voxel_loss")
-# Dataset-row columns `OccVLAProcessor.from_rows` reads (plus `task`); the Trainer keeps them in the batches.
+# Row column of a cached VAE latent (C, H, W) (`latent_cache.OccupancyLatentCache`); batched as `occupancy_latents`.
+OCCUPANCY_LATENT_COLUMN = "occupancy_latent"
+# Dataset-row columns `OccVLAProcessor.from_rows` reads (plus `task` and the cached latent); the Trainer keeps them in
+# the batches.
 ROW_COLUMNS: tuple[str, ...] = (
     "task",
     "images",
@@ -49,9 +52,10 @@ ROW_COLUMNS: tuple[str, ...] = (
     "trajectory_mask",
     "semantics",
     "mask_camera",
+    OCCUPANCY_LATENT_COLUMN,
 )
 OCCUPANCY_ROW_COLUMNS: tuple[str, ...] = ("semantics", "mask_camera")
-OCCUPANCY_INPUTS: tuple[str, ...] = ("occupancy", "occupancy_mask")
+OCCUPANCY_INPUTS: tuple[str, ...] = ("occupancy", "occupancy_mask", "occupancy_latents")
 # Batch keys that are padded along the sequence, with their padding value (None: the tokenizer's pad id).
 _SEQUENCE_PADDING: dict[str, int | None] = {
     "input_ids": None,
@@ -102,8 +106,8 @@ def loss_item_counts(batch: Mapping[str, Any]) -> dict[str, int]:
     """Items each loss term of `OccVLAForPlanning` averages over in a collated batch.
 
     `lm_loss`: predicted label tokens (`labels[:, 1:] != -100`, the causal shift); `trajectory_loss`: valid waypoints;
-    `occupancy_latent_loss`: samples with occupancy targets; `occupancy_voxel_loss`: voxels inside `occupancy_mask`
-    (all voxels without a mask). A term without targets in the batch counts 0.
+    `occupancy_latent_loss`: samples with occupancy targets (grids or cached latents); `occupancy_voxel_loss`: voxels
+    inside `occupancy_mask` (all voxels without a mask). A term without targets in the batch counts 0.
     """
     counts = dict.fromkeys(LOSS_TERMS, 0)
     labels = batch.get("labels")
@@ -113,9 +117,10 @@ def loss_item_counts(batch: Mapping[str, Any]) -> dict[str, int]:
     if trajectory is not None:
         mask = batch.get("trajectory_mask")
         counts["trajectory_loss"] = int(mask.sum()) if mask is not None else trajectory.shape[0] * trajectory.shape[1]
-    occupancy = batch.get("occupancy")
+    occupancy, latents = batch.get("occupancy"), batch.get("occupancy_latents")
+    if latents is not None or occupancy is not None:
+        counts["occupancy_latent_loss"] = (latents if latents is not None else occupancy).shape[0]
     if occupancy is not None:
-        counts["occupancy_latent_loss"] = occupancy.shape[0]
         mask = batch.get("occupancy_mask")
         counts["occupancy_voxel_loss"] = int(mask.sum()) if mask is not None else occupancy.numel()
     return counts
@@ -166,8 +171,10 @@ class OccVLADataCollator:
     """Batches training samples for `OccVLAForPlanning.forward`.
 
     Accepts either dataset rows (the `planning`/`qa` configs, optionally with decoded `semantics`/`mask_camera`
-    occupancy columns and a `task` column), which go through `processor.from_rows`, or per-sample processor outputs
-    (`input_ids` (L,) or (1, L), `pixel_values` (V, 3, H, W) or (1, V, 3, H, W), ...), which are padded and stacked.
+    occupancy columns, a cached `occupancy_latent` (C, H, W) and a `task` column), which go through
+    `processor.from_rows` (the latents are stacked as `occupancy_latents`), or per-sample processor outputs
+    (`input_ids` (L,) or (1, L), `pixel_values` (V, 3, H, W) or (1, V, 3, H, W), `occupancy_latents` (C, H, W),
+    ...), which are padded and stacked.
     Padding is on the right (training): `input_ids` with the tokenizer's pad id, `attention_mask`/`token_type_ids`
     with 0, `labels` with -100.
 
@@ -216,9 +223,14 @@ class OccVLADataCollator:
                 f"features: a batch mixes the tasks {sorted(tasks)}; batch each task separately (OccVLATrainer does "
                 "so for datasets with a `tasks` attribute, see TaskGroupedSampler)"
             )
-        drop = () if self.occupancy_supervision else OCCUPANCY_ROW_COLUMNS
+        drop = (OCCUPANCY_LATENT_COLUMN,) + (() if self.occupancy_supervision else OCCUPANCY_ROW_COLUMNS)
+        latents = [row.get(OCCUPANCY_LATENT_COLUMN) for row in rows]
         rows = [{key: value for key, value in row.items() if key not in drop} for row in rows]
-        return dict(self.processor.from_rows(rows, task=tasks.pop(), training=True))
+        batch = dict(self.processor.from_rows(rows, task=tasks.pop(), training=True))
+        if all(latent is not None for latent in latents):
+            stacked = [{OCCUPANCY_LATENT_COLUMN: torch.as_tensor(latent)} for latent in latents]
+            batch["occupancy_latents"] = _stack(stacked, OCCUPANCY_LATENT_COLUMN)
+        return batch
 
     def _pad_id(self) -> int:
         if self.pad_token_id is not None:
@@ -251,6 +263,8 @@ class OccVLADataCollator:
             batch["occupancy"] = _stack(samples, "occupancy")
             if all("occupancy_mask" in sample for sample in samples):
                 batch["occupancy_mask"] = _stack(samples, "occupancy_mask")
+        if all("occupancy_latents" in sample for sample in samples):
+            batch["occupancy_latents"] = _stack(samples, "occupancy_latents")
         return batch
 
 

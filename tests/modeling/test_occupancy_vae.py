@@ -121,6 +121,25 @@ def test_kl_latent_has_finite_kl_and_is_deterministic_in_eval():
     assert not torch.allclose(sampled.logits, first.logits)  # training decodes a sample
 
 
+def test_kl_encode_is_batch_invariant_and_float64_accurate_on_a_structured_scene():
+    # Mostly free space over a ground plane with one box, like real labels: near-constant feature maps are where a
+    # channels-last GroupNorm on CPU loses digits. Cached latents (encoded in other batches) rely on this.
+    config = small_config(grid_shape=(64, 64, 8), latent_type="kl", block_channels=(8, 8), norm_num_groups=2)
+    model = OccupancyVAE(config).eval()
+    voxels = torch.full((3, 64, 64, 8), 17, dtype=torch.uint8)
+    voxels[..., 0] = 11
+    for index in range(3):
+        voxels[index, 10 + 5 * index : 20 + 5 * index, 30:40, 1:3] = 4
+    with torch.no_grad():
+        batched = model.encode(voxels)
+        one_by_one = torch.cat([model.encode(voxels[i : i + 1]) for i in range(3)])
+        reference = OccupancyVAE(config).eval().double()
+        reference.load_state_dict(model.state_dict())
+        exact = reference.encode(voxels)
+    torch.testing.assert_close(batched.double(), exact, rtol=0, atol=1e-5)
+    torch.testing.assert_close(one_by_one, batched, rtol=1e-6, atol=1e-6)
+
+
 def test_ema_codebook_changes_in_training_but_not_in_eval():
     model = OccupancyVAE(small_config(vq_update="ema"))
     quantizer = model.quantizer

@@ -26,3 +26,14 @@ def test_card_without_extra_sections_has_none() -> None:
     text = str(render_model_card(ModelCardInfo(training_data="sim"), config=tiny_config(), log_history=LOG_HISTORY))
     assert "## Occupancy ablation" not in text
     assert "| trajectory_loss | 0.5000 |" in text
+
+
+def test_card_says_where_the_occupancy_queries_ran() -> None:
+    for module, phrase in (
+        ("lm_queries", "rode along in the sequence"),
+        ("cross_attention", "cross-attended to the image tokens in a separate Occupancy Transformer"),
+    ):
+        card = render_model_card(
+            ModelCardInfo(training_data="sim"), config=tiny_config(occupancy_module=module), log_history=LOG_HISTORY
+        )
+        assert phrase in str(card)

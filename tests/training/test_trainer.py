@@ -380,6 +380,16 @@ def test_lora_trains_adapters_and_merges_into_an_equivalent_plain_model(tmp_path
     torch.testing.assert_close(got.occupancy_latent, expected.occupancy_latent, rtol=1e-4, atol=1e-5)
 
 
+def test_lora_trains_the_cross_attention_occupancy_module_fully():
+    model = OccVLAForPlanning(tiny_config(occupancy_module="cross_attention"))
+    peft_model = apply_lora(model, {"r": 4, "lora_alpha": 8})
+    trained = {name for name, p in peft_model.named_parameters() if p.requires_grad}
+    prefix = "base_model.model.model.occupancy_transformer.modules_to_save.default."  # peft's trained copy
+    expected = {prefix + name for name, _ in model.model.occupancy_transformer.original_module.named_parameters()}
+    assert expected and expected <= trained
+    assert not any("occupancy_transformer" in name and "lora_" in name for name in trained)  # no adapters inside
+
+
 # ---------------------------------------------------------------------------------------------- evaluation
 
 
