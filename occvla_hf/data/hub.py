@@ -57,7 +57,6 @@ from datasets import (
 from huggingface_hub import HfApi
 from tqdm.auto import tqdm
 
-from occvla_hf import __version__
 from occvla_hf.constants import (
     BOX_FIELDS,
     CAMERA_NAMES,
@@ -75,6 +74,7 @@ from occvla_hf.data.occ3d import (
     occupancy_path,
     read_occupancy,
 )
+from occvla_hf.version import __version__
 
 logger = logging.getLogger(__name__)
 
