@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from datasets import concatenate_datasets
 
-from occvla_hf.constants import QA_HOPS, QA_QUESTION_TYPES
+from occvla_hf.constants import PLANNING_PROTOCOL_NAMES, QA_HOPS, QA_QUESTION_TYPES
 from occvla_hf.data.hub import load_saved
 from occvla_hf.demo import constant_velocity_trajectories, has_velocity
 from occvla_hf.evaluation.planning import PlanningMetricAccumulator
@@ -71,7 +71,7 @@ VAE_RECIPE: str = "configs/embedded_vae.yaml"
 LATENCY_REPEATS: int = 30
 LATENCY_NEW_TOKENS: int = 8
 HORIZONS: tuple[str, ...] = ("1s", "2s", "3s", "avg")
-PROTOCOL_NAMES: dict[str, str] = {"stp3": "ST-P3", "uniad": "UniAD"}
+PROTOCOL_NAMES: dict[str, str] = PLANNING_PROTOCOL_NAMES
 CV_VARIANT: str = "constant_velocity"
 
 

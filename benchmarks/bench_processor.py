@@ -18,7 +18,7 @@ import numpy as np
 import PIL.Image
 import torch
 import transformers
-from transformers import SiglipImageProcessor
+from transformers import SiglipImageProcessorPil
 
 from occvla_hf.constants import EGO_STATUS_FEATURES, OCC_GRID_SHAPE
 from occvla_hf.processing import OccVLAProcessor, build_tokenizer
@@ -43,7 +43,7 @@ def main() -> None:
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     tokenizer = build_tokenizer()
-    image_processor = SiglipImageProcessor(size={"height": 224, "width": 224})
+    image_processor = SiglipImageProcessorPil(size={"height": 224, "width": 224})
     views = [rng.integers(0, 256, (*IMAGE_HW_PX, 3), dtype=np.uint8) for _ in range(6)]
     pil_views = [PIL.Image.fromarray(view) for view in views]
     print(f"# {platform.processor() or platform.machine()}, 1 thread, torch {torch.__version__}, "

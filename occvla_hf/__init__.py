@@ -1,27 +1,26 @@
 """occvla-hf: OccVLA, a vision-language-action model with implicit 3D occupancy supervision, for transformers.
 
-Importing the package registers the model, VAE and processor with the transformers Auto classes. Training,
-evaluation, data and simulation names load on first access, so the command line stays quick to start.
+Every name loads on first access, so that `import occvla_hf` and the command line stay quick and the data and sim
+layers never load the model. Resolving a model or processor name loads `occvla_hf.modeling`, which registers the
+model, VAE and processor with the transformers Auto classes.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from .modeling import (
-    OccupancyVAE,
-    OccupancyVAEConfig,
-    OccVLAConfig,
-    OccVLAForPlanning,
-    OccVLAModel,
-    OccVLAOutput,
-    PlanningOutput,
-)
-from .processing import OccVLAProcessor, build_tokenizer
-
-__version__ = "0.1.0"
+from .version import __version__ as __version__
 
 _LAZY_EXPORTS: dict[str, str] = {
+    "OccVLAConfig": "occvla_hf.modeling",
+    "OccVLAForPlanning": "occvla_hf.modeling",
+    "OccVLAModel": "occvla_hf.modeling",
+    "OccVLAOutput": "occvla_hf.modeling",
+    "OccupancyVAE": "occvla_hf.modeling",
+    "OccupancyVAEConfig": "occvla_hf.modeling",
+    "PlanningOutput": "occvla_hf.modeling",
+    "OccVLAProcessor": "occvla_hf.processing",
+    "build_tokenizer": "occvla_hf.processing",
     "OccVLATrainer": "occvla_hf.training.trainer",
     "OccVLADataCollator": "occvla_hf.training.trainer",
     "train_joint": "occvla_hf.training.joint",
@@ -38,22 +37,16 @@ _LAZY_EXPORTS: dict[str, str] = {
     "generate_dataset": "occvla_hf.sim.generate",
     "save_with_remote_code": "occvla_hf.modeling.export",
 }
+# Modules whose classes the Auto classes must know once they are in use (registered by `occvla_hf.modeling`).
+_AUTO_REGISTERED_MODULES: frozenset[str] = frozenset({"occvla_hf.modeling", "occvla_hf.processing"})
 
-__all__ = [
-    "OccVLAConfig",
-    "OccVLAForPlanning",
-    "OccVLAModel",
-    "OccVLAOutput",
-    "OccVLAProcessor",
-    "OccupancyVAE",
-    "OccupancyVAEConfig",
-    "PlanningOutput",
-    "build_tokenizer",
-    *_LAZY_EXPORTS,
-]
+__all__ = list(_LAZY_EXPORTS)
 
 
 def __getattr__(name: str) -> object:
     if name not in _LAZY_EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY_EXPORTS[name]), name)
+    module_name = _LAZY_EXPORTS[name]
+    if module_name in _AUTO_REGISTERED_MODULES:
+        importlib.import_module("occvla_hf.modeling")
+    return getattr(importlib.import_module(module_name), name)

@@ -14,6 +14,13 @@ CAMERA_NAMES: tuple[str, ...] = (
     "CAM_BACK_LEFT",
     "CAM_BACK_RIGHT",
 )
+# The cameras as they sit on the car seen from above (plots' mosaics): front row, back row, each left to right.
+CAMERA_ROWS: tuple[tuple[str, str, str], tuple[str, str, str]] = (
+    ("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"),
+    ("CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT"),
+)
+# The nuScenes lidar channel (the readers take keyframe ego poses from its sample data).
+LIDAR_CHANNEL: str = "LIDAR_TOP"
 
 # Occ3D-nuScenes semantic classes, index = label id in `labels.npz["semantics"]`.
 OCC_CLASS_NAMES: tuple[str, ...] = (
@@ -67,6 +74,39 @@ PATH_ACTIONS: tuple[str, ...] = ("straight", "left turn", "right turn", "left la
 QA_QUESTION_TYPES: tuple[str, ...] = ("exist", "count", "object", "status", "comparison")
 QA_HOPS: tuple[str, ...] = ("H0", "H1")
 
+# nuScenes-QA vocabulary (qiantianwen/NuScenes-QA): object words (detection classes with spaces), status words (from
+# the nuScenes attributes), the six directions of the H1 templates, the largest count answered, and the official
+# closed answer vocabulary of 30 (`src/datasets/answer_dict.json`, in its order).
+QA_OBJECTS: tuple[str, ...] = (
+    "barrier",
+    "bicycle",
+    "bus",
+    "car",
+    "construction vehicle",
+    "motorcycle",
+    "pedestrian",
+    "traffic cone",
+    "trailer",
+    "truck",
+)
+QA_STATUSES: tuple[str, ...] = (
+    "moving",
+    "not standing",
+    "parked",
+    "standing",
+    "stopped",
+    "with rider",
+    "without rider",
+)
+QA_RELATIONS: tuple[str, ...] = ("front", "front left", "back left", "back", "back right", "front right")
+QA_MAX_COUNT: int = 10
+NUSCENES_QA_ANSWERS: tuple[str, ...] = (
+    *(str(n) for n in range(QA_MAX_COUNT + 1)),
+    "no",
+    "yes",
+    *sorted(QA_OBJECTS + QA_STATUSES),
+)
+
 # Agent boxes (datasets, collision metric, plots): one row per box, ego frame of the current keyframe, metres/radians.
 BOX_FIELDS: tuple[str, ...] = ("x", "y", "z", "length", "width", "height", "yaw")
 
@@ -98,6 +138,11 @@ OCC_CLASS_COLORS_RGB: tuple[tuple[int, int, int], ...] = (
     (0, 175, 0),  # vegetation
     (255, 255, 255),  # free
 )
+
+# How tables and model cards name the open-loop planning protocols (keys: `evaluation.planning.PROTOCOLS`).
+PLANNING_PROTOCOL_NAMES: dict[str, str] = {"stp3": "ST-P3", "uniad": "UniAD"}
+# Divisors of the per-step planning values: the samples valid at a step, or all samples (UniAD's tables).
+PLANNING_NORMALIZATIONS: tuple[str, ...] = ("valid_steps", "all_samples")
 
 # Configs of the datasets built by `occvla-hf data build` (one Hub dataset, one config per task).
 DATASET_CONFIG_NAMES: tuple[str, ...] = ("planning", "qa", "occupancy")

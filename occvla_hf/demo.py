@@ -10,7 +10,6 @@ predicted and true trajectories.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from occvla_hf.constants import EGO_STATUS_FEATURES, EGO_VELOCITY_FEATURES, NUM_WAYPOINTS, WAYPOINT_STEP_S
+from occvla_hf.demo_cli import DEFAULT_DEMO_SEED, PNG_NAME
 from occvla_hf.evaluation.planning import l2_errors
 from occvla_hf.evaluation.plots import plot_bev, plot_camera_mosaic
 from occvla_hf.modeling import OccVLAForPlanning
@@ -35,11 +35,7 @@ from occvla_hf.sim import SimConfig, generate_dataset
 DEMO_SIM_CONFIG = SimConfig(scale=0.1, scene_duration_s=10.0, lidar_azimuth_steps=256, questions_per_keyframe=4)
 DEMO_NUM_SCENES: int = 3
 DEMO_VERSION: str = "v1.0-mini"
-# Sim seeds of the embedded model's training scenes are 0 and of its held-out evaluation scenes 1000 (scene i of seed s
-# is simulated from the seed sequence (s, i)); the demo's default seed is outside both: its scenes are held out.
-DEFAULT_DEMO_SEED: int = 2026
 NUM_DEMO_QUESTIONS: int = 2
-PNG_NAME: str = "occvla_demo.png"
 
 
 def constant_velocity_trajectories(ego_status: np.ndarray) -> np.ndarray:
@@ -242,20 +238,4 @@ def run_demo(
         )
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """`occvla-hf demo [--out DIR] [--seed S] [--model PATH]`."""
-    parser = subparsers.add_parser(
-        "demo", help="plan and answer questions on a fresh sim scene with the embedded model (CPU, no download)"
-    )
-    parser.add_argument("--out", default=".", help=f"folder of the figure {PNG_NAME} (default: .)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_DEMO_SEED, help="sim seed of the scene")
-    parser.add_argument("--model", default=str(EMBEDDED_MODEL_PATH), help="checkpoint folder (default: embedded)")
-
-    def run(args: argparse.Namespace) -> int:
-        run_demo(args.out, seed=args.seed, model_path=args.model)
-        return 0
-
-    parser.set_defaults(func=run)
-
-
-__all__ = ["DEFAULT_DEMO_SEED", "DemoResult", "constant_velocity_trajectories", "has_velocity", "register", "run_demo"]
+__all__ = ["DEFAULT_DEMO_SEED", "DemoResult", "constant_velocity_trajectories", "has_velocity", "run_demo"]

@@ -3,7 +3,8 @@
 Conventions: a pose is a (4, 4) homogeneous matrix mapping points of a frame into its parent (ego -> global,
 camera -> ego), built from a nuScenes `translation` (x, y, z) and `rotation` quaternion (w, x, y, z). The ego frame
 is x forward, y left, z up, metres. Yaw is the heading of a frame's x axis projected on the parent's xy plane,
-`atan2(R[1, 0], R[0, 0])`, as the devkit's `quaternion_yaw` computes it.
+`atan2(R[1, 0], R[0, 0])`, as the devkit's `quaternion_yaw` computes it. Quaternions, yaw and angle wrapping come
+from `occvla_hf.geometry`, shared with the sim.
 """
 
 from __future__ import annotations
@@ -12,20 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-
-def quaternion_to_matrix(rotation_wxyz: np.ndarray) -> np.ndarray:
-    """Rotation matrices of unit quaternions (..., 4) in (w, x, y, z) order -> (..., 3, 3)."""
-    q = np.asarray(rotation_wxyz, dtype=np.float64)
-    if q.shape[-1] != 4:
-        raise ValueError(f"rotation_wxyz: expected (..., 4), got {q.shape}")
-    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
-    w, x, y, z = np.moveaxis(q, -1, 0)
-    rows = [
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ]
-    return np.stack([np.stack(row, axis=-1) for row in rows], axis=-2)
+from occvla_hf.geometry import matrix_yaw, quaternion_to_matrix, wrap_angle
 
 
 def pose_matrix(translation: Sequence[float], rotation_wxyz: Sequence[float]) -> np.ndarray:
@@ -57,16 +45,6 @@ def sensor_to_keyframe_ego(
     `sensor_to_ego` when the sensor and the keyframe share a timestamp.
     """
     return invert_pose(keyframe_ego_pose) @ ego_pose_at_sensor @ sensor_to_ego
-
-
-def matrix_yaw(rotation: np.ndarray) -> np.ndarray:
-    """Yaw (radians) of rotation matrices (..., 3, 3): heading of the rotated x axis in the xy plane."""
-    return np.arctan2(rotation[..., 1, 0], rotation[..., 0, 0])
-
-
-def wrap_angle(angle_rad: np.ndarray | float) -> np.ndarray:
-    """Angles wrapped into [-pi, pi)."""
-    return (np.asarray(angle_rad) + np.pi) % (2 * np.pi) - np.pi
 
 
 def positions_in_frame(poses: np.ndarray, frame_pose: np.ndarray) -> np.ndarray:

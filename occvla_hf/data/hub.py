@@ -60,7 +60,6 @@ from datasets import (
 from huggingface_hub import HfApi
 from tqdm.auto import tqdm
 
-from occvla_hf import __version__
 from occvla_hf.constants import (
     BOX_FIELDS,
     CAMERA_NAMES,
@@ -78,6 +77,7 @@ from occvla_hf.data.occ3d import (
     occupancy_path,
     read_occupancy,
 )
+from occvla_hf.version import __version__
 
 logger = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from nuscenes.can_bus.can_bus_api import NuScenesCanBus
 from nuscenes.nuscenes import NuScenes
 from nuscenes.utils.splits import create_splits_scenes
 
-from occvla_hf.constants import CAMERA_NAMES, EGO_STATUS_FEATURES, NUM_PAST_WAYPOINTS, NUM_WAYPOINTS
+from occvla_hf.constants import CAMERA_NAMES, EGO_STATUS_FEATURES, LIDAR_CHANNEL, NUM_PAST_WAYPOINTS, NUM_WAYPOINTS
 from occvla_hf.data.geometry import (
     boxes_in_frame,
     ego_kinematics,
@@ -50,7 +50,7 @@ from occvla_hf.data.geometry import (
     positions_in_frame,
     sensor_to_keyframe_ego,
 )
-from occvla_hf.processing.meta_action import meta_action_from_trajectory
+from occvla_hf.meta_action import meta_action_from_trajectory
 
 # Official splits built for each nuScenes version (names as `create_splits_scenes` returns them).
 VERSION_SPLITS: dict[str, tuple[str, ...]] = {
@@ -171,7 +171,7 @@ class NuScenesReader:
         missing = [name for name in CAMERA_NAMES if name not in sample["data"]]
         if missing:
             raise ValueError(f"sample {sample_token}: no keyframe sample_data for cameras {missing}")
-        keyframe_pose = self._ego_pose(sample["data"]["LIDAR_TOP"])
+        keyframe_pose = self._ego_pose(sample["data"][LIDAR_CHANNEL])
         paths, intrinsics, extrinsics, to_keyframe = [], [], [], []
         for name in CAMERA_NAMES:
             sample_data = self.nusc.get("sample_data", sample["data"][name])
@@ -202,7 +202,7 @@ class NuScenesReader:
         """Planning fields of every keyframe of a scene, in time order (see the module docstring)."""
         tokens = self.scene_keyframes(scene_name)
         samples = [self.nusc.get("sample", token) for token in tokens]
-        lidar = [self.nusc.get("sample_data", sample["data"]["LIDAR_TOP"]) for sample in samples]
+        lidar = [self.nusc.get("sample_data", sample["data"][LIDAR_CHANNEL]) for sample in samples]
         ego_poses = [self.nusc.get("ego_pose", record["ego_pose_token"]) for record in lidar]
         poses = np.stack([pose_matrix(pose["translation"], pose["rotation"]) for pose in ego_poses])  # (K, 4, 4)
         pose_times_us = np.array([pose["timestamp"] for pose in ego_poses], dtype=np.int64)

@@ -1,4 +1,7 @@
-"""`occvla-hf eval planning|qa|occupancy` and `occvla-hf plan`: thin layers over `evaluation.runner` and `plots`."""
+"""`occvla-hf eval planning|qa|occupancy` and `occvla-hf plan`: thin layers over `evaluation.runner` and `plots`.
+
+Registering the commands imports nothing heavy; each command imports torch, the data and the metrics when it runs.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +9,11 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from ..data.hub import agent_boxes_arrays
-from .planning import NORMALIZATIONS, evaluate_planning_sample, format_planning_table
-from .plots import plot_bev, plot_camera_mosaic, save_png
-from .qa import format_qa_table
+from ..constants import PLANNING_NORMALIZATIONS, PLANNING_PROTOCOL_NAMES
 
 DEFAULT_SPLIT = "val"
-DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+# --dtype choice -> torch dtype name.
+DTYPES: dict[str, str] = {"bf16": "bfloat16", "fp32": "float32"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     evaluate.add_argument(
         "--normalization",
-        choices=NORMALIZATIONS,
-        default=NORMALIZATIONS[0],
+        choices=PLANNING_NORMALIZATIONS,
+        default=PLANNING_NORMALIZATIONS[0],
         help="planning: divide per-step values by the valid steps (default) or by all samples (UniAD's tables)",
     )
     evaluate.add_argument("--report", help="JSON report path (default: <model>/eval_<task>_<split>.json)")
@@ -55,14 +53,19 @@ def _add_model_and_data(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace):
+    import torch
+
     from .runner import load_model_and_processor
 
     torch.manual_seed(0)
-    return load_model_and_processor(args.model, device=args.device, dtype=DTYPES.get(args.dtype))
+    dtype = getattr(torch, DTYPES[args.dtype]) if args.dtype else None
+    return load_model_and_processor(args.model, device=args.device, dtype=dtype)
 
 
 def _run_eval(args: argparse.Namespace) -> int:
     from . import runner
+    from .planning import format_planning_table
+    from .qa import format_qa_table
 
     model, processor = _load(args)
     if args.no_ego_status and model.config.use_ego_status:
@@ -75,7 +78,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         name = Path(str(args.model)).name + ("" if model.config.use_ego_status else " (no ego status)")
         table = "\n\n".join(
             format_planning_table({name: metrics[protocol]}, title=f"{label} protocol")
-            for protocol, label in (("stp3", "ST-P3"), ("uniad", "UniAD"))
+            for protocol, label in PLANNING_PROTOCOL_NAMES.items()
         )
         table += f"\nmeta-action accuracy: {metrics['meta_action_accuracy_pct']:.1f}%"
     elif args.task == "qa":
@@ -103,6 +106,12 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _run_plan(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from ..data.hub import agent_boxes_arrays
+    from .planning import evaluate_planning_sample
+    from .plots import plot_bev, plot_camera_mosaic, save_png
     from .runner import load_split, model_inputs, row_agents
 
     model, processor = _load(args)

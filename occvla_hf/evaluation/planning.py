@@ -72,7 +72,7 @@ import cv2
 import numpy as np
 from nuscenes.eval.detection.utils import category_to_detection_name
 
-from occvla_hf.constants import BOX_FIELDS, NUM_WAYPOINTS, WAYPOINT_STEP_S
+from occvla_hf.constants import BOX_FIELDS, NUM_WAYPOINTS, PLANNING_NORMALIZATIONS, WAYPOINT_STEP_S
 
 # Ego box of the published metric (nuScenes' Renault Zoe), metres; its centre lies EGO_CENTER_OFFSET_M ahead.
 EGO_LENGTH_M: float = 4.084
@@ -93,8 +93,7 @@ _VEHICLE_DETECTION_NAMES = frozenset(
 )
 _STP3_DETECTION_NAMES = _VEHICLE_DETECTION_NAMES | {"pedestrian"}
 
-# Divisors of the per-step values (see `PlanningMetricAccumulator`).
-NORMALIZATIONS: tuple[str, ...] = ("valid_steps", "all_samples")
+NORMALIZATIONS: tuple[str, ...] = PLANNING_NORMALIZATIONS  # see `PlanningMetricAccumulator`
 
 # Collision checks reported per protocol: the published grid check and the heading-aware extra.
 COLLISION_CHECKS: tuple[str, ...] = ("bev", "oriented")

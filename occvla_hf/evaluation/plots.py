@@ -23,6 +23,7 @@ from nuscenes.eval.detection.utils import category_to_detection_name
 
 from occvla_hf.constants import (
     CAMERA_NAMES,
+    CAMERA_ROWS,
     NUM_WAYPOINTS,
     OCC_CLASS_COLORS_RGB,
     OCC_CLASS_NAMES,
@@ -33,11 +34,8 @@ from occvla_hf.constants import (
 from occvla_hf.evaluation.planning import EGO_CENTER_OFFSET_M, EGO_LENGTH_M, EGO_WIDTH_M, box_corners_xy
 
 # Six-camera mosaic in the nuScenes layout: front row left to right, back row.
-MOSAIC_LAYOUT: tuple[tuple[str, ...], ...] = (
-    ("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"),
-    ("CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT"),
-)
-TRAJECTORY_CAMERA: str = "CAM_FRONT"
+MOSAIC_LAYOUT: tuple[tuple[str, ...], ...] = CAMERA_ROWS
+TRAJECTORY_CAMERA: str = CAMERA_NAMES[0]  # CAM_FRONT
 
 _PALETTE = np.array(OCC_CLASS_COLORS_RGB, dtype=np.uint8)  # (num_classes, 3)
 _PRED_STYLE = {"color": "tab:blue", "marker": "^", "label": "predicted"}

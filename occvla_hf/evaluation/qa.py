@@ -4,7 +4,7 @@ Follows qiantianwen/NuScenes-QA `src/execution/result_eval.py::Eval`: a question
 equals `str(answer)`; accuracy = correct / total, counted over the whole split per `template_type` (exist, count,
 object, status, comparison), per `template_type` and `num_hop` (the paper's H0 / H1 columns) and over all questions
 ("Overall", the paper's "Acc."). The official models classify over the closed vocabulary of 30 answers in
-`src/datasets/answer_dict.json` (`NUSCENES_QA_ANSWERS` here), so their output needs no cleaning.
+`src/datasets/answer_dict.json` (`occvla_hf.constants.NUSCENES_QA_ANSWERS`), so their output needs no cleaning.
 
 Deviations. (1) A generative model writes free text ("Yes, there is.", "Three", "The car."), so the prediction and
 the reference both go through `normalize_answer` before the exact match. The normalisation is the identity on the 30
@@ -20,30 +20,6 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from occvla_hf.constants import QA_HOPS, QA_QUESTION_TYPES
-
-# The official answer vocabulary (NuScenes-QA `src/datasets/answer_dict.json`).
-NUSCENES_QA_ANSWERS: tuple[str, ...] = (
-    *(str(n) for n in range(11)),
-    "no",
-    "yes",
-    "barrier",
-    "bicycle",
-    "bus",
-    "car",
-    "construction vehicle",
-    "motorcycle",
-    "moving",
-    "not standing",
-    "parked",
-    "pedestrian",
-    "standing",
-    "stopped",
-    "traffic cone",
-    "trailer",
-    "truck",
-    "with rider",
-    "without rider",
-)
 
 _NUMBER_WORDS = {
     word: str(n)

@@ -1,7 +1,10 @@
-"""Model and configuration classes, registered with the transformers Auto classes on import."""
+"""Model and configuration classes; importing this package registers them, and the processor, with the transformers
+Auto classes (the one place of registration: the processor never imports the model, the model side may import the
+processor, which comes before it in the data flow)."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
+from ..processing.processing_occvla import OccVLAProcessor
 from .configuration_occupancy_vae import OccupancyVAEConfig
 from .configuration_occvla import OccVLAConfig
 from .modeling_occvla import OccVLAForPlanning, OccVLAModel, OccVLAOutput, PlanningOutput
@@ -12,6 +15,7 @@ AutoConfig.register(OccupancyVAEConfig.model_type, OccupancyVAEConfig, exist_ok=
 AutoModel.register(OccVLAConfig, OccVLAModel, exist_ok=True)
 AutoModel.register(OccupancyVAEConfig, OccupancyVAE, exist_ok=True)
 AutoModelForImageTextToText.register(OccVLAConfig, OccVLAForPlanning, exist_ok=True)
+AutoProcessor.register(OccVLAConfig, OccVLAProcessor, exist_ok=True)
 
 __all__ = [
     "OccVLAConfig",

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import PIL.Image
 import torch
-from transformers import BatchFeature, PreTrainedConfig, ProcessorMixin, SiglipImageProcessor
+from transformers import BatchFeature, PreTrainedConfig, ProcessorMixin, SiglipImageProcessorPil
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
@@ -217,7 +217,7 @@ class OccVLAProcessor(ProcessorMixin):
         """
         image_size = config.vision_config.image_size
         processor = cls(
-            image_processor=SiglipImageProcessor(size={"height": image_size, "width": image_size}),
+            image_processor=SiglipImageProcessorPil(size={"height": image_size, "width": image_size}),
             tokenizer=tokenizer,
             num_views=config.num_views,
             image_seq_length=config.image_seq_length,

@@ -14,7 +14,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from ..constants import IMAGE_TOKEN, TRAJ_TOKEN
-from .meta_action import all_meta_actions
+from ..meta_action import all_meta_actions
 from .prompts import DEFAULT_PLANNING_PROMPT, DEFAULT_QA_PROMPT
 
 # Gemma's special-token strings and ids (pad 0, eos 1, bos 2, unk 3), then the two OccVLA placeholders.

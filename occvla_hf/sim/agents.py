@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from occvla_hf.geometry import wrap_angle
 from occvla_hf.sim.categories import AGENT_TYPES
 from occvla_hf.sim.config import SimConfig
-from occvla_hf.sim.geometry import Polyline, wrap_angle
+from occvla_hf.sim.geometry import Polyline
 from occvla_hf.sim.layout import LANE_WIDTH_M, Crosswalk, LanePath, Road, World
 
 # Ego box (the design's collision protocol): 4.084 m x 1.85 m, centre 0.5 m ahead of the ego origin.

@@ -27,15 +27,21 @@ class CameraSpec:
     focal_px: float
 
 
-CAMERA_SPECS: dict[str, CameraSpec] = {
-    "CAM_FRONT": CameraSpec(0.0, (1.70, 0.02, 1.51), 1266.4),
-    "CAM_FRONT_RIGHT": CameraSpec(-55.0, (1.55, -0.49, 1.50), 1260.8),
-    "CAM_FRONT_LEFT": CameraSpec(55.0, (1.52, 0.49, 1.51), 1257.9),
-    "CAM_BACK": CameraSpec(180.0, (0.03, 0.0, 1.57), 809.2),
-    "CAM_BACK_LEFT": CameraSpec(110.0, (1.04, 0.48, 1.56), 1256.7),
-    "CAM_BACK_RIGHT": CameraSpec(-110.0, (1.03, -0.48, 1.59), 1259.5),
-}
-assert tuple(CAMERA_SPECS) == CAMERA_NAMES
+# One spec per camera, in `CAMERA_NAMES` order.
+CAMERA_SPECS: dict[str, CameraSpec] = dict(
+    zip(
+        CAMERA_NAMES,
+        (
+            CameraSpec(0.0, (1.70, 0.02, 1.51), 1266.4),  # front
+            CameraSpec(-55.0, (1.55, -0.49, 1.50), 1260.8),  # front right
+            CameraSpec(55.0, (1.52, 0.49, 1.51), 1257.9),  # front left
+            CameraSpec(180.0, (0.03, 0.0, 1.57), 809.2),  # back
+            CameraSpec(110.0, (1.04, 0.48, 1.56), 1256.7),  # back left
+            CameraSpec(-110.0, (1.03, -0.48, 1.59), 1259.5),  # back right
+        ),
+        strict=True,
+    )
+)
 
 LIDAR_TRANSLATION_M: tuple[float, float, float] = (0.94, 0.0, 1.84)
 LIDAR_YAW: float = -np.pi / 2  # nuScenes LIDAR_TOP: x to the right, y forward

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from occvla_hf.constants import OCC_CLASS_NAMES
+from occvla_hf.constants import OCC_CLASS_NAMES, QA_OBJECTS
 
 # (nuScenes category, description, Occ3D class name): all 23 official detection-era categories.
 NUSCENES_CATEGORIES: tuple[tuple[str, str, str], ...] = (
@@ -57,19 +57,8 @@ NUSCENES_VISIBILITY: tuple[tuple[str, str, str], ...] = (
     ("4", "v80-100", "visibility of whole object is between 80 and 100%"),
 )
 
-# nuScenes-QA words: object category and status (from the attribute), as in its answer vocabulary.
-QA_CATEGORY_WORDS: dict[str, str] = {
-    "car": "car",
-    "truck": "truck",
-    "bus": "bus",
-    "trailer": "trailer",
-    "construction_vehicle": "construction vehicle",
-    "pedestrian": "pedestrian",
-    "motorcycle": "motorcycle",
-    "bicycle": "bicycle",
-    "barrier": "barrier",
-    "traffic_cone": "traffic cone",
-}
+# nuScenes-QA words by Occ3D class (the object word is the class name with spaces) and by nuScenes attribute (status).
+QA_CATEGORY_WORDS: dict[str, str] = {word.replace(" ", "_"): word for word in QA_OBJECTS}
 QA_STATUS_WORDS: dict[str, str] = {
     "vehicle.moving": "moving",
     "vehicle.stopped": "stopped",

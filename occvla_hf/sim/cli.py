@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from occvla_hf.sim.config import PRESETS
-from occvla_hf.sim.generate import generate_dataset
-from occvla_hf.sim.nuscenes_tables import VERSIONS
+from occvla_hf.sim.config import PRESETS, VERSIONS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from occvla_hf.sim.generate import generate_dataset
+
     if args.scenes is None and args.preset is None:
         args.scenes = 10
     summary = generate_dataset(

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
+# nuScenes versions the generator writes (scene names and splits of the devkit's lists).
+VERSIONS: tuple[str, ...] = ("v1.0-mini", "v1.0-trainval")
 # nuScenes camera resolution; `SimConfig.scale` multiplies it (and the intrinsics).
 BASE_IMAGE_WIDTH_PX: int = 1600
 BASE_IMAGE_HEIGHT_PX: int = 900

@@ -27,13 +27,14 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from occvla_hf.constants import LIDAR_CHANNEL
+from occvla_hf.geometry import rotation_to_quaternion, yaw_to_quaternion
 from occvla_hf.sim.cameras import LIDAR_TRANSLATION_M, camera_rays, lidar_rays, lidar_rotation
 from occvla_hf.sim.categories import QA_STATUS_WORDS, qa_word_of
 from occvla_hf.sim.config import PRESETS, SimConfig, resolve_config
-from occvla_hf.sim.geometry import rotation_to_quaternion, world_to_frame_2d, yaw_to_quaternion
+from occvla_hf.sim.geometry import world_to_frame_2d
 from occvla_hf.sim.lidar import lidar_point_cloud
 from occvla_hf.sim.nuscenes_tables import (
-    LIDAR_CHANNEL,
     TABLE_NAMES,
     GlobalFrame,
     scene_names,

@@ -1,7 +1,7 @@
-"""Small geometry helpers: yaw/quaternion conversion, oriented boxes, 2D poses and polylines.
+"""Small geometry helpers of the sim: oriented boxes, 2D poses and polylines (quaternions: `occvla_hf.geometry`).
 
 Conventions: right-handed frames, z up, yaw counter-clockwise from +x; boxes are (centre, (length, width, height),
-yaw) with length along the heading; quaternions are [w, x, y, z] as in nuScenes.
+yaw) with length along the heading.
 """
 
 from __future__ import annotations
@@ -11,47 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def wrap_angle(angle: np.ndarray | float) -> np.ndarray | float:
-    """Angle(s) wrapped to [-pi, pi)."""
-    return (np.asarray(angle) + np.pi) % (2.0 * np.pi) - np.pi
-
-
-def yaw_to_quaternion(yaw: float) -> list[float]:
-    """[w, x, y, z] of a rotation by `yaw` radians about +z."""
-    return [float(np.cos(yaw / 2.0)), 0.0, 0.0, float(np.sin(yaw / 2.0))]
-
-
-def quaternion_to_yaw(quaternion: list[float] | np.ndarray) -> float:
-    """Yaw (radians) of a [w, x, y, z] quaternion, assuming a rotation about z (pitch = roll = 0)."""
-    w, x, y, z = (float(c) for c in quaternion)
-    return float(np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z)))
-
-
 def rotation_z(yaw: float) -> np.ndarray:
     """(3, 3) rotation matrix about +z."""
     c, s = np.cos(yaw), np.sin(yaw)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-def rotation_to_quaternion(rotation: np.ndarray) -> list[float]:
-    """[w, x, y, z] of a proper (3, 3) rotation matrix (Shepperd's method, w >= 0)."""
-    m = np.asarray(rotation, dtype=np.float64)
-    trace = np.trace(m)
-    if trace > 0:
-        s = 2.0 * np.sqrt(1.0 + trace)
-        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
-    else:
-        i = int(np.argmax(np.diag(m)))
-        j, k = (i + 1) % 3, (i + 2) % 3
-        s = 2.0 * np.sqrt(1.0 + m[i, i] - m[j, j] - m[k, k])
-        q = [0.0, 0.0, 0.0, 0.0]
-        q[0] = (m[k, j] - m[j, k]) / s
-        q[1 + i] = 0.25 * s
-        q[1 + j] = (m[j, i] + m[i, j]) / s
-        q[1 + k] = (m[k, i] + m[i, k]) / s
-    if q[0] < 0:
-        q = [-c for c in q]
-    return [float(c) for c in q]
 
 
 def box_corners(center: np.ndarray, size_lwh: np.ndarray, yaw: float) -> np.ndarray:

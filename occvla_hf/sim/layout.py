@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from occvla_hf.constants import OCC_CLASS_NAMES
-from occvla_hf.sim.geometry import Polyline, arc_points, concat_polylines, line_points, wrap_angle
+from occvla_hf.geometry import wrap_angle
+from occvla_hf.sim.geometry import Polyline, arc_points, concat_polylines, line_points
 
 DRIVEABLE: int = OCC_CLASS_NAMES.index("driveable_surface")
 OTHER_FLAT: int = OCC_CLASS_NAMES.index("other_flat")

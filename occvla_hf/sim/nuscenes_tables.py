@@ -15,12 +15,11 @@ import numpy as np
 from nuscenes.utils.splits import create_splits_scenes
 from PIL import Image
 
-from occvla_hf.constants import CAMERA_NAMES
+from occvla_hf.constants import CAMERA_NAMES, LIDAR_CHANNEL
 from occvla_hf.sim.categories import NUSCENES_ATTRIBUTES, NUSCENES_CATEGORIES, NUSCENES_VISIBILITY
+from occvla_hf.sim.config import VERSIONS
 from occvla_hf.sim.layout import DRIVEABLE, GroundMap
 
-VERSIONS: tuple[str, ...] = ("v1.0-mini", "v1.0-trainval")
-LIDAR_CHANNEL: str = "LIDAR_TOP"
 TABLE_NAMES: tuple[str, ...] = (
     "category",
     "attribute",

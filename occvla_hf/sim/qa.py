@@ -15,14 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from occvla_hf.constants import QA_QUESTION_TYPES
-from occvla_hf.data.nuscenes_qa import Question
-from occvla_hf.sim.categories import QA_CATEGORY_WORDS
+from occvla_hf.constants import QA_MAX_COUNT, QA_OBJECTS, QA_QUESTION_TYPES, QA_RELATIONS
 
 QA_RANGE_M: float = 50.0  # objects farther than this from the ego are left out
 QA_MIN_LIDAR_POINTS: int = 1  # objects the lidar does not see are left out
-MAX_COUNT_ANSWER: int = 10
-RELATIONS: tuple[str, ...] = ("front", "front left", "back left", "back", "back right", "front right")
 EGO_REFERENCE: str = "ego car"
 
 _VEHICLE_STATUS = ("moving", "stopped", "parked")
@@ -38,9 +34,20 @@ STATUSES_BY_CATEGORY: dict[str, tuple[str, ...]] = {
     "barrier": (),
     "traffic cone": (),
 }
-assert set(STATUSES_BY_CATEGORY) == set(QA_CATEGORY_WORDS.values())
+assert set(STATUSES_BY_CATEGORY) == set(QA_OBJECTS)
 _PLURALS = {"bus": "buses"}
 _POSTFIX_STATUS = {"with rider", "without rider"}
+
+
+@dataclass(frozen=True)
+class Question:
+    """One generated question: the fields of a nuScenes-QA question-file entry, less its sample token (the sim writes
+    the files itself; it does not depend on the reader in `occvla_hf.data`)."""
+
+    question: str
+    answer: str
+    template_type: str
+    num_hop: int
 
 
 @dataclass(frozen=True)
@@ -118,7 +125,7 @@ def exist_question(objects: list[QAObject], target: Selector) -> Question:
 
 def count_question(objects: list[QAObject], target: Selector) -> Question | None:
     n = len(select(objects, target))
-    if n > MAX_COUNT_ANSWER:
+    if n > QA_MAX_COUNT:
         return None
     return Question(f"How many {target.phrase(plural=True)} are there?", str(n), "count", 0)
 
@@ -179,7 +186,7 @@ def count_related_question(
     if not ok:
         return None
     n = len(related(objects, ref, rel, target))
-    if n > MAX_COUNT_ANSWER:
+    if n > QA_MAX_COUNT:
         return None
     text = f"How many {target.phrase(True)} are to the {rel} of {_reference_phrase(reference)}?"
     return Question(text, str(n), "count", 1)
@@ -260,7 +267,7 @@ def _unique_selector(rng: np.random.Generator, objects: list[QAObject]) -> Selec
 def _sample(rng: np.random.Generator, objects: list[QAObject], template_type: str, num_hop: int) -> Question | None:
     statuses = sorted({o.status for o in objects if o.status is not None})
     categories = sorted({o.category for o in objects})
-    rel = str(rng.choice(RELATIONS))
+    rel = str(rng.choice(QA_RELATIONS))
     reference = None  # the ego car, for a quarter of the H1 questions; otherwise a unique object
     if num_hop == 1 and rng.random() >= 0.25:
         reference = _unique_selector(rng, objects)

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from occvla_hf.geometry import wrap_angle
 from occvla_hf.sim.agents import SceneTrack, simulate, spawn_agents
 from occvla_hf.sim.categories import occ_class_of
 from occvla_hf.sim.config import SimConfig
-from occvla_hf.sim.geometry import world_to_frame_2d, wrap_angle
+from occvla_hf.sim.geometry import world_to_frame_2d
 from occvla_hf.sim.layout import World, build_world
 from occvla_hf.sim.render import FrameBoxes, class_color
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from occvla_hf.constants import PLANNING_PROTOCOL_NAMES
 from occvla_hf.evaluation.planning import PROTOCOLS
 
 # The template shipped at the repository root.
@@ -24,7 +25,6 @@ TRAINING_DATA_SOURCES: tuple[str, ...] = ("nuscenes", "sim")
 # Licence of the weights by training data: nuScenes-derived weights follow the nuScenes terms of use.
 WEIGHTS_LICENSES: dict[str, str] = {"nuscenes": "cc-by-nc-sa-4.0", "sim": "apache-2.0"}
 CARD_TAGS: tuple[str, ...] = ("occvla", "vision-language-action", "autonomous-driving", "motion-planning", "occupancy")
-_PROTOCOL_NAMES: dict[str, str] = {"stp3": "ST-P3", "uniad": "UniAD"}
 _TRAIN_TERMS: tuple[str, ...] = (
     "loss",
     "lm_loss",
@@ -108,7 +108,7 @@ def render_model_card(
     eval_log = _latest(log_history, f"eval_{PROTOCOLS[0]}_l2_avg_m") or {}
     planning_rows = [
         {
-            "protocol": _PROTOCOL_NAMES[protocol],
+            "protocol": PLANNING_PROTOCOL_NAMES[protocol],
             **{
                 key: _format_m(eval_log.get(f"eval_{protocol}_{key}"))
                 for key in ("l2_1s_m", "l2_2s_m", "l2_3s_m", "l2_avg_m")

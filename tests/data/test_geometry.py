@@ -15,21 +15,12 @@ from occvla_hf.data.geometry import (
     invert_pose,
     pose_matrix,
     positions_in_frame,
-    quaternion_to_matrix,
     sensor_to_keyframe_ego,
-    wrap_angle,
 )
 
 
 def _yaw_pose(x: float, y: float, yaw_rad: float) -> np.ndarray:
     return pose_matrix([x, y, 0.0], Quaternion(axis=[0, 0, 1], angle=yaw_rad).elements)
-
-
-def test_quaternion_to_matrix_matches_pyquaternion_for_arbitrary_rotations():
-    rng = np.random.default_rng(0)
-    quaternions = rng.normal(size=(5, 4))
-    expected = np.stack([Quaternion(q / np.linalg.norm(q)).rotation_matrix for q in quaternions])
-    np.testing.assert_allclose(quaternion_to_matrix(quaternions), expected, atol=1e-12)
 
 
 def test_pose_matrix_matches_devkit_transform_matrix_and_inverts():
@@ -91,10 +82,6 @@ def test_ego_kinematics_rejects_non_increasing_timestamps():
     poses = np.stack([np.eye(4), np.eye(4)])
     with pytest.raises(ValueError, match="timestamps_us"):
         ego_kinematics(poses, np.array([5, 5]))
-
-
-def test_wrap_angle_maps_into_minus_pi_pi():
-    np.testing.assert_allclose(wrap_angle(np.array([3 * np.pi / 2, -3 * np.pi / 2, 0.1])), [-np.pi / 2, np.pi / 2, 0.1])
 
 
 def test_sensor_to_keyframe_ego_moves_the_camera_by_the_ego_motion_in_between():

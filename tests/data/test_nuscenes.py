@@ -13,7 +13,7 @@ from pyquaternion import Quaternion
 
 from occvla_hf.constants import CAMERA_NAMES, NUM_PAST_WAYPOINTS, NUM_WAYPOINTS
 from occvla_hf.data.nuscenes import VERSION_SPLITS, NuScenesReader
-from occvla_hf.processing.meta_action import meta_action_from_trajectory
+from occvla_hf.meta_action import meta_action_from_trajectory
 
 from .conftest import VERSION, linked_copy
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from occvla_hf.evaluation.qa import NUSCENES_QA_ANSWERS, QAAccuracyAccumulator, format_qa_table, normalize_answer
+from occvla_hf.constants import NUSCENES_QA_ANSWERS
+from occvla_hf.evaluation.qa import QAAccuracyAccumulator, format_qa_table, normalize_answer
 
 
 @pytest.mark.parametrize(

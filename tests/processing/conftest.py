@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from transformers import PreTrainedTokenizerFast, SiglipImageProcessor
+from transformers import PreTrainedTokenizerFast, SiglipImageProcessorPil
 
 from occvla_hf.processing import OccVLAProcessor, build_tokenizer
 
@@ -25,7 +25,7 @@ def make_processor(tokenizer: PreTrainedTokenizerFast) -> Callable[..., OccVLAPr
 
     def make(**kwargs) -> OccVLAProcessor:
         kwargs.setdefault("image_seq_length", IMAGE_SEQ_LENGTH)
-        image_processor = SiglipImageProcessor(size={"height": IMAGE_SIZE_PX, "width": IMAGE_SIZE_PX})
+        image_processor = SiglipImageProcessorPil(size={"height": IMAGE_SIZE_PX, "width": IMAGE_SIZE_PX})
         return OccVLAProcessor(image_processor=image_processor, tokenizer=tokenizer, **kwargs)
 
     return make

@@ -8,7 +8,7 @@ import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from occvla_hf.constants import IMAGE_TOKEN, TRAJ_TOKEN
-from occvla_hf.processing.meta_action import all_meta_actions
+from occvla_hf.meta_action import all_meta_actions
 from occvla_hf.processing.tokenization import SPECIAL_TOKENS, build_tokenizer
 
 TEXTS = (

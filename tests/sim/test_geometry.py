@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pyquaternion import Quaternion
 
 from occvla_hf.sim.geometry import (
     Polyline,
@@ -13,36 +12,10 @@ from occvla_hf.sim.geometry import (
     frame_to_world_2d,
     line_points,
     points_in_box,
-    quaternion_to_yaw,
-    rotation_to_quaternion,
     rotation_z,
     world_to_frame_2d,
-    wrap_angle,
-    yaw_to_quaternion,
 )
 from occvla_hf.sim.layout import Piece
-
-
-def test_yaw_quaternion_known_value_and_round_trip():
-    assert yaw_to_quaternion(np.pi / 2) == pytest.approx([np.sqrt(0.5), 0.0, 0.0, np.sqrt(0.5)])
-    for yaw in np.linspace(-3.1, 3.1, 13):
-        assert quaternion_to_yaw(yaw_to_quaternion(yaw)) == pytest.approx(yaw)
-        assert Quaternion(yaw_to_quaternion(yaw)).yaw_pitch_roll[0] == pytest.approx(yaw)
-
-
-def test_rotation_to_quaternion_matches_pyquaternion():
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        q = Quaternion(rng.standard_normal(4)).normalised
-        ours = Quaternion(rotation_to_quaternion(q.rotation_matrix))
-        assert np.allclose(ours.rotation_matrix, q.rotation_matrix, atol=1e-9)
-        assert ours.w >= 0
-
-
-def test_wrap_angle_range():
-    assert wrap_angle(3 * np.pi / 2) == pytest.approx(-np.pi / 2)
-    assert wrap_angle(-np.pi) == pytest.approx(-np.pi)
-    assert wrap_angle(0.25) == pytest.approx(0.25)
 
 
 def test_box_corners_of_rotated_box():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from occvla_hf.sim.geometry import box_corners, wrap_angle
+from occvla_hf.geometry import wrap_angle
+from occvla_hf.sim.geometry import box_corners
 from occvla_hf.sim.layout import (
     DRIVEABLE,
     MANMADE,

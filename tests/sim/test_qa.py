@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from occvla_hf.constants import QA_QUESTION_TYPES
-from occvla_hf.evaluation.qa import NUSCENES_QA_ANSWERS
+from occvla_hf.constants import NUSCENES_QA_ANSWERS, QA_OBJECTS, QA_QUESTION_TYPES, QA_RELATIONS, QA_STATUSES
+from occvla_hf.sim.categories import QA_CATEGORY_WORDS, QA_STATUS_WORDS
 from occvla_hf.sim.qa import (
+    STATUSES_BY_CATEGORY,
     QAObject,
     Selector,
     comparison_question,
@@ -34,6 +35,13 @@ PEDESTRIAN = QAObject("pedestrian", "standing", -6.0, -3.0)
 TRUCK = QAObject("truck", "stopped", 20.0, -4.0)
 CONE = QAObject("traffic cone", None, 8.0, -5.0)
 SCENE = [MOVING_CAR, PARKED_CAR, PEDESTRIAN, TRUCK, CONE]
+
+
+def test_sim_words_are_the_nuscenes_qa_vocabulary():
+    assert set(STATUSES_BY_CATEGORY) == set(QA_CATEGORY_WORDS.values()) == set(QA_OBJECTS)
+    assert {status for statuses in STATUSES_BY_CATEGORY.values() for status in statuses} == set(QA_STATUSES)
+    assert set(QA_STATUS_WORDS.values()) == set(QA_STATUSES)
+    assert {relation((0.0, 0.0), (np.cos(a), np.sin(a))) for a in np.linspace(-np.pi, np.pi, 73)} == set(QA_RELATIONS)
 
 
 def test_relation_bins_follow_nuscenes_qa():

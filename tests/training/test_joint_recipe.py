@@ -19,7 +19,7 @@ from huggingface_hub import HfApi
 from transformers import (
     PaliGemmaConfig,
     PaliGemmaForConditionalGeneration,
-    SiglipImageProcessor,
+    SiglipImageProcessorPil,
     TrainingArguments,
     set_seed,
 )
@@ -246,7 +246,7 @@ def tiny_paligemma_dir(tmp_path: Path) -> Path:
     path = tmp_path / "paligemma"
     PaliGemmaForConditionalGeneration(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
-    SiglipImageProcessor(size={"height": IMAGE_SIZE_PX, "width": IMAGE_SIZE_PX}).save_pretrained(path)
+    SiglipImageProcessorPil(size={"height": IMAGE_SIZE_PX, "width": IMAGE_SIZE_PX}).save_pretrained(path)
     return path
 
 

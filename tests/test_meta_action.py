@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from occvla_hf.constants import PATH_ACTIONS, SPEED_ACTIONS
-from occvla_hf.processing.meta_action import (
+from occvla_hf.meta_action import (
     SPEED_CHANGE_MPS,
     MetaAction,
     all_meta_actions,

@@ -1,7 +1,9 @@
-"""Meta-action codec: a high-level driving decision (speed x path) derived from a future trajectory, and its text.
+"""Meta-action labelling: a high-level driving decision (speed x path) derived from a future trajectory, and its text.
 
-A meta-action pairs one of `SPEED_ACTIONS` with one of `PATH_ACTIONS`; its text form is `"<speed>, <path>"`,
-e.g. `"decelerate, left turn"`. The label is computed from geometry alone (no map), with the thresholds below:
+A pure function of the trajectory, below both `data` (which labels every keyframe) and `processing` (whose tokenizer
+learns the text). A meta-action pairs one of `SPEED_ACTIONS` with one of `PATH_ACTIONS`; its text form is
+`"<speed>, <path>"`, e.g. `"decelerate, left turn"`. The label is computed from geometry alone (no map), with the
+thresholds below:
 
 Speed (from the speeds of the segments between consecutive valid waypoints, origin included):
   * `stop`        the speed over the last valid segment is below `STOP_SPEED_MPS`;
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..constants import NUM_WAYPOINTS, PATH_ACTIONS, SPEED_ACTIONS, WAYPOINT_STEP_S
+from .constants import NUM_WAYPOINTS, PATH_ACTIONS, SPEED_ACTIONS, WAYPOINT_STEP_S
 
 STOP_SPEED_MPS: float = 0.5  # 0.25 m or less over the last 0.5 s
 SPEED_CHANGE_MPS: float = 1.0
