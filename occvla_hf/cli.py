@@ -18,6 +18,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "occvla_hf.evaluation.cli",
     "occvla_hf.sim.cli",
     "occvla_hf.demo",
+    "occvla_hf.experiments.cli",
 )
 
 
