@@ -3,7 +3,7 @@
 # carried in .whl/, unpacks the sim dataroots carried in .device_data/sim.tar.gz (train/ and eval/, without lidar
 # sweeps and Occ3D label files: the build reads neither), builds their datasets next to the occupancy labels carried in
 # .device_data/occupancy (training scenes) and .device_data/occupancy_eval (held-out scenes), trains and evaluates
-# (benchmarks/ablation_occupancy.py), and packs the results, the stage-1 VAE and the seed-0 checkpoint of the first
+# (occvla_hf/experiments/occupancy_ablation.py), and packs the results, the stage-1 VAE and the seed-0 checkpoint of the first
 # variant under $OUT.
 #   [VARIANTS="occ no_occ"] [SEEDS="0 1 2"] [VAE=DIR] bash benchmarks/ablation_occupancy_device.sh [TIME_LIMIT_S] [PARALLEL_RUNS]
 # VAE names a trained stage-1 folder (e.g. .device_data/vae, from an earlier call's vae.tar.gz) to skip stage 1.
@@ -21,9 +21,9 @@ tar xzf .device_data/sim.tar.gz -C /tmp/sim || exit 1
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > /tmp/results/device.txt
 python3 -c "import torch, transformers, datasets; print(torch.__version__, transformers.__version__, datasets.__version__)" >> /tmp/results/device.txt
 timeout "$limit_s" bash -c "
-python3 -m benchmarks.ablation_occupancy prepare --sim /tmp/sim --occupancy .device_data/occupancy \
+python3 -m occvla_hf.experiments.occupancy_ablation prepare --sim /tmp/sim --occupancy .device_data/occupancy \
   --occupancy-eval .device_data/occupancy_eval --out /tmp/data &&
-python3 -m benchmarks.ablation_occupancy run --data /tmp/data --variants $variants --seeds $seeds \
+python3 -m occvla_hf.experiments.occupancy_ablation run --data /tmp/data --variants $variants --seeds $seeds \
   --parallel $parallel --runs /tmp/runs --out /tmp/results $vae_args
 " 2>&1 | grep -v -E "it/s\]|s/it\]|examples/s\]|chunk/s\]|ba/s\]|batch/s\]|s/batch\]" | tee /tmp/results/pipeline.log
 cp /tmp/runs/vae/reconstruction_metrics.json /tmp/results/ 2>/dev/null

@@ -3,7 +3,8 @@
 Full shape: PaliGemma-2-3B (SigLIP-So400m/14 at 224 px, Gemma-2-2B sizes), random weights, SDPA. Rows: prefill latency
 (1 and 6 views), `generate()` of 32 tokens, `plan()` (trajectory head + meta-action), the trajectory read from the
 prefill alone, and decoding the 6 waypoints as text instead (what a text-waypoint planner pays), at batch 1/8/32.
-GPU timings use CUDA events; every number is the median of `--repeats` runs after `--warmup` runs.
+Timed with `occvla_hf.evaluation.timing` (CUDA events on GPU); every number is the median of `--repeats` runs after
+`--warmup` runs.
 
     python benchmarks/bench_inference.py --device cuda --dtype bf16
     python benchmarks/bench_inference.py --tiny --device cpu        # smoke run on a tiny config
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +22,7 @@ import torch
 import transformers
 from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration
 
+from occvla_hf.evaluation.timing import call_times_ms, synchronize
 from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning
 
 GENERATE_TOKENS = 32
@@ -70,27 +71,9 @@ class Timer:
         """Median milliseconds of `fn_a()` and `fn_b()`, run alternately so that drift (clocks, host load) hits
         both alike; ratios of the two are the numbers to trust."""
         fns = [fn for fn in (fn_a, fn_b) if fn is not None]
-        for _ in range(self.warmup):
-            for fn in fns:
-                fn()
-        times: list[list[float]] = [[] for _ in fns]
-        for _ in range(self.repeats):
-            for fn, bucket in zip(fns, times, strict=True):
-                bucket.append(self._once(fn))
+        times = call_times_ms(fns, repeats=self.repeats, warmup=self.warmup, device=self.device)
         medians = [statistics.median(bucket) for bucket in times]
         return medians[0], (medians[1] if fn_b is not None else float("nan"))
-
-    def _once(self, fn: Callable[[], object]) -> float:
-        if self.device.type != "cuda":
-            begin = time.perf_counter()
-            fn()
-            return (time.perf_counter() - begin) * 1000
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end)
 
 
 def waypoint_text_tokens() -> int:
@@ -234,8 +217,7 @@ def profile_prefill(args: argparse.Namespace) -> None:
             with torch.profiler.profile(activities=activities) as profiler:
                 for _ in range(5):
                     model(**inputs, use_cache=True, logits_to_keep=1)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
+                synchronize(device)
             print(f"## {name}: 5 prefills")
             print(profiler.key_averages().table(sort_by=sort_key, row_limit=18, max_name_column_width=50))
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import time
 
 import numpy as np
 import PIL.Image
@@ -21,19 +20,14 @@ import transformers
 from transformers import SiglipImageProcessorPil
 
 from occvla_hf.constants import EGO_STATUS_FEATURES, OCC_GRID_SHAPE
+from occvla_hf.evaluation.timing import call_times_ms
 from occvla_hf.processing import OccVLAProcessor, build_tokenizer
 
 IMAGE_HW_PX = (900, 1600)
 
 
 def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return statistics.median(call_times_ms([fn], repeats=repeats, warmup=1)[0])
 
 
 def main() -> None:

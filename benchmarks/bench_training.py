@@ -19,6 +19,7 @@ import torch
 import transformers
 
 from benchmarks.bench_inference import GEMMA2_2B, SIGLIP_SO400M, TINY_TEXT, TINY_VISION, Timer
+from occvla_hf.evaluation.timing import synchronize
 from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning
 from occvla_hf.modeling.configuration_occupancy_vae import OccupancyVAEConfig
 from occvla_hf.modeling.occupancy_vae import OccupancyVAE
@@ -133,10 +134,10 @@ def run(args: argparse.Namespace) -> list[tuple[str, ...]]:
             steps[with_occupancy] = step
             step()  # the first step allocates the optimizer states: keep them out of the comparison
             if device.type == "cuda":  # peak memory of one step of this variant, optimizer states included
-                torch.cuda.synchronize()
+                synchronize(device)
                 torch.cuda.reset_peak_memory_stats()
                 step()
-                torch.cuda.synchronize()
+                synchronize(device)
                 memory[with_occupancy] = f"{torch.cuda.max_memory_allocated() / 2**30:.1f}"
         times = dict(zip((False, True), timer.pair(steps[False], steps[True]), strict=True))
         if args.profile and not checkpointing:
@@ -167,8 +168,7 @@ def _profile(step, device: torch.device, rows: int = 25) -> str:
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as profiler:
         step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
     sort_key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
     return profiler.key_averages().table(sort_by=sort_key, row_limit=rows, max_name_column_width=60)
 

@@ -28,6 +28,7 @@ from transformers import PrinterCallback, TrainerCallback, TrainingArguments
 from benchmarks.bench_inference import GEMMA2_2B, SIGLIP_SO400M, TINY_TEXT, TINY_VISION
 from benchmarks.bench_training import TINY_VAE, build_model
 from occvla_hf.constants import OCC_FREE_CLASS
+from occvla_hf.evaluation.timing import synchronize
 from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning
 from occvla_hf.modeling.configuration_occupancy_vae import OccupancyVAEConfig
 from occvla_hf.training.trainer import LOSS_TERMS, OccVLADataCollator, OccVLATrainer
@@ -95,8 +96,7 @@ class StepTimer(TrainerCallback):
         self.ends: list[float] = []
 
     def on_step_end(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        synchronize(args.device)
         self.ends.append(time.perf_counter())
 
 

@@ -3,7 +3,7 @@
 Rows per latent type and batch size: `encode`, `decode`, `encode+decode` (no grad, the frozen use inside OccVLA)
 and, with `--train`, one stage-1 training step (forward with both losses, backward, AdamW step). Inference runs the
 model cast to `--dtype`; the training step keeps fp32 weights under bf16 autocast, as the Trainer's `bf16=True`
-does. Each number is the median of `--repeats` runs after `--warmup` runs (CUDA synchronised).
+does. Each number is the median of `--repeats` runs after `--warmup` runs (`occvla_hf.evaluation.timing`).
 
     python benchmarks/bench_vae.py --device cpu --batch-sizes 1 2
     python benchmarks/bench_vae.py --device cuda --dtype bf16 --batch-sizes 1 8 32 --train
@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
 import transformers
 
 from occvla_hf.constants import NUM_OCC_CLASSES, OCC_GRID_SHAPE
+from occvla_hf.evaluation.timing import call_times_ms
 from occvla_hf.modeling.configuration_occupancy_vae import OccupancyVAEConfig
 from occvla_hf.modeling.occupancy_vae import OccupancyVAE
 
@@ -28,19 +28,8 @@ DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def median_ms(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
-    """Median wall-clock milliseconds of `fn()`."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
+    """Median milliseconds of `fn()`."""
+    return statistics.median(call_times_ms([fn], repeats=repeats, warmup=warmup, device=device)[0])
 
 
 def bench_inference(

@@ -22,6 +22,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "occvla_hf.evaluation.cli",
     "occvla_hf.sim.cli",
     "occvla_hf.demo_cli",
+    "occvla_hf.experiments.cli",
 )
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -21,8 +21,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from occvla_hf.constants import EGO_STATUS_FEATURES, EGO_VELOCITY_FEATURES, NUM_WAYPOINTS, WAYPOINT_STEP_S
+from occvla_hf.constants import NUM_WAYPOINTS, WAYPOINT_STEP_S
 from occvla_hf.demo_cli import DEFAULT_DEMO_SEED, PNG_NAME
+from occvla_hf.evaluation.baselines import constant_velocity_trajectories, has_velocity
 from occvla_hf.evaluation.planning import l2_errors
 from occvla_hf.evaluation.plots import plot_bev, plot_camera_mosaic
 from occvla_hf.modeling import OccVLAForPlanning
@@ -36,19 +37,6 @@ DEMO_SIM_CONFIG = SimConfig(scale=0.1, scene_duration_s=10.0, lidar_azimuth_step
 DEMO_NUM_SCENES: int = 3
 DEMO_VERSION: str = "v1.0-mini"
 NUM_DEMO_QUESTIONS: int = 2
-
-
-def constant_velocity_trajectories(ego_status: np.ndarray) -> np.ndarray:
-    """(N, 6, 2) waypoints, metres, ego frame, of an ego keeping its current velocity (vx, vy of the raw (N, F) ego
-    status, m/s) for 3 s: the baseline a planner should beat."""
-    velocity_m_s = ego_status[:, [EGO_STATUS_FEATURES.index(name) for name in EGO_VELOCITY_FEATURES]]  # (N, 2)
-    times_s = WAYPOINT_STEP_S * np.arange(1, NUM_WAYPOINTS + 1)  # (6,)
-    return velocity_m_s[:, None, :] * times_s[None, :, None]
-
-
-def has_velocity(ego_status_valid: np.ndarray) -> np.ndarray:
-    """(N,) bool: the (N, F) validity flags of the ego status mark both vx and vy valid (not at a scene start)."""
-    return ego_status_valid[:, [EGO_STATUS_FEATURES.index(name) for name in EGO_VELOCITY_FEATURES]].all(axis=1)
 
 
 @dataclass
@@ -238,4 +226,4 @@ def run_demo(
         )
 
 
-__all__ = ["DEFAULT_DEMO_SEED", "DemoResult", "constant_velocity_trajectories", "has_velocity", "run_demo"]
+__all__ = ["DEFAULT_DEMO_SEED", "DemoResult", "run_demo"]

@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from occvla_hf.cli import build_parser
-from occvla_hf.constants import EGO_STATUS_FEATURES, NUM_WAYPOINTS
-from occvla_hf.demo import DEFAULT_DEMO_SEED, DemoResult, constant_velocity_trajectories, has_velocity, run_demo
+from occvla_hf.constants import NUM_WAYPOINTS
+from occvla_hf.demo import DEFAULT_DEMO_SEED, DemoResult, run_demo
+from occvla_hf.evaluation.baselines import constant_velocity_trajectories
 from occvla_hf.modeling import OccVLAForPlanning
 from occvla_hf.pretrained import EMBEDDED_MODEL_PATH
 from occvla_hf.processing import OccVLAProcessor
@@ -19,21 +20,6 @@ from occvla_hf.processing import OccVLAProcessor
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoResult:
     return run_demo(tmp_path_factory.mktemp("demo"), seed=DEFAULT_DEMO_SEED, print_fn=None)
-
-
-def test_constant_velocity_baseline_extrapolates_the_velocity() -> None:
-    ego = np.zeros((1, len(EGO_STATUS_FEATURES)), dtype=np.float32)
-    ego[0, EGO_STATUS_FEATURES.index("vx")] = 4.0
-    ego[0, EGO_STATUS_FEATURES.index("vy")] = -1.0
-    expected = np.array([[2.0, -0.5], [4.0, -1.0], [6.0, -1.5], [8.0, -2.0], [10.0, -2.5], [12.0, -3.0]])
-    np.testing.assert_allclose(constant_velocity_trajectories(ego)[0], expected)
-
-
-def test_has_velocity_needs_both_vx_and_vy_valid() -> None:
-    valid = np.ones((3, len(EGO_STATUS_FEATURES)), dtype=bool)
-    valid[1, EGO_STATUS_FEATURES.index("vy")] = False
-    valid[2, EGO_STATUS_FEATURES.index("steering")] = False
-    np.testing.assert_array_equal(has_velocity(valid), [True, False, True])
 
 
 def test_embedded_model_loads_with_its_processor() -> None:

@@ -31,7 +31,7 @@ from occvla_hf.constants import LIDAR_CHANNEL
 from occvla_hf.geometry import rotation_to_quaternion, yaw_to_quaternion
 from occvla_hf.sim.cameras import LIDAR_TRANSLATION_M, camera_rays, lidar_rays, lidar_rotation
 from occvla_hf.sim.categories import QA_STATUS_WORDS, qa_word_of
-from occvla_hf.sim.config import PRESETS, SimConfig, resolve_config
+from occvla_hf.sim.config import DEFAULT_SEED, DEFAULT_VERSION, PRESETS, SimConfig, resolve_config
 from occvla_hf.sim.geometry import world_to_frame_2d
 from occvla_hf.sim.lidar import lidar_point_cloud
 from occvla_hf.sim.nuscenes_tables import (
@@ -91,9 +91,9 @@ def generate_dataset(
     out_dir: str | Path,
     *,
     num_scenes: int | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     scale: float | None = None,
-    version: str = "v1.0-mini",
+    version: str | None = None,
     preset: str | None = None,
     config: SimConfig | None = None,
     num_workers: int = 1,
@@ -105,10 +105,12 @@ def generate_dataset(
     Args:
         out_dir: The dataroot to create.
         num_scenes: Number of scenes; defaults to the preset's.
-        seed: Master seed; scene i uses the seed sequence (seed, i).
+        seed: Master seed; scene i uses the seed sequence (seed, i). Defaults to the preset's (0 without preset).
         scale: Image size factor applied to 1600 x 900; defaults to the config's (0.25 without preset).
-        version: "v1.0-mini" (at most 10 scenes, official mini names) or "v1.0-trainval" (official train/val names).
-        preset: A name from `PRESETS` ("mini", "tiny") providing the scene count and config.
+        version: "v1.0-mini" (at most 10 scenes, official mini names) or "v1.0-trainval" (official train/val names);
+            defaults to the preset's ("v1.0-mini" without preset).
+        preset: A name from `PRESETS` ("mini", "tiny", "scale", "scale_heldout") providing the scene count, config,
+            seed and version.
         config: Full settings (overrides the preset's config); `scale` still applies on top.
         num_workers: Processes rendering scenes in parallel (the output does not depend on it).
         overwrite: Replace the outputs of an earlier run in `out_dir` instead of failing.
@@ -120,6 +122,10 @@ def generate_dataset(
         if preset is None:
             raise ValueError("num_scenes: required when no preset is given")
         num_scenes = PRESETS[preset].num_scenes
+    if seed is None:
+        seed = PRESETS[preset].seed if preset is not None else DEFAULT_SEED
+    if version is None:
+        version = PRESETS[preset].version if preset is not None else DEFAULT_VERSION
     names = scene_names(version, num_scenes)
     if num_workers < 1:
         raise ValueError(f"num_workers: expected >= 1, got {num_workers}")

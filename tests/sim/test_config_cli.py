@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from occvla_hf.cli import main
 from occvla_hf.sim import PRESETS, SimConfig, generate_dataset
-from occvla_hf.sim.config import resolve_config
+from occvla_hf.sim.config import HELD_OUT_SEED, resolve_config
+from occvla_hf.sim.nuscenes_tables import scene_names
 
 
 def test_config_derived_sizes():
@@ -30,6 +32,30 @@ def test_presets_are_small_and_scale_overrides_them():
     assert PRESETS["mini"].num_scenes == 10 and PRESETS["tiny"].num_scenes == 2
     assert resolve_config("tiny", None, scale=0.05).scale == 0.05
     assert resolve_config("tiny", None).scene_duration_s == PRESETS["tiny"].config.scene_duration_s
+
+
+def test_scale_presets_give_the_at_scale_data_and_disjoint_held_out_scenes():
+    train, held_out = PRESETS["scale"], PRESETS["scale_heldout"]
+    for preset in (train, held_out):
+        width, height = preset.config.image_size_px
+        assert width >= 400 and height >= 225 and preset.config.scene_duration_s == 20.0
+    splits = [split for _, split in scene_names(train.version, train.num_scenes)]
+    assert splits.count("train") * train.config.num_keyframes >= 12_000
+    assert splits.count("val") >= 40  # the validation range: other scenes of the training seed
+    assert held_out.num_scenes >= 40 and held_out.seed == HELD_OUT_SEED != train.seed
+    assert replace(held_out.config, questions_per_keyframe=0) == replace(train.config, questions_per_keyframe=0)
+
+
+def test_a_preset_sets_seed_and_version_unless_given(tmp_path):
+    small = SimConfig(scale=0.02, scene_duration_s=1.0, lidar_azimuth_steps=64, questions_per_keyframe=1)
+    summary = generate_dataset(tmp_path / "a", preset="scale_heldout", num_scenes=1, config=small, progress=False)
+    info = json.loads((tmp_path / "a" / "nuscenes_qa" / "NuScenes_train_questions.json").read_text())["info"]
+    assert (summary.version, info["seed"]) == ("v1.0-trainval", HELD_OUT_SEED)
+    summary = generate_dataset(
+        tmp_path / "b", preset="scale", num_scenes=1, config=small, seed=7, version="v1.0-mini", progress=False
+    )
+    info = json.loads((tmp_path / "b" / "nuscenes_qa" / "NuScenes_train_questions.json").read_text())["info"]
+    assert (summary.version, info["seed"]) == ("v1.0-mini", 7)
 
 
 def test_generate_dataset_argument_errors(tmp_path):

@@ -26,7 +26,7 @@ from transformers import (
 
 from occvla_hf.cli import main
 from occvla_hf.data.hub import load_saved
-from occvla_hf.demo import constant_velocity_trajectories, has_velocity
+from occvla_hf.evaluation.baselines import constant_velocity_trajectories, has_velocity
 from occvla_hf.modeling import OccVLAForPlanning
 from occvla_hf.modeling.occupancy_vae import OccupancyVAE
 from occvla_hf.processing import OccVLAProcessor, build_tokenizer, ego_status_statistics

@@ -1,0 +1,232 @@
+"""The occupancy ablation at scale: does implicit occupancy supervision help a model that can see objects?
+
+    python -m occvla_hf.experiments.ablation_scale prepare --sim SIM_DIR --generate --workers 16 --out .scale_data
+    python -m occvla_hf.experiments.ablation_scale run --data .scale_data --variants occ no_occ --seeds 0 1 2 \
+        --out benchmarks/results/ablation_scale
+    python -m occvla_hf.experiments.ablation_scale report benchmarks/results/ablation_scale/*.json
+
+Data (`prepare`): the `scale` sim preset (400 x 225 px, 20 s scenes; its train split trains, its val split is the
+validation range on which settings are chosen) and the `scale_heldout` preset (40 scenes of another master seed,
+touched only for the final tables), written as SIM_DIR/train and SIM_DIR/eval with `--generate` (or read from there),
+built into `--out`: `train/` (planning, qa, occupancy of every split), `val/` (the val split alone), `eval/` (the
+held-out scenes), and `train_10pct/`, the label-scarce copy of `train/` (`label_scarcity`: planning and QA rows of 10 %
+of the training scenes; occupancy of every keyframe). Images stay in the dataroots (`image_mode="path"`).
+
+Variants (`VARIANTS`, recipe overrides of `configs/scale_joint.yaml`): `occ`, `no_occ`, `occ_xattn` (the paper's
+occupancy transformer, `occupancy_module: cross_attention`), `occ_10pct` / `no_occ_10pct` (trained on
+`train_10pct/`), and `occ_w<λ>`, the λ_occ (`occupancy_loss_weight`) sweep. `run` trains and evaluates them like
+`occupancy_ablation` (the same runner, stage 1 included): one JSON per run with the keys of
+`benchmarks/results/ablation_occupancy/` plus `planning_hard`, planning on the **hard subset** of the held-out
+keyframes (`evaluation.baselines.hard_keyframes`: logged future more than 1 m from constant velocity), also in
+`constant_velocity.json`. `--held-out val` evaluates on the validation range instead.
+
+The joint recipe attaches occupancy targets to planning rows, so `occ_10pct` supervises occupancy on the keyframes of
+its labelled scenes; `train_10pct/` holds the occupancy of every keyframe for a recipe that trains occupancy-only rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from datasets import Dataset, DatasetDict
+
+from occvla_hf.constants import OCC_CLASS_NAMES, OCC_FREE_CLASS
+from occvla_hf.evaluation.baselines import HARD_DEVIATION_M, hard_keyframes
+from occvla_hf.experiments.label_scarcity import LABEL_FRACTION, LABEL_SEED, label_scarce_configs
+from occvla_hf.experiments.occupancy_ablation import (
+    CV_VARIANT,
+    HELD_OUT_DIR,
+    VAE_RECIPE,
+    Variant,
+    ablation_tables,
+    add_run_arguments,
+    baseline_table,
+    held_out_rows,
+    mean_std,
+    planning_tables,
+    read_reports,
+    run_ablation,
+    runs_by_variant,
+    velocity_keyframes,
+)
+
+SCALE_RECIPE: str = "configs/scale_joint.yaml"
+TRAIN_PRESET: str = "scale"
+HELD_OUT_PRESET: str = "scale_heldout"
+TRAIN_DIR: str = "train"
+VALIDATION_DIR: str = "val"
+LABEL_SCARCE_DIR: str = "train_10pct"
+LAMBDA_OCC_SWEEP: tuple[float, ...] = (0.1, 0.3, 3.0, 10.0)
+_NO_OCC: tuple[str, ...] = ("--occupancy_supervision", "false")
+
+VARIANTS: dict[str, Variant] = {
+    "occ": Variant(SCALE_RECIPE, (), "with occupancy"),
+    "no_occ": Variant(SCALE_RECIPE, _NO_OCC, "without occupancy"),
+    "occ_xattn": Variant(
+        SCALE_RECIPE, ("--model.config.occupancy_module", "cross_attention"), "occupancy, cross-attention module"
+    ),
+    "occ_10pct": Variant(SCALE_RECIPE, (), "with occupancy, 10 % of the labels", train_data=LABEL_SCARCE_DIR),
+    "no_occ_10pct": Variant(
+        SCALE_RECIPE, _NO_OCC, "without occupancy, 10 % of the labels", train_data=LABEL_SCARCE_DIR
+    ),
+    **{
+        f"occ_w{weight:g}": Variant(
+            SCALE_RECIPE, ("--model.config.occupancy_loss_weight", str(weight)), f"occupancy, λ_occ {weight:g}"
+        )
+        for weight in LAMBDA_OCC_SWEEP
+    },
+}
+# The occupancy classes of the per-class table (every class but `free`).
+OCCUPIED_CLASSES: tuple[str, ...] = tuple(name for i, name in enumerate(OCC_CLASS_NAMES) if i != OCC_FREE_CLASS)
+
+
+def hard_subset(rows: Dataset) -> Dataset:
+    """The planning rows of the hard subset (`evaluation.baselines.hard_keyframes`)."""
+    columns = rows.select_columns(["trajectory", "trajectory_mask", "ego_status", "ego_status_valid"])
+    arrays = columns.with_format("numpy")[:]
+    hard = hard_keyframes(
+        arrays["trajectory"], arrays["trajectory_mask"], arrays["ego_status"], arrays["ego_status_valid"]
+    )
+    return rows.select(np.flatnonzero(hard))
+
+
+PLANNING_SUBSETS: dict[str, Callable[[Dataset], Dataset]] = {
+    "planning_with_velocity": velocity_keyframes,
+    "planning_hard": hard_subset,
+}
+
+
+# ------------------------------------------------------------------------------------------------------ data
+
+
+def _save(configs: Mapping[str, DatasetDict], out: Path, version: str) -> None:
+    from occvla_hf.data.hub import save_dataset
+
+    save_dataset(dict(configs), out, version=version, image_mode="path")
+    print(
+        out.name, {config: {split: len(rows) for split, rows in splits.items()} for config, splits in configs.items()}
+    )
+
+
+def prepare(args: argparse.Namespace) -> None:
+    """Generates (with `--generate`) and builds the datasets of the module docstring."""
+    from occvla_hf.data.hub import build_dataset
+    from occvla_hf.sim import PRESETS, generate_dataset
+
+    sim, out = Path(args.sim), Path(args.out)
+    for name, preset in ((TRAIN_DIR, TRAIN_PRESET), (HELD_OUT_DIR, HELD_OUT_PRESET)):
+        if args.generate:
+            summary = generate_dataset(sim / name, preset=preset, num_workers=args.workers, overwrite=args.overwrite)
+            print(f"{name}: {summary.num_scenes} scenes, {summary.num_samples} keyframes in {summary.seconds:.0f} s")
+        root = sim / name
+        version = args.version or PRESETS[preset].version
+        built = build_dataset(
+            root,
+            version,
+            occ3d_root=root / "gts",
+            qa_root=root / "nuscenes_qa",
+            image_mode="path",
+            cache_dir=out / "cache" / name,
+        )
+        _save(built, out / name, version)
+        if name == TRAIN_DIR:
+            validation = {
+                config: DatasetDict({args.validation_split: splits[args.validation_split]})
+                for config, splits in built.items()
+                if args.validation_split in splits
+            }
+            _save(validation, out / VALIDATION_DIR, version)
+            scarce = label_scarce_configs(built, args.train_split, fraction=args.label_fraction, seed=args.label_seed)
+            _save(scarce, out / LABEL_SCARCE_DIR, version)
+
+
+def check_hard_subset(data_dir: Path, held_out: str) -> None:
+    """ValueError before any training when the held-out planning rows have no hard keyframe to report on."""
+    hard = hard_subset(held_out_rows(data_dir, "planning", held_out))
+    if len(hard) == 0:
+        raise ValueError(
+            f"{data_dir / held_out}: no keyframe departs from constant velocity by more than {HARD_DEVIATION_M} m "
+            "(the hard subset is empty)"
+        )
+    print(f"hard subset: {len(hard)} held-out keyframes", flush=True)
+
+
+def run(args: argparse.Namespace) -> None:
+    variants = {name: replace(variant, recipe=args.recipe) for name, variant in VARIANTS.items()}
+    check_hard_subset(Path(args.data), args.held_out)
+    run_ablation(variants, args, vae_recipe=args.vae_recipe, subsets=PLANNING_SUBSETS)
+
+
+# ----------------------------------------------------------------------------------------------------- tables
+
+
+def per_class_iou_table(runs: Mapping[str, Sequence[dict[str, Any]]], variants: Mapping[str, Variant]) -> list[str]:
+    """Per-class IoU (camera mask) of the occupancy decoded from the queries."""
+    with_occupancy = {name: named for name, named in runs.items() if all(r.get("occupancy") for r in named)}
+    if not with_occupancy:
+        return []
+    lines = [
+        "Query occupancy per class, held-out keyframes, camera mask (IoU %, mean ± std over runs)",
+        "",
+        "| Variant | " + " | ".join(OCCUPIED_CLASSES) + " |",
+        "|---" * (1 + len(OCCUPIED_CLASSES)) + "|",
+    ]
+    for name, named_runs in with_occupancy.items():
+        cells = [mean_std([100.0 * r["occupancy"][f"camera_iou_{c}"] for r in named_runs]) for c in OCCUPIED_CLASSES]
+        lines.append(f"| {variants[name].label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def scale_tables(reports: Sequence[dict[str, Any]], variants: Mapping[str, Variant] = VARIANTS) -> str:
+    """`occupancy_ablation.ablation_tables`, then planning on the hard subset (models and constant velocity) and the
+    queries' per-class IoU."""
+    runs = runs_by_variant(reports, variants)
+    lines = [ablation_tables(reports, variants), ""]
+    lines += planning_tables(runs, variants, "planning_hard", "Planning on the hard subset")
+    baseline = [r for r in reports if r["variant"] == CV_VARIANT]
+    if baseline:
+        keyframes = f"of the hard subset (logged future more than {HARD_DEVIATION_M:g} m from constant velocity)"
+        lines += baseline_table(runs, variants, baseline[0], "planning_hard", keyframes)
+    return "\n".join([*lines, *per_class_iou_table(runs, variants)]).rstrip("\n")
+
+
+def report(args: argparse.Namespace) -> None:
+    print(scale_tables(read_reports(args.files)))
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    prepare_parser = commands.add_parser("prepare", help="generate and build the at-scale datasets")
+    prepare_parser.add_argument("--sim", required=True, help="folder of the train/ and eval/ sim dataroots")
+    prepare_parser.add_argument("--generate", action="store_true", help="generate them first (the scale presets)")
+    prepare_parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="sim processes")
+    prepare_parser.add_argument("--overwrite", action="store_true", help="replace earlier generated dataroots")
+    prepare_parser.add_argument("--version", default=None, help="nuScenes version (default: the presets')")
+    prepare_parser.add_argument("--train-split", default="train", help="the split thinned in train_10pct/")
+    prepare_parser.add_argument("--validation-split", default="val", help="the split copied to val/")
+    prepare_parser.add_argument("--label-fraction", type=float, default=LABEL_FRACTION)
+    prepare_parser.add_argument("--label-seed", type=int, default=LABEL_SEED)
+    prepare_parser.add_argument("--out", required=True)
+    prepare_parser.set_defaults(func=prepare)
+    run_parser = commands.add_parser("run", help="train and evaluate")
+    add_run_arguments(run_parser, VARIANTS, default=["occ", "no_occ"])
+    run_parser.add_argument("--recipe", default=SCALE_RECIPE, help="the stage-2 recipe the variants override")
+    run_parser.add_argument("--vae-recipe", default=VAE_RECIPE, help="the stage-1 recipe (without --vae)")
+    run_parser.set_defaults(func=run)
+    report_parser = commands.add_parser("report", help="print the tables of per-run JSON reports")
+    report_parser.add_argument("files", nargs="+")
+    report_parser.set_defaults(func=report)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,614 @@
+"""The occupancy ablation: the embedded OccVLA recipe trained with and without occupancy supervision, same data,
+steps and seeds, evaluated on held-out sim scenes (a different seed range), printed as tables.
+
+    python -m occvla_hf.experiments.occupancy_ablation prepare --sim SIM_DIR --occupancy OCC_DIR --out .device_data
+    python -m occvla_hf.experiments.occupancy_ablation run --data .device_data --seeds 0 1 2 --out results/
+    python -m occvla_hf.experiments.occupancy_ablation report results/*.json
+    python -m occvla_hf.experiments.occupancy_ablation card --model DIR --run results/occ_s0.json --setup S.md \
+        --findings F.md results/*.json
+
+`run` trains stage 1 (configs/embedded_vae.yaml) unless `--vae` names a trained VAE, then stage 2 for every variant
+(`VARIANTS`: `occ` = configs/embedded_joint.yaml, `no_occ` = configs/embedded_joint_no_occ.yaml, and variants of
+`occ` that change one occupancy setting: query count, loss weight, voxel loss through the frozen decoder) and seed,
+`--parallel` runs at a time (separate `occvla-hf train joint` processes sharing the GPU), and evaluates every run:
+planning L2 and collision (ST-P3 and UniAD protocols), QA accuracy per question type, the latency of `plan` at batch
+1 and, when the held-out scenes have occupancy labels, the Occ3D mIoU of the occupancy decoded from the queries (for
+`no_occ` too: its queries were never trained, the floor); and compares every model with a constant-velocity
+extrapolation of the ego status on the same held-out keyframes, those with a valid ego velocity
+(`constant_velocity.json`). One JSON file per run is written to `--out`. `report` prints mean +- standard deviation
+over the runs of each variant (all seeds, and repeated rounds of the same seeds: GPU training is not bit-reproducible,
+so a rerun of a seed is another sample).
+`card` writes the model card of a shipped checkpoint (`DIR/README.md`): the package template filled from the run's
+training log, with the setup text, these tables and the findings text as its ablation section.
+`--data` holds `train/` (the training scenes, an `occvla-hf data build` folder) and `eval/` (held-out scenes
+generated from another seed; all of its splits are evaluated; an `occupancy` config there may hold only the labels:
+`sample_token`, `semantics`, `mask_camera`, joined to the images of the planning rows).
+Recipe paths are relative to the working directory (the repository root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+from datasets import Dataset, concatenate_datasets
+
+from occvla_hf.constants import PLANNING_PROTOCOL_NAMES, QA_HOPS, QA_QUESTION_TYPES
+from occvla_hf.data.hub import load_saved
+from occvla_hf.evaluation.baselines import constant_velocity_trajectories, has_velocity
+from occvla_hf.evaluation.planning import PlanningMetricAccumulator
+from occvla_hf.evaluation.runner import (
+    evaluate_occupancy,
+    evaluate_planning,
+    evaluate_qa,
+    load_model_and_processor,
+    model_inputs,
+    planning_targets,
+)
+from occvla_hf.evaluation.timing import call_times_ms
+from occvla_hf.training.cli import load_recipe
+from occvla_hf.training.vae import train_from_config
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One trained configuration of an ablation.
+
+    Args:
+        recipe: the stage-2 YAML recipe.
+        overrides: recipe overrides (`--section.key VALUE` tokens) on top of it.
+        label: the variant's name in the tables.
+        train_data: the folder of the training dataset under the experiment's `--data`.
+    """
+
+    recipe: str
+    overrides: tuple[str, ...]
+    label: str
+    train_data: str = "train"
+
+    def occupancy_supervision(self) -> bool:
+        """Whether the recipe, with the overrides, trains with occupancy supervision."""
+        return bool(load_recipe(self.recipe, self.overrides).get("occupancy_supervision", True))
+
+
+OCC_RECIPE: str = "configs/embedded_joint.yaml"
+VARIANTS: dict[str, Variant] = {
+    "occ": Variant(OCC_RECIPE, (), "with occupancy"),
+    "no_occ": Variant("configs/embedded_joint_no_occ.yaml", (), "without occupancy"),
+    "occ_q25": Variant(
+        OCC_RECIPE, ("--model.config.num_occupancy_queries_hw", "[25, 25]"), "occupancy, 25 x 25 queries"
+    ),
+    "occ_w5": Variant(OCC_RECIPE, ("--model.config.occupancy_loss_weight", "5.0"), "occupancy, loss weight 5"),
+    "occ_voxel": Variant(OCC_RECIPE, ("--model.config.occupancy_voxel_loss_weight", "1.0"), "occupancy, + voxel loss"),
+}
+VAE_RECIPE: str = "configs/embedded_vae.yaml"
+LATENCY_REPEATS: int = 30
+LATENCY_WARMUP: int = 3
+LATENCY_NEW_TOKENS: int = 8
+HORIZONS: tuple[str, ...] = ("1s", "2s", "3s", "avg")
+PROTOCOL_NAMES: dict[str, str] = PLANNING_PROTOCOL_NAMES
+CV_VARIANT: str = "constant_velocity"
+HELD_OUT_DIR: str = "eval"
+
+# A planning subset: report key -> rows of the held-out planning rows it keeps.
+PlanningSubsets = Mapping[str, Callable[[Dataset], Dataset]]
+
+
+# --------------------------------------------------------------------------------------------- held-out data
+
+
+def held_out_rows(data_dir: Path, config: str, held_out: str = HELD_OUT_DIR) -> Dataset:
+    """Every split of one config of the held-out scenes (`data_dir / held_out`), concatenated."""
+    splits = load_saved(data_dir / held_out)[config]
+    return concatenate_datasets([splits[name] for name in sorted(splits)])
+
+
+def velocity_keyframes(rows: Dataset) -> Dataset:
+    """The planning rows with a valid ego velocity (vx, vy) and at least one future waypoint: where the
+    constant-velocity baseline is defined and `evaluate_planning` scores a plan."""
+    valid = has_velocity(np.asarray(rows["ego_status_valid"], dtype=bool))
+    valid &= np.asarray(rows["trajectory_mask"], dtype=bool).any(axis=1)
+    return rows.select(np.flatnonzero(valid))
+
+
+def held_out_occupancy_rows(data_dir: Path, planning: Dataset, held_out: str = HELD_OUT_DIR) -> Dataset | None:
+    """The held-out occupancy labels joined to the images and cameras of their `planning` rows (by sample token), or
+    None when the held-out scenes have no `occupancy` config."""
+    configs = load_saved(data_dir / held_out)
+    if "occupancy" not in configs:
+        return None
+    labels = concatenate_datasets([configs["occupancy"][name] for name in sorted(configs["occupancy"])])
+    index = {token: i for i, token in enumerate(planning["sample_token"])}
+    missing = [token for token in labels["sample_token"] if token not in index]
+    if missing:
+        raise ValueError(f"eval occupancy: {len(missing)} keyframes have no planning row (e.g. {missing[0]})")
+    rows = planning.select([index[token] for token in labels["sample_token"]])
+    return rows.add_column("semantics", labels["semantics"]).add_column("mask_camera", labels["mask_camera"])
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+
+PLANNING_SUBSETS: dict[str, Callable[[Dataset], Dataset]] = {"planning_with_velocity": velocity_keyframes}
+
+
+def evaluate_constant_velocity(rows: Dataset) -> dict[str, Any]:
+    """`evaluate_planning`'s L2 and collision report for the constant-velocity extrapolation of the raw ego status
+    on `velocity_keyframes` rows."""
+    accumulator = PlanningMetricAccumulator()
+    accumulator.update(
+        pred=constant_velocity_trajectories(np.asarray(rows["ego_status"], dtype=np.float32)),
+        mask=np.asarray(rows["trajectory_mask"], dtype=bool),
+        **planning_targets(rows),
+    )
+    return accumulator.compute()
+
+
+def constant_velocity_report(planning: Dataset, subsets: PlanningSubsets = PLANNING_SUBSETS) -> dict[str, Any]:
+    """The `constant_velocity` report: the baseline on each planning subset of the held-out rows."""
+    return {
+        "variant": CV_VARIANT,
+        **{key: evaluate_constant_velocity(select(planning)) for key, select in subsets.items()},
+    }
+
+
+@torch.inference_mode()
+def plan_latency_ms(model, processor, rows: Dataset, repeats: int = LATENCY_REPEATS) -> dict[str, float]:
+    """Wall time of `model.plan` (meta-action text + trajectory) at batch 1, milliseconds: with exactly
+    `LATENCY_NEW_TOKENS` generated tokens (the same work for every model: what compares architectures) and as used
+    (until the end-of-sequence token: what a user waits, which also depends on how long the model's answer is)."""
+    inputs = model_inputs(processor.from_rows(rows.select([0]), task="planning", training=False), model)
+
+    def timed(**kwargs: int) -> list[float]:
+        return call_times_ms(
+            [lambda: model.plan(**inputs, **kwargs)], repeats=repeats, warmup=LATENCY_WARMUP, device=model.device
+        )[0]
+
+    fixed = timed(max_new_tokens=LATENCY_NEW_TOKENS, min_new_tokens=LATENCY_NEW_TOKENS)
+    as_used = timed()
+    new_tokens = model.plan(**inputs).sequences.shape[1] - inputs["input_ids"].shape[1]
+    return {
+        "new_tokens": LATENCY_NEW_TOKENS,
+        "median_ms": float(np.median(fixed)),
+        "p90_ms": float(np.percentile(fixed, 90)),
+        "as_used_new_tokens": int(new_tokens),
+        "as_used_median_ms": float(np.median(as_used)),
+    }
+
+
+def evaluate_run(
+    model_dir: Path,
+    data_dir: Path,
+    *,
+    held_out: str = HELD_OUT_DIR,
+    subsets: PlanningSubsets = PLANNING_SUBSETS,
+    latency_repeats: int = LATENCY_REPEATS,
+) -> dict[str, Any]:
+    """Planning, QA, occupancy and latency report of one trained checkpoint on the held-out scenes; each key of
+    `subsets` (default `planning_with_velocity`: the keyframes of the constant-velocity comparison) is planning on
+    the held-out rows that subset keeps."""
+    model, processor = load_model_and_processor(model_dir)
+    planning_rows = held_out_rows(data_dir, "planning", held_out)
+    occupancy_rows = held_out_occupancy_rows(data_dir, planning_rows, held_out)
+    subset_reports = {
+        key: evaluate_planning(model, processor, select(planning_rows), batch_size=32)
+        for key, select in subsets.items()
+    }
+    return {
+        "planning": evaluate_planning(model, processor, planning_rows, batch_size=32),
+        **subset_reports,
+        "qa": evaluate_qa(model, processor, held_out_rows(data_dir, "qa", held_out), batch_size=64),
+        "occupancy": None if occupancy_rows is None else evaluate_occupancy(model, processor, occupancy_rows),
+        "latency": plan_latency_ms(model, processor, planning_rows, repeats=latency_repeats),
+        "device": torch.cuda.get_device_name() if model.device.type == "cuda" else "cpu",
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ the runner
+
+
+def train_command(
+    variant: Variant, seed: int, out_dir: Path, vae_dir: Path, data_dir: Path, overrides: Sequence[str]
+) -> list[str]:
+    """The `occvla-hf train joint` command line of one run."""
+    return [
+        sys.executable,
+        "-m",
+        "occvla_hf.cli",
+        "train",
+        "joint",
+        "--config",
+        variant.recipe,
+        *variant.overrides,
+        "--training.seed",
+        str(seed),
+        "--training.output_dir",
+        str(out_dir),
+        "--occupancy_vae",
+        str(vae_dir),
+        "--data.path",
+        str(data_dir / variant.train_data),
+        *overrides,
+    ]
+
+
+def train_vae(recipe_path: str, data_dir: Path, vae_dir: Path, overrides: Sequence[str], out: Path) -> None:
+    """Stage 1 on the training scenes' occupancy config; its metrics go to `out / vae_metrics.json`."""
+    recipe = load_recipe(
+        recipe_path,
+        [
+            "--training.output_dir",
+            str(vae_dir),
+            "--dataset",
+            str(data_dir / "train" / "arrow" / "occupancy"),
+            *overrides,
+        ],
+    )
+    start = time.perf_counter()
+    result = train_from_config(recipe)
+    print(f"vae: {time.perf_counter() - start:.0f} s, {result.metrics}", flush=True)
+    (out / "vae_metrics.json").write_text(json.dumps(result.metrics, indent=1))
+
+
+def train_runs(
+    variants: Mapping[str, Variant],
+    jobs: Sequence[tuple[str, int]],
+    *,
+    data_dir: Path,
+    runs_dir: Path,
+    vae_dir: Path,
+    out: Path,
+    parallel: int,
+    joint_overrides: Sequence[str],
+) -> None:
+    """Trains every (variant, seed) of `jobs` into `runs_dir/<variant>_s<seed>`, `parallel` processes at a time,
+    each logging to `out/train_<variant>_s<seed>.log`."""
+    pending = list(jobs)
+    running: list[tuple[subprocess.Popen, IO[str], str, int, float]] = []
+    while pending or running:
+        while pending and len(running) < parallel:
+            name, seed = pending.pop(0)
+            log = open(out / f"train_{name}_s{seed}.log", "w")  # noqa: SIM115 (closed when the process ends)
+            command = train_command(
+                variants[name], seed, runs_dir / f"{name}_s{seed}", vae_dir, data_dir, joint_overrides
+            )
+            running.append(
+                (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log, name, seed, time.perf_counter())
+            )
+        time.sleep(2)
+        for job in [job for job in running if job[0].poll() is not None]:
+            running.remove(job)
+            process, log, name, seed, started = job
+            log.close()
+            print(
+                f"{name} seed {seed}: exit {process.returncode} after {time.perf_counter() - started:.0f} s", flush=True
+            )
+
+
+def run_ablation(
+    variants: Mapping[str, Variant],
+    args: argparse.Namespace,
+    *,
+    vae_recipe: str,
+    subsets: PlanningSubsets = PLANNING_SUBSETS,
+) -> None:
+    """The `run` command of an ablation over `variants`: stage 1 (unless `args.vae`), the constant-velocity report,
+    every (variant, seed) of `args.variants` x `args.seeds` trained and evaluated, one JSON per run in `args.out`."""
+    out, data_dir, runs_dir = Path(args.out), Path(args.data), Path(args.runs)
+    out.mkdir(parents=True, exist_ok=True)
+    vae_dir = Path(args.vae) if args.vae else runs_dir / "vae"
+    if not args.vae:
+        train_vae(vae_recipe, data_dir, vae_dir, shlex.split(args.vae_overrides), out)
+    baseline = constant_velocity_report(held_out_rows(data_dir, "planning", args.held_out), subsets)
+    (out / f"{CV_VARIANT}.json").write_text(json.dumps(baseline, indent=1))
+    jobs = [(name, seed) for seed in args.seeds for name in args.variants]
+    train_runs(
+        variants,
+        jobs,
+        data_dir=data_dir,
+        runs_dir=runs_dir,
+        vae_dir=vae_dir,
+        out=out,
+        parallel=args.parallel,
+        joint_overrides=shlex.split(args.joint_overrides),
+    )
+    for name, seed in jobs:
+        model_dir = runs_dir / f"{name}_s{seed}"
+        if not (model_dir / "config.json").is_file():
+            print(f"{name} seed {seed}: no checkpoint, see its log", flush=True)
+            continue
+        report = {
+            "variant": name,
+            "seed": seed,
+            **evaluate_run(
+                model_dir, data_dir, held_out=args.held_out, subsets=subsets, latency_repeats=args.latency_repeats
+            ),
+        }
+        state = json.loads((model_dir / "trainer_state.json").read_text())
+        report["train_log"] = state["log_history"]
+        (out / f"{name}_s{seed}.json").write_text(json.dumps(report, indent=1))
+        print(
+            f"{name} seed {seed}: stp3 L2 avg {report['planning']['stp3']['l2_avg_m']:.3f} m "
+            f"({report['planning_with_velocity']['stp3']['l2_avg_m']:.3f} m with velocity, constant velocity "
+            f"{baseline['planning_with_velocity']['stp3']['l2_avg_m']:.3f} m), "
+            f"QA {report['qa']['overall']['accuracy_pct']:.1f}%",
+            flush=True,
+        )
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, variants: Mapping[str, Variant], default: Sequence[str]) -> None:
+    """The `run` command's options, shared by the ablations."""
+    parser.add_argument("--data", default=".device_data", help="folder with train/ and eval/ dataset folders")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", choices=sorted(variants), default=list(default))
+    parser.add_argument("--vae", default=None, help="a trained stage-1 VAE folder (default: train one)")
+    parser.add_argument("--runs", default="runs/ablation", help="where checkpoints are written")
+    parser.add_argument("--parallel", type=int, default=2, help="training processes at a time")
+    parser.add_argument(
+        "--vae-overrides", default="", help="recipe overrides of stage 1, e.g. '--training.max_steps 10'"
+    )
+    parser.add_argument("--joint-overrides", default="", help="recipe overrides of every stage-2 run")
+    parser.add_argument("--held-out", default=HELD_OUT_DIR, help="the folder under --data that is evaluated")
+    parser.add_argument("--latency-repeats", type=int, default=LATENCY_REPEATS, help="timed `plan` calls per run")
+    parser.add_argument("--out", required=True, help="folder for the per-run JSON reports and logs")
+
+
+def prepare(args: argparse.Namespace) -> None:
+    """Builds `planning` and `qa` of the sim dataroots `<sim>/train` and `<sim>/eval` into `<out>/train` and
+    `<out>/eval`, and copies built `occupancy` configs (Arrow folders) next to them."""
+    from occvla_hf.data.hub import build_dataset, save_dataset
+
+    for name in ("train", "eval"):
+        root = Path(args.sim) / name
+        built = build_dataset(
+            root,
+            args.version,
+            qa_root=root / "nuscenes_qa",
+            configs=["planning", "qa"],
+            image_mode="bytes",
+            cache_dir=Path(args.out) / "cache" / name,
+        )
+        save_dataset(built, Path(args.out) / name, version=args.version, image_mode="bytes")
+        print(name, {config: {split: len(rows) for split, rows in splits.items()} for config, splits in built.items()})
+    for name, source in (("train", args.occupancy), ("eval", args.occupancy_eval)):
+        if source:
+            shutil.copytree(source, Path(args.out) / name / "arrow" / "occupancy", dirs_exist_ok=True)
+
+
+# ----------------------------------------------------------------------------------------------------- tables
+
+
+def mean_std(values: Sequence[float | None]) -> str:
+    """`mean ± std` of the values that are not None, 2 decimals; `-` without any."""
+    kept = [v for v in values if v is not None]
+    if not kept:
+        return "-"
+    return f"{np.mean(kept):.2f} ± {np.std(kept):.2f}"
+
+
+def runs_by_variant(reports: Sequence[dict[str, Any]], variants: Mapping[str, Variant]) -> dict[str, list[dict]]:
+    """The reports of each variant that has any, in the order of `variants`."""
+    return {
+        name: [r for r in reports if r["variant"] == name]
+        for name in variants
+        if any(r["variant"] == name for r in reports)
+    }
+
+
+def planning_tables(
+    runs: Mapping[str, Sequence[dict[str, Any]]], variants: Mapping[str, Variant], key: str, title: str
+) -> list[str]:
+    """One table per protocol of the planning report `key` of every run: L2 and collision per horizon."""
+    lines = []
+    for protocol, protocol_name in PROTOCOL_NAMES.items():
+        lines += [
+            f"{title}, {protocol_name} protocol (L2 in m, collision in %; mean ± std over runs)",
+            "",
+            "| Variant | runs | "
+            + " | ".join(f"L2 {h}" for h in HORIZONS)
+            + " | "
+            + " | ".join(f"Col. {h}" for h in HORIZONS)
+            + " |",
+            "|---" * (2 + 2 * len(HORIZONS)) + "|",
+        ]
+        for name, named_runs in runs.items():
+            rows = [r[key][protocol] for r in named_runs]
+            cells = [mean_std([row[f"l2_{h}_m"] for row in rows]) for h in HORIZONS]
+            cells += [mean_std([row[f"collision_{h}_pct"] for row in rows]) for h in HORIZONS]
+            lines.append(f"| {variants[name].label} | {len(named_runs)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def baseline_table(
+    runs: Mapping[str, Sequence[dict[str, Any]]],
+    variants: Mapping[str, Variant],
+    baseline: dict[str, Any],
+    key: str,
+    keyframes: str,
+) -> list[str]:
+    """The models against constant velocity on the planning subset `key` (`keyframes` describes it)."""
+    compared = {
+        **{variants[name].label: [r[key] for r in named_runs] for name, named_runs in runs.items()},
+        "constant velocity (ego status)": [baseline[key]],
+    }
+    title = (
+        f"Model vs constant velocity on the {baseline[key]['num_samples']} held-out keyframes {keyframes} "
+        "(L2 in m, mean ± std over runs)"
+    )
+    lines = [
+        title,
+        "",
+        "| Planner | "
+        + " | ".join(f"{PROTOCOL_NAMES[p]} L2 {h}" for p in PROTOCOL_NAMES for h in HORIZONS)
+        + " | ST-P3 Col. avg |",
+        "|---" * (2 + len(PROTOCOL_NAMES) * len(HORIZONS)) + "|",
+    ]
+    for name, rows in compared.items():
+        cells = [mean_std([row[p][f"l2_{h}_m"] for row in rows]) for p in PROTOCOL_NAMES for h in HORIZONS]
+        cells.append(mean_std([row["stp3"]["collision_avg_pct"] for row in rows]))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
+def qa_occupancy_latency_tables(
+    runs: Mapping[str, Sequence[dict[str, Any]]], variants: Mapping[str, Variant]
+) -> list[str]:
+    """QA per type and hop (with the meta-action accuracy), query occupancy mIoU / IoU, `plan` latency."""
+    lines = [
+        "QA accuracy (%) on held-out scenes, per question type (mean ± std over runs)",
+        "",
+        "| Variant | overall | "
+        + " | ".join(QA_HOPS)
+        + " | "
+        + " | ".join(QA_QUESTION_TYPES)
+        + " | meta-action acc. |",
+        "|---" * (5 + len(QA_QUESTION_TYPES)) + "|",
+    ]
+    for name, named_runs in runs.items():
+        qa = [r["qa"] for r in named_runs]
+        cells = [mean_std([q["overall"]["accuracy_pct"] for q in qa])]
+        cells += [mean_std([q["by_hop"][hop]["accuracy_pct"] for q in qa]) for hop in QA_HOPS]
+        cells += [mean_std([q["by_type"][t]["all"]["accuracy_pct"] for q in qa]) for t in QA_QUESTION_TYPES]
+        cells.append(mean_std([r["planning"]["meta_action_accuracy_pct"] for r in named_runs]))
+        lines.append(f"| {variants[name].label} | " + " | ".join(cells) + " |")
+    with_occupancy = {name: named for name, named in runs.items() if all(r.get("occupancy") for r in named)}
+    if with_occupancy:
+        title = (
+            "Occupancy decoded from the queries through the frozen VAE decoder, held-out keyframes (Occ3D mIoU "
+            "over 17 classes and geometric IoU, %; mean ± std over runs)"
+        )
+        lines += [
+            "",
+            title,
+            "",
+            "| Variant | mIoU | IoU | mIoU (camera mask) | IoU (camera mask) |",
+            "|---|---|---|---|---|",
+        ]
+        for name, named_runs in with_occupancy.items():
+            cells = [
+                mean_std([100.0 * r["occupancy"][key] for r in named_runs])
+                for key in ("miou", "iou", "camera_miou", "camera_iou")
+            ]
+            lines.append(f"| {variants[name].label} | " + " | ".join(cells) + " |")
+    timed = {name: [r for r in named if "new_tokens" in r["latency"]] for name, named in runs.items()}
+    timed = {name: named for name, named in timed.items() if named}
+    if timed:
+        title = (
+            "Inference latency of `plan` (meta-action + trajectory), batch 1, ms (mean ± std over runs of the "
+            f"median of {LATENCY_REPEATS} calls)"
+        )
+        lines += [
+            "",
+            title,
+            "",
+            "| Variant | device | fixed new tokens | median | p90 | as used: new tokens | as used: median |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, named_runs in timed.items():
+            cells = [str(named_runs[0]["latency"]["new_tokens"])]
+            cells += [mean_std([r["latency"][key] for r in named_runs]) for key in ("median_ms", "p90_ms")]
+            cells.append(" / ".join(str(r["latency"]["as_used_new_tokens"]) for r in named_runs))
+            cells.append(mean_std([r["latency"]["as_used_median_ms"] for r in named_runs]))
+            lines.append(f"| {variants[name].label} | {named_runs[0]['device']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def ablation_tables(reports: Sequence[dict[str, Any]], variants: Mapping[str, Variant] = VARIANTS) -> str:
+    """Markdown tables (mean ± std over runs per variant): planning per protocol, the models against constant
+    velocity (when a `constant_velocity` report is given), QA per type, query occupancy, latency."""
+    runs = runs_by_variant(reports, variants)
+    lines = planning_tables(runs, variants, "planning", "Planning")
+    baseline = [r for r in reports if r["variant"] == CV_VARIANT]
+    if baseline:
+        lines += baseline_table(runs, variants, baseline[0], "planning_with_velocity", "with a valid ego velocity")
+    lines += qa_occupancy_latency_tables(runs, variants)
+    return "\n".join(lines)
+
+
+def read_reports(paths: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
+    """The per-run JSON reports among `paths` (files without a `variant`, e.g. VAE metrics, are left out)."""
+    reports = [json.loads(Path(path).read_text()) for path in paths]
+    return [r for r in reports if "variant" in r]
+
+
+def report(args: argparse.Namespace) -> None:
+    print(ablation_tables(read_reports(args.files)))
+
+
+def card(args: argparse.Namespace) -> None:
+    from occvla_hf.modeling import OccVLAConfig
+    from occvla_hf.training.model_card import ModelCardInfo, render_model_card
+
+    model_dir = Path(args.model)
+    run_report = json.loads(Path(args.run).read_text())
+    section = "\n\n".join(
+        [
+            "## Occupancy ablation (held-out sim scenes)",
+            Path(args.setup).read_text().strip(),
+            ablation_tables(read_reports(args.files)),
+            Path(args.findings).read_text().strip(),
+        ]
+    )
+    info = ModelCardInfo(
+        training_data="sim",
+        model_name=model_dir.name,
+        datasets=[args.dataset],
+        occupancy_supervision=VARIANTS[run_report["variant"]].occupancy_supervision(),
+    )
+    rendered = render_model_card(
+        info,
+        config=OccVLAConfig.from_pretrained(model_dir),
+        repo_id=args.repo_id,
+        log_history=run_report["train_log"],
+        extra_sections=section,
+    )
+    rendered.save(model_dir / "README.md")
+    print(f"wrote {model_dir / 'README.md'}")
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="train and evaluate")
+    add_run_arguments(run_parser, VARIANTS, default=["occ", "no_occ"])
+    run_parser.set_defaults(func=lambda args: run_ablation(VARIANTS, args, vae_recipe=VAE_RECIPE))
+    prepare_parser = commands.add_parser("prepare", help="build the datasets of the sim dataroots")
+    prepare_parser.add_argument("--sim", required=True, help="folder with the train/ and eval/ sim dataroots")
+    prepare_parser.add_argument("--version", default="v1.0-trainval")
+    prepare_parser.add_argument("--occupancy", default=None, help="a built occupancy config (Arrow) of train/")
+    prepare_parser.add_argument("--occupancy-eval", default=None, help="occupancy labels (Arrow) of eval/")
+    prepare_parser.add_argument("--out", required=True)
+    prepare_parser.set_defaults(func=prepare)
+    report_parser = commands.add_parser("report", help="print the tables of per-run JSON reports")
+    report_parser.add_argument("files", nargs="+")
+    report_parser.set_defaults(func=report)
+    card_parser = commands.add_parser("card", help="write a shipped checkpoint's model card with the ablation")
+    card_parser.add_argument("--model", required=True, help="the checkpoint folder (its README.md is written)")
+    card_parser.add_argument("--run", required=True, help="the JSON report of the run that produced the checkpoint")
+    card_parser.add_argument("--setup", required=True, help="Markdown file: how the ablation was run")
+    card_parser.add_argument("--findings", required=True, help="Markdown file: what it shows and why")
+    card_parser.add_argument("--dataset", required=True, help="what the model was trained on, as the card names it")
+    card_parser.add_argument("--repo-id", default=None, help="path or Hub id in the card's usage snippet")
+    card_parser.add_argument("files", nargs="+", help="the per-run JSON reports")
+    card_parser.set_defaults(func=card)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
