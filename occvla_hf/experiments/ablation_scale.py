@@ -42,7 +42,6 @@ from occvla_hf.experiments.label_scarcity import LABEL_FRACTION, LABEL_SEED, lab
 from occvla_hf.experiments.occupancy_ablation import (
     CV_VARIANT,
     HELD_OUT_DIR,
-    VAE_RECIPE,
     Variant,
     ablation_tables,
     add_run_arguments,
@@ -57,6 +56,7 @@ from occvla_hf.experiments.occupancy_ablation import (
 )
 
 SCALE_RECIPE: str = "configs/scale_joint.yaml"
+SCALE_VAE_RECIPE: str = "configs/scale_vae.yaml"
 TRAIN_PRESET: str = "scale"
 HELD_OUT_PRESET: str = "scale_heldout"
 TRAIN_DIR: str = "train"
@@ -218,7 +218,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
     run_parser = commands.add_parser("run", help="train and evaluate")
     add_run_arguments(run_parser, VARIANTS, default=["occ", "no_occ"])
     run_parser.add_argument("--recipe", default=SCALE_RECIPE, help="the stage-2 recipe the variants override")
-    run_parser.add_argument("--vae-recipe", default=VAE_RECIPE, help="the stage-1 recipe (without --vae)")
+    run_parser.add_argument("--vae-recipe", default=SCALE_VAE_RECIPE, help="the stage-1 recipe (without --vae)")
     run_parser.set_defaults(func=run)
     report_parser = commands.add_parser("report", help="print the tables of per-run JSON reports")
     report_parser.add_argument("files", nargs="+")
