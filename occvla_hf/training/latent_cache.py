@@ -10,6 +10,10 @@ File layout: tensor `latents` (N, C, H, W) in the chosen dtype; metadata `sample
 `vae_fingerprint` (sha256 of the VAE's state dict, so a cache never silently serves another VAE's latents) and
 `format`. float32 stores the encoding exactly; float16 halves the file at a relative rounding error of at most 2^-11
 per latent value.
+
+Command line (before training, e.g. once for runs sharing the cache):
+`python -m occvla_hf.training.latent_cache OCCUPANCY_DIR VAE_DIR OUT_DIR [--split train ...] [--device cuda]` writes
+`OUT_DIR/<split>.safetensors`, the layout the joint recipe's `occupancy_latent_cache: OUT_DIR` reads.
 """
 
 from __future__ import annotations
@@ -165,9 +169,43 @@ def open_occupancy_latent_cache(
     return cache
 
 
+def main(argv: Sequence[str] | None = None) -> None:
+    """Builds (or checks) `<out>/<split>.safetensors` for each `--split` of a saved `occupancy` DatasetDict."""
+    import argparse
+
+    from datasets import load_from_disk
+
+    from occvla_hf.modeling.occupancy_vae import OccupancyVAE
+
+    parser = argparse.ArgumentParser(prog="python -m occvla_hf.training.latent_cache", description=main.__doc__)
+    parser.add_argument("occupancy", help="a saved occupancy DatasetDict (`<data build out>/arrow/occupancy`)")
+    parser.add_argument("vae", help="the frozen stage-1 VAE folder")
+    parser.add_argument("out", help="cache folder: <out>/<split>.safetensors")
+    parser.add_argument("--split", nargs="+", default=["train"], help="splits to cache")
+    parser.add_argument("--device", default=None, help="torch device of the encoding (default: cpu)")
+    parser.add_argument("--dtype", choices=sorted(CACHE_DTYPES), default="float32")
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args(argv)
+    splits = load_from_disk(args.occupancy)
+    missing = [split for split in args.split if split not in splits]
+    if missing:
+        raise SystemExit(f"--split: {missing} not in {args.occupancy} (splits: {sorted(splits)})")
+    vae = OccupancyVAE.from_pretrained(args.vae, use_safetensors=True).requires_grad_(False).eval()
+    for split in args.split:
+        path = Path(args.out) / f"{split}.safetensors"
+        cache = open_occupancy_latent_cache(
+            splits[split], vae, path, batch_size=args.batch_size, device=args.device, dtype=args.dtype
+        )
+        print(f"{path}: {len(cache)} latents")
+
+
 __all__ = [
     "OccupancyLatentCache",
     "build_occupancy_latent_cache",
     "open_occupancy_latent_cache",
     "vae_fingerprint",
 ]
+
+
+if __name__ == "__main__":
+    main()

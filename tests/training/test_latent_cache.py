@@ -21,6 +21,7 @@ from occvla_hf.training.joint import JointDataset, train_joint
 from occvla_hf.training.latent_cache import (
     OccupancyLatentCache,
     build_occupancy_latent_cache,
+    main,
     open_occupancy_latent_cache,
     vae_fingerprint,
 )
@@ -202,3 +203,15 @@ def test_recipe_with_the_latent_cache_trains_on_the_same_losses(tiny_recipe, tmp
             # Same seed, data order and initial model; only the latent target's source differs (fp32 rounding of
             # a batch-size-dependent convolution at most, compounded over 3 optimiser steps).
             assert with_cache[key] == pytest.approx(fly[key], rel=1e-4), key
+
+
+def test_command_line_writes_the_cache_the_recipe_reads(training_data_dir, occupancy_rows, tmp_path):
+    vae = full_grid_vae("vq")
+    vae.save_pretrained(tmp_path / "vae")
+    occupancy_dir = training_data_dir / "arrow" / "occupancy"
+    main([str(occupancy_dir), str(tmp_path / "vae"), str(tmp_path / "latents"), "--split", "mini_train"])
+    cache = OccupancyLatentCache(tmp_path / "latents" / "mini_train.safetensors")
+    cache.check(vae, occupancy_rows["sample_token"])
+    assert len(cache) == len(occupancy_rows)
+    with pytest.raises(SystemExit, match="--split"):
+        main([str(occupancy_dir), str(tmp_path / "vae"), str(tmp_path / "latents"), "--split", "nope"])
