@@ -26,7 +26,7 @@ _LAZY_EXPORTS: dict[str, str] = {
     "train_joint": "occvla_hf.training.joint",
     "train_vae": "occvla_hf.training.vae",
     "build_dataset": "occvla_hf.data.hub",
-    "load_saved": "occvla_hf.data.hub",
+    "load_configs": "occvla_hf.data.load",
     "push_to_hub": "occvla_hf.data.hub",
     "evaluate_planning": "occvla_hf.evaluation.runner",
     "evaluate_qa": "occvla_hf.evaluation.runner",

@@ -116,7 +116,8 @@ def run_demo(
     # the data builder loads nuscenes-devkit and datasets: only when needed
     from datasets import are_progress_bars_disabled, concatenate_datasets, disable_progress_bars, enable_progress_bars
 
-    from occvla_hf.data.hub import agent_boxes_arrays, build_dataset
+    from occvla_hf.data.hub import build_dataset
+    from occvla_hf.data.schema import agent_boxes_arrays
     from occvla_hf.evaluation.runner import model_inputs
 
     say = print_fn or (lambda line: None)

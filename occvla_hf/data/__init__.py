@@ -8,10 +8,11 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS: dict[str, str] = {
-    "agent_boxes_arrays": "occvla_hf.data.hub",
+    "agent_boxes_arrays": "occvla_hf.data.schema",
     "build_dataset": "occvla_hf.data.hub",
-    "config_features": "occvla_hf.data.hub",
-    "load_saved": "occvla_hf.data.hub",
+    "config_features": "occvla_hf.data.schema",
+    "load_configs": "occvla_hf.data.load",
+    "load_split": "occvla_hf.data.load",
     "push_to_hub": "occvla_hf.data.hub",
     "save_dataset": "occvla_hf.data.hub",
     "decode_occupancy": "occvla_hf.data.occ3d",

@@ -5,37 +5,7 @@ from __future__ import annotations
 from datasets import DatasetDict
 from huggingface_hub import DatasetCardData
 
-from occvla_hf.constants import BOX_FIELDS, CAMERA_NAMES, EGO_STATUS_FEATURES, QA_QUESTION_TYPES
-
-FIELD_DESCRIPTIONS: dict[str, str] = {
-    "sample_token": "nuScenes sample (keyframe) token",
-    "scene_name": "nuScenes scene name",
-    "timestamp": "keyframe time, microseconds",
-    "images": f"6 camera images in the order {', '.join(CAMERA_NAMES)}",
-    "camera_intrinsics": "(6, 3, 3) float32 pinhole intrinsics, pixels",
-    "camera_extrinsics": "(6, 4, 4) float32 calibrated camera -> ego transforms (ego at each camera's time), metres",
-    "camera_to_keyframe_ego": "(6, 4, 4) float32 camera -> ego at the LIDAR_TOP keyframe (for projections onto the "
-    "BEV), metres",
-    "ego_status": f"(6,) float32 {', '.join(EGO_STATUS_FEATURES)}: m/s, m/s^2, rad/s, rad (causal differences of "
-    "the 2 Hz ego poses; steering-wheel angle from the CAN bus expansion's vehicle_monitor)",
-    "ego_status_valid": "(6,) bool, False where an ego-status entry is unavailable (scene start, no CAN bus)",
-    "trajectory": "(6, 2) float32 future ego positions at 0.5 s steps (3 s), ego frame (x forward, y left), metres",
-    "trajectory_mask": "(6,) bool, False past the end of the scene",
-    "past_trajectory": "(4, 2) float32 past ego positions (-2.0 to -0.5 s, oldest first), same frame",
-    "past_trajectory_mask": "(4,) bool, False before the start of the scene",
-    "meta_action": "'<speed>, <path>' driving decision derived from the trajectory ('' without future waypoints)",
-    "agent_boxes": f"7 lists (t = 0..6 keyframes) of boxes [{', '.join(BOX_FIELDS)}] in the current ego frame "
-    "(metres, radians): every annotation of that keyframe",
-    "agent_categories": "7 lists of full nuScenes category names matching agent_boxes",
-    "agent_instances": "7 lists of nuScenes instance tokens matching agent_boxes",
-    "question": "nuScenes-QA question",
-    "answer": "nuScenes-QA answer (as a string)",
-    "template_type": f"question type, one of {', '.join(QA_QUESTION_TYPES)}",
-    "num_hop": "reasoning hops, 0 (H0) or 1 (H1)",
-    "semantics": "zstd-compressed (200, 200, 16) uint8 Occ3D class ids (17 = free); decode with decode_occupancy",
-    "mask_camera": "zstd-compressed bit-packed (200, 200, 16) bool camera visibility mask (evaluation mask)",
-    "mask_lidar": "zstd-compressed bit-packed (200, 200, 16) bool lidar visibility mask",
-}
+from occvla_hf.data.schema import FIELD_DESCRIPTIONS
 
 _INTRO = """\
 Keyframes of nuScenes read with the nuscenes-devkit, joined with Occ3D-nuScenes occupancy labels and nuScenes-QA

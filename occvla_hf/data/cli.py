@@ -85,11 +85,12 @@ def _build_nuscenes(args: argparse.Namespace) -> int:
 
 def _push(args: argparse.Namespace) -> int:
     """Push the Arrow copies and the card of a saved folder."""
-    from occvla_hf.data.hub import load_saved, push_to_hub
+    from occvla_hf.data.hub import push_to_hub
+    from occvla_hf.data.load import load_configs
 
     folder = Path(args.folder)
     push_to_hub(
-        load_saved(folder), args.repo, card=(folder / "README.md").read_text(encoding="utf-8"), private=args.private
+        load_configs(folder), args.repo, card=(folder / "README.md").read_text(encoding="utf-8"), private=args.private
     )
     print(f"pushed {folder} to {args.repo}")
     return 0

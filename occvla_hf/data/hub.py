@@ -7,25 +7,7 @@ v1.0-mini, `train`/`val` for v1.0-trainval, `test` for v1.0-test):
 * `qa`: one row per nuScenes-QA question, with its keyframe's common columns.
 * `occupancy`: one row per keyframe with Occ3D labels.
 
-Row format (what `OccVLAProcessor` and the training collator read):
-
-  common      sample_token str, scene_name str, timestamp int64 (us), images: 6 images in CAMERA_NAMES order
-              (PIL on access), camera_intrinsics (6, 3, 3) float32, camera_extrinsics (6, 4, 4) float32 camera->ego
-              (calibrated, ego at the camera's time), camera_to_keyframe_ego (6, 4, 4) float32 camera->ego at the
-              keyframe (what projections onto the BEV use; see `occvla_hf.data.nuscenes`)
-  planning    ego_status (6,) float32 [vx, vy m/s, ax, ay m/s^2, yaw_rate rad/s, steering rad] with
-              ego_status_valid (6,) bool; trajectory (6, 2) float32 m, ego frame (x forward, y left), 0.5 s steps,
-              trajectory_mask (6,) bool; past_trajectory (4, 2) float32 (oldest first), past_trajectory_mask (4,);
-              meta_action str ("<speed>, <path>", "" without future); agent_boxes: 7 lists (t = 0..6 keyframes)
-              of rows [x, y, z, length, width, height, yaw] (BOX_FIELDS) in the current ego frame, every annotation
-              of that keyframe; agent_categories: 7 lists of full nuScenes category names; agent_instances: 7 lists
-              of instance tokens
-  qa          question str, answer str, template_type str (QA_QUESTION_TYPES), num_hop int32 (0 or 1)
-  occupancy   semantics, mask_camera, mask_lidar: compressed bytes; `decode_occupancy` gives (200, 200, 16) uint8
-              and bool arrays (see `occvla_hf.data.occ3d`)
-
-With `dataset.with_format("numpy")` the arrays come back as numpy arrays of the shapes above; with the default format
-they are nested lists. `agent_boxes_arrays(row["agent_boxes"])` gives the 7 box arrays (N_t, 7) in either format.
+The row format (columns, features, what each holds) is `occvla_hf.data.schema`'s.
 
 Building is generator-based (`Dataset.from_generator`, Arrow written in small batches, memory flat) and chunked by
 scenes: each chunk is cached under its own fingerprint of the inputs, so an interrupted build resumes at the first
@@ -43,94 +25,39 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from datasets import (
-    Array2D,
-    Array3D,
     Dataset,
     DatasetDict,
-    Features,
-    Image,
-    List,
-    Value,
     are_progress_bars_disabled,
     concatenate_datasets,
-    load_from_disk,
 )
 from huggingface_hub import HfApi
 from tqdm.auto import tqdm
 
 from occvla_hf.constants import (
-    BOX_FIELDS,
     CAMERA_NAMES,
     DATASET_CONFIG_NAMES,
-    EGO_STATUS_FEATURES,
-    NUM_PAST_WAYPOINTS,
-    NUM_WAYPOINTS,
 )
 from occvla_hf.data.card import dataset_card
-from occvla_hf.data.nuscenes import NUM_BOX_STEPS, NuScenesReader, check_dataroot
+from occvla_hf.data.load import ARROW_DIR
+from occvla_hf.data.nuscenes import NuScenesReader, check_dataroot
 from occvla_hf.data.nuscenes_qa import QA_FILE_SPLITS, Question, load_qa_root, qa_file
 from occvla_hf.data.occ3d import (
-    OCC_ARRAY_NAMES,
     encode_occupancy,
     occupancy_path,
     read_occupancy,
 )
+from occvla_hf.data.schema import config_features
 from occvla_hf.version import __version__
 
 logger = logging.getLogger(__name__)
 
 IMAGE_MODES: tuple[str, ...] = ("path", "bytes")
 ON_MISSING_OCC: tuple[str, ...] = ("skip", "error")
-# Folder of `save_dataset`'s output holding one `DatasetDict.save_to_disk` folder per config.
-ARROW_DIR: str = "arrow"
 # Bump when the row content changes, so that cached chunks of older builds are not reused.
 _FORMAT_REVISION = 2
 _WRITER_BATCH_SIZE = 100
 _MAX_PARQUET_SHARD_BYTES = 500 * 2**20
-
-
-def config_features(config: str) -> Features:
-    """Explicit `Features` of a config (column order = row format order)."""
-    common = {
-        "sample_token": Value("string"),
-        "scene_name": Value("string"),
-        "timestamp": Value("int64"),
-        "images": List(Image(), length=len(CAMERA_NAMES)),
-        "camera_intrinsics": Array3D((len(CAMERA_NAMES), 3, 3), "float32"),
-        "camera_extrinsics": Array3D((len(CAMERA_NAMES), 4, 4), "float32"),
-        "camera_to_keyframe_ego": Array3D((len(CAMERA_NAMES), 4, 4), "float32"),
-    }
-    specific = {
-        "planning": {
-            "ego_status": List(Value("float32"), length=len(EGO_STATUS_FEATURES)),
-            "ego_status_valid": List(Value("bool"), length=len(EGO_STATUS_FEATURES)),
-            "trajectory": Array2D((NUM_WAYPOINTS, 2), "float32"),
-            "trajectory_mask": List(Value("bool"), length=NUM_WAYPOINTS),
-            "past_trajectory": Array2D((NUM_PAST_WAYPOINTS, 2), "float32"),
-            "past_trajectory_mask": List(Value("bool"), length=NUM_PAST_WAYPOINTS),
-            "meta_action": Value("string"),
-            "agent_boxes": List(List(List(Value("float32"), length=len(BOX_FIELDS))), length=NUM_BOX_STEPS),
-            "agent_categories": List(List(Value("string")), length=NUM_BOX_STEPS),
-            "agent_instances": List(List(Value("string")), length=NUM_BOX_STEPS),
-        },
-        "qa": {
-            "question": Value("string"),
-            "answer": Value("string"),
-            "template_type": Value("string"),
-            "num_hop": Value("int32"),
-        },
-        "occupancy": {name: Value("binary") for name in OCC_ARRAY_NAMES},
-    }
-    if config not in specific:
-        raise ValueError(f"config: expected one of {DATASET_CONFIG_NAMES}, got {config!r}")
-    return Features({**common, **specific[config]})
-
-
-def agent_boxes_arrays(agent_boxes: Sequence) -> list[np.ndarray]:
-    """A row's `agent_boxes` (lists or numpy format) as 7 float32 arrays (N_t, 7), empty steps as (0, 7)."""
-    return [np.asarray(step, dtype=np.float32).reshape(-1, len(BOX_FIELDS)) for step in agent_boxes]
 
 
 @dataclass(frozen=True)
@@ -404,15 +331,6 @@ def save_dataset(
                 shard.to_parquet(str(out / config / f"{split}-{index:05d}-of-{num_shards:05d}.parquet"))
     (out / "README.md").write_text(dataset_card(datasets, version=version, image_mode=image_mode), encoding="utf-8")
     return out
-
-
-def load_saved(out_dir: str | os.PathLike) -> dict[str, DatasetDict]:
-    """The Arrow copies written by `save_dataset`, `{config: DatasetDict}`."""
-    arrow = Path(out_dir) / ARROW_DIR
-    configs = [name for name in DATASET_CONFIG_NAMES if (arrow / name / "dataset_dict.json").is_file()]
-    if not configs:
-        raise FileNotFoundError(f"out_dir: no saved config under {str(arrow)!r} (expected arrow/<config>/)")
-    return {name: load_from_disk(str(arrow / name)) for name in configs}
 
 
 def push_to_hub(

@@ -50,6 +50,7 @@ from occvla_hf.data.geometry import (
     positions_in_frame,
     sensor_to_keyframe_ego,
 )
+from occvla_hf.data.schema import NUM_BOX_STEPS
 from occvla_hf.meta_action import meta_action_from_trajectory
 
 # Official splits built for each nuScenes version (names as `create_splits_scenes` returns them).
@@ -58,8 +59,6 @@ VERSION_SPLITS: dict[str, tuple[str, ...]] = {
     "v1.0-trainval": ("train", "val"),
     "v1.0-test": ("test",),
 }
-# Agent boxes are stored at t = 0 (the keyframe) and at each future waypoint.
-NUM_BOX_STEPS: int = NUM_WAYPOINTS + 1
 _STEERING_INDEX = EGO_STATUS_FEATURES.index("steering")
 _CAN_BUS_SCENE_NAME = re.compile(r"^scene-\d{4}$")
 

@@ -63,6 +63,7 @@ def _load(args: argparse.Namespace):
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    from ..data.load import load_split
     from . import runner
     from .planning import format_planning_table
     from .qa import format_qa_table
@@ -70,7 +71,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     model, processor = _load(args)
     if args.no_ego_status and model.config.use_ego_status:
         raise SystemExit("--no-ego-status: this model was trained with ego status (config.use_ego_status=True)")
-    dataset = runner.load_split(args.data, args.task, args.split)
+    dataset = load_split(args.data, args.task, args.split)
     if args.task == "planning":
         metrics = runner.evaluate_planning(
             model, processor, dataset, batch_size=args.batch_size, normalization=args.normalization
@@ -109,10 +110,11 @@ def _run_plan(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from ..data.hub import agent_boxes_arrays
+    from ..data.load import load_split
+    from ..data.schema import agent_boxes_arrays
     from .planning import evaluate_planning_sample
     from .plots import plot_bev, plot_camera_mosaic, save_png
-    from .runner import load_split, model_inputs, row_agents
+    from .runner import model_inputs, row_agents
 
     model, processor = _load(args)
     dataset = load_split(args.data, "planning", args.split)

@@ -15,8 +15,8 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from ..data.hub import agent_boxes_arrays, load_saved
 from ..data.occ3d import decode_occupancy
+from ..data.schema import agent_boxes_arrays
 from ..modeling import OccVLAForPlanning
 from ..processing import OccVLAProcessor
 from .occupancy import OccupancyMetricAccumulator
@@ -35,16 +35,6 @@ def load_model_and_processor(
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     model = OccVLAForPlanning.from_pretrained(model_path, dtype=dtype).to(device).eval()
     return model, OccVLAProcessor.from_pretrained(model_path)
-
-
-def load_split(data_path: str | Path, config: str, split: str) -> Dataset:
-    """One split of one config of a dataset folder written by `occvla-hf data build`."""
-    configs = load_saved(data_path)
-    if config not in configs:
-        raise ValueError(f"data: {str(data_path)!r} has no {config!r} config (found {sorted(configs)})")
-    if split not in configs[config]:
-        raise ValueError(f"split: {config!r} has splits {sorted(configs[config])}, not {split!r}")
-    return configs[config][split]
 
 
 def _batches(dataset: Dataset, batch_size: int, description: str) -> Iterator[dict[str, list]]:

@@ -52,7 +52,7 @@ def label_scarce_configs(
     rows only; every other split and config (`occupancy`: every keyframe) unchanged.
 
     Args:
-        configs: dataset config name -> its splits (`occvla-hf data build` output, e.g. from `load_saved`).
+        configs: dataset config name -> its splits (`occvla-hf data build` output, e.g. from `data.load.load_configs`).
         split: the training split to thin, e.g. `train`.
         fraction, seed: see `labelled_scenes`.
     """

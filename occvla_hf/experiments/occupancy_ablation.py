@@ -46,7 +46,7 @@ import torch
 from datasets import Dataset, concatenate_datasets
 
 from occvla_hf.constants import PLANNING_PROTOCOL_NAMES, QA_HOPS, QA_QUESTION_TYPES
-from occvla_hf.data.hub import load_saved
+from occvla_hf.data.load import load_configs
 from occvla_hf.evaluation.baselines import constant_velocity_trajectories, has_velocity
 from occvla_hf.evaluation.planning import PlanningMetricAccumulator
 from occvla_hf.evaluation.runner import (
@@ -111,7 +111,7 @@ PlanningSubsets = Mapping[str, Callable[[Dataset], Dataset]]
 
 def held_out_rows(data_dir: Path, config: str, held_out: str = HELD_OUT_DIR) -> Dataset:
     """Every split of one config of the held-out scenes (`data_dir / held_out`), concatenated."""
-    splits = load_saved(data_dir / held_out)[config]
+    splits = load_configs(data_dir / held_out)[config]
     return concatenate_datasets([splits[name] for name in sorted(splits)])
 
 
@@ -126,7 +126,7 @@ def velocity_keyframes(rows: Dataset) -> Dataset:
 def held_out_occupancy_rows(data_dir: Path, planning: Dataset, held_out: str = HELD_OUT_DIR) -> Dataset | None:
     """The held-out occupancy labels joined to the images and cameras of their `planning` rows (by sample token), or
     None when the held-out scenes have no `occupancy` config."""
-    configs = load_saved(data_dir / held_out)
+    configs = load_configs(data_dir / held_out)
     if "occupancy" not in configs:
         return None
     labels = concatenate_datasets([configs["occupancy"][name] for name in sorted(configs["occupancy"])])

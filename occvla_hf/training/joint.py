@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from datasets import Dataset, DatasetDict, load_dataset
+from datasets import Dataset, DatasetDict
 from peft import LoraConfig, get_peft_model
 from transformers import (
     AutoConfig,
@@ -49,8 +49,8 @@ from transformers import (
     set_seed,
 )
 
-from occvla_hf.constants import CAMERA_NAMES, DATASET_CONFIG_NAMES
-from occvla_hf.data.hub import load_saved
+from occvla_hf.constants import CAMERA_NAMES
+from occvla_hf.data.load import load_configs
 from occvla_hf.data.occ3d import decode_mask, decode_semantics
 from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning
 from occvla_hf.modeling.occupancy_vae import OccupancyVAE
@@ -157,17 +157,9 @@ class JointDataset(torch.utils.data.Dataset):
 
 
 def load_training_data(path: str, configs: Sequence[str]) -> dict[str, DatasetDict]:
-    """The dataset configs named by `configs` from an `occvla-hf data build` output folder or a Hub dataset id."""
-    unknown = sorted(set(configs) - set(DATASET_CONFIG_NAMES))
-    if unknown:
-        raise ValueError(f"data: unknown dataset configs {unknown}, expected some of {DATASET_CONFIG_NAMES}")
-    if not Path(path).is_dir():
-        return {config: load_dataset(path, config) for config in configs}
-    saved = load_saved(path)
-    missing = [config for config in configs if config not in saved]
-    if missing:
-        raise ValueError(f"data.path: {path} has no {missing} config (found {sorted(saved)})")
-    return {config: saved[config] for config in configs}
+    """The dataset configs named by `configs` from an `occvla-hf data build` output folder or a Hub dataset id
+    (`data.load.load_configs`)."""
+    return load_configs(path, configs)
 
 
 def _check_keys(section: Mapping[str, Any], allowed: Sequence[str], name: str) -> None:

@@ -170,15 +170,14 @@ def open_occupancy_latent_cache(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Builds (or checks) `<out>/<split>.safetensors` for each `--split` of a saved `occupancy` DatasetDict."""
+    """Builds (or checks) `<out>/<split>.safetensors` for each `--split` of an `occupancy` config (`data.load`)."""
     import argparse
 
-    from datasets import load_from_disk
-
+    from occvla_hf.data.load import load_configs
     from occvla_hf.modeling.occupancy_vae import OccupancyVAE
 
     parser = argparse.ArgumentParser(prog="python -m occvla_hf.training.latent_cache", description=main.__doc__)
-    parser.add_argument("occupancy", help="a saved occupancy DatasetDict (`<data build out>/arrow/occupancy`)")
+    parser.add_argument("occupancy", help="the occupancy config: a `data build` folder, its arrow/occupancy, a Hub id")
     parser.add_argument("vae", help="the frozen stage-1 VAE folder")
     parser.add_argument("out", help="cache folder: <out>/<split>.safetensors")
     parser.add_argument("--split", nargs="+", default=["train"], help="splits to cache")
@@ -186,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--dtype", choices=sorted(CACHE_DTYPES), default="float32")
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args(argv)
-    splits = load_from_disk(args.occupancy)
+    splits = load_configs(args.occupancy, ["occupancy"])["occupancy"]
     missing = [split for split in args.split if split not in splits]
     if missing:
         raise SystemExit(f"--split: {missing} not in {args.occupancy} (splits: {sorted(splits)})")

@@ -16,14 +16,13 @@ from occvla_hf.constants import CAMERA_NAMES, DATASET_CONFIG_NAMES, EGO_STATUS_F
 from occvla_hf.data import hub
 from occvla_hf.data.cli import BUILD_CACHE_DIR
 from occvla_hf.data.hub import (
-    agent_boxes_arrays,
     build_dataset,
-    config_features,
-    load_saved,
     push_to_hub,
 )
+from occvla_hf.data.load import load_configs
 from occvla_hf.data.nuscenes import NuScenesReader
 from occvla_hf.data.occ3d import decode_occupancy, occupancy_path
+from occvla_hf.data.schema import agent_boxes_arrays, config_features
 
 from .conftest import VERSION, linked_copy
 
@@ -129,7 +128,7 @@ def test_saved_layout_round_trips_through_load_from_disk_and_load_dataset(
                 assert loaded.features == dataset.features
                 assert loaded.remove_columns("images").to_dict() == dataset.remove_columns("images").to_dict()
                 assert _image_bytes(loaded) == _image_bytes(dataset)
-    assert {name: set(value) for name, value in load_saved(saved_dir).items()} == {
+    assert {name: set(value) for name, value in load_configs(saved_dir).items()} == {
         name: set(value) for name, value in built_datasets.items()
     }
 

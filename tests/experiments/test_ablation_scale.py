@@ -149,15 +149,15 @@ def test_smoke_run_writes_every_key_of_the_shipped_reports_plus_the_hard_subset(
 
 @pytest.mark.slow
 def test_smoke_run_prepares_the_label_scarce_validation_and_held_out_folders(smoke_run: Path) -> None:
-    from occvla_hf.data.hub import load_saved
+    from occvla_hf.data.load import load_configs
 
     data = smoke_run / "data"
-    train, scarce, validation = (load_saved(data / name) for name in ("train", "train_10pct", "val"))
+    train, scarce, validation = (load_configs(data / name) for name in ("train", "train_10pct", "val"))
     keep = labelled_scenes(train["planning"]["mini_train"]["scene_name"])
     assert set(scarce["planning"]["mini_train"]["scene_name"]) == keep
     assert len(scarce["occupancy"]["mini_train"]) == len(train["occupancy"]["mini_train"])
-    assert set(validation["planning"]) == {"mini_val"} and set(load_saved(data / "eval")) == set(train)
-    assert len(load_saved(data / "eval")["planning"]["mini_train"]) == 16  # the held-out scene, not the training ones
+    assert set(validation["planning"]) == {"mini_val"} and set(load_configs(data / "eval")) == set(train)
+    assert len(load_configs(data / "eval")["planning"]["mini_train"]) == 16  # the held-out scene, not the training ones
 
 
 @pytest.mark.slow

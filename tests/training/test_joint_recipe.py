@@ -25,7 +25,7 @@ from transformers import (
 )
 
 from occvla_hf.cli import main
-from occvla_hf.data.hub import load_saved
+from occvla_hf.data.load import load_configs
 from occvla_hf.evaluation.baselines import constant_velocity_trajectories, has_velocity
 from occvla_hf.modeling import OccVLAForPlanning
 from occvla_hf.modeling.occupancy_vae import OccupancyVAE
@@ -119,7 +119,7 @@ def test_joint_output_folder_loads_back_with_its_processor_vae_and_card(joint_ru
     output_dir = joint_run.output_dir
     loaded = OccVLAForPlanning.from_pretrained(output_dir).eval()
     processor = OccVLAProcessor.from_pretrained(output_dir)
-    rows = load_saved(training_data_dir)
+    rows = load_configs(training_data_dir)
     ego = rows["planning"]["mini_train"].with_format("numpy")[:]
     mean, std = ego_status_statistics(ego["ego_status"], ego["ego_status_valid"].astype(bool))
     assert processor.ego_status_mean == pytest.approx(mean) and processor.ego_status_std == pytest.approx(std)
@@ -141,7 +141,7 @@ def test_joint_output_folder_loads_back_with_its_processor_vae_and_card(joint_ru
 def test_a_new_model_starts_as_the_constant_velocity_planner(tiny_recipe, training_data_dir):
     recipe = with_changes(tiny_recipe, training={"learning_rate": 0.0, "max_steps": 1})
     result = train_joint(recipe)  # learning rate 0: the saved model is the initial one
-    rows = load_saved(training_data_dir)["planning"]["mini_val"]
+    rows = load_configs(training_data_dir)["planning"]["mini_val"]
     valid = has_velocity(np.asarray(rows["ego_status_valid"], dtype=bool))
     rows = rows.select(np.flatnonzero(valid)[:8])
     processor = OccVLAProcessor.from_pretrained(result.output_dir)

@@ -14,7 +14,7 @@ import torch
 from datasets import Dataset
 
 from occvla_hf.constants import OCC_GRID_SHAPE
-from occvla_hf.data.hub import load_saved
+from occvla_hf.data.load import load_configs
 from occvla_hf.data.occ3d import decode_mask, decode_semantics
 from occvla_hf.modeling import OccupancyVAE, OccupancyVAEConfig, OccVLAForPlanning
 from occvla_hf.training.joint import JointDataset, train_joint
@@ -52,7 +52,7 @@ def full_grid_vae(latent_type: str, seed: int = 0) -> OccupancyVAE:
 
 @pytest.fixture(scope="module")
 def occupancy_rows(training_data_dir: Path) -> Dataset:
-    return load_saved(training_data_dir)["occupancy"]["mini_train"]
+    return load_configs(training_data_dir)["occupancy"]["mini_train"]
 
 
 def full_grid_model(vae: OccupancyVAE, voxel_weight: float) -> OccVLAForPlanning:
@@ -171,7 +171,7 @@ def test_collator_batches_cached_latents_and_counts_them() -> None:
 
 
 def test_joint_dataset_serves_cached_latents_without_decoding_grids(training_data_dir, occupancy_rows, tmp_path):
-    saved = load_saved(training_data_dir)
+    saved = load_configs(training_data_dir)
     cache = build_occupancy_latent_cache(occupancy_rows, full_grid_vae("kl"), tmp_path / "train.safetensors")
     dataset = JointDataset({"planning": saved["planning"]["mini_train"]}, None, cache)
     row = dataset[0]

@@ -1,0 +1,131 @@
+"""The dataset row schema: the columns of each config, their `Features`, what each holds, and the decoders.
+
+Three configs (`DATASET_CONFIG_NAMES`), one row per keyframe (`planning`, `occupancy`) or per nuScenes-QA question
+(`qa`), each with the common keyframe columns first:
+
+  common      sample_token str, scene_name str, timestamp int64 (us), images: 6 images in CAMERA_NAMES order
+              (PIL on access), camera_intrinsics (6, 3, 3) float32, camera_extrinsics (6, 4, 4) float32 camera->ego
+              (calibrated, ego at the camera's time), camera_to_keyframe_ego (6, 4, 4) float32 camera->ego at the
+              keyframe (what projections onto the BEV use; see `occvla_hf.data.nuscenes`)
+  planning    ego_status (6,) float32 [vx, vy m/s, ax, ay m/s^2, yaw_rate rad/s, steering rad] with
+              ego_status_valid (6,) bool; trajectory (6, 2) float32 m, ego frame (x forward, y left), one waypoint
+              per keyframe (nominally 0.5 s), trajectory_mask (6,) bool; past_trajectory (4, 2) float32 (oldest
+              first), past_trajectory_mask (4,); meta_action str ("<speed>, <path>", "" without future);
+              agent_boxes: 7 lists (t = 0..6 keyframes) of rows [x, y, z, length, width, height, yaw] (BOX_FIELDS)
+              in the current ego frame, every annotation of that keyframe; agent_categories: 7 lists of full
+              nuScenes category names; agent_instances: 7 lists of instance tokens
+  qa          question str, answer str, template_type str (QA_QUESTION_TYPES), num_hop int32 (0 or 1)
+  occupancy   semantics, mask_camera, mask_lidar: compressed bytes; `decode_occupancy` gives (200, 200, 16) uint8
+              and bool arrays (see `occvla_hf.data.occ3d`)
+
+With `dataset.with_format("numpy")` the arrays come back as numpy arrays of the shapes above; with the default format
+they are nested lists. `agent_boxes_arrays(row["agent_boxes"])` gives the 7 box arrays (N_t, 7) in either format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from datasets import Array2D, Array3D, Features, Image, List, Value
+
+from occvla_hf.constants import (
+    BOX_FIELDS,
+    CAMERA_NAMES,
+    DATASET_CONFIG_NAMES,
+    EGO_STATUS_FEATURES,
+    NUM_PAST_WAYPOINTS,
+    NUM_WAYPOINTS,
+    QA_QUESTION_TYPES,
+)
+from occvla_hf.data.occ3d import OCC_ARRAY_NAMES, decode_occupancy
+
+# Agent boxes are stored at t = 0 (the keyframe) and at each future waypoint.
+NUM_BOX_STEPS: int = NUM_WAYPOINTS + 1
+
+def config_features(config: str) -> Features:
+    """Explicit `Features` of a config (column order = row format order)."""
+    common = {
+        "sample_token": Value("string"),
+        "scene_name": Value("string"),
+        "timestamp": Value("int64"),
+        "images": List(Image(), length=len(CAMERA_NAMES)),
+        "camera_intrinsics": Array3D((len(CAMERA_NAMES), 3, 3), "float32"),
+        "camera_extrinsics": Array3D((len(CAMERA_NAMES), 4, 4), "float32"),
+        "camera_to_keyframe_ego": Array3D((len(CAMERA_NAMES), 4, 4), "float32"),
+    }
+    specific = {
+        "planning": {
+            "ego_status": List(Value("float32"), length=len(EGO_STATUS_FEATURES)),
+            "ego_status_valid": List(Value("bool"), length=len(EGO_STATUS_FEATURES)),
+            "trajectory": Array2D((NUM_WAYPOINTS, 2), "float32"),
+            "trajectory_mask": List(Value("bool"), length=NUM_WAYPOINTS),
+            "past_trajectory": Array2D((NUM_PAST_WAYPOINTS, 2), "float32"),
+            "past_trajectory_mask": List(Value("bool"), length=NUM_PAST_WAYPOINTS),
+            "meta_action": Value("string"),
+            "agent_boxes": List(List(List(Value("float32"), length=len(BOX_FIELDS))), length=NUM_BOX_STEPS),
+            "agent_categories": List(List(Value("string")), length=NUM_BOX_STEPS),
+            "agent_instances": List(List(Value("string")), length=NUM_BOX_STEPS),
+        },
+        "qa": {
+            "question": Value("string"),
+            "answer": Value("string"),
+            "template_type": Value("string"),
+            "num_hop": Value("int32"),
+        },
+        "occupancy": {name: Value("binary") for name in OCC_ARRAY_NAMES},
+    }
+    if config not in specific:
+        raise ValueError(f"config: expected one of {DATASET_CONFIG_NAMES}, got {config!r}")
+    return Features({**common, **specific[config]})
+
+
+def agent_boxes_arrays(agent_boxes: Sequence) -> list[np.ndarray]:
+    """A row's `agent_boxes` (lists or numpy format) as 7 float32 arrays (N_t, 7), empty steps as (0, 7)."""
+    return [np.asarray(step, dtype=np.float32).reshape(-1, len(BOX_FIELDS)) for step in agent_boxes]
+
+
+FIELD_DESCRIPTIONS: dict[str, str] = {
+    "sample_token": "nuScenes sample (keyframe) token",
+    "scene_name": "nuScenes scene name",
+    "timestamp": "keyframe time, microseconds",
+    "images": f"6 camera images in the order {', '.join(CAMERA_NAMES)}",
+    "camera_intrinsics": "(6, 3, 3) float32 pinhole intrinsics, pixels",
+    "camera_extrinsics": "(6, 4, 4) float32 calibrated camera -> ego transforms (ego at each camera's time), metres",
+    "camera_to_keyframe_ego": "(6, 4, 4) float32 camera -> ego at the LIDAR_TOP keyframe (for projections onto the "
+    "BEV), metres",
+    "ego_status": f"(6,) float32 {', '.join(EGO_STATUS_FEATURES)}: m/s, m/s^2, rad/s, rad (causal differences of "
+    "the 2 Hz ego poses; steering-wheel angle from the CAN bus expansion's vehicle_monitor)",
+    "ego_status_valid": "(6,) bool, False where an ego-status entry is unavailable (scene start, no CAN bus)",
+    "trajectory": "(6, 2) float32 future ego positions at 0.5 s steps (3 s), ego frame (x forward, y left), metres",
+    "trajectory_mask": "(6,) bool, False past the end of the scene",
+    "past_trajectory": "(4, 2) float32 past ego positions (-2.0 to -0.5 s, oldest first), same frame",
+    "past_trajectory_mask": "(4,) bool, False before the start of the scene",
+    "meta_action": "'<speed>, <path>' driving decision derived from the trajectory ('' without future waypoints)",
+    "agent_boxes": f"7 lists (t = 0..6 keyframes) of boxes [{', '.join(BOX_FIELDS)}] in the current ego frame "
+    "(metres, radians): every annotation of that keyframe",
+    "agent_categories": "7 lists of full nuScenes category names matching agent_boxes",
+    "agent_instances": "7 lists of nuScenes instance tokens matching agent_boxes",
+    "question": "nuScenes-QA question",
+    "answer": "nuScenes-QA answer (as a string)",
+    "template_type": f"question type, one of {', '.join(QA_QUESTION_TYPES)}",
+    "num_hop": "reasoning hops, 0 (H0) or 1 (H1)",
+    "semantics": "zstd-compressed (200, 200, 16) uint8 Occ3D class ids (17 = free); decode with decode_occupancy",
+    "mask_camera": "zstd-compressed bit-packed (200, 200, 16) bool camera visibility mask (evaluation mask)",
+    "mask_lidar": "zstd-compressed bit-packed (200, 200, 16) bool lidar visibility mask",
+}
+
+
+def config_columns(config: str) -> tuple[str, ...]:
+    """The column names of a config, in row order."""
+    return tuple(config_features(config))
+
+
+__all__ = [
+    "FIELD_DESCRIPTIONS",
+    "NUM_BOX_STEPS",
+    "agent_boxes_arrays",
+    "config_columns",
+    "config_features",
+    "decode_occupancy",
+]
