@@ -7,7 +7,7 @@ and no text token attends to them, so text logits and the trajectory are identic
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from transformers.utils import logging
 from ..constants import EGO_STATUS_FEATURES, EGO_VELOCITY_FEATURES
 from .configuration_occupancy_vae import OccupancyVAEConfig
 from .configuration_occvla import OccVLAConfig
+from .loss import IGNORE_INDEX, loss_item_counts, loss_weights, weighted_loss
 from .occupancy_vae import OccupancyVAE
 
 logger = logging.get_logger(__name__)
@@ -59,7 +60,7 @@ class OccVLAOutput(ModelOutput):
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*):
             `lm_loss + trajectory_loss_weight * trajectory_loss + occupancy_loss_weight * (latent + voxel terms)`,
-            over the terms whose targets were given.
+            over the terms whose targets were given (`modeling.loss.weighted_loss`).
         lm_loss (`torch.FloatTensor` of shape `()`, *optional*):
             Next-token cross-entropy on tokens whose label is not -100.
         trajectory_loss (`torch.FloatTensor` of shape `()`, *optional*):
@@ -413,7 +414,8 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
     """
 
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
-    # Each loss term is a per-batch mean (tokens, waypoints, latent cells), so the Trainer need not pass item counts.
+    # The Trainer's `num_items_in_batch` counts label tokens only; the loss normalises each of its terms over its own
+    # items instead (`loss_item_totals`, which OccVLATrainer passes).
     accepts_loss_kwargs = False
 
     def __init__(self, config: OccVLAConfig) -> None:
@@ -561,6 +563,8 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         occupancy: torch.Tensor | None = None,
         occupancy_mask: torch.BoolTensor | None = None,
         return_occupancy: bool = False,
+        occupancy_loss_weight: float | None = None,
+        loss_item_totals: Mapping[str, float] | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs: Any,
@@ -571,6 +575,10 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         Shapes: `pixel_values` (batch, num_views, 3, H, W); `ego_status` (batch, ego_status_dim), normalised;
         `trajectory` (batch, num_waypoints, 2) metres; `trajectory_mask` (batch, num_waypoints);
         `occupancy` (batch, X, Y, Z) class ids; `occupancy_mask` (batch, X, Y, Z) (camera visibility).
+
+        `loss` is `modeling.loss.weighted_loss` of the terms: `occupancy_loss_weight` replaces the config's (a
+        trainer's schedule), `loss_item_totals` (items per term of the larger batch this one is part of, e.g. one
+        optimiser step on all processes) normalises each term over that batch instead of this one.
         """
         with_queries = occupancy is not None or return_occupancy
         if with_queries and self.occupancy_head is None:
@@ -602,8 +610,8 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
                 raise ValueError(
                     f"labels: expected {tuple(hidden.shape[:2])} like input_ids, got {tuple(labels.shape)}"
                 )
-            next_labels = F.pad(labels, (0, 1), value=-100)[:, 1:]  # label of the token each position predicts
-            supervised = next_labels != -100
+            next_labels = F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:]  # label of the token each position predicts
+            supervised = next_labels != IGNORE_INDEX
             supervised_logits = self._lm_logits(hidden[supervised]).float()  # (num_supervised, vocab)
             lm_loss = F.cross_entropy(supervised_logits, next_labels[supervised], reduction="sum")
             lm_loss = lm_loss / supervised.sum().clamp(min=1)
@@ -628,23 +636,23 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
             if return_occupancy and self.occupancy_vae is not None:
                 occupancy_logits = self.occupancy_vae.decode(occupancy_latent)
 
-        terms = [lm_loss]
-        if trajectory_loss is not None:
-            terms.append(self.config.trajectory_loss_weight * trajectory_loss)
-        if latent_loss is not None:
-            occupancy_total = self.config.occupancy_latent_loss_weight * latent_loss
-            if voxel_loss is not None:
-                occupancy_total = occupancy_total + self.config.occupancy_voxel_loss_weight * voxel_loss
-            terms.append(self.config.occupancy_loss_weight * occupancy_total)
-        present = [term for term in terms if term is not None]
-        loss = torch.stack(present).sum() if present else None
+        terms = {
+            "lm_loss": lm_loss,
+            "trajectory_loss": trajectory_loss,
+            "occupancy_latent_loss": latent_loss,
+            "occupancy_voxel_loss": voxel_loss,
+        }
+        item_counts = None
+        if loss_item_totals is not None:
+            targets = {"labels": labels, "trajectory": trajectory, "trajectory_mask": trajectory_mask,
+                       "occupancy": occupancy, "occupancy_mask": occupancy_mask}  # fmt: skip
+            item_counts = loss_item_counts({key: value for key, value in targets.items() if value is not None})
+        weights = loss_weights(self.config, occupancy_loss_weight)
+        loss = weighted_loss(terms, weights, item_counts, loss_item_totals)
 
         return OccVLAOutput(
             loss=loss,
-            lm_loss=lm_loss,
-            trajectory_loss=trajectory_loss,
-            occupancy_latent_loss=latent_loss,
-            occupancy_voxel_loss=voxel_loss,
+            **terms,
             logits=logits,
             trajectory=predicted_trajectory,
             occupancy_latent=occupancy_latent,

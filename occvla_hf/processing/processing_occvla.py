@@ -30,6 +30,7 @@ from ..constants import (
     NUM_WAYPOINTS,
     TRAJ_TOKEN,
 )
+from ..modeling.loss import IGNORE_INDEX
 from .prompts import DEFAULT_PLANNING_PROMPT, DEFAULT_QA_PROMPT
 
 CameraImage = PIL.Image.Image | np.ndarray | torch.Tensor  # PIL, numpy (H, W, 3) uint8, or torch (3, H, W) uint8
@@ -37,7 +38,6 @@ CameraImage = PIL.Image.Image | np.ndarray | torch.Tensor  # PIL, numpy (H, W, 3
 CameraImages = CameraImage | Sequence[CameraImage] | Mapping[str, CameraImage]
 Task = Literal["planning", "qa"]
 TASKS: tuple[str, ...] = ("planning", "qa")
-IGNORE_INDEX: int = -100
 _MIN_STD: float = 1e-6
 
 

@@ -1,18 +1,10 @@
 """Stage-2 training machinery: `OccVLATrainer`, its data collator, task-grouped batching, the occupancy-weight
 schedule and the planning L2 metric that picks the best checkpoint.
 
-Loss of one optimiser step, over the whole accumulated batch (all micro-batches, all processes):
-
-    lm + trajectory_loss_weight * trajectory
-       + occupancy_loss_weight * schedule(step) * (occupancy_latent_loss_weight * latent
-                                                   + occupancy_voxel_loss_weight * voxel)
-
-Each term is read from `OccVLAOutput` (never its pre-summed `loss`) and is a mean over its own items: predicted
-answer tokens, valid waypoints, samples with occupancy targets, visible voxels (`loss_item_counts`). The model returns
-per-micro-batch means; `compute_loss` rescales each by `items in this micro-batch / items in the accumulated batch of
-all processes` (times the number of processes, which DDP/FSDP average over), so k micro-batches of b samples on n
-processes give the gradient of one batch of k * b * n samples, and terms absent from a micro-batch (QA rows have no
-trajectory) do not dilute the others.
+The loss is the model's (`occvla_hf.modeling.loss`): the trainer passes the scheduled occupancy weight and, in
+training, the items of each loss term over the whole accumulated batch (all micro-batches, all processes, counted in
+`get_batch_samples`), so k micro-batches of b samples on n processes give the gradient of one batch of k * b * n
+samples; it multiplies the loss by the number of processes, which DDP/FSDP average gradients over, and logs each term.
 """
 
 from __future__ import annotations
@@ -30,12 +22,11 @@ from transformers import EvalPrediction, Trainer
 from transformers.trainer_utils import EvalLoopOutput
 
 from occvla_hf.evaluation.planning import PROTOCOLS, l2_errors, protocol_summary
-from occvla_hf.processing.processing_occvla import IGNORE_INDEX, TASKS, OccVLAProcessor
+from occvla_hf.modeling.loss import IGNORE_INDEX, LOSS_TERMS, loss_item_counts
+from occvla_hf.processing.processing_occvla import TASKS, OccVLAProcessor
 
 from .model_card import ModelCardInfo, render_model_card
 
-# `OccVLAOutput` fields combined into the training loss, in logging order.
-LOSS_TERMS: tuple[str, ...] = ("lm_loss", "trajectory_loss", "occupancy_latent_loss", "occupancy_voxel_loss")
 # Dataset-row columns `OccVLAProcessor.from_rows` reads (plus `task`); the Trainer keeps them in the batches.
 ROW_COLUMNS: tuple[str, ...] = (
     "task",
@@ -95,30 +86,7 @@ class OccupancyWeightSchedule:
         return self.start_factor + progress * (self.end_factor - self.start_factor)
 
 
-# ---------------------------------------------------------------------------------------------- loss counting
-
-
-def loss_item_counts(batch: Mapping[str, Any]) -> dict[str, int]:
-    """Items each loss term of `OccVLAForPlanning` averages over in a collated batch.
-
-    `lm_loss`: predicted label tokens (`labels[:, 1:] != -100`, the causal shift); `trajectory_loss`: valid waypoints;
-    `occupancy_latent_loss`: samples with occupancy targets; `occupancy_voxel_loss`: voxels inside `occupancy_mask`
-    (all voxels without a mask). A term without targets in the batch counts 0.
-    """
-    counts = dict.fromkeys(LOSS_TERMS, 0)
-    labels = batch.get("labels")
-    if labels is not None:
-        counts["lm_loss"] = int((labels[:, 1:] != IGNORE_INDEX).sum())
-    trajectory = batch.get("trajectory")
-    if trajectory is not None:
-        mask = batch.get("trajectory_mask")
-        counts["trajectory_loss"] = int(mask.sum()) if mask is not None else trajectory.shape[0] * trajectory.shape[1]
-    occupancy = batch.get("occupancy")
-    if occupancy is not None:
-        counts["occupancy_latent_loss"] = occupancy.shape[0]
-        mask = batch.get("occupancy_mask")
-        counts["occupancy_voxel_loss"] = int(mask.sum()) if mask is not None else occupancy.numel()
-    return counts
+# ------------------------------------------------------------------------------------------- loss logging
 
 
 class _TermMeans:
@@ -355,8 +323,8 @@ def planning_l2_metrics(eval_prediction: EvalPrediction) -> dict[str, float | No
 
 
 class OccVLATrainer(Trainer):
-    """`Trainer` for `OccVLAForPlanning`: combines the LM, trajectory and occupancy losses (see the module docstring),
-    logs each term next to the total (`lm_loss`, `trajectory_loss`, `occupancy_latent_loss`,
+    """`Trainer` for `OccVLAForPlanning`: trains on the model's loss with the scheduled occupancy weight (see the
+    module docstring), logs each term next to the total (`lm_loss`, `trajectory_loss`, `occupancy_latent_loss`,
     `occupancy_voxel_loss`, `occupancy_loss_weight`; evaluation adds them with the `eval_` prefix), batches
     multi-task datasets by task, returns predicted trajectories for `planning_l2_metrics` during evaluation and
     writes the OccVLA model card.
@@ -396,17 +364,6 @@ class OccVLATrainer(Trainer):
         """`config.occupancy_loss_weight` times the schedule at optimiser step `step`."""
         return self.model.config.occupancy_loss_weight * self.occupancy_weight_schedule(step)
 
-    def loss_weights(self, step: int) -> dict[str, float]:
-        """Weight of each term of `LOSS_TERMS` in the total loss at optimiser step `step`."""
-        config = self.model.config
-        occupancy = self.occupancy_loss_weight(step)
-        return {
-            "lm_loss": 1.0,
-            "trajectory_loss": config.trajectory_loss_weight,
-            "occupancy_latent_loss": occupancy * config.occupancy_latent_loss_weight,
-            "occupancy_voxel_loss": occupancy * config.occupancy_voxel_loss_weight,
-        }
-
     def get_batch_samples(
         self, epoch_iterator: Iterator, num_batches: int, device: torch.device
     ) -> tuple[list, torch.Tensor | int | None]:
@@ -425,33 +382,31 @@ class OccVLATrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
-        """Weighted sum of the loss terms of `model(**inputs)`.
+        """The model's loss with the scheduled occupancy weight; logs each term.
 
-        In training each term is scaled by its share of the accumulated batch's items (counted in
-        `get_batch_samples`, times the number of processes because DDP/FSDP average gradients), which makes gradient
-        accumulation exact; `num_items_in_batch` (label tokens only) is therefore not needed. In evaluation the terms
-        are this batch's means.
+        In training each term is normalised over the accumulated batch's items (counted in `get_batch_samples`) and
+        the loss is multiplied by the number of processes, which makes gradient accumulation and data parallelism
+        exact; `num_items_in_batch` (label tokens only) is therefore not needed. In evaluation the terms are this
+        batch's means.
         """
-        outputs = model(**inputs)
         counts = loss_item_counts(inputs)
-        totals = self._accumulated_item_counts if model.training else None
-        terms = self._train_terms if model.training else self._eval_terms
-        weights = self.loss_weights(self.state.global_step)
-        if model.training:
-            self._applied_occupancy_weight = self.occupancy_loss_weight(self.state.global_step)
-        loss = None
-        for name in LOSS_TERMS:
-            value = getattr(outputs, name)
-            if value is None or counts[name] == 0:
-                continue
-            terms.add(name, value, counts[name])
-            scale = 1.0 if totals is None else self.accelerator.num_processes * counts[name] / totals[name]
-            term = weights[name] * scale * value
-            loss = term if loss is None else loss + term
-        if loss is None:
+        if not any(counts.values()):
             raise ValueError(
                 "inputs: the batch has no training target (labels, trajectory or occupancy with at least one item)"
             )
+        occupancy_weight = self.occupancy_loss_weight(self.state.global_step)
+        totals = self._accumulated_item_counts if model.training else None
+        outputs = model(**inputs, occupancy_loss_weight=occupancy_weight, loss_item_totals=totals)
+        terms = self._train_terms if model.training else self._eval_terms
+        for name in LOSS_TERMS:
+            value = getattr(outputs, name)
+            if value is not None and counts[name] > 0:
+                terms.add(name, value, counts[name])
+        loss = outputs.loss
+        if model.training:
+            self._applied_occupancy_weight = occupancy_weight
+        if totals is not None:
+            loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
 
     # --- logging ---

@@ -23,16 +23,15 @@ from safetensors.torch import load_file
 from transformers import EvalPrediction, TrainerCallback, TrainingArguments
 
 from occvla_hf.modeling import OccVLAForPlanning
+from occvla_hf.modeling.loss import LOSS_TERMS, loss_item_counts
 from occvla_hf.processing import OccVLAProcessor
 from occvla_hf.training.joint import apply_lora, build_model_and_processor
 from occvla_hf.training.model_card import ModelCardInfo
 from occvla_hf.training.trainer import (
-    LOSS_TERMS,
     OccupancyWeightSchedule,
     OccVLADataCollator,
     OccVLATrainer,
     TaskGroupedSampler,
-    loss_item_counts,
     planning_l2_metrics,
 )
 from tests.conftest import TINY_GRID, StandInOccupancyVAE, tiny_config
@@ -132,29 +131,6 @@ def test_occupancy_weight_schedule_is_piecewise_linear():
     assert OccupancyWeightSchedule()(123) == 1.0
     with pytest.raises(ValueError, match="ramp_steps"):
         OccupancyWeightSchedule(ramp_steps=-1)
-
-
-def test_loss_item_counts_count_the_items_each_term_averages_over():
-    batch = {
-        "labels": torch.tensor([[-100, -100, 5, 6, 1], [-100, 7, 1, -100, -100]]),  # position 0 is never predicted
-        "trajectory": torch.zeros(2, 6, 2),
-        "trajectory_mask": torch.tensor([[True] * 6, [True] * 4 + [False] * 2]),
-        "occupancy": torch.zeros(2, 3, 3, 2, dtype=torch.uint8),
-        "occupancy_mask": torch.tensor([True, False]).repeat(18).view(2, 3, 3, 2),
-    }
-    assert loss_item_counts(batch) == {
-        "lm_loss": 5,
-        "trajectory_loss": 10,
-        "occupancy_latent_loss": 2,
-        "occupancy_voxel_loss": 18,
-    }
-    without_masks = {"trajectory": torch.zeros(3, 6, 2), "occupancy": torch.zeros(3, 2, 2, 2, dtype=torch.uint8)}
-    assert loss_item_counts(without_masks) == {
-        "lm_loss": 0,
-        "trajectory_loss": 18,
-        "occupancy_latent_loss": 3,
-        "occupancy_voxel_loss": 24,
-    }
 
 
 def _mean(entries: list[dict[str, float]], key: str) -> float:
