@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 
 _LAZY_EXPORTS: dict[str, str] = {
     "OccVLATrainer": "occvla_hf.training.trainer",
-    "OccVLADataCollator": "occvla_hf.training.trainer",
+    "OccVLADataCollator": "occvla_hf.training.collator",
     "train_joint": "occvla_hf.training.joint",
     "train_vae": "occvla_hf.training.vae",
     "build_dataset": "occvla_hf.data.hub",

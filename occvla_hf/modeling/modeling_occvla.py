@@ -23,7 +23,7 @@ from transformers.utils import logging
 from ..constants import EGO_STATUS_FEATURES, EGO_VELOCITY_FEATURES
 from .configuration_occupancy_vae import OccupancyVAEConfig
 from .configuration_occvla import OccVLAConfig
-from .loss import IGNORE_INDEX, loss_item_counts, loss_weights, weighted_loss
+from .loss import IGNORE_INDEX, LOSS_TERMS, loss_item_counts, loss_weights, weighted_loss
 from .occupancy_vae import OccupancyVAE
 
 logger = logging.get_logger(__name__)
@@ -468,85 +468,7 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
             self.occupancy_vae.eval()  # frozen: batch-norm statistics and dropout stay in inference mode
         return self
 
-    # --- forward ---
-    def _lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """LM head with Gemma-2's final logit soft-capping when the text config has it."""
-        logits = self.lm_head(hidden)
-        softcap = getattr(self.config.get_text_config(), "final_logit_softcapping", None)
-        return logits if softcap is None else torch.tanh(logits / softcap) * softcap
-
-    def _trajectory_hidden(self, input_ids: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor | None:
-        """Final hidden state at each sample's `<traj>` token: (batch, hidden), or None if no sample has one."""
-        is_traj = input_ids == self.config.traj_token_id
-        counts = is_traj.sum(dim=1).tolist()  # one host sync for the count check, none for the gather
-        if not any(counts):
-            return None
-        if any(count != 1 for count in counts):
-            raise ValueError(
-                f"input_ids: expected exactly one <traj> token (id {self.config.traj_token_id}) per sample, "
-                f"got counts {counts}"
-            )
-        position = is_traj.int().argmax(dim=1)  # (batch,)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), position]
-
-    def _check_ego_status(self, ego_status: torch.Tensor | None, batch: int) -> torch.Tensor | None:
-        if not self.config.use_ego_status:
-            return None
-        expected = (batch, self.config.ego_status_dim)
-        if ego_status is None:
-            raise ValueError(f"ego_status: required ({expected}) because config.use_ego_status is True")
-        if tuple(ego_status.shape) != expected:
-            raise ValueError(f"ego_status: expected {expected}, got {tuple(ego_status.shape)}")
-        if not torch.isfinite(ego_status).all():
-            raise ValueError("ego_status: contains NaN or infinite values")
-        return ego_status
-
-    def _trajectory_loss(
-        self, predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        expected = tuple(predicted.shape)
-        if tuple(target.shape) != expected:
-            raise ValueError(f"trajectory: expected {expected} (batch, num_waypoints, 2), got {tuple(target.shape)}")
-        valid = torch.ones(expected[:2], dtype=torch.bool, device=target.device) if mask is None else mask.bool()
-        if tuple(valid.shape) != expected[:2]:
-            raise ValueError(f"trajectory_mask: expected {expected[:2]}, got {tuple(valid.shape)}")
-        target = torch.where(valid.unsqueeze(-1), target, predicted.detach()).to(predicted.dtype)
-        if not torch.isfinite(target).all():
-            raise ValueError("trajectory: contains NaN or infinite values at valid waypoints")
-        loss_fn = F.smooth_l1_loss if self.config.trajectory_loss_type == "smooth_l1" else F.l1_loss
-        per_coord = loss_fn(predicted, target, reduction="none")
-        weights = valid.unsqueeze(-1).expand_as(per_coord).to(per_coord.dtype)
-        return (per_coord * weights).sum() / weights.sum().clamp(min=1.0)
-
-    def _occupancy_losses(
-        self, latent: torch.Tensor, occupancy: torch.Tensor, occupancy_mask: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(latent MSE to the VAE encoding, voxel cross-entropy through the frozen decoder or None)."""
-        if occupancy.dim() != 4 or occupancy.shape[0] != latent.shape[0]:
-            raise ValueError(
-                f"occupancy: expected (batch={latent.shape[0]}, X, Y, Z) class ids, got {tuple(occupancy.shape)}"
-            )
-        with torch.no_grad():
-            target = self.occupancy_vae.encode(occupancy)
-        if tuple(target.shape) != tuple(latent.shape):
-            raise ValueError(
-                f"occupancy_latent_shape: the VAE encodes occupancy to {tuple(target.shape[1:])}, the config says "
-                f"{tuple(latent.shape[1:])}"
-            )
-        latent_loss = F.mse_loss(latent, target.to(latent.dtype))
-        if self.config.occupancy_voxel_loss_weight == 0:
-            return latent_loss, None
-        logits = self.occupancy_vae.decode(latent)
-        per_voxel = F.cross_entropy(logits.float(), occupancy.long(), reduction="none")
-        if occupancy_mask is None:
-            return latent_loss, per_voxel.mean()
-        if tuple(occupancy_mask.shape) != tuple(occupancy.shape):
-            raise ValueError(
-                f"occupancy_mask: expected {tuple(occupancy.shape)} like occupancy, got {tuple(occupancy_mask.shape)}"
-            )
-        weights = occupancy_mask.to(per_voxel.dtype)
-        return latent_loss, (per_voxel * weights).sum() / weights.sum().clamp(min=1.0)
-
+    # --- forward: features -> heads -> loss (each step a method, like timm's forward_features / forward_head) ---
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -585,7 +507,7 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
             raise ValueError("occupancy: this export has no occupancy modules (made by without_occupancy_modules())")
         if occupancy is not None and self.occupancy_vae is None:
             raise ValueError("occupancy: targets need the occupancy VAE to encode them; call set_occupancy_vae() first")
-        outputs = self.model(
+        features = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
             attention_mask=attention_mask,
@@ -597,59 +519,25 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
             with_occupancy_queries=with_queries,
             **kwargs,
         )
-        hidden = outputs.last_hidden_state
-        # Training with labels skips the full (batch, length, vocab) logits: over a 257k vocabulary and ~1.6k image
-        # tokens they dominate memory, and only the supervised positions need the LM head.
-        logits = None
-        if labels is None or not self.training:
-            keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-            logits = self._lm_logits(hidden[:, keep, :])
-        lm_loss = None
+        hidden = features.last_hidden_state
+        logits = self.forward_lm_head(hidden, labels, logits_to_keep)
+        predicted_trajectory = self.forward_trajectory_head(input_ids, hidden, ego_status, cache)
+        occupancy_latent = None if not with_queries else self.occupancy_head(features.occupancy_hidden_state)
+
+        terms: dict[str, torch.Tensor | None] = dict.fromkeys(LOSS_TERMS)
         if labels is not None:
-            if labels.shape != hidden.shape[:2]:
-                raise ValueError(
-                    f"labels: expected {tuple(hidden.shape[:2])} like input_ids, got {tuple(labels.shape)}"
-                )
-            next_labels = F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:]  # label of the token each position predicts
-            supervised = next_labels != IGNORE_INDEX
-            supervised_logits = self._lm_logits(hidden[supervised]).float()  # (num_supervised, vocab)
-            lm_loss = F.cross_entropy(supervised_logits, next_labels[supervised], reduction="sum")
-            lm_loss = lm_loss / supervised.sum().clamp(min=1)
-
-        predicted_trajectory = trajectory_loss = None
-        decoding = cache is not None and cache.get_seq_length() > hidden.shape[1]
-        traj_hidden = None if input_ids is None or decoding else self._trajectory_hidden(input_ids, hidden)
-        if traj_hidden is not None:
-            predicted_trajectory = self.trajectory_head(
-                traj_hidden, self._check_ego_status(ego_status, hidden.shape[0])
-            )
+            terms["lm_loss"] = self._lm_loss(hidden, labels)
         if trajectory is not None:
-            if predicted_trajectory is None:
-                raise ValueError("trajectory: targets given but input_ids contain no <traj> token")
-            trajectory_loss = self._trajectory_loss(predicted_trajectory, trajectory, trajectory_mask)
+            terms["trajectory_loss"] = self._trajectory_loss(predicted_trajectory, trajectory, trajectory_mask)
+        if occupancy is not None:
+            terms.update(self._occupancy_losses(occupancy_latent, occupancy, occupancy_mask))
+        targets = {"labels": labels, "trajectory": trajectory, "trajectory_mask": trajectory_mask,
+                   "occupancy": occupancy, "occupancy_mask": occupancy_mask}  # fmt: skip
+        loss = self._loss(terms, targets, occupancy_loss_weight, loss_item_totals)
 
-        occupancy_latent = occupancy_logits = latent_loss = voxel_loss = None
-        if with_queries:
-            occupancy_latent = self.occupancy_head(outputs.occupancy_hidden_state)
-            if occupancy is not None:
-                latent_loss, voxel_loss = self._occupancy_losses(occupancy_latent, occupancy, occupancy_mask)
-            if return_occupancy and self.occupancy_vae is not None:
-                occupancy_logits = self.occupancy_vae.decode(occupancy_latent)
-
-        terms = {
-            "lm_loss": lm_loss,
-            "trajectory_loss": trajectory_loss,
-            "occupancy_latent_loss": latent_loss,
-            "occupancy_voxel_loss": voxel_loss,
-        }
-        item_counts = None
-        if loss_item_totals is not None:
-            targets = {"labels": labels, "trajectory": trajectory, "trajectory_mask": trajectory_mask,
-                       "occupancy": occupancy, "occupancy_mask": occupancy_mask}  # fmt: skip
-            item_counts = loss_item_counts({key: value for key, value in targets.items() if value is not None})
-        weights = loss_weights(self.config, occupancy_loss_weight)
-        loss = weighted_loss(terms, weights, item_counts, loss_item_totals)
-
+        occupancy_logits = None
+        if return_occupancy and self.occupancy_vae is not None:
+            occupancy_logits = self.occupancy_vae.decode(occupancy_latent)
         return OccVLAOutput(
             loss=loss,
             **terms,
@@ -657,10 +545,151 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
             trajectory=predicted_trajectory,
             occupancy_latent=occupancy_latent,
             occupancy_logits=occupancy_logits,
-            cache=outputs.cache,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
+            cache=features.cache,
+            hidden_states=features.hidden_states,
+            attentions=features.attentions,
         )
+
+    # --- heads ---
+    def forward_lm_head(
+        self, hidden: torch.Tensor, labels: torch.Tensor | None, logits_to_keep: int | torch.Tensor = 0
+    ) -> torch.Tensor | None:
+        """LM logits (batch, kept positions, vocab) of the `logits_to_keep` last positions (0: all).
+
+        None in training with labels: over a 257k vocabulary and ~1.6k image tokens the full logits dominate memory,
+        and the loss runs the LM head on the supervised positions only (`_lm_loss`).
+        """
+        if labels is not None and self.training:
+            return None
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        return self._lm_logits(hidden[:, keep, :])
+
+    def _lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """LM head with Gemma-2's final logit soft-capping when the text config has it."""
+        logits = self.lm_head(hidden)
+        softcap = getattr(self.config.get_text_config(), "final_logit_softcapping", None)
+        return logits if softcap is None else torch.tanh(logits / softcap) * softcap
+
+    def forward_trajectory_head(
+        self,
+        input_ids: torch.Tensor | None,
+        hidden: torch.Tensor,
+        ego_status: torch.Tensor | None,
+        cache: Cache | None = None,
+    ) -> torch.Tensor | None:
+        """Waypoints (batch, num_waypoints, 2), metres, from the `<traj>` token's hidden state (+ ego status); None
+        without a `<traj>` token or while decoding (the token was in the prefill)."""
+        decoding = cache is not None and cache.get_seq_length() > hidden.shape[1]
+        traj_hidden = None if input_ids is None or decoding else self._trajectory_hidden(input_ids, hidden)
+        if traj_hidden is None:
+            return None
+        return self.trajectory_head(traj_hidden, self._check_ego_status(ego_status, hidden.shape[0]))
+
+    def _trajectory_hidden(self, input_ids: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor | None:
+        """Final hidden state at each sample's `<traj>` token: (batch, hidden), or None if no sample has one."""
+        is_traj = input_ids == self.config.traj_token_id
+        counts = is_traj.sum(dim=1).tolist()  # one host sync for the count check, none for the gather
+        if not any(counts):
+            return None
+        if any(count != 1 for count in counts):
+            raise ValueError(
+                f"input_ids: expected exactly one <traj> token (id {self.config.traj_token_id}) per sample, "
+                f"got counts {counts}"
+            )
+        position = is_traj.int().argmax(dim=1)  # (batch,)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), position]
+
+    def _check_ego_status(self, ego_status: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        if not self.config.use_ego_status:
+            return None
+        expected = (batch, self.config.ego_status_dim)
+        if ego_status is None:
+            raise ValueError(f"ego_status: required ({expected}) because config.use_ego_status is True")
+        if tuple(ego_status.shape) != expected:
+            raise ValueError(f"ego_status: expected {expected}, got {tuple(ego_status.shape)}")
+        if not torch.isfinite(ego_status).all():
+            raise ValueError("ego_status: contains NaN or infinite values")
+        return ego_status
+
+    # --- loss terms and their weighted total ---
+    def _lm_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Next-token cross-entropy, mean over the positions whose next label is not -100."""
+        if labels.shape != hidden.shape[:2]:
+            raise ValueError(f"labels: expected {tuple(hidden.shape[:2])} like input_ids, got {tuple(labels.shape)}")
+        next_labels = F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:]  # label of the token each position predicts
+        supervised = next_labels != IGNORE_INDEX
+        supervised_logits = self._lm_logits(hidden[supervised]).float()  # (num_supervised, vocab)
+        lm_loss = F.cross_entropy(supervised_logits, next_labels[supervised], reduction="sum")
+        return lm_loss / supervised.sum().clamp(min=1)
+
+    def _trajectory_loss(
+        self, predicted: torch.Tensor | None, target: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """L1 / smooth-L1 (metres), mean over the coordinates of valid waypoints."""
+        if predicted is None:
+            raise ValueError("trajectory: targets given but input_ids contain no <traj> token")
+        expected = tuple(predicted.shape)
+        if tuple(target.shape) != expected:
+            raise ValueError(f"trajectory: expected {expected} (batch, num_waypoints, 2), got {tuple(target.shape)}")
+        valid = torch.ones(expected[:2], dtype=torch.bool, device=target.device) if mask is None else mask.bool()
+        if tuple(valid.shape) != expected[:2]:
+            raise ValueError(f"trajectory_mask: expected {expected[:2]}, got {tuple(valid.shape)}")
+        target = torch.where(valid.unsqueeze(-1), target, predicted.detach()).to(predicted.dtype)
+        if not torch.isfinite(target).all():
+            raise ValueError("trajectory: contains NaN or infinite values at valid waypoints")
+        loss_fn = F.smooth_l1_loss if self.config.trajectory_loss_type == "smooth_l1" else F.l1_loss
+        per_coord = loss_fn(predicted, target, reduction="none")
+        weights = valid.unsqueeze(-1).expand_as(per_coord).to(per_coord.dtype)
+        return (per_coord * weights).sum() / weights.sum().clamp(min=1.0)
+
+    def _occupancy_target_latent(self, occupancy: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """The frozen VAE's encoding of the target grids (batch, X, Y, Z): what the predicted `latent` regresses to."""
+        if occupancy.dim() != 4 or occupancy.shape[0] != latent.shape[0]:
+            raise ValueError(
+                f"occupancy: expected (batch={latent.shape[0]}, X, Y, Z) class ids, got {tuple(occupancy.shape)}"
+            )
+        with torch.no_grad():
+            target = self.occupancy_vae.encode(occupancy)
+        if tuple(target.shape) != tuple(latent.shape):
+            raise ValueError(
+                f"occupancy_latent_shape: the VAE encodes occupancy to {tuple(target.shape[1:])}, the config says "
+                f"{tuple(latent.shape[1:])}"
+            )
+        return target
+
+    def _occupancy_losses(
+        self, latent: torch.Tensor, occupancy: torch.Tensor, occupancy_mask: torch.Tensor | None
+    ) -> dict[str, torch.Tensor | None]:
+        """`occupancy_latent_loss` (MSE to the VAE encoding) and `occupancy_voxel_loss` (cross-entropy through the
+        frozen decoder over the voxels in `occupancy_mask`; None when its weight is 0)."""
+        target = self._occupancy_target_latent(occupancy, latent)
+        latent_loss = F.mse_loss(latent, target.to(latent.dtype))
+        if self.config.occupancy_voxel_loss_weight == 0:
+            return {"occupancy_latent_loss": latent_loss, "occupancy_voxel_loss": None}
+        logits = self.occupancy_vae.decode(latent)
+        per_voxel = F.cross_entropy(logits.float(), occupancy.long(), reduction="none")
+        if occupancy_mask is None:
+            return {"occupancy_latent_loss": latent_loss, "occupancy_voxel_loss": per_voxel.mean()}
+        if tuple(occupancy_mask.shape) != tuple(occupancy.shape):
+            raise ValueError(
+                f"occupancy_mask: expected {tuple(occupancy.shape)} like occupancy, got {tuple(occupancy_mask.shape)}"
+            )
+        weights = occupancy_mask.to(per_voxel.dtype)
+        voxel_loss = (per_voxel * weights).sum() / weights.sum().clamp(min=1.0)
+        return {"occupancy_latent_loss": latent_loss, "occupancy_voxel_loss": voxel_loss}
+
+    def _loss(
+        self,
+        terms: Mapping[str, torch.Tensor | None],
+        targets: Mapping[str, torch.Tensor | None],
+        occupancy_loss_weight: float | None,
+        loss_item_totals: Mapping[str, float] | None,
+    ) -> torch.Tensor | None:
+        """`modeling.loss.weighted_loss` of the terms, normalised over `loss_item_totals` when given (the items of
+        `targets`, this batch's labels/trajectory/occupancy, are then counted)."""
+        item_counts = None if loss_item_totals is None else loss_item_counts(targets)
+        weights = loss_weights(self.config, occupancy_loss_weight)
+        return weighted_loss(terms, weights, item_counts, loss_item_totals)
 
     # --- generation ---
     def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, **kwargs: Any) -> dict[str, Any]:

@@ -54,15 +54,11 @@ from occvla_hf.modeling.occupancy_vae import OccupancyVAE
 from occvla_hf.processing import OccVLAProcessor, build_tokenizer
 from occvla_hf.processing.processing_occvla import TASKS
 
+from .collator import OCCUPANCY_ROW_COLUMNS, ROW_COLUMNS, OccVLADataCollator
+from .metrics import planning_l2_metrics
 from .model_card import TRAINING_DATA_SOURCES, ModelCardInfo
-from .trainer import (
-    OCCUPANCY_ROW_COLUMNS,
-    ROW_COLUMNS,
-    OccupancyWeightSchedule,
-    OccVLADataCollator,
-    OccVLATrainer,
-    planning_l2_metrics,
-)
+from .trainer import OccVLATrainer
+from .weight_schedule import OccupancyWeightSchedule
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import torch
 
 from occvla_hf.modeling import OccVLAForPlanning
 from occvla_hf.modeling.loss import LOSS_TERMS, loss_item_counts, loss_weights, weighted_loss
-from occvla_hf.training.trainer import OccVLADataCollator
+from occvla_hf.training.collator import OccVLADataCollator
 from tests.conftest import StandInOccupancyVAE, tiny_config
 from tests.training.conftest import planning_sample
 
