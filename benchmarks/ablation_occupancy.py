@@ -55,7 +55,7 @@ from occvla_hf.evaluation.runner import (
     model_inputs,
     planning_targets,
 )
-from occvla_hf.training.cli import load_recipe
+from occvla_hf.training.recipe import load_recipe
 from occvla_hf.training.vae import train_from_config
 
 OCC_RECIPE: str = "configs/embedded_joint.yaml"
