@@ -31,7 +31,9 @@ from occvla_hf.constants import OCC_FREE_CLASS
 from occvla_hf.evaluation.timing import synchronize
 from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning
 from occvla_hf.modeling.configuration_occupancy_vae import OccupancyVAEConfig
-from occvla_hf.training.trainer import LOSS_TERMS, OccVLADataCollator, OccVLATrainer
+from occvla_hf.modeling.loss import LOSS_TERMS
+from occvla_hf.training.collator import OccVLADataCollator
+from occvla_hf.training.trainer import OccVLATrainer
 
 PROMPT_TOKENS = 48
 SMALL_TEXT = dict(GEMMA2_2B, hidden_size=1024, intermediate_size=4096, num_hidden_layers=8, num_attention_heads=8,

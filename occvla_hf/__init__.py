@@ -22,7 +22,7 @@ _LAZY_EXPORTS: dict[str, str] = {
     "OccVLAProcessor": "occvla_hf.processing",
     "build_tokenizer": "occvla_hf.processing",
     "OccVLATrainer": "occvla_hf.training.trainer",
-    "OccVLADataCollator": "occvla_hf.training.trainer",
+    "OccVLADataCollator": "occvla_hf.training.collator",
     "train_joint": "occvla_hf.training.joint",
     "train_vae": "occvla_hf.training.vae",
     "build_dataset": "occvla_hf.data.hub",

@@ -113,6 +113,9 @@ BOX_FIELDS: tuple[str, ...] = ("x", "y", "z", "length", "width", "height", "yaw"
 # Special tokens shared by the tokenizer, the processor and the model config.
 IMAGE_TOKEN: str = "<image>"
 TRAJ_TOKEN: str = "<traj>"
+# Label of positions without a next-token loss (torch's cross-entropy default): the processor writes it, the loss
+# (`modeling.loss`) skips it.
+IGNORE_INDEX: int = -100
 
 # Past ego trajectory stored with the planning data (ego-status baselines): 4 waypoints at 2 Hz (2 s), oldest first.
 NUM_PAST_WAYPOINTS: int = 4

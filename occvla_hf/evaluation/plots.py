@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Polygon, Rectangle
 from nuscenes.eval.detection.utils import category_to_detection_name
@@ -167,37 +168,65 @@ def plot_bev(
     ax = figure.add_subplot()
     ax.set_facecolor("#f2f2f2")
     shown_classes: set[int] = set()
-
     if semantics is not None:
-        top = occupancy_top_classes(semantics, visible_mask)
-        shown_classes.update(int(c) for c in np.unique(top) if c != OCC_FREE_CLASS)
-        # Rows of the picture run from +x down, columns from +y (left) to -y: flip both grid axes.
-        (x_min, y_min), (x_max, y_max) = OCC_RANGE_MIN_M[:2], OCC_RANGE_MAX_M[:2]
-        ax.imshow(_PALETTE[top[::-1, ::-1]], extent=(y_max, y_min, x_min, x_max), interpolation="nearest", zorder=0)
-
+        shown_classes |= _draw_occupancy(ax, semantics, visible_mask)
     if agent_boxes is not None:
-        if len(agent_boxes) != NUM_WAYPOINTS + 1:
-            raise ValueError(f"agent_boxes: expected {NUM_WAYPOINTS + 1} steps (t = 0 first), got {len(agent_boxes)}")
-        for t, boxes in enumerate(agent_boxes):
-            names = agent_categories[t] if agent_categories is not None else ["others"] * len(boxes)
-            for corners, name in zip(box_corners_xy(boxes), names, strict=True):
-                class_id = category_class_id(name)
-                shown_classes.add(class_id)
-                color = _PALETTE[class_id] / 255.0
-                ax.add_patch(
-                    Polygon(
-                        corners[:, ::-1],
-                        closed=True,
-                        facecolor=color if t == 0 else "none",
-                        edgecolor="black" if t == 0 else color,
-                        linewidth=0.8,
-                        linestyle="-" if t == 0 else ":",
-                        alpha=1.0 if t == 0 else 0.6,
-                        zorder=2,
-                    )
-                )
+        shown_classes |= _draw_agent_boxes(ax, agent_boxes, agent_categories)
+    handles = [_draw_ego(ax)]
+    trajectories = _trajectories(pred_trajectory, gt_trajectory, trajectory_mask)
+    for points, style in trajectories:
+        path = np.concatenate([np.zeros((1, 2)), points])
+        handles += ax.plot(path[:, 1], path[:, 0], linewidth=2.0, markersize=5, zorder=4, **style)
+    if collisions is not None:
+        handles += _draw_collisions(ax, collisions, pred_trajectory)
+    handles += [_class_patch(c) for c in sorted(shown_classes)]
+    ax.legend(handles=handles, loc="upper left", fontsize=6, ncol=2, framealpha=0.8)
+    if view_range_m is None:
+        farthest = max([np.abs(points).max(initial=0.0) for points, _ in trajectories], default=0.0)
+        view_range_m = max(_MIN_VIEW_RANGE_M, 1.2 * farthest)
+    _set_view(ax, view_range_m, title)
+    return figure
 
-    # The ego box of the collision metric (axis-aligned, centre 0.5 m ahead of the origin).
+
+def _draw_occupancy(ax: Axes, semantics: np.ndarray, visible_mask: np.ndarray | None) -> set[int]:
+    """Draws the top-down classes of `semantics` (X, Y, Z) over the Occ3D extent; returns the classes shown."""
+    top = occupancy_top_classes(semantics, visible_mask)
+    # Rows of the picture run from +x down, columns from +y (left) to -y: flip both grid axes.
+    (x_min, y_min), (x_max, y_max) = OCC_RANGE_MIN_M[:2], OCC_RANGE_MAX_M[:2]
+    ax.imshow(_PALETTE[top[::-1, ::-1]], extent=(y_max, y_min, x_min, x_max), interpolation="nearest", zorder=0)
+    return {int(c) for c in np.unique(top) if c != OCC_FREE_CLASS}
+
+
+def _draw_agent_boxes(
+    ax: Axes, agent_boxes: Sequence[np.ndarray], agent_categories: Sequence[Sequence[str]] | None
+) -> set[int]:
+    """Draws the agents' boxes at t = 0 (filled) and later steps (dotted outlines); returns their classes."""
+    if len(agent_boxes) != NUM_WAYPOINTS + 1:
+        raise ValueError(f"agent_boxes: expected {NUM_WAYPOINTS + 1} steps (t = 0 first), got {len(agent_boxes)}")
+    classes: set[int] = set()
+    for t, boxes in enumerate(agent_boxes):
+        names = agent_categories[t] if agent_categories is not None else ["others"] * len(boxes)
+        for corners, name in zip(box_corners_xy(boxes), names, strict=True):
+            class_id = category_class_id(name)
+            classes.add(class_id)
+            color = _PALETTE[class_id] / 255.0
+            ax.add_patch(
+                Polygon(
+                    corners[:, ::-1],
+                    closed=True,
+                    facecolor=color if t == 0 else "none",
+                    edgecolor="black" if t == 0 else color,
+                    linewidth=0.8,
+                    linestyle="-" if t == 0 else ":",
+                    alpha=1.0 if t == 0 else 0.6,
+                    zorder=2,
+                )
+            )
+    return classes
+
+
+def _draw_ego(ax: Axes) -> Rectangle:
+    """The ego box of the collision metric (axis-aligned, centre 0.5 m ahead of the origin)."""
     ego = Rectangle(
         (-EGO_WIDTH_M / 2.0, EGO_CENTER_OFFSET_M - EGO_LENGTH_M / 2.0),
         EGO_WIDTH_M,
@@ -208,25 +237,22 @@ def plot_bev(
         label="ego",
     )
     ax.add_patch(ego)
-    handles: list = [ego]
-    trajectories = _trajectories(pred_trajectory, gt_trajectory, trajectory_mask)
-    for points, style in trajectories:
-        path = np.concatenate([np.zeros((1, 2)), points])
-        handles += ax.plot(path[:, 1], path[:, 0], linewidth=2.0, markersize=5, zorder=4, **style)
-    if collisions is not None:
-        if pred_trajectory is None:
-            raise ValueError("collisions: needs pred_trajectory to mark")
-        collisions = np.asarray(collisions, dtype=bool)
-        if collisions.shape != (NUM_WAYPOINTS,):
-            raise ValueError(f"collisions: expected ({NUM_WAYPOINTS},) bool, got {collisions.shape}")
-        hits = np.asarray(pred_trajectory, dtype=np.float64)[collisions]
-        handles += ax.plot(hits[:, 1], hits[:, 0], zorder=5, **_COLLISION_STYLE)
+    return ego
 
-    handles += [_class_patch(c) for c in sorted(shown_classes)]
-    ax.legend(handles=handles, loc="upper left", fontsize=6, ncol=2, framealpha=0.8)
-    if view_range_m is None:
-        farthest = max([np.abs(points).max(initial=0.0) for points, _ in trajectories], default=0.0)
-        view_range_m = max(_MIN_VIEW_RANGE_M, 1.2 * farthest)
+
+def _draw_collisions(ax: Axes, collisions: np.ndarray, pred_trajectory: np.ndarray | None) -> list:
+    """Marks the predicted waypoints flagged in `collisions` (6,) bool; returns the legend handles."""
+    if pred_trajectory is None:
+        raise ValueError("collisions: needs pred_trajectory to mark")
+    collisions = np.asarray(collisions, dtype=bool)
+    if collisions.shape != (NUM_WAYPOINTS,):
+        raise ValueError(f"collisions: expected ({NUM_WAYPOINTS},) bool, got {collisions.shape}")
+    hits = np.asarray(pred_trajectory, dtype=np.float64)[collisions]
+    return ax.plot(hits[:, 1], hits[:, 0], zorder=5, **_COLLISION_STYLE)
+
+
+def _set_view(ax: Axes, view_range_m: float, title: str | None) -> None:
+    """Forward up, left on the left: y in [-R, R] (growing to the left), x in [-R / 2, 1.5 R]."""
     ax.set_xlim(view_range_m, -view_range_m)
     ax.set_ylim(-0.5 * view_range_m, 1.5 * view_range_m)
     ax.set_aspect("equal")
@@ -234,7 +260,6 @@ def plot_bev(
     ax.set_ylabel("x (m, forward +)")
     if title is not None:
         ax.set_title(title)
-    return figure
 
 
 def _as_image(image: object, name: str) -> np.ndarray:

@@ -58,7 +58,7 @@ from occvla_hf.evaluation.runner import (
     planning_targets,
 )
 from occvla_hf.evaluation.timing import call_times_ms
-from occvla_hf.training.cli import load_recipe
+from occvla_hf.training.recipe import load_recipe
 from occvla_hf.training.vae import train_from_config
 
 

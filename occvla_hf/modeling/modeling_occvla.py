@@ -9,7 +9,7 @@ hidden states in a separate Occupancy Transformer (`occupancy_transformer.py`) i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from transformers.utils import logging
 from ..constants import EGO_STATUS_FEATURES, EGO_VELOCITY_FEATURES
 from .configuration_occupancy_vae import OccupancyVAEConfig
 from .configuration_occvla import OccVLAConfig
+from .loss import IGNORE_INDEX, LOSS_TERMS, loss_item_counts, loss_weights, weighted_loss
 from .occupancy_transformer import OccupancyTransformer, hidden_states_request
 from .occupancy_vae import OccupancyVAE
 
@@ -63,7 +64,7 @@ class OccVLAOutput(ModelOutput):
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*):
             `lm_loss + trajectory_loss_weight * trajectory_loss + occupancy_loss_weight * (latent + voxel terms)`,
-            over the terms whose targets were given.
+            over the terms whose targets were given (`modeling.loss.weighted_loss`).
         lm_loss (`torch.FloatTensor` of shape `()`, *optional*):
             Next-token cross-entropy on tokens whose label is not -100.
         trajectory_loss (`torch.FloatTensor` of shape `()`, *optional*):
@@ -440,7 +441,8 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
     """
 
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
-    # Each loss term is a per-batch mean (tokens, waypoints, latent cells), so the Trainer need not pass item counts.
+    # The Trainer's `num_items_in_batch` counts label tokens only; the loss normalises each of its terms over its own
+    # items instead (`loss_item_totals`, which OccVLATrainer passes).
     accepts_loss_kwargs = False
 
     def __init__(self, config: OccVLAConfig) -> None:
@@ -493,12 +495,133 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
             self.occupancy_vae.eval()  # frozen: batch-norm statistics and dropout stay in inference mode
         return self
 
-    # --- forward ---
+    # --- forward: features -> heads -> loss (each step a method, like timm's forward_features / forward_head) ---
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        ego_status: torch.FloatTensor | None = None,
+        trajectory: torch.FloatTensor | None = None,
+        trajectory_mask: torch.BoolTensor | None = None,
+        occupancy: torch.Tensor | None = None,
+        occupancy_mask: torch.BoolTensor | None = None,
+        occupancy_latents: torch.FloatTensor | None = None,
+        return_occupancy: bool = False,
+        occupancy_loss_weight: float | None = None,
+        loss_item_totals: Mapping[str, float] | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs: Any,
+    ) -> OccVLAOutput:
+        """Text logits, trajectory (if a `<traj>` token is present) and, with occupancy targets or
+        `return_occupancy=True`, the occupancy latent (and decoded voxel logits) from the occupancy queries.
+
+        Shapes: `pixel_values` (batch, num_views, 3, H, W); `ego_status` (batch, ego_status_dim), normalised;
+        `trajectory` (batch, num_waypoints, 2) metres; `trajectory_mask` (batch, num_waypoints);
+        `occupancy` (batch, X, Y, Z) class ids; `occupancy_mask` (batch, X, Y, Z) (camera visibility);
+        `occupancy_latents` (batch, C, H, W): the frozen VAE's latents of the targets, precomputed
+        (`occvla_hf.training.latent_cache`), used by the latent loss instead of encoding `occupancy`; the voxel loss
+        (weight > 0) still needs the `occupancy` grids.
+
+        `loss` is `modeling.loss.weighted_loss` of the terms: `occupancy_loss_weight` replaces the config's (a
+        trainer's schedule), `loss_item_totals` (items per term of the larger batch this one is part of, e.g. one
+        optimiser step on all processes) normalises each term over that batch instead of this one.
+        """
+        with_targets = occupancy is not None or occupancy_latents is not None
+        with_queries = with_targets or return_occupancy
+        if with_queries and self.occupancy_head is None:
+            raise ValueError("occupancy: this export has no occupancy modules (made by without_occupancy_modules())")
+        voxel_term = self.config.occupancy_voxel_loss_weight > 0
+        needs_vae = occupancy is not None and (occupancy_latents is None or voxel_term)
+        if needs_vae and self.occupancy_vae is None:
+            raise ValueError(
+                "occupancy: targets need the occupancy VAE (to encode them, or to decode for the voxel loss); call "
+                "set_occupancy_vae() first"
+            )
+        features = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            token_type_ids=token_type_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            with_occupancy_queries=with_queries,
+            **kwargs,
+        )
+        hidden = features.last_hidden_state
+        logits = self.forward_lm_head(hidden, labels, logits_to_keep)
+        predicted_trajectory = self.forward_trajectory_head(input_ids, hidden, ego_status, cache)
+        occupancy_latent = None if not with_queries else self.occupancy_head(features.occupancy_hidden_state)
+
+        terms: dict[str, torch.Tensor | None] = dict.fromkeys(LOSS_TERMS)
+        if labels is not None:
+            terms["lm_loss"] = self._lm_loss(hidden, labels)
+        if trajectory is not None:
+            terms["trajectory_loss"] = self._trajectory_loss(predicted_trajectory, trajectory, trajectory_mask)
+        if with_targets:
+            terms.update(self._occupancy_losses(occupancy_latent, occupancy, occupancy_mask, occupancy_latents))
+        targets = {"labels": labels, "trajectory": trajectory, "trajectory_mask": trajectory_mask,
+                   "occupancy": occupancy, "occupancy_mask": occupancy_mask,
+                   "occupancy_latents": occupancy_latents}  # fmt: skip
+        loss = self._loss(terms, targets, occupancy_loss_weight, loss_item_totals)
+
+        occupancy_logits = None
+        if return_occupancy and self.occupancy_vae is not None:
+            occupancy_logits = self.occupancy_vae.decode(occupancy_latent)
+        return OccVLAOutput(
+            loss=loss,
+            **terms,
+            logits=logits,
+            trajectory=predicted_trajectory,
+            occupancy_latent=occupancy_latent,
+            occupancy_logits=occupancy_logits,
+            cache=features.cache,
+            hidden_states=features.hidden_states,
+            attentions=features.attentions,
+        )
+
+    # --- heads ---
+    def forward_lm_head(
+        self, hidden: torch.Tensor, labels: torch.Tensor | None, logits_to_keep: int | torch.Tensor = 0
+    ) -> torch.Tensor | None:
+        """LM logits (batch, kept positions, vocab) of the `logits_to_keep` last positions (0: all).
+
+        None in training with labels: over a 257k vocabulary and ~1.6k image tokens the full logits dominate memory,
+        and the loss runs the LM head on the supervised positions only (`_lm_loss`).
+        """
+        if labels is not None and self.training:
+            return None
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        return self._lm_logits(hidden[:, keep, :])
+
     def _lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """LM head with Gemma-2's final logit soft-capping when the text config has it."""
         logits = self.lm_head(hidden)
         softcap = getattr(self.config.get_text_config(), "final_logit_softcapping", None)
         return logits if softcap is None else torch.tanh(logits / softcap) * softcap
+
+    def forward_trajectory_head(
+        self,
+        input_ids: torch.Tensor | None,
+        hidden: torch.Tensor,
+        ego_status: torch.Tensor | None,
+        cache: Cache | None = None,
+    ) -> torch.Tensor | None:
+        """Waypoints (batch, num_waypoints, 2), metres, from the `<traj>` token's hidden state (+ ego status); None
+        without a `<traj>` token or while decoding (the token was in the prefill)."""
+        decoding = cache is not None and cache.get_seq_length() > hidden.shape[1]
+        traj_hidden = None if input_ids is None or decoding else self._trajectory_hidden(input_ids, hidden)
+        if traj_hidden is None:
+            return None
+        return self.trajectory_head(traj_hidden, self._check_ego_status(ego_status, hidden.shape[0]))
 
     def _trajectory_hidden(self, input_ids: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor | None:
         """Final hidden state at each sample's `<traj>` token: (batch, hidden), or None if no sample has one."""
@@ -526,9 +649,23 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
             raise ValueError("ego_status: contains NaN or infinite values")
         return ego_status
 
+    # --- loss terms and their weighted total ---
+    def _lm_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Next-token cross-entropy, mean over the positions whose next label is not -100."""
+        if labels.shape != hidden.shape[:2]:
+            raise ValueError(f"labels: expected {tuple(hidden.shape[:2])} like input_ids, got {tuple(labels.shape)}")
+        next_labels = F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:]  # label of the token each position predicts
+        supervised = next_labels != IGNORE_INDEX
+        supervised_logits = self._lm_logits(hidden[supervised]).float()  # (num_supervised, vocab)
+        lm_loss = F.cross_entropy(supervised_logits, next_labels[supervised], reduction="sum")
+        return lm_loss / supervised.sum().clamp(min=1)
+
     def _trajectory_loss(
-        self, predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None
+        self, predicted: torch.Tensor | None, target: torch.Tensor, mask: torch.Tensor | None
     ) -> torch.Tensor:
+        """L1 / smooth-L1 (metres), mean over the coordinates of valid waypoints."""
+        if predicted is None:
+            raise ValueError("trajectory: targets given but input_ids contain no <traj> token")
         expected = tuple(predicted.shape)
         if tuple(target.shape) != expected:
             raise ValueError(f"trajectory: expected {expected} (batch, num_waypoints, 2), got {tuple(target.shape)}")
@@ -543,15 +680,11 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         weights = valid.unsqueeze(-1).expand_as(per_coord).to(per_coord.dtype)
         return (per_coord * weights).sum() / weights.sum().clamp(min=1.0)
 
-    def _occupancy_losses(
-        self,
-        latent: torch.Tensor,
-        occupancy: torch.Tensor | None,
-        occupancy_mask: torch.Tensor | None,
-        occupancy_latents: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(latent MSE to the VAE encoding of `occupancy`, or to the cached `occupancy_latents` when given; voxel
-        cross-entropy through the frozen decoder, scored on the `occupancy` grids, or None)."""
+    def _occupancy_target_latent(
+        self, occupancy: torch.Tensor | None, latent: torch.Tensor, occupancy_latents: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """What the predicted `latent` regresses to: the cached `occupancy_latents` (batch, C, H, W) when given
+        (validated), else the frozen VAE's encoding of the target grids `occupancy` (batch, X, Y, Z)."""
         if occupancy is not None and (occupancy.dim() != 4 or occupancy.shape[0] != latent.shape[0]):
             raise ValueError(
                 f"occupancy: expected (batch={latent.shape[0]}, X, Y, Z) class ids, got {tuple(occupancy.shape)}"
@@ -564,18 +697,30 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
                 )
             if not torch.isfinite(occupancy_latents).all():
                 raise ValueError("occupancy_latents: contains NaN or infinite values")
-            target = occupancy_latents
-        else:
-            with torch.no_grad():
-                target = self.occupancy_vae.encode(occupancy)
-            if tuple(target.shape) != tuple(latent.shape):
-                raise ValueError(
-                    f"occupancy_latent_shape: the VAE encodes occupancy to {tuple(target.shape[1:])}, the config says "
-                    f"{tuple(latent.shape[1:])}"
-                )
+            return occupancy_latents
+        with torch.no_grad():
+            target = self.occupancy_vae.encode(occupancy)
+        if tuple(target.shape) != tuple(latent.shape):
+            raise ValueError(
+                f"occupancy_latent_shape: the VAE encodes occupancy to {tuple(target.shape[1:])}, the config says "
+                f"{tuple(latent.shape[1:])}"
+            )
+        return target
+
+    def _occupancy_losses(
+        self,
+        latent: torch.Tensor,
+        occupancy: torch.Tensor | None,
+        occupancy_mask: torch.Tensor | None,
+        occupancy_latents: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor | None]:
+        """`occupancy_latent_loss` (MSE to the VAE encoding of `occupancy`, or to the cached `occupancy_latents`)
+        and `occupancy_voxel_loss` (cross-entropy through the frozen decoder over the voxels in `occupancy_mask`,
+        scored on the `occupancy` grids; None when its weight is 0)."""
+        target = self._occupancy_target_latent(occupancy, latent, occupancy_latents)
         latent_loss = F.mse_loss(latent, target.to(latent.dtype))
         if self.config.occupancy_voxel_loss_weight == 0:
-            return latent_loss, None
+            return {"occupancy_latent_loss": latent_loss, "occupancy_voxel_loss": None}
         if occupancy is None:
             raise ValueError(
                 "occupancy: the voxel loss (occupancy_voxel_loss_weight > 0) is scored on the grids; pass them next "
@@ -584,134 +729,27 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         logits = self.occupancy_vae.decode(latent)
         per_voxel = F.cross_entropy(logits.float(), occupancy.long(), reduction="none")
         if occupancy_mask is None:
-            return latent_loss, per_voxel.mean()
+            return {"occupancy_latent_loss": latent_loss, "occupancy_voxel_loss": per_voxel.mean()}
         if tuple(occupancy_mask.shape) != tuple(occupancy.shape):
             raise ValueError(
                 f"occupancy_mask: expected {tuple(occupancy.shape)} like occupancy, got {tuple(occupancy_mask.shape)}"
             )
         weights = occupancy_mask.to(per_voxel.dtype)
-        return latent_loss, (per_voxel * weights).sum() / weights.sum().clamp(min=1.0)
+        voxel_loss = (per_voxel * weights).sum() / weights.sum().clamp(min=1.0)
+        return {"occupancy_latent_loss": latent_loss, "occupancy_voxel_loss": voxel_loss}
 
-    def forward(
+    def _loss(
         self,
-        input_ids: torch.LongTensor | None = None,
-        pixel_values: torch.FloatTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        cache: Cache | None = None,
-        token_type_ids: torch.LongTensor | None = None,
-        inputs_embeds: torch.FloatTensor | None = None,
-        labels: torch.LongTensor | None = None,
-        ego_status: torch.FloatTensor | None = None,
-        trajectory: torch.FloatTensor | None = None,
-        trajectory_mask: torch.BoolTensor | None = None,
-        occupancy: torch.Tensor | None = None,
-        occupancy_mask: torch.BoolTensor | None = None,
-        occupancy_latents: torch.FloatTensor | None = None,
-        return_occupancy: bool = False,
-        use_cache: bool | None = None,
-        logits_to_keep: int | torch.Tensor = 0,
-        **kwargs: Any,
-    ) -> OccVLAOutput:
-        """Text logits, trajectory (if a `<traj>` token is present) and, with occupancy targets or
-        `return_occupancy=True`, the occupancy latent (and decoded voxel logits) from the occupancy queries.
-
-        Shapes: `pixel_values` (batch, num_views, 3, H, W); `ego_status` (batch, ego_status_dim), normalised;
-        `trajectory` (batch, num_waypoints, 2) metres; `trajectory_mask` (batch, num_waypoints);
-        `occupancy` (batch, X, Y, Z) class ids; `occupancy_mask` (batch, X, Y, Z) (camera visibility);
-        `occupancy_latents` (batch, C, H, W): the frozen VAE's latents of the targets, precomputed
-        (`occvla_hf.training.latent_cache`), used by the latent loss instead of encoding `occupancy`; the voxel loss
-        (weight > 0) still needs the `occupancy` grids.
-        """
-        with_targets = occupancy is not None or occupancy_latents is not None
-        with_queries = with_targets or return_occupancy
-        if with_queries and self.occupancy_head is None:
-            raise ValueError("occupancy: this export has no occupancy modules (made by without_occupancy_modules())")
-        voxel_term = self.config.occupancy_voxel_loss_weight > 0
-        needs_vae = occupancy is not None and (occupancy_latents is None or voxel_term)
-        if needs_vae and self.occupancy_vae is None:
-            raise ValueError(
-                "occupancy: targets need the occupancy VAE (to encode them, or to decode for the voxel loss); call "
-                "set_occupancy_vae() first"
-            )
-        outputs = self.model(
-            input_ids=input_ids,
-            pixel_values=pixel_values,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=cache,
-            token_type_ids=token_type_ids,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            with_occupancy_queries=with_queries,
-            **kwargs,
-        )
-        hidden = outputs.last_hidden_state
-        # Training with labels skips the full (batch, length, vocab) logits: over a 257k vocabulary and ~1.6k image
-        # tokens they dominate memory, and only the supervised positions need the LM head.
-        logits = None
-        if labels is None or not self.training:
-            keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-            logits = self._lm_logits(hidden[:, keep, :])
-        lm_loss = None
-        if labels is not None:
-            if labels.shape != hidden.shape[:2]:
-                raise ValueError(
-                    f"labels: expected {tuple(hidden.shape[:2])} like input_ids, got {tuple(labels.shape)}"
-                )
-            next_labels = F.pad(labels, (0, 1), value=-100)[:, 1:]  # label of the token each position predicts
-            supervised = next_labels != -100
-            supervised_logits = self._lm_logits(hidden[supervised]).float()  # (num_supervised, vocab)
-            lm_loss = F.cross_entropy(supervised_logits, next_labels[supervised], reduction="sum")
-            lm_loss = lm_loss / supervised.sum().clamp(min=1)
-
-        predicted_trajectory = trajectory_loss = None
-        decoding = cache is not None and cache.get_seq_length() > hidden.shape[1]
-        traj_hidden = None if input_ids is None or decoding else self._trajectory_hidden(input_ids, hidden)
-        if traj_hidden is not None:
-            predicted_trajectory = self.trajectory_head(
-                traj_hidden, self._check_ego_status(ego_status, hidden.shape[0])
-            )
-        if trajectory is not None:
-            if predicted_trajectory is None:
-                raise ValueError("trajectory: targets given but input_ids contain no <traj> token")
-            trajectory_loss = self._trajectory_loss(predicted_trajectory, trajectory, trajectory_mask)
-
-        occupancy_latent = occupancy_logits = latent_loss = voxel_loss = None
-        if with_queries:
-            occupancy_latent = self.occupancy_head(outputs.occupancy_hidden_state)
-            if with_targets:
-                latent_loss, voxel_loss = self._occupancy_losses(
-                    occupancy_latent, occupancy, occupancy_mask, occupancy_latents
-                )
-            if return_occupancy and self.occupancy_vae is not None:
-                occupancy_logits = self.occupancy_vae.decode(occupancy_latent)
-
-        terms = [lm_loss]
-        if trajectory_loss is not None:
-            terms.append(self.config.trajectory_loss_weight * trajectory_loss)
-        if latent_loss is not None:
-            occupancy_total = self.config.occupancy_latent_loss_weight * latent_loss
-            if voxel_loss is not None:
-                occupancy_total = occupancy_total + self.config.occupancy_voxel_loss_weight * voxel_loss
-            terms.append(self.config.occupancy_loss_weight * occupancy_total)
-        present = [term for term in terms if term is not None]
-        loss = torch.stack(present).sum() if present else None
-
-        return OccVLAOutput(
-            loss=loss,
-            lm_loss=lm_loss,
-            trajectory_loss=trajectory_loss,
-            occupancy_latent_loss=latent_loss,
-            occupancy_voxel_loss=voxel_loss,
-            logits=logits,
-            trajectory=predicted_trajectory,
-            occupancy_latent=occupancy_latent,
-            occupancy_logits=occupancy_logits,
-            cache=outputs.cache,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-        )
+        terms: Mapping[str, torch.Tensor | None],
+        targets: Mapping[str, torch.Tensor | None],
+        occupancy_loss_weight: float | None,
+        loss_item_totals: Mapping[str, float] | None,
+    ) -> torch.Tensor | None:
+        """`modeling.loss.weighted_loss` of the terms, normalised over `loss_item_totals` when given (the items of
+        `targets`, this batch's labels/trajectory/occupancy grids or latents, are then counted)."""
+        item_counts = None if loss_item_totals is None else loss_item_counts(targets)
+        weights = loss_weights(self.config, occupancy_loss_weight)
+        return weighted_loss(terms, weights, item_counts, loss_item_totals)
 
     # --- generation ---
     def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, **kwargs: Any) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from ..constants import (
     CAMERA_NAMES,
     EGO_STATUS_FEATURES,
+    IGNORE_INDEX,
     IMAGE_TOKEN,
     NUM_OCC_CLASSES,
     NUM_WAYPOINTS,
@@ -37,7 +38,6 @@ CameraImage = PIL.Image.Image | np.ndarray | torch.Tensor  # PIL, numpy (H, W, 3
 CameraImages = CameraImage | Sequence[CameraImage] | Mapping[str, CameraImage]
 Task = Literal["planning", "qa"]
 TASKS: tuple[str, ...] = ("planning", "qa")
-IGNORE_INDEX: int = -100
 _MIN_STD: float = 1e-6
 
 

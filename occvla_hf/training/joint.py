@@ -1,31 +1,15 @@
 """Stage 2: joint OccVLA training on driving QA + planning, with implicit occupancy supervision.
 
-`train_joint(recipe)` runs one YAML recipe (`configs/joint.yaml`; the ablation `configs/joint_no_occ.yaml` differs
-only by `occupancy_supervision: false`): it builds the model (`from_pretrained`, `from_vlm` or a fresh `config`) and
-its processor (a new processor fits its ego-status statistics, and a new model's trajectory head then starts as the
-constant-velocity planner of that ego status), attaches the frozen stage-1 occupancy VAE, optionally freezes the
-vision tower or wraps the language model in LoRA adapters (peft), loads the `planning`/`qa`/`occupancy` datasets built
-by `occvla-hf data build`, trains with `OccVLATrainer` (bf16, activation checkpointing, resume, evaluation with
-planning L2 as `metric_for_best_model`, push_to_hub: all `TrainingArguments`), then writes the final model, processor,
-model card and `trainer_state.json` (all logs) to `training.output_dir`.
+`train_joint(recipe)` runs one `JointRecipe` (`configs/joint.yaml`, which comments every key; the ablation
+`configs/joint_no_occ.yaml` extends it with `occupancy_supervision: false`) in named steps: it loads the
+`planning`/`qa`/`occupancy` datasets built by `occvla-hf data build`, builds the model (`from_pretrained`, `from_vlm`
+or a fresh `config`) and its processor (a new processor fits its ego-status statistics, and a new model's trajectory
+head then starts as the constant-velocity planner of that ego status), attaches the frozen stage-1 occupancy VAE,
+optionally freezes the vision tower or wraps the language model in LoRA adapters (peft), trains with
+`OccVLATrainer` (bf16, activation checkpointing, resume, evaluation with planning L2 as `metric_for_best_model`,
+push_to_hub: all `TrainingArguments`), then writes the final model, processor, model card and `trainer_state.json`
+(all logs) to `training.output_dir`.
 Command line: `occvla-hf train joint --config configs/joint.yaml [--section.key VALUE ...]`.
-
-Recipe keys (see `configs/joint.yaml` for every value with a comment):
-    model: `from_pretrained` (an OccVLA checkpoint and its processor) | `from_vlm` (a PaliGemma-family checkpoint) |
-        neither (random init from `config`, with the package's offline tokenizer); `config`: OccVLAConfig fields
-        (overrides with a checkpoint); `num_views` with `from_vlm`.
-    occupancy_vae: stage-1 VAE checkpoint; loaded whenever given (also by the ablation, so that both models are the
-        same), required for occupancy supervision unless the `from_pretrained` checkpoint carries one.
-    occupancy_supervision: `false` never passes occupancy targets, so occupancy queries are never built.
-    occupancy_latent_cache: a folder of the frozen VAE's latents per split (`<split>.safetensors`, built on first use,
-        checked against the VAE after that): the latent loss reads them instead of encoding grids at every step, and
-        grids are decoded only for the voxel loss (weight > 0). Unused without occupancy supervision.
-    occupancy_weight_schedule: `OccupancyWeightSchedule` fields.
-    data: `path` (an `occvla-hf data build` output folder or a Hub dataset id), `source` (`nuscenes` | `sim`: the
-        licence the model card states), `tasks`, `train_split`, `eval_split`, `max_eval_samples`.
-    freeze_vision_tower, lora (`r`, `lora_alpha`, `lora_dropout`, `target_modules` inside the language model),
-    resume_from_checkpoint (a checkpoint folder, or `true` for the last one in `output_dir`), training
-    (`transformers.TrainingArguments`).
 """
 
 from __future__ import annotations
@@ -33,9 +17,9 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -57,36 +41,17 @@ from occvla_hf.modeling.occupancy_vae import OccupancyVAE
 from occvla_hf.processing import OccVLAProcessor, build_tokenizer
 from occvla_hf.processing.processing_occvla import TASKS
 
+from .collator import OCCUPANCY_LATENT_COLUMN, OCCUPANCY_ROW_COLUMNS, ROW_COLUMNS, OccVLADataCollator
 from .latent_cache import OccupancyLatentCache, open_occupancy_latent_cache
+from .metrics import planning_l2_metrics
 from .model_card import TRAINING_DATA_SOURCES, ModelCardInfo
-from .trainer import (
-    OCCUPANCY_LATENT_COLUMN,
-    OCCUPANCY_ROW_COLUMNS,
-    ROW_COLUMNS,
-    OccupancyWeightSchedule,
-    OccVLADataCollator,
-    OccVLATrainer,
-    planning_l2_metrics,
-)
+from .recipe import Recipe, check_fields, check_training_arguments, parse_section
+from .trainer import OccVLATrainer
+from .weight_schedule import OccupancyWeightSchedule
 
 logger = logging.getLogger(__name__)
 
 STAGE_NAME: str = "joint"
-RECIPE_KEYS: tuple[str, ...] = (
-    "stage",
-    "model",
-    "occupancy_vae",
-    "occupancy_supervision",
-    "occupancy_latent_cache",
-    "occupancy_weight_schedule",
-    "data",
-    "freeze_vision_tower",
-    "lora",
-    "resume_from_checkpoint",
-    "training",
-)
-MODEL_KEYS: tuple[str, ...] = ("from_pretrained", "from_vlm", "num_views", "config")
-DATA_KEYS: tuple[str, ...] = ("path", "source", "tasks", "train_split", "eval_split", "max_eval_samples")
 # Modules new to OccVLA that LoRA runs train fully (peft `modules_to_save`); the language model gets adapters.
 LORA_TRAINED_MODULES: tuple[str, ...] = (
     "trajectory_head",
@@ -95,6 +60,109 @@ LORA_TRAINED_MODULES: tuple[str, ...] = (
     "occupancy_transformer",
 )
 DEFAULT_LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+# ---------------------------------------------------------------------------------------------------- recipe
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelRecipe:
+    """The `model` section: where the model comes from.
+
+    Args:
+        from_pretrained: an OccVLA checkpoint and its processor.
+        from_vlm: a PaliGemma-family checkpoint (SigLIP + Gemma); the processor is built from its tokenizer and image
+            processor. Neither: random init from `config`, with the package's offline tokenizer.
+        num_views: cameras in `CAMERA_NAMES` order, with `from_vlm` (default: all six).
+        config: `OccVLAConfig` fields (overrides with a checkpoint); a new model takes `occupancy_latent_shape` and
+            `occupancy_num_classes` from the occupancy VAE unless given.
+    """
+
+    from_pretrained: str | None = None
+    from_vlm: str | None = None
+    num_views: int | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.from_pretrained and self.from_vlm:
+            raise ValueError("model: give from_pretrained or from_vlm, not both")
+        if self.num_views is not None and not self.from_vlm:
+            raise ValueError("model.num_views: only used with from_vlm; set model.config.num_views instead")
+        check_fields(self.config, OccVLAConfig, "model.config")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataRecipe:
+    """The `data` section: the datasets of `occvla-hf data build` and what is trained and evaluated on.
+
+    Args:
+        path: an `occvla-hf data build` output folder or a Hub dataset id with the same configs.
+        source: `nuscenes` | `sim`, the licence the model card states.
+        tasks: the dataset configs trained on (a subset of `planning`, `qa`); batches never mix tasks.
+        train_split: split trained on.
+        eval_split: split whose planning rows are scored during training (L2); None: no evaluation.
+        max_eval_samples: evenly spaced subset of the eval split; None: all.
+    """
+
+    path: str = field(metadata={"help": "an `occvla-hf data build` output folder or a Hub dataset id"})
+    source: str = "nuscenes"
+    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    train_split: str = "train"
+    eval_split: str | None = None
+    max_eval_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.source not in TRAINING_DATA_SOURCES:
+            raise ValueError(f"data.source: expected one of {TRAINING_DATA_SOURCES}, got {self.source!r}")
+        if not self.tasks or sorted(set(self.tasks) - set(TASKS)):
+            raise ValueError(f"data.tasks: expected a non-empty subset of {TASKS}, got {self.tasks}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class JointRecipe(Recipe):
+    """A stage-2 recipe (`configs/joint.yaml`, which comments every key).
+
+    Args:
+        model: where the model comes from (`ModelRecipe`).
+        occupancy_vae: stage-1 VAE checkpoint; loaded whenever given (also by the ablation, so that both models are
+            the same), required for occupancy supervision unless the `from_pretrained` checkpoint carries one.
+        occupancy_supervision: `False` never passes occupancy targets, so occupancy queries are never built.
+        occupancy_latent_cache: a folder of the frozen VAE's latents per split (`<split>.safetensors`, built on first
+            use, checked against the VAE after that): the latent loss reads them instead of encoding grids at every
+            step, and grids are decoded only for the voxel loss (weight > 0). Unused without occupancy supervision.
+        occupancy_weight_schedule: the occupancy weight per optimiser step (`OccupancyWeightSchedule`).
+        data: the datasets (`DataRecipe`).
+        freeze_vision_tower: train without updating the vision tower.
+        lora: `peft.LoraConfig` fields (`r`, `lora_alpha`, `lora_dropout`, `target_modules` inside the language
+            model); None: full fine-tuning.
+        resume_from_checkpoint: a checkpoint folder, or True for the last one in `training.output_dir`.
+        training: `transformers.TrainingArguments` fields; `output_dir` is required.
+    """
+
+    STAGE: ClassVar[str] = STAGE_NAME
+
+    stage: str = STAGE_NAME
+    model: ModelRecipe = field(default_factory=ModelRecipe)
+    occupancy_vae: str | None = None
+    occupancy_supervision: bool = True
+    occupancy_latent_cache: str | None = None
+    occupancy_weight_schedule: OccupancyWeightSchedule = field(default_factory=OccupancyWeightSchedule)
+    data: DataRecipe
+    freeze_vision_tower: bool = False
+    lora: dict[str, Any] | None = None
+    resume_from_checkpoint: str | bool | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lora is not None:
+            check_fields(self.lora, LoraConfig, "lora")
+        check_training_arguments(self.training)
+
+    @property
+    def dataset_configs(self) -> list[str]:
+        """The dataset configs the run reads: its tasks, and `occupancy` with occupancy supervision."""
+        return [*self.data.tasks, *(["occupancy"] if self.occupancy_supervision else [])]
 
 
 # ------------------------------------------------------------------------------------------------------ data
@@ -162,12 +230,6 @@ def load_training_data(path: str, configs: Sequence[str]) -> dict[str, DatasetDi
     return load_configs(path, configs)
 
 
-def _check_keys(section: Mapping[str, Any], allowed: Sequence[str], name: str) -> None:
-    unknown = sorted(set(section) - set(allowed))
-    if unknown:
-        raise ValueError(f"{name}: unknown keys {unknown}, expected some of {list(allowed)}")
-
-
 def _split(datasets: Mapping[str, DatasetDict], config: str, split: str) -> Dataset:
     if split not in datasets[config]:
         raise ValueError(f"data: the {config} config has no split {split!r} (found {sorted(datasets[config])})")
@@ -178,31 +240,28 @@ def _split(datasets: Mapping[str, DatasetDict], config: str, split: str) -> Data
 
 
 def build_model_and_processor(
-    section: Mapping[str, Any], occupancy_vae: OccupancyVAE | None = None
+    section: ModelRecipe | Mapping[str, Any], occupancy_vae: OccupancyVAE | None = None
 ) -> tuple[OccVLAForPlanning, OccVLAProcessor, bool]:
     """The model and its processor from the recipe's `model` section; the flag says whether the processor is new
     (its ego-status statistics still have to be fitted). A new model (`from_vlm`, `config`) takes its
     `occupancy_latent_shape` and `occupancy_num_classes` from `occupancy_vae` unless the config sets them."""
-    _check_keys(section, MODEL_KEYS, "model")
-    if section.get("from_pretrained") and section.get("from_vlm"):
-        raise ValueError("model: give from_pretrained or from_vlm, not both")
-    config_kwargs = dict(section.get("config") or {})
-    if section.get("from_pretrained"):
-        path = section["from_pretrained"]
-        model = OccVLAForPlanning.from_pretrained(path, **config_kwargs)
-        return model, OccVLAProcessor.from_pretrained(path), False
+    section = parse_section(ModelRecipe, section, "model")
+    config_kwargs = dict(section.config)
+    if section.from_pretrained:
+        model = OccVLAForPlanning.from_pretrained(section.from_pretrained, **config_kwargs)
+        return model, OccVLAProcessor.from_pretrained(section.from_pretrained), False
     if occupancy_vae is not None:
         config_kwargs.setdefault("occupancy_latent_shape", tuple(occupancy_vae.config.latent_shape))
         config_kwargs.setdefault("occupancy_num_classes", occupancy_vae.config.num_classes)
-    if section.get("from_vlm"):
-        path = section["from_vlm"]
+    if section.from_vlm:
+        path = section.from_vlm
         vision = AutoConfig.from_pretrained(path).vision_config
         tokenizer = AutoTokenizer.from_pretrained(path)
         image_processor = AutoImageProcessor.from_pretrained(path)
         processor = OccVLAProcessor(
             image_processor=image_processor,
             tokenizer=tokenizer,
-            num_views=section.get("num_views", len(CAMERA_NAMES)),
+            num_views=section.num_views if section.num_views is not None else len(CAMERA_NAMES),
             image_seq_length=(vision.image_size // vision.patch_size) ** 2,
         )  # adds `<traj>` to the tokenizer: its id goes into the model config
         model = OccVLAForPlanning.from_vlm(
@@ -210,8 +269,6 @@ def build_model_and_processor(
         )
         processor.use_ego_status = model.config.use_ego_status
         return model, processor, True
-    if "num_views" in section:
-        raise ValueError("model.num_views: only used with from_vlm; set model.config.num_views instead")
     tokenizer = build_tokenizer()
     text_config = dict(config_kwargs.pop("text_config", None) or {})
     text_config.setdefault("vocab_size", len(tokenizer))
@@ -286,93 +343,108 @@ class JointTrainingResult:
     log_history: list[dict[str, Any]]
 
 
-def train_joint(recipe: Mapping[str, Any]) -> JointTrainingResult:
-    """Runs one stage-2 recipe (the parsed `configs/joint.yaml`, see the module docstring)."""
-    _check_keys(recipe, RECIPE_KEYS, "joint recipe")
-    if recipe.get("stage", STAGE_NAME) != STAGE_NAME:
-        raise ValueError(f"stage: this recipe trains {STAGE_NAME!r}, got {recipe['stage']!r}")
-    training_kwargs = dict(recipe.get("training") or {})
-    if "output_dir" not in training_kwargs:
-        raise ValueError("training.output_dir: required, the checkpoint is written there")
-    data = dict(recipe.get("data") or {})
-    _check_keys(data, DATA_KEYS, "data")
-    if "path" not in data:
-        raise ValueError("data.path: required, an `occvla-hf data build` output folder or a Hub dataset id")
-    source = data.get("source", "nuscenes")
-    if source not in TRAINING_DATA_SOURCES:
-        raise ValueError(f"data.source: expected one of {TRAINING_DATA_SOURCES}, got {source!r}")
-    tasks = list(data.get("tasks", TASKS))
-    if not tasks or sorted(set(tasks) - set(TASKS)):
-        raise ValueError(f"data.tasks: expected a non-empty subset of {TASKS}, got {tasks}")
-    supervise_occupancy = bool(recipe.get("occupancy_supervision", True))
-    schedule = OccupancyWeightSchedule(**(recipe.get("occupancy_weight_schedule") or {}))
-    lora = recipe.get("lora")
-    args = TrainingArguments(**training_kwargs)
-
-    train_split, eval_split = data.get("train_split", "train"), data.get("eval_split")
-    datasets = load_training_data(data["path"], [*tasks, *(["occupancy"] if supervise_occupancy else [])])
-    model_section = dict(recipe.get("model") or {})
-    vae = OccupancyVAE.from_pretrained(recipe["occupancy_vae"]) if recipe.get("occupancy_vae") else None
-    set_seed(args.seed)  # new parameters (heads, queries, LoRA) start the same in every run with this seed
-    model, processor, new_processor = build_model_and_processor(model_section, vae)
-    check_processor_matches_model(processor, model.config)
-    if new_processor and "planning" in tasks:
-        ego = _split(datasets, "planning", train_split).select_columns(["ego_status", "ego_status_valid"])
-        ego = ego.with_format("numpy")[:]
-        processor.fit_ego_status_stats(ego["ego_status"], np.asarray(ego["ego_status_valid"], dtype=bool))
-        if model.config.use_ego_status:  # a new head starts as the constant-velocity planner
-            model.trajectory_head.init_constant_velocity(processor.ego_status_mean, processor.ego_status_std)
-    if vae is not None:
-        attach_occupancy_vae(model, vae)
-    if supervise_occupancy and model.occupancy_vae is None:
-        raise ValueError("occupancy_vae: required for occupancy supervision (a stage-1 checkpoint folder)")
-    if recipe.get("freeze_vision_tower", False):
-        model.model.vision_tower.requires_grad_(False)
-    trained_model = apply_lora(model, lora) if lora else model
-
-    def joint_rows(split: str, task_rows: Mapping[str, Dataset]) -> JointDataset:
-        if not supervise_occupancy:
-            return JointDataset(task_rows)
-        occupancy = _split(datasets, "occupancy", split)
-        if not recipe.get("occupancy_latent_cache"):
-            return JointDataset(task_rows, occupancy)
-        path = Path(recipe["occupancy_latent_cache"]) / f"{split}.safetensors"
-        with args.main_process_first(local=False, desc=f"occupancy latent cache {path}"):
-            latents = open_occupancy_latent_cache(occupancy, model.occupancy_vae, path, device=args.device)
-        grids = occupancy if model.config.occupancy_voxel_loss_weight > 0 else None  # the voxel loss reads grids
-        return JointDataset(task_rows, grids, latents)
-
-    train_dataset = joint_rows(train_split, {task: _split(datasets, task, train_split) for task in tasks})
-    eval_dataset = None
-    if eval_split is not None and "planning" in tasks:
-        planning = _split(datasets, "planning", eval_split)
-        limit = data.get("max_eval_samples")
-        if limit is not None and limit < len(planning):
-            planning = planning.select(np.linspace(0, len(planning) - 1, limit).round().astype(int).tolist())
-        eval_dataset = joint_rows(eval_split, {"planning": planning})
+def train_joint(recipe: JointRecipe | Mapping[str, Any]) -> JointTrainingResult:
+    """Runs one stage-2 recipe (a `JointRecipe`, or the parsed `configs/joint.yaml`; see the module docstring)."""
+    recipe = JointRecipe.from_dict(recipe)
+    args = TrainingArguments(**recipe.training)
+    datasets = load_training_data(recipe.data.path, recipe.dataset_configs)
+    model, processor = prepare_model(recipe, datasets, seed=args.seed)
+    trained_model = apply_lora(model, recipe.lora) if recipe.lora else model
+    train_dataset, eval_dataset = joint_datasets(recipe, datasets, model, args)
     trainer = OccVLATrainer(
         model=trained_model,
         args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=processor,
-        data_collator=OccVLADataCollator(processor, occupancy_supervision=supervise_occupancy),
+        data_collator=OccVLADataCollator(processor, occupancy_supervision=recipe.occupancy_supervision),
         compute_metrics=planning_l2_metrics if eval_dataset is not None else None,
-        occupancy_weight_schedule=schedule,
-        model_card_info=ModelCardInfo(
-            training_data=source,
-            model_name=args.hub_model_id or Path(args.output_dir).name,
-            base_model=model_section.get("from_vlm") or model_section.get("from_pretrained"),
-            datasets=[str(data["path"])],
-            occupancy_supervision=supervise_occupancy,
-            lora_rank=trained_model.peft_config["default"].r if lora else None,
-        ),
+        occupancy_weight_schedule=recipe.occupancy_weight_schedule,
+        model_card_info=_model_card_info(recipe, args, trained_model),
     )
-    if lora and trainer.is_fsdp_enabled:
+    return _train_and_save(trainer, recipe, processor, evaluate=eval_dataset is not None)
+
+
+def prepare_model(
+    recipe: JointRecipe, datasets: Mapping[str, DatasetDict], seed: int
+) -> tuple[OccVLAForPlanning, OccVLAProcessor]:
+    """The model and processor to train: built from `recipe.model` (new parameters seeded with `seed`), a new
+    processor's ego-status statistics fitted on the planning rows of the training split (and a new trajectory head
+    set to the constant-velocity planner of that ego status), the occupancy VAE attached, the vision tower frozen
+    if asked."""
+    vae = OccupancyVAE.from_pretrained(recipe.occupancy_vae) if recipe.occupancy_vae else None
+    set_seed(seed)  # new parameters (heads, queries, LoRA) start the same in every run with this seed
+    model, processor, new_processor = build_model_and_processor(recipe.model, vae)
+    check_processor_matches_model(processor, model.config)
+    if new_processor and "planning" in recipe.data.tasks:
+        ego = _split(datasets, "planning", recipe.data.train_split).select_columns(["ego_status", "ego_status_valid"])
+        ego = ego.with_format("numpy")[:]
+        processor.fit_ego_status_stats(ego["ego_status"], np.asarray(ego["ego_status_valid"], dtype=bool))
+        if model.config.use_ego_status:  # a new head starts as the constant-velocity planner
+            model.trajectory_head.init_constant_velocity(processor.ego_status_mean, processor.ego_status_std)
+    if vae is not None:
+        attach_occupancy_vae(model, vae)
+    if recipe.occupancy_supervision and model.occupancy_vae is None:
+        raise ValueError("occupancy_vae: required for occupancy supervision (a stage-1 checkpoint folder)")
+    if recipe.freeze_vision_tower:
+        model.model.vision_tower.requires_grad_(False)
+    return model, processor
+
+
+def joint_datasets(
+    recipe: JointRecipe, datasets: Mapping[str, DatasetDict], model: OccVLAForPlanning, args: TrainingArguments
+) -> tuple[JointDataset, JointDataset | None]:
+    """(training rows of every task, planning rows of the eval split or None), with occupancy targets when the
+    recipe supervises occupancy: the grids, or with `occupancy_latent_cache` the latents of `model`'s VAE (the
+    cache of a split is built on first use, by the main process first) and the grids only for the voxel loss."""
+    data = recipe.data
+
+    def joint_rows(split: str, task_rows: Mapping[str, Dataset]) -> JointDataset:
+        if not recipe.occupancy_supervision:
+            return JointDataset(task_rows)
+        occupancy = _split(datasets, "occupancy", split)
+        if not recipe.occupancy_latent_cache:
+            return JointDataset(task_rows, occupancy)
+        path = Path(recipe.occupancy_latent_cache) / f"{split}.safetensors"
+        with args.main_process_first(local=False, desc=f"occupancy latent cache {path}"):
+            latents = open_occupancy_latent_cache(occupancy, model.occupancy_vae, path, device=args.device)
+        grids = occupancy if model.config.occupancy_voxel_loss_weight > 0 else None  # the voxel loss reads grids
+        return JointDataset(task_rows, grids, latents)
+
+    train_rows = {task: _split(datasets, task, data.train_split) for task in data.tasks}
+    train_dataset = joint_rows(data.train_split, train_rows)
+    if data.eval_split is None or "planning" not in data.tasks:
+        return train_dataset, None
+    planning = _split(datasets, "planning", data.eval_split)
+    limit = data.max_eval_samples
+    if limit is not None and limit < len(planning):
+        planning = planning.select(np.linspace(0, len(planning) - 1, limit).round().astype(int).tolist())
+    return train_dataset, joint_rows(data.eval_split, {"planning": planning})
+
+
+def _model_card_info(recipe: JointRecipe, args: TrainingArguments, model: torch.nn.Module) -> ModelCardInfo:
+    """What the model card states about the run: data licence, base model, occupancy supervision, LoRA rank."""
+    return ModelCardInfo(
+        training_data=recipe.data.source,
+        model_name=args.hub_model_id or Path(args.output_dir).name,
+        base_model=recipe.model.from_vlm or recipe.model.from_pretrained,
+        datasets=[str(recipe.data.path)],
+        occupancy_supervision=recipe.occupancy_supervision,
+        lora_rank=model.peft_config["default"].r if recipe.lora else None,
+    )
+
+
+def _train_and_save(
+    trainer: OccVLATrainer, recipe: JointRecipe, processor: OccVLAProcessor, evaluate: bool
+) -> JointTrainingResult:
+    """Trains (resuming if asked), evaluates, merges LoRA adapters, writes the checkpoint, processor, state and model
+    card to `output_dir` and pushes them if `push_to_hub`."""
+    args = trainer.args
+    if recipe.lora and trainer.is_fsdp_enabled:
         raise ValueError("lora: not supported with FSDP by this recipe (adapters are merged in memory); use DDP")
-    trainer.train(resume_from_checkpoint=recipe.get("resume_from_checkpoint"))
-    metrics = trainer.evaluate() if eval_dataset is not None else {}
-    if lora:
+    trainer.train(resume_from_checkpoint=recipe.resume_from_checkpoint)
+    metrics = trainer.evaluate() if evaluate else {}
+    if recipe.lora:
         trainer.model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
     trainer.save_model(args.output_dir)
     trainer.save_state()  # trainer_state.json: every logged loss term and evaluation
@@ -389,12 +461,17 @@ def train_joint(recipe: Mapping[str, Any]) -> JointTrainingResult:
 
 
 __all__ = [
+    "DataRecipe",
     "JointDataset",
+    "JointRecipe",
     "JointTrainingResult",
+    "ModelRecipe",
     "apply_lora",
     "attach_occupancy_vae",
     "build_model_and_processor",
     "check_processor_matches_model",
+    "joint_datasets",
     "load_training_data",
+    "prepare_model",
     "train_joint",
 ]

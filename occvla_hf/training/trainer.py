@@ -1,129 +1,31 @@
-"""Stage-2 training machinery: `OccVLATrainer`, its data collator, task-grouped batching, the occupancy-weight
-schedule and the planning L2 metric that picks the best checkpoint.
+"""`OccVLATrainer`: the transformers `Trainer` for `OccVLAForPlanning` (stage 2).
 
-Loss of one optimiser step, over the whole accumulated batch (all micro-batches, all processes):
-
-    lm + trajectory_loss_weight * trajectory
-       + occupancy_loss_weight * schedule(step) * (occupancy_latent_loss_weight * latent
-                                                   + occupancy_voxel_loss_weight * voxel)
-
-Each term is read from `OccVLAOutput` (never its pre-summed `loss`) and is a mean over its own items: predicted
-answer tokens, valid waypoints, samples with occupancy targets, visible voxels (`loss_item_counts`). The model returns
-per-micro-batch means; `compute_loss` rescales each by `items in this micro-batch / items in the accumulated batch of
-all processes` (times the number of processes, which DDP/FSDP average over), so k micro-batches of b samples on n
-processes give the gradient of one batch of k * b * n samples, and terms absent from a micro-batch (QA rows have no
-trajectory) do not dilute the others.
+The loss is the model's (`occvla_hf.modeling.loss`): the trainer passes the scheduled occupancy weight and, in
+training, the items of each loss term over the whole accumulated batch (all micro-batches, all processes, counted in
+`get_batch_samples`), so k micro-batches of b samples on n processes give the gradient of one batch of k * b * n
+samples; it multiplies the loss by the number of processes, which DDP/FSDP average gradients over, and logs each term.
+Its pieces live next to it: the collator (`collator.py`), task-grouped batching (`sampler.py`), the occupancy-weight
+schedule (`weight_schedule.py`) and the planning L2 metric (`metrics.py`).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from torch.utils.data import Dataset, Sampler
-from transformers import EvalPrediction, Trainer
+from transformers import Trainer
 from transformers.trainer_utils import EvalLoopOutput
 
-from occvla_hf.evaluation.planning import PROTOCOLS, l2_errors, protocol_summary
-from occvla_hf.processing.processing_occvla import IGNORE_INDEX, TASKS, OccVLAProcessor
+from occvla_hf.modeling.loss import LOSS_TERMS, loss_item_counts
+from occvla_hf.processing.processing_occvla import OccVLAProcessor
 
+from .collator import ROW_COLUMNS, OccVLADataCollator
 from .model_card import ModelCardInfo, render_model_card
-
-# `OccVLAOutput` fields combined into the training loss, in logging order.
-LOSS_TERMS: tuple[str, ...] = ("lm_loss", "trajectory_loss", "occupancy_latent_loss", "occupancy_voxel_loss")
-# Row column of a cached VAE latent (C, H, W) (`latent_cache.OccupancyLatentCache`); batched as `occupancy_latents`.
-OCCUPANCY_LATENT_COLUMN = "occupancy_latent"
-# Dataset-row columns `OccVLAProcessor.from_rows` reads (plus `task` and the cached latent); the Trainer keeps them in
-# the batches.
-ROW_COLUMNS: tuple[str, ...] = (
-    "task",
-    "images",
-    "question",
-    "answer",
-    "meta_action",
-    "ego_status",
-    "ego_status_valid",
-    "trajectory",
-    "trajectory_mask",
-    "semantics",
-    "mask_camera",
-    OCCUPANCY_LATENT_COLUMN,
-)
-OCCUPANCY_ROW_COLUMNS: tuple[str, ...] = ("semantics", "mask_camera")
-OCCUPANCY_INPUTS: tuple[str, ...] = ("occupancy", "occupancy_mask", "occupancy_latents")
-# Batch keys that are padded along the sequence, with their padding value (None: the tokenizer's pad id).
-_SEQUENCE_PADDING: dict[str, int | None] = {
-    "input_ids": None,
-    "attention_mask": 0,
-    "token_type_ids": 0,
-    "labels": IGNORE_INDEX,
-}
-# Per-sample keys stacked as they are; a batch has each either for every sample or for none.
-_STACKED_INPUTS: tuple[str, ...] = ("pixel_values", "ego_status", "trajectory", "trajectory_mask")
-
-
-# ------------------------------------------------------------------------------------------- occupancy weight
-
-
-@dataclass(frozen=True)
-class OccupancyWeightSchedule:
-    """Multiplier of `config.occupancy_loss_weight` over optimiser steps: `start_factor` until `start_step`, then
-    linear to `end_factor` over `ramp_steps` steps, then `end_factor`.
-
-    Warm-up: `OccupancyWeightSchedule(start_factor=0.0, ramp_steps=500)`; warm-down after step 5000:
-    `OccupancyWeightSchedule(end_factor=0.0, start_step=5000, ramp_steps=1000)`. The default is constant 1.
-    """
-
-    start_factor: float = 1.0
-    end_factor: float = 1.0
-    start_step: int = 0
-    ramp_steps: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("start_factor", "end_factor", "start_step", "ramp_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"occupancy_weight_schedule.{name}: expected >= 0, got {getattr(self, name)}")
-
-    def __call__(self, step: int) -> float:
-        """The multiplier at optimiser step `step` (0 = the first update)."""
-        if step <= self.start_step:
-            return self.start_factor
-        if step >= self.start_step + self.ramp_steps:
-            return self.end_factor
-        progress = (step - self.start_step) / self.ramp_steps
-        return self.start_factor + progress * (self.end_factor - self.start_factor)
-
-
-# ---------------------------------------------------------------------------------------------- loss counting
-
-
-def loss_item_counts(batch: Mapping[str, Any]) -> dict[str, int]:
-    """Items each loss term of `OccVLAForPlanning` averages over in a collated batch.
-
-    `lm_loss`: predicted label tokens (`labels[:, 1:] != -100`, the causal shift); `trajectory_loss`: valid waypoints;
-    `occupancy_latent_loss`: samples with occupancy targets (grids or cached latents); `occupancy_voxel_loss`: voxels
-    inside `occupancy_mask` (all voxels without a mask). A term without targets in the batch counts 0.
-    """
-    counts = dict.fromkeys(LOSS_TERMS, 0)
-    labels = batch.get("labels")
-    if labels is not None:
-        counts["lm_loss"] = int((labels[:, 1:] != IGNORE_INDEX).sum())
-    trajectory = batch.get("trajectory")
-    if trajectory is not None:
-        mask = batch.get("trajectory_mask")
-        counts["trajectory_loss"] = int(mask.sum()) if mask is not None else trajectory.shape[0] * trajectory.shape[1]
-    occupancy, latents = batch.get("occupancy"), batch.get("occupancy_latents")
-    if latents is not None or occupancy is not None:
-        counts["occupancy_latent_loss"] = (latents if latents is not None else occupancy).shape[0]
-    if occupancy is not None:
-        mask = batch.get("occupancy_mask")
-        counts["occupancy_voxel_loss"] = int(mask.sum()) if mask is not None else occupancy.numel()
-    return counts
+from .sampler import TaskGroupedSampler
+from .weight_schedule import OccupancyWeightSchedule
 
 
 class _TermMeans:
@@ -144,233 +46,9 @@ class _TermMeans:
         return {name: total / count for name, total, count in zip(LOSS_TERMS, sums, counts) if count > 0}
 
 
-# -------------------------------------------------------------------------------------------------- collator
-
-
-def row_task(row: Mapping[str, Any]) -> str:
-    """Task of a dataset row: its `task` column, else `qa` for rows with a question, `planning` for rows with a
-    trajectory."""
-    if "task" in row:
-        task = row["task"]
-    elif "question" in row:
-        task = "qa"
-    elif "trajectory" in row:
-        task = "planning"
-    else:
-        raise ValueError(
-            f"features: cannot tell the task of a row with columns {sorted(row)}: add a `task` column, and with a "
-            "transformers/TRL trainer set remove_unused_columns=False so the row columns reach the collator"
-        )
-    if task not in TASKS:
-        raise ValueError(f"task: expected one of {TASKS}, got {task!r}")
-    return task
-
-
-@dataclass
-class OccVLADataCollator:
-    """Batches training samples for `OccVLAForPlanning.forward`.
-
-    Accepts either dataset rows (the `planning`/`qa` configs, optionally with decoded `semantics`/`mask_camera`
-    occupancy columns, a cached `occupancy_latent` (C, H, W) and a `task` column), which go through
-    `processor.from_rows` (the latents are stacked as `occupancy_latents`), or per-sample processor outputs
-    (`input_ids` (L,) or (1, L), `pixel_values` (V, 3, H, W) or (1, V, 3, H, W), `occupancy_latents` (C, H, W),
-    ...), which are padded and stacked.
-    Padding is on the right (training): `input_ids` with the tokenizer's pad id, `attention_mask`/`token_type_ids`
-    with 0, `labels` with -100.
-
-    Mixed batches. All samples of a batch must share a task (planning prompts end with `<traj>`, QA prompts do not);
-    `OccVLATrainer` groups batches by task for datasets with a `tasks` attribute. Occupancy targets are batched only
-    when every sample has them; a batch where some sample lacks them (e.g. a keyframe without Occ3D labels) is
-    trained without the occupancy term. `ego_status`, `trajectory`(`_mask`) and `pixel_values` must be present for
-    all samples or for none.
-
-    Args:
-        processor: turns dataset rows into model inputs; its tokenizer gives the pad id of processed samples.
-        occupancy_supervision: `False` drops every occupancy target, so the model never builds occupancy queries
-            (the ablation: same data, no occupancy term).
-        pad_token_id: pad id for processed samples without a processor.
-        pad_to_multiple_of: round the padded length of processed samples up to a multiple of this.
-    """
-
-    processor: OccVLAProcessor | None = None
-    occupancy_supervision: bool = True
-    pad_token_id: int | None = None
-    pad_to_multiple_of: int | None = None
-
-    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        if not features:
-            raise ValueError("features: expected at least one sample, got none")
-        if all("images" in feature for feature in features):
-            batch = self._from_rows(features)
-        elif all("input_ids" in feature for feature in features):
-            batch = self._from_processed(features)
-        else:
-            raise ValueError(
-                "features: expected dataset rows (with `images`) or processor outputs (with `input_ids`) for every "
-                f"sample, got columns {[sorted(feature) for feature in features]}"
-            )
-        if not self.occupancy_supervision:
-            for key in OCCUPANCY_INPUTS:
-                batch.pop(key, None)
-        return batch
-
-    def _from_rows(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        if self.processor is None:
-            raise ValueError("processor: required to collate dataset rows (it builds pixel values and token ids)")
-        tasks = {row_task(row) for row in rows}
-        if len(tasks) > 1:
-            raise ValueError(
-                f"features: a batch mixes the tasks {sorted(tasks)}; batch each task separately (OccVLATrainer does "
-                "so for datasets with a `tasks` attribute, see TaskGroupedSampler)"
-            )
-        drop = (OCCUPANCY_LATENT_COLUMN,) + (() if self.occupancy_supervision else OCCUPANCY_ROW_COLUMNS)
-        latents = [row.get(OCCUPANCY_LATENT_COLUMN) for row in rows]
-        rows = [{key: value for key, value in row.items() if key not in drop} for row in rows]
-        batch = dict(self.processor.from_rows(rows, task=tasks.pop(), training=True))
-        if all(latent is not None for latent in latents):
-            stacked = [{OCCUPANCY_LATENT_COLUMN: torch.as_tensor(latent)} for latent in latents]
-            batch["occupancy_latents"] = _stack(stacked, OCCUPANCY_LATENT_COLUMN)
-        return batch
-
-    def _pad_id(self) -> int:
-        if self.pad_token_id is not None:
-            return self.pad_token_id
-        if self.processor is not None:
-            return self.processor.tokenizer.pad_token_id
-        raise ValueError("pad_token_id: required to pad processed samples when no processor is given")
-
-    def _from_processed(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        samples = [_unbatched(feature, index) for index, feature in enumerate(features)]
-        length = max(sample["input_ids"].shape[0] for sample in samples)
-        if self.pad_to_multiple_of:
-            length = math.ceil(length / self.pad_to_multiple_of) * self.pad_to_multiple_of
-        batch: dict[str, torch.Tensor] = {}
-        for key, pad_value in _SEQUENCE_PADDING.items():
-            present = [key in sample for sample in samples]
-            if not any(present):
-                continue
-            if not all(present):
-                raise ValueError(f"features: `{key}` is given for some samples only ({sum(present)}/{len(samples)})")
-            value = self._pad_id() if pad_value is None else pad_value
-            batch[key] = torch.stack([_right_pad(sample[key], length, value, key) for sample in samples])
-        for key in _STACKED_INPUTS:
-            present = [key in sample for sample in samples]
-            if all(present):
-                batch[key] = _stack(samples, key)
-            elif any(present):
-                raise ValueError(f"features: `{key}` is given for some samples only ({sum(present)}/{len(samples)})")
-        if all("occupancy" in sample for sample in samples):
-            batch["occupancy"] = _stack(samples, "occupancy")
-            if all("occupancy_mask" in sample for sample in samples):
-                batch["occupancy_mask"] = _stack(samples, "occupancy_mask")
-        if all("occupancy_latents" in sample for sample in samples):
-            batch["occupancy_latents"] = _stack(samples, "occupancy_latents")
-        return batch
-
-
-def _unbatched(feature: Mapping[str, Any], index: int) -> dict[str, torch.Tensor]:
-    """One processed sample as tensors without a batch dimension (a leading batch of 1 is removed)."""
-    sample = {key: torch.as_tensor(np.asarray(value)) for key, value in feature.items()}
-    input_ids = sample["input_ids"]
-    if input_ids.dim() == 2:
-        if input_ids.shape[0] != 1:
-            raise ValueError(f"features[{index}].input_ids: expected (L,) or (1, L), got {tuple(input_ids.shape)}")
-        sample = {key: value[0] for key, value in sample.items()}
-    elif input_ids.dim() != 1:
-        raise ValueError(f"features[{index}].input_ids: expected (L,) or (1, L), got {tuple(input_ids.shape)}")
-    return sample
-
-
-def _right_pad(values: torch.Tensor, length: int, pad_value: int, key: str) -> torch.Tensor:
-    if values.dim() != 1:
-        raise ValueError(f"features.{key}: expected (L,) per sample, got {tuple(values.shape)}")
-    return torch.cat([values, values.new_full((length - values.shape[0],), pad_value)])
-
-
-def _stack(samples: Sequence[Mapping[str, torch.Tensor]], key: str) -> torch.Tensor:
-    shapes = {tuple(sample[key].shape) for sample in samples}
-    if len(shapes) > 1:
-        raise ValueError(f"features.{key}: every sample must have one shape, got {sorted(shapes)}")
-    return torch.stack([sample[key] for sample in samples])
-
-
-# --------------------------------------------------------------------------------------------------- sampler
-
-
-class TaskGroupedSampler(Sampler[int]):
-    """Sample indices in runs of `batch_size` that share one task, so every batch the DataLoader cuts is single-task.
-
-    Per epoch: indices are shuffled within each task and cut into batches, the last batch of a task is filled up with
-    random indices of that task, and the batch order is shuffled. Deterministic in (`seed`, epoch), so resuming from
-    a checkpoint replays the same order.
-
-    Args:
-        tasks: the task of every dataset index.
-        batch_size: samples per batch (the per-device batch size).
-        seed: base seed; the epoch set by `set_epoch` is added to it.
-    """
-
-    def __init__(self, tasks: Sequence[str], batch_size: int, seed: int = 0) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
-        self.groups = {task: torch.tensor([i for i, t in enumerate(tasks) if t == task]) for task in sorted(set(tasks))}
-        self.batch_size = batch_size
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return sum(math.ceil(len(indices) / self.batch_size) * self.batch_size for indices in self.groups.values())
-
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        batches: list[torch.Tensor] = []
-        for indices in self.groups.values():
-            shuffled = indices[torch.randperm(len(indices), generator=generator)]
-            fill = -len(shuffled) % self.batch_size
-            if fill:
-                extra = torch.randint(len(shuffled), (fill,), generator=generator)
-                shuffled = torch.cat([shuffled, shuffled[extra]])
-            batches.extend(shuffled.view(-1, self.batch_size))
-        for order in torch.randperm(len(batches), generator=generator).tolist():
-            yield from batches[order].tolist()
-
-
-# --------------------------------------------------------------------------------------------------- metrics
-
-
-def planning_l2_metrics(eval_prediction: EvalPrediction) -> dict[str, float | None]:
-    """`compute_metrics` for `OccVLATrainer`: L2 (m) of the predicted waypoints at 1 s, 2 s, 3 s and their average,
-    read per protocol (`stp3_l2_avg_m`: mean over the steps up to each horizon; `uniad_l2_avg_m`: the step itself).
-
-    `predictions`: (N, T, 2) waypoints; `label_ids`: (N, T, 3) target waypoints and validity (1 = valid), as
-    `OccVLATrainer.prediction_step` returns them. Invalid steps are left out; a step with no valid sample is None.
-    """
-    predicted = np.asarray(eval_prediction.predictions, dtype=np.float64)
-    targets = np.asarray(eval_prediction.label_ids, dtype=np.float64)
-    if predicted.ndim != 3 or predicted.shape[-1] != 2 or targets.shape != (*predicted.shape[:2], 3):
-        raise ValueError(
-            f"eval_prediction: expected predictions (N, T, 2) and label_ids (N, T, 3), got {predicted.shape} and "
-            f"{targets.shape}"
-        )
-    valid = targets[..., 2] > 0.5
-    with np.errstate(invalid="ignore"):
-        l2_per_step_m = np.where(valid, l2_errors(predicted, targets[..., :2]), 0.0).sum(0) / valid.sum(0)
-    return {
-        f"{protocol}_{key}": value
-        for protocol in PROTOCOLS
-        for key, value in protocol_summary(l2_per_step_m, {}, protocol).items()
-    }
-
-
-# --------------------------------------------------------------------------------------------------- trainer
-
-
 class OccVLATrainer(Trainer):
-    """`Trainer` for `OccVLAForPlanning`: combines the LM, trajectory and occupancy losses (see the module docstring),
-    logs each term next to the total (`lm_loss`, `trajectory_loss`, `occupancy_latent_loss`,
+    """`Trainer` for `OccVLAForPlanning`: trains on the model's loss with the scheduled occupancy weight (see the
+    module docstring), logs each term next to the total (`lm_loss`, `trajectory_loss`, `occupancy_latent_loss`,
     `occupancy_voxel_loss`, `occupancy_loss_weight`; evaluation adds them with the `eval_` prefix), batches
     multi-task datasets by task, returns predicted trajectories for `planning_l2_metrics` during evaluation and
     writes the OccVLA model card.
@@ -410,17 +88,6 @@ class OccVLATrainer(Trainer):
         """`config.occupancy_loss_weight` times the schedule at optimiser step `step`."""
         return self.model.config.occupancy_loss_weight * self.occupancy_weight_schedule(step)
 
-    def loss_weights(self, step: int) -> dict[str, float]:
-        """Weight of each term of `LOSS_TERMS` in the total loss at optimiser step `step`."""
-        config = self.model.config
-        occupancy = self.occupancy_loss_weight(step)
-        return {
-            "lm_loss": 1.0,
-            "trajectory_loss": config.trajectory_loss_weight,
-            "occupancy_latent_loss": occupancy * config.occupancy_latent_loss_weight,
-            "occupancy_voxel_loss": occupancy * config.occupancy_voxel_loss_weight,
-        }
-
     def get_batch_samples(
         self, epoch_iterator: Iterator, num_batches: int, device: torch.device
     ) -> tuple[list, torch.Tensor | int | None]:
@@ -439,33 +106,31 @@ class OccVLATrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
-        """Weighted sum of the loss terms of `model(**inputs)`.
+        """The model's loss with the scheduled occupancy weight; logs each term.
 
-        In training each term is scaled by its share of the accumulated batch's items (counted in
-        `get_batch_samples`, times the number of processes because DDP/FSDP average gradients), which makes gradient
-        accumulation exact; `num_items_in_batch` (label tokens only) is therefore not needed. In evaluation the terms
-        are this batch's means.
+        In training each term is normalised over the accumulated batch's items (counted in `get_batch_samples`) and
+        the loss is multiplied by the number of processes, which makes gradient accumulation and data parallelism
+        exact; `num_items_in_batch` (label tokens only) is therefore not needed. In evaluation the terms are this
+        batch's means.
         """
-        outputs = model(**inputs)
         counts = loss_item_counts(inputs)
-        totals = self._accumulated_item_counts if model.training else None
-        terms = self._train_terms if model.training else self._eval_terms
-        weights = self.loss_weights(self.state.global_step)
-        if model.training:
-            self._applied_occupancy_weight = self.occupancy_loss_weight(self.state.global_step)
-        loss = None
-        for name in LOSS_TERMS:
-            value = getattr(outputs, name)
-            if value is None or counts[name] == 0:
-                continue
-            terms.add(name, value, counts[name])
-            scale = 1.0 if totals is None else self.accelerator.num_processes * counts[name] / totals[name]
-            term = weights[name] * scale * value
-            loss = term if loss is None else loss + term
-        if loss is None:
+        if not any(counts.values()):
             raise ValueError(
                 "inputs: the batch has no training target (labels, trajectory or occupancy with at least one item)"
             )
+        occupancy_weight = self.occupancy_loss_weight(self.state.global_step)
+        totals = self._accumulated_item_counts if model.training else None
+        outputs = model(**inputs, occupancy_loss_weight=occupancy_weight, loss_item_totals=totals)
+        terms = self._train_terms if model.training else self._eval_terms
+        for name in LOSS_TERMS:
+            value = getattr(outputs, name)
+            if value is not None and counts[name] > 0:
+                terms.add(name, value, counts[name])
+        loss = outputs.loss
+        if model.training:
+            self._applied_occupancy_weight = occupancy_weight
+        if totals is not None:
+            loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
 
     # --- logging ---
@@ -560,13 +225,4 @@ class OccVLATrainer(Trainer):
         card.save(f"{self.args.output_dir}/README.md")
 
 
-__all__ = [
-    "LOSS_TERMS",
-    "OccVLADataCollator",
-    "OccVLATrainer",
-    "OccupancyWeightSchedule",
-    "TaskGroupedSampler",
-    "loss_item_counts",
-    "planning_l2_metrics",
-    "row_task",
-]
+__all__ = ["OccVLATrainer"]

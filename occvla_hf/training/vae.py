@@ -5,7 +5,8 @@ scheduler, bf16/multi-GPU (accelerate), checkpointing and resuming as stage 2, c
 The VQ codebook statistics are summed across data-parallel ranks inside the model, so DDP runs stay in sync.
 
 Python: `train_vae(dataset, training_args=TrainingArguments(...), model_config=OccupancyVAEConfig(...))`;
-command line: `occvla-hf train vae --config configs/vae.yaml [--section.key value ...]` (`train_from_config`).
+command line: `occvla-hf train vae --config configs/vae.yaml [--section.key value ...]` (`train_from_config` of a
+`VAERecipe`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -30,25 +31,13 @@ from ..data.occ3d import decode_mask, decode_semantics
 from ..evaluation.occupancy import OccupancyMetricAccumulator
 from ..modeling.configuration_occupancy_vae import OccupancyVAEConfig
 from ..modeling.occupancy_vae import OccupancyVAE
+from .recipe import Recipe, check_fields, check_training_arguments
 
 logger = logging.getLogger(__name__)
 
 STAGE_NAME: str = "vae"
 # Metrics file written next to the checkpoint at the end of training.
 METRICS_FILE: str = "reconstruction_metrics.json"
-# Keys of a stage-1 recipe (configs/vae.yaml); `model` holds OccupancyVAEConfig fields, `training` TrainingArguments.
-RECIPE_KEYS: tuple[str, ...] = (
-    "stage",
-    "dataset",
-    "train_split",
-    "eval_split",
-    "max_eval_samples",
-    "class_weights",
-    "class_weight_samples",
-    "resume_from_checkpoint",
-    "model",
-    "training",
-)
 # ENet's class weighting w_c = 1 / ln(c + p_c) (Paszke et al., 2016): bounded in (1/ln(1 + c), 1/ln(c)].
 _ENET_WEIGHT_OFFSET = 1.02
 
@@ -294,58 +283,61 @@ def _json_floats(metrics: Mapping[str, float]) -> dict[str, float | None]:
     return {name: None if math.isnan(value) else value for name, value in metrics.items()}
 
 
-def train_from_config(recipe: Mapping[str, Any]) -> VAETrainingResult:
-    """Runs `train_vae` from a stage-1 recipe (the parsed `configs/vae.yaml`, see `RECIPE_KEYS`).
+@dataclass(frozen=True, kw_only=True)
+class VAERecipe(Recipe):
+    """A stage-1 recipe (`configs/vae.yaml`, which comments every key).
 
     `class_weights: frequency` fills `model.class_weights` with ENet weights from `class_weight_samples` training
     grids; without it `model.class_weights` is used as given (null: uniform).
     """
-    unknown = sorted(set(recipe) - set(RECIPE_KEYS))
-    if unknown:
-        raise ValueError(f"vae recipe: unknown keys {unknown}, expected some of {RECIPE_KEYS}")
-    if recipe.get("stage", STAGE_NAME) != STAGE_NAME:
-        raise ValueError(f"stage: this recipe trains {STAGE_NAME!r}, got {recipe['stage']!r}")
-    if "dataset" not in recipe:
-        raise ValueError("dataset: required, a save_to_disk folder of the occupancy config")
-    model_kwargs = dict(recipe.get("model") or {})
-    known_fields = {field.name for field in fields(OccupancyVAEConfig)}
-    unknown_model = sorted(set(model_kwargs) - known_fields)
-    if unknown_model:
-        raise ValueError(f"model: unknown OccupancyVAEConfig fields {unknown_model}")
-    training_kwargs = dict(recipe.get("training") or {})
-    if "output_dir" not in training_kwargs:
-        raise ValueError("training.output_dir: required, the checkpoint is written there")
 
-    train_split = recipe.get("train_split", "train")
-    class_weights = recipe.get("class_weights")
-    if class_weights not in (None, "frequency"):
-        raise ValueError(f"class_weights: expected 'frequency' or null, got {class_weights!r}")
-    if class_weights == "frequency":
-        if model_kwargs.get("class_weights") is not None:
+    STAGE: ClassVar[str] = STAGE_NAME
+
+    stage: str = STAGE_NAME
+    dataset: str = field(metadata={"help": "a save_to_disk folder of the occupancy config"})
+    train_split: str = "train"
+    eval_split: str | None = None  # None: score the training set
+    max_eval_samples: int | None = None
+    class_weights: Literal["frequency"] | None = None
+    class_weight_samples: int = 1000
+    resume_from_checkpoint: str | bool | None = None
+    model: dict[str, Any] = field(default_factory=dict)  # OccupancyVAEConfig fields
+    training: dict[str, Any] = field(default_factory=dict)  # TrainingArguments fields
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_fields(self.model, OccupancyVAEConfig, "model")
+        check_training_arguments(self.training)
+        if self.class_weights == "frequency" and self.model.get("class_weights") is not None:
             raise ValueError("class_weights: 'frequency' computes model.class_weights; set one of the two, not both")
-        config = OccupancyVAEConfig(**model_kwargs)
+
+
+def train_from_config(recipe: VAERecipe | Mapping[str, Any]) -> VAETrainingResult:
+    """Runs `train_vae` from a stage-1 recipe (a `VAERecipe`, or the parsed `configs/vae.yaml`)."""
+    recipe = VAERecipe.from_dict(recipe)
+    model_kwargs = dict(recipe.model)
+    if recipe.class_weights == "frequency":
         counts = class_voxel_counts(
-            load_occupancy_dataset(recipe["dataset"], train_split),
-            config.num_classes,
-            recipe.get("class_weight_samples", 1000),
+            load_occupancy_dataset(recipe.dataset, recipe.train_split),
+            OccupancyVAEConfig(**model_kwargs).num_classes,
+            recipe.class_weight_samples,
         )
         model_kwargs["class_weights"] = class_weights_from_counts(counts)
-
-    eval_split = recipe.get("eval_split")
     return train_vae(
-        recipe["dataset"],
-        training_args=TrainingArguments(**training_kwargs),
+        recipe.dataset,
+        training_args=TrainingArguments(**recipe.training),
         model_config=OccupancyVAEConfig(**model_kwargs),
-        eval_dataset=recipe["dataset"] if eval_split is not None else None,
-        train_split=train_split,
-        eval_split=eval_split if eval_split is not None else "val",
-        max_eval_samples=recipe.get("max_eval_samples"),
-        resume_from_checkpoint=recipe.get("resume_from_checkpoint"),
+        eval_dataset=recipe.dataset if recipe.eval_split is not None else None,
+        train_split=recipe.train_split,
+        eval_split=recipe.eval_split if recipe.eval_split is not None else "val",
+        max_eval_samples=recipe.max_eval_samples,
+        resume_from_checkpoint=recipe.resume_from_checkpoint,
     )
 
 
 __all__ = [
     "OccupancyVAETrainer",
+    "VAERecipe",
     "VAETrainingResult",
     "class_voxel_counts",
     "class_weights_from_counts",

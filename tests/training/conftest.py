@@ -2,6 +2,8 @@
 
 * `planning_sample`: one per-sample processor output for `tests.conftest.tiny_config` models (answers, trajectories
   and occupancy targets a model can learn).
+* `dataset_rows`, `row_model_and_processor`: random dataset rows and a tiny 6-view model with its processor, for the
+  tests that feed rows through the processor.
 * The sim dataset folder, tiny VAE and `tiny_recipe` fixtures live in `tests/conftest.py` (shared with the
   evaluation tests).
 """
@@ -9,13 +11,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 from occvla_hf.constants import OCC_FREE_CLASS
-from occvla_hf.modeling import OccVLAConfig
-from tests.conftest import TINY_GRID, TINY_IMAGE_TOKEN
+from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning
+from occvla_hf.processing import OccVLAProcessor
+from occvla_hf.training.joint import build_model_and_processor
+from tests.conftest import TINY_GRID, TINY_IMAGE_TOKEN, TINY_MODEL_CONFIG, StandInOccupancyVAE
 
 ANSWER_TOKENS = (10, 11, 12, 13, 14, 15)  # answer vocabulary of `planning_sample` (below the special tokens)
 EOS = 1
@@ -57,6 +63,37 @@ def planning_sample(config: OccVLAConfig, index: int, answer_length: int | None 
         "occupancy": occupancy,
         "occupancy_mask": torch.rand(TINY_GRID, generator=generator) < 0.7,
     }
+
+
+def dataset_rows(count: int, task: str) -> list[dict[str, Any]]:
+    """`count` random dataset rows of `task` (`planning` with occupancy columns, or `qa`), six 20 x 24 images each."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for index in range(count):
+        row: dict[str, Any] = {"images": [rng.integers(0, 255, (20, 24, 3), dtype=np.uint8) for _ in range(6)]}
+        if task == "qa":
+            row.update(question="Are there any cars?", answer="yes")
+        else:
+            row.update(
+                ego_status=rng.normal(size=6).astype(np.float32),
+                ego_status_valid=[True] * 6,
+                trajectory=rng.normal(size=(6, 2)).astype(np.float32),
+                trajectory_mask=[True] * 6,
+                meta_action="keep, straight",
+                semantics=rng.integers(0, 18, TINY_GRID, dtype=np.uint8),
+                mask_camera=rng.random(TINY_GRID) < 0.5,
+            )
+        rows.append(row)
+    return rows
+
+
+def row_model_and_processor() -> tuple[OccVLAForPlanning, OccVLAProcessor]:
+    """A tiny 6-view model and its processor (package tokenizer) for tests that feed dataset rows."""
+    torch.manual_seed(0)
+    section = {"config": {**TINY_MODEL_CONFIG, "num_occupancy_queries_hw": [2, 2], "occupancy_latent_shape": [4, 8, 8]}}
+    model, processor, _ = build_model_and_processor(section)
+    model.set_occupancy_vae(StandInOccupancyVAE())
+    return model, processor
 
 
 @pytest.fixture(scope="module")

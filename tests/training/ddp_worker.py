@@ -16,7 +16,9 @@ from safetensors.torch import save_file
 from transformers import TrainingArguments
 
 from occvla_hf.modeling import OccVLAForPlanning
-from occvla_hf.training.trainer import LOSS_TERMS, OccVLADataCollator, OccVLATrainer
+from occvla_hf.modeling.loss import LOSS_TERMS
+from occvla_hf.training.collator import OccVLADataCollator
+from occvla_hf.training.trainer import OccVLATrainer
 from tests.conftest import StandInOccupancyVAE, tiny_config
 from tests.training.conftest import planning_sample
 

@@ -30,9 +30,9 @@ from occvla_hf.evaluation.baselines import constant_velocity_trajectories, has_v
 from occvla_hf.modeling import OccVLAForPlanning
 from occvla_hf.modeling.occupancy_vae import OccupancyVAE
 from occvla_hf.processing import OccVLAProcessor, build_tokenizer, ego_status_statistics
-from occvla_hf.training.cli import load_recipe
+from occvla_hf.training.collator import OccVLADataCollator
 from occvla_hf.training.joint import JointDataset, build_model_and_processor, train_joint
-from occvla_hf.training.trainer import OccVLADataCollator
+from occvla_hf.training.recipe import load_recipe
 from tests.conftest import IMAGE_SIZE_PX, TINY_MODEL_CONFIG
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")

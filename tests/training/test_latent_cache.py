@@ -17,6 +17,8 @@ from occvla_hf.constants import OCC_GRID_SHAPE
 from occvla_hf.data.load import load_configs
 from occvla_hf.data.occ3d import decode_mask, decode_semantics
 from occvla_hf.modeling import OccupancyVAE, OccupancyVAEConfig, OccVLAForPlanning
+from occvla_hf.modeling.loss import loss_item_counts
+from occvla_hf.training.collator import OccVLADataCollator
 from occvla_hf.training.joint import JointDataset, train_joint
 from occvla_hf.training.latent_cache import (
     OccupancyLatentCache,
@@ -25,7 +27,6 @@ from occvla_hf.training.latent_cache import (
     open_occupancy_latent_cache,
     vae_fingerprint,
 )
-from occvla_hf.training.trainer import OccVLADataCollator, loss_item_counts
 from tests.conftest import make_batch, tiny_config
 from tests.training.conftest import planning_sample
 

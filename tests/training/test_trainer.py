@@ -1,5 +1,5 @@
 """OccVLATrainer: loss combination and logging, gradient accumulation, the occupancy ablation, checkpoints, LoRA,
-evaluation metrics, the collator, task-grouped batching, the model card and push_to_hub, and the TRL path."""
+evaluation metrics, task-grouped batching, the model card and push_to_hub, and the TRL path with our collator."""
 
 from __future__ import annotations
 
@@ -23,21 +23,15 @@ from safetensors.torch import load_file
 from transformers import EvalPrediction, TrainerCallback, TrainingArguments
 
 from occvla_hf.modeling import OccVLAForPlanning
-from occvla_hf.processing import OccVLAProcessor
-from occvla_hf.training.joint import apply_lora, build_model_and_processor
+from occvla_hf.modeling.loss import LOSS_TERMS, loss_item_counts
+from occvla_hf.training.collator import OccVLADataCollator
+from occvla_hf.training.joint import apply_lora
+from occvla_hf.training.metrics import planning_l2_metrics
 from occvla_hf.training.model_card import ModelCardInfo
-from occvla_hf.training.trainer import (
-    LOSS_TERMS,
-    OccupancyWeightSchedule,
-    OccVLADataCollator,
-    OccVLATrainer,
-    TaskGroupedSampler,
-    loss_item_counts,
-    planning_l2_metrics,
-)
-from tests.conftest import TINY_GRID, StandInOccupancyVAE, tiny_config
-from tests.conftest import TINY_MODEL_CONFIG
-from tests.training.conftest import planning_sample
+from occvla_hf.training.trainer import OccVLATrainer
+from occvla_hf.training.weight_schedule import OccupancyWeightSchedule
+from tests.conftest import StandInOccupancyVAE, tiny_config
+from tests.training.conftest import dataset_rows, planning_sample, row_model_and_processor
 from tests.training.ddp_worker import one_step
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -70,15 +64,6 @@ def tiny_model(seed: int = 0) -> OccVLAForPlanning:
     model = OccVLAForPlanning(tiny_config(occupancy_voxel_loss_weight=0.5))
     model.set_occupancy_vae(vae)
     return model
-
-
-def row_model_and_processor() -> tuple[OccVLAForPlanning, OccVLAProcessor]:
-    """A tiny 6-view model and its processor (package tokenizer) for tests that feed dataset rows."""
-    torch.manual_seed(0)
-    section = {"config": {**TINY_MODEL_CONFIG, "num_occupancy_queries_hw": [2, 2], "occupancy_latent_shape": [4, 8, 8]}}
-    model, processor, _ = build_model_and_processor(section)
-    model.set_occupancy_vae(StandInOccupancyVAE())
-    return model, processor
 
 
 def training_args(output_dir: Path, **overrides: Any) -> TrainingArguments:
@@ -122,39 +107,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> OccVLATrainer:
 
 
 # ----------------------------------------------------------------------------------------- loss and logging
-
-
-def test_occupancy_weight_schedule_is_piecewise_linear():
-    warm_up = OccupancyWeightSchedule(start_factor=0.0, ramp_steps=4)
-    assert [warm_up(step) for step in (0, 1, 2, 4, 10)] == [0.0, 0.25, 0.5, 1.0, 1.0]
-    warm_down = OccupancyWeightSchedule(end_factor=0.2, start_step=10, ramp_steps=8)
-    assert [warm_down(step) for step in (0, 10, 14, 18, 30)] == pytest.approx([1.0, 1.0, 0.6, 0.2, 0.2])
-    assert OccupancyWeightSchedule()(123) == 1.0
-    with pytest.raises(ValueError, match="ramp_steps"):
-        OccupancyWeightSchedule(ramp_steps=-1)
-
-
-def test_loss_item_counts_count_the_items_each_term_averages_over():
-    batch = {
-        "labels": torch.tensor([[-100, -100, 5, 6, 1], [-100, 7, 1, -100, -100]]),  # position 0 is never predicted
-        "trajectory": torch.zeros(2, 6, 2),
-        "trajectory_mask": torch.tensor([[True] * 6, [True] * 4 + [False] * 2]),
-        "occupancy": torch.zeros(2, 3, 3, 2, dtype=torch.uint8),
-        "occupancy_mask": torch.tensor([True, False]).repeat(18).view(2, 3, 3, 2),
-    }
-    assert loss_item_counts(batch) == {
-        "lm_loss": 5,
-        "trajectory_loss": 10,
-        "occupancy_latent_loss": 2,
-        "occupancy_voxel_loss": 18,
-    }
-    without_masks = {"trajectory": torch.zeros(3, 6, 2), "occupancy": torch.zeros(3, 2, 2, 2, dtype=torch.uint8)}
-    assert loss_item_counts(without_masks) == {
-        "lm_loss": 0,
-        "trajectory_loss": 18,
-        "occupancy_latent_loss": 3,
-        "occupancy_voxel_loss": 24,
-    }
 
 
 def _mean(entries: list[dict[str, float]], key: str) -> float:
@@ -393,23 +345,6 @@ def test_lora_trains_the_cross_attention_occupancy_module_fully():
 # ---------------------------------------------------------------------------------------------- evaluation
 
 
-def test_planning_l2_metrics_read_each_protocol_over_valid_steps():
-    predicted = np.zeros((2, 6, 2))
-    targets = np.zeros((2, 6, 3))
-    targets[..., 2] = 1.0
-    targets[0, :, 0] = [1, 2, 3, 4, 5, 6]  # sample 0: errors 1..6 m
-    targets[1, :, 1] = [3, 3, 3, 3, 3, 3]  # sample 1: errors 3 m ...
-    targets[1, 5, 2] = 0.0  # ... and its last step is invalid
-    metrics = planning_l2_metrics(EvalPrediction(predictions=predicted, label_ids=targets))
-    per_step = [2.0, 2.5, 3.0, 3.5, 4.0, 6.0]
-    assert metrics["uniad_l2_1s_m"] == pytest.approx(per_step[1])
-    assert metrics["uniad_l2_3s_m"] == pytest.approx(per_step[5])
-    assert metrics["stp3_l2_2s_m"] == pytest.approx(np.mean(per_step[:4]))
-    assert metrics["stp3_l2_avg_m"] == pytest.approx(np.mean([np.mean(per_step[:n]) for n in (2, 4, 6)]))
-    with pytest.raises(ValueError, match="label_ids"):
-        planning_l2_metrics(EvalPrediction(predictions=predicted, label_ids=targets[..., :2]))
-
-
 def test_evaluation_reports_l2_and_loss_terms_and_keeps_the_best_checkpoint(tmp_path):
     model = tiny_model()
     samples = [planning_sample(model.config, index) for index in range(8)]
@@ -450,98 +385,10 @@ def test_evaluation_reports_l2_and_loss_terms_and_keeps_the_best_checkpoint(tmp_
     assert final["eval_stp3_l2_avg_m"] == pytest.approx(expected["stp3_l2_avg_m"], rel=1e-5)
 
 
-# ------------------------------------------------------------------------------------------------- collator
-
-
-def test_collator_pads_processed_samples_on_the_right_and_stacks_targets():
-    config = tiny_config()
-    short, long = planning_sample(config, 0), planning_sample(config, 2, answer_length=4)
-    batch = OccVLADataCollator(pad_token_id=0)([short, {key: value[None] for key, value in long.items()}])
-    length = long["input_ids"].shape[0]
-    pad = length - short["input_ids"].shape[0]
-    assert pad > 0 and batch["input_ids"].shape == (2, length)
-    assert batch["input_ids"][0, -pad:].tolist() == [0] * pad
-    assert batch["attention_mask"][0, -pad:].tolist() == [0] * pad
-    assert batch["labels"][0, -pad:].tolist() == [-100] * pad
-    assert batch["token_type_ids"][0, -pad:].tolist() == [0] * pad
-    torch.testing.assert_close(batch["input_ids"][1], long["input_ids"])
-    assert batch["pixel_values"].shape == (2, *short["pixel_values"].shape)
-    assert batch["occupancy"].shape == (2, *TINY_GRID) and batch["occupancy"].dtype == torch.uint8
-    assert batch["trajectory_mask"].dtype == torch.bool
-    padded = OccVLADataCollator(pad_token_id=0, pad_to_multiple_of=16)([short, long])
-    assert padded["input_ids"].shape[1] % 16 == 0
-
-
-def test_collator_drops_occupancy_unless_every_sample_has_it_and_rejects_partial_inputs():
-    config = tiny_config()
-    with_occupancy, without = planning_sample(config, 0), planning_sample(config, 1)
-    del without["occupancy"], without["occupancy_mask"]
-    batch = OccVLADataCollator(pad_token_id=0)([with_occupancy, without])
-    assert "occupancy" not in batch and "occupancy_mask" not in batch
-    assert "trajectory" in batch
-    del without["ego_status"]
-    with pytest.raises(ValueError, match="ego_status"):
-        OccVLADataCollator(pad_token_id=0)([with_occupancy, without])
-    with pytest.raises(ValueError, match="pad_token_id"):
-        OccVLADataCollator()([with_occupancy])
-
-
-def _rows(count: int, task: str) -> list[dict[str, Any]]:
-    rng = np.random.default_rng(0)
-    rows = []
-    for index in range(count):
-        row: dict[str, Any] = {"images": [rng.integers(0, 255, (20, 24, 3), dtype=np.uint8) for _ in range(6)]}
-        if task == "qa":
-            row.update(question="Are there any cars?", answer="yes")
-        else:
-            row.update(
-                ego_status=rng.normal(size=6).astype(np.float32),
-                ego_status_valid=[True] * 6,
-                trajectory=rng.normal(size=(6, 2)).astype(np.float32),
-                trajectory_mask=[True] * 6,
-                meta_action="keep, straight",
-                semantics=rng.integers(0, 18, TINY_GRID, dtype=np.uint8),
-                mask_camera=rng.random(TINY_GRID) < 0.5,
-            )
-        rows.append(row)
-    return rows
-
-
-def test_collator_runs_dataset_rows_through_the_processor():
-    _, processor = row_model_and_processor()
-    planning = _rows(2, "planning")
-    batch = OccVLADataCollator(processor)(planning)
-    expected = processor.from_rows(planning, task="planning", training=True)
-    assert set(batch) == set(expected)
-    for key, value in expected.items():
-        torch.testing.assert_close(batch[key], value)
-    ablation = OccVLADataCollator(processor, occupancy_supervision=False)(planning)
-    assert "occupancy" not in ablation and "occupancy_mask" not in ablation
-    qa = OccVLADataCollator(processor)(_rows(2, "qa"))
-    assert "trajectory" not in qa and (qa["labels"] != -100).any()
-    with pytest.raises(ValueError, match="mixes the tasks"):
-        OccVLADataCollator(processor)(_rows(1, "qa") + _rows(1, "planning"))
-    with pytest.raises(ValueError, match="remove_unused_columns"):
-        OccVLADataCollator(processor)([{"images": planning[0]["images"]}])
-
-
-def test_task_grouped_sampler_cuts_single_task_batches_deterministically():
-    tasks = ["planning"] * 7 + ["qa"] * 5
-    sampler = TaskGroupedSampler(tasks, batch_size=3, seed=4)
-    order = list(sampler)
-    assert len(order) == len(sampler) == 9 + 6  # each task filled up to a multiple of the batch size
-    batches = [order[k : k + 3] for k in range(0, len(order), 3)]
-    assert all(len({tasks[i] for i in batch}) == 1 for batch in batches)
-    assert set(order) == set(range(12))
-    assert list(sampler) == order
-    sampler.set_epoch(1)
-    assert list(sampler) != order
-
-
 def test_trainer_batches_a_dataset_with_tasks_by_task(tmp_path):
     class TwoTasks(torch.utils.data.Dataset):
         def __init__(self) -> None:
-            self.rows = _rows(3, "planning") + _rows(5, "qa")
+            self.rows = dataset_rows(3, "planning") + dataset_rows(5, "qa")
             self.tasks = ["planning"] * 3 + ["qa"] * 5
 
         def __len__(self) -> int:
@@ -622,7 +469,7 @@ def test_trl_sft_trainer_trains_qa_rows_with_our_collator_on_the_model_lm_loss(t
 
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
     model, processor = row_model_and_processor()
-    rows = _rows(8, "qa")
+    rows = dataset_rows(8, "qa")
     for index, row in enumerate(rows):
         row["answer"] = "yes" if index % 2 else "no"
         row["images"] = [PIL.Image.fromarray(image) for image in row["images"]]  # an Image feature, as in the Hub data

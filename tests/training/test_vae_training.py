@@ -17,7 +17,7 @@ from occvla_hf.data.occ3d import encode_mask, encode_semantics
 from occvla_hf.evaluation.occupancy import OccupancyMetricAccumulator
 from occvla_hf.modeling.configuration_occupancy_vae import OccupancyVAEConfig
 from occvla_hf.modeling.occupancy_vae import OccupancyVAE
-from occvla_hf.training.cli import apply_overrides, load_recipe
+from occvla_hf.training.recipe import apply_overrides, load_recipe
 from occvla_hf.training.vae import (
     METRICS_FILE,
     class_voxel_counts,
