@@ -17,6 +17,14 @@ import math
 from .recipe import TRAINING_STAGES, load_recipe, parse_recipe, run_recipe
 
 
+def printable_metrics(metrics: dict[str, float | None]) -> dict[str, float | None]:
+    """Metrics rounded to 4 digits for the log line; NaN and missing values (e.g. an eval metric over too few
+    samples) print as null."""
+    return {
+        name: None if value is None or math.isnan(value) else round(value, 4) for name, value in metrics.items()
+    }
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds `occvla-hf train`."""
     parser = subparsers.add_parser(
@@ -43,8 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         except (ValueError, TypeError, FileNotFoundError) as error:
             parser.error(str(error))
         result = run_recipe(recipe)
-        metrics = {name: None if math.isnan(value) else round(value, 4) for name, value in result.metrics.items()}
-        print(f"{recipe.stage}: checkpoint in {result.output_dir}\nmetrics: {json.dumps(metrics)}")
+        print(f"{recipe.stage}: checkpoint in {result.output_dir}\nmetrics: {json.dumps(printable_metrics(result.metrics))}")
         return 0
 
     parser.set_defaults(func=run)
