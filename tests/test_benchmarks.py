@@ -5,8 +5,11 @@ from __future__ import annotations
 import sys
 
 import pytest
+import torch
 
 from benchmarks import bench_inference, bench_training
+from occvla_hf.experiments.ablation_scale import SCALE_RECIPE, SCALE_VAE_RECIPE
+from occvla_hf.training.cli import load_recipe
 
 
 def run_main(module, argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> list[str]:
@@ -25,8 +28,32 @@ def test_bench_inference_tiny_prints_every_row(monkeypatch, capsys) -> None:
     ]  # fmt: skip
 
 
-def test_bench_training_tiny_prints_both_checkpointing_modes(monkeypatch, capsys) -> None:
-    argv = ["--tiny", "--device", "cpu", "--dtype", "fp32", "--batch", "1", "--warmup", "0", "--repeats", "1"]
+@pytest.mark.parametrize("shape_args, dtype", [(["--tiny"], "fp32"), (["--shape", "tiny"], "bf16-autocast")])
+def test_bench_training_tiny_prints_every_mode_and_checkpointing_setting(
+    shape_args, dtype, monkeypatch, capsys
+) -> None:
+    argv = [*shape_args, "--device", "cpu", "--dtype", dtype, "--batch", "1", "--warmup", "0", "--repeats", "1"]
     rows = run_main(bench_training, argv, monkeypatch, capsys)
-    modes = [row.split(" | ")[:2] for row in rows[1:]]
-    assert modes == [["| off", "no"], ["| off", "yes"], ["| on", "no"], ["| on", "yes"]]
+    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[1:]]
+    assert [row[:2] for row in cells] == [
+        [checkpointing, mode] for checkpointing in ("off", "on") for mode in ("none", "grids", "latents")
+    ]
+    assert all(len(row) == 8 and row[4] == "n/a" for row in cells)  # GPU busy: CUDA only
+
+
+def test_bench_training_scale_shape_is_the_scale_recipe_model() -> None:
+    recipe = load_recipe(bench_training.REPO_ROOT / SCALE_RECIPE)["model"]["config"]
+    vae = load_recipe(bench_training.REPO_ROOT / SCALE_VAE_RECIPE)["model"]
+    model = bench_training.build_shape("scale", None, torch.device("cpu"))
+    config = model.config
+    assert config.vision_config.num_hidden_layers == recipe["vision_config"]["num_hidden_layers"]
+    assert config.text_config.num_hidden_layers == recipe["text_config"]["num_hidden_layers"]
+    assert config.text_config.hidden_size == recipe["text_config"]["hidden_size"]
+    assert list(config.num_occupancy_queries_hw) == recipe["num_occupancy_queries_hw"]
+    vision = recipe["vision_config"]
+    assert config.image_seq_length == (vision["image_size"] // vision["patch_size"]) ** 2
+    assert tuple(model.occupancy_vae.config.block_channels) == tuple(vae["block_channels"])
+    assert tuple(config.occupancy_latent_shape) == tuple(model.occupancy_vae.config.latent_shape)
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert 30e6 <= trained <= 100e6  # the at-scale experiment's parameter range
+    assert bench_training.step_flops(model, 1, True) > bench_training.step_flops(model, 1, False)
