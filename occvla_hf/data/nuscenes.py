@@ -42,7 +42,14 @@ from nuscenes.can_bus.can_bus_api import NuScenesCanBus
 from nuscenes.nuscenes import NuScenes
 from nuscenes.utils.splits import create_splits_scenes
 
-from occvla_hf.constants import CAMERA_NAMES, EGO_STATUS_FEATURES, LIDAR_CHANNEL, NUM_PAST_WAYPOINTS, NUM_WAYPOINTS
+from occvla_hf.constants import (
+    CAMERA_NAMES,
+    EGO_STATUS_FEATURES,
+    LIDAR_CHANNEL,
+    NUM_BOX_STEPS,
+    NUM_PAST_WAYPOINTS,
+    NUM_WAYPOINTS,
+)
 from occvla_hf.data.geometry import (
     boxes_in_frame,
     ego_kinematics,
@@ -58,8 +65,6 @@ VERSION_SPLITS: dict[str, tuple[str, ...]] = {
     "v1.0-trainval": ("train", "val"),
     "v1.0-test": ("test",),
 }
-# Agent boxes are stored at t = 0 (the keyframe) and at each future waypoint.
-NUM_BOX_STEPS: int = NUM_WAYPOINTS + 1
 _STEERING_INDEX = EGO_STATUS_FEATURES.index("steering")
 _CAN_BUS_SCENE_NAME = re.compile(r"^scene-\d{4}$")
 
