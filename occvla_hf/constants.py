@@ -14,6 +14,9 @@ CAMERA_NAMES: tuple[str, ...] = (
     "CAM_BACK_LEFT",
     "CAM_BACK_RIGHT",
 )
+# Yaw of each camera's optical axis in the ego frame (degrees, counter-clockwise from x forward), in CAMERA_NAMES
+# order: the nuScenes rig (front cameras about 70 degrees wide, the back camera about 110).
+CAMERA_YAWS_DEG: tuple[float, ...] = (0.0, -55.0, 55.0, 180.0, 110.0, -110.0)
 # The cameras as they sit on the car seen from above (plots' mosaics): front row, back row, each left to right.
 CAMERA_ROWS: tuple[tuple[str, str, str], tuple[str, str, str]] = (
     ("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"),
@@ -60,6 +63,8 @@ OCC_GROUND_LAYER: int = 0
 # Planning: six future waypoints at 2 Hz (3 s), ego frame (x forward, y left), metres.
 NUM_WAYPOINTS: int = 6
 WAYPOINT_STEP_S: float = 0.5
+# Agent boxes are stored at t = 0 (the keyframe) and at each future waypoint.
+NUM_BOX_STEPS: int = NUM_WAYPOINTS + 1
 
 # Ego-status features in the order the processor and the datasets store them.
 EGO_STATUS_FEATURES: tuple[str, ...] = ("vx", "vy", "ax", "ay", "yaw_rate", "steering")
@@ -69,6 +74,9 @@ EGO_VELOCITY_FEATURES: tuple[str, str] = ("vx", "vy")
 # Meta-action vocabulary: speed x path.
 SPEED_ACTIONS: tuple[str, ...] = ("stop", "decelerate", "keep", "accelerate")
 PATH_ACTIONS: tuple[str, ...] = ("straight", "left turn", "right turn", "left lane change", "right lane change")
+
+# States of a traffic light facing the ego (the sim's signals: green, then amber, then red).
+TRAFFIC_LIGHT_STATES: tuple[str, ...] = ("green", "amber", "red")
 
 # nuScenes-QA question types and hop counts.
 QA_QUESTION_TYPES: tuple[str, ...] = ("exist", "count", "object", "status", "comparison")

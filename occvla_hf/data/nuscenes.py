@@ -42,7 +42,14 @@ from nuscenes.can_bus.can_bus_api import NuScenesCanBus
 from nuscenes.nuscenes import NuScenes
 from nuscenes.utils.splits import create_splits_scenes
 
-from occvla_hf.constants import CAMERA_NAMES, EGO_STATUS_FEATURES, LIDAR_CHANNEL, NUM_PAST_WAYPOINTS, NUM_WAYPOINTS
+from occvla_hf.constants import (
+    CAMERA_NAMES,
+    EGO_STATUS_FEATURES,
+    LIDAR_CHANNEL,
+    NUM_BOX_STEPS,
+    NUM_PAST_WAYPOINTS,
+    NUM_WAYPOINTS,
+)
 from occvla_hf.data.geometry import (
     boxes_in_frame,
     ego_kinematics,

@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from occvla_hf.constants import CAMERA_NAMES
+from occvla_hf.constants import CAMERA_NAMES, CAMERA_YAWS_DEG
 from occvla_hf.sim.config import BASE_IMAGE_HEIGHT_PX, BASE_IMAGE_WIDTH_PX
 
 MAX_GROUND_RANGE_M: float = 400.0
@@ -27,21 +27,23 @@ class CameraSpec:
     focal_px: float
 
 
-# One spec per camera, in `CAMERA_NAMES` order.
-CAMERA_SPECS: dict[str, CameraSpec] = dict(
-    zip(
+# One spec per camera, in `CAMERA_NAMES` order: (translation, focal length) beside the shared camera yaws.
+CAMERA_SPECS: dict[str, CameraSpec] = {
+    name: CameraSpec(yaw_deg, translation_m, focal_px)
+    for name, yaw_deg, (translation_m, focal_px) in zip(
         CAMERA_NAMES,
+        CAMERA_YAWS_DEG,
         (
-            CameraSpec(0.0, (1.70, 0.02, 1.51), 1266.4),  # front
-            CameraSpec(-55.0, (1.55, -0.49, 1.50), 1260.8),  # front right
-            CameraSpec(55.0, (1.52, 0.49, 1.51), 1257.9),  # front left
-            CameraSpec(180.0, (0.03, 0.0, 1.57), 809.2),  # back
-            CameraSpec(110.0, (1.04, 0.48, 1.56), 1256.7),  # back left
-            CameraSpec(-110.0, (1.03, -0.48, 1.59), 1259.5),  # back right
+            ((1.70, 0.02, 1.51), 1266.4),  # front
+            ((1.55, -0.49, 1.50), 1260.8),  # front right
+            ((1.52, 0.49, 1.51), 1257.9),  # front left
+            ((0.03, 0.0, 1.57), 809.2),  # back
+            ((1.04, 0.48, 1.56), 1256.7),  # back left
+            ((1.03, -0.48, 1.59), 1259.5),  # back right
         ),
         strict=True,
     )
-)
+}
 
 LIDAR_TRANSLATION_M: tuple[float, float, float] = (0.94, 0.0, 1.84)
 LIDAR_YAW: float = -np.pi / 2  # nuScenes LIDAR_TOP: x to the right, y forward
