@@ -19,8 +19,16 @@ quiet='it/s\]|s/it\]|examples/s\]|chunk/s\]|ba/s\]|batch/s\]|s/batch\]|scene/s\]
 } > "$OUT/device.txt" 2>&1
 case "$phase" in
   prepare)
-    timeout "$limit_s" python3 -m occvla_hf.experiments.ablation_scale prepare --sim .scale_sim --generate \
-      --workers "$(nproc)" --out .scale_data 2>&1 | grep -v -E "$quiet" | tee "$OUT/prepare.log"
+    # Generation first (skipped once complete), then the build, which resumes from its chunk cache when called again.
+    timeout "$limit_s" bash -c "
+      if [ ! -f .scale_sim/.generated ]; then
+        rm -rf .scale_sim &&
+        python3 -m occvla_hf.cli sim --preset scale --out .scale_sim/train --workers $(nproc) &&
+        python3 -m occvla_hf.cli sim --preset scale_heldout --out .scale_sim/eval --workers $(nproc) &&
+        touch .scale_sim/.generated
+      fi &&
+      python3 -m occvla_hf.experiments.ablation_scale prepare --sim .scale_sim --out .scale_data
+    " 2>&1 | grep -v -E "$quiet" | tee "$OUT/prepare.log"
     du -sh .scale_sim .scale_data >> "$OUT/prepare.log"
     ;;
   vae)

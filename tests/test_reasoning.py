@@ -17,7 +17,7 @@ from occvla_hf.constants import (
     TRAFFIC_LIGHT_STATES,
     WAYPOINT_STEP_S,
 )
-from occvla_hf.data.hub import load_saved
+from occvla_hf.data.load import load_configs
 from occvla_hf.meta_action import PATH_ACTIONS, meta_action_from_trajectory
 from occvla_hf.reasoning import (
     MAX_CRITICAL_OBJECTS,
@@ -380,7 +380,7 @@ def test_bad_traffic_lights_raise(make, message: str) -> None:
 
 
 def test_every_sim_row_gets_a_reasoning_text(training_data_dir: Path) -> None:
-    planning = load_saved(training_data_dir)["planning"]
+    planning = load_configs(training_data_dir)["planning"]
     count = 0
     for split in planning.values():
         for row, numpy_row in zip(split, split.with_format("numpy"), strict=True):

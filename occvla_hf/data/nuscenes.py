@@ -57,7 +57,6 @@ from occvla_hf.data.geometry import (
     positions_in_frame,
     sensor_to_keyframe_ego,
 )
-from occvla_hf.data.schema import NUM_BOX_STEPS
 from occvla_hf.meta_action import meta_action_from_trajectory
 
 # Official splits built for each nuScenes version (names as `create_splits_scenes` returns them).

@@ -34,14 +34,12 @@ from occvla_hf.constants import (
     CAMERA_NAMES,
     DATASET_CONFIG_NAMES,
     EGO_STATUS_FEATURES,
+    NUM_BOX_STEPS,
     NUM_PAST_WAYPOINTS,
     NUM_WAYPOINTS,
     QA_QUESTION_TYPES,
 )
 from occvla_hf.data.occ3d import OCC_ARRAY_NAMES, decode_occupancy
-
-# Agent boxes are stored at t = 0 (the keyframe) and at each future waypoint.
-NUM_BOX_STEPS: int = NUM_WAYPOINTS + 1
 
 def config_features(config: str) -> Features:
     """Explicit `Features` of a config (column order = row format order)."""
@@ -123,7 +121,6 @@ def config_columns(config: str) -> tuple[str, ...]:
 
 __all__ = [
     "FIELD_DESCRIPTIONS",
-    "NUM_BOX_STEPS",
     "agent_boxes_arrays",
     "config_columns",
     "config_features",
