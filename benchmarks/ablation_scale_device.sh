@@ -4,7 +4,7 @@
 # ignored folders of the checkout (.scale_sim, .scale_data, .scale_runs), which a warm machine keeps between calls:
 #   bash benchmarks/ablation_scale_device.sh prepare [TIME_LIMIT_S]   # generate the scale presets on every core, build
 #   bash benchmarks/ablation_scale_device.sh vae [TIME_LIMIT_S]       # stage 1, the latent cache, the step benchmark
-#   [VARIANTS="occ no_occ"] [SEEDS="0"] [STEPS=N] bash benchmarks/ablation_scale_device.sh train [TIME_LIMIT_S]
+#   [VARIANTS="occ no_occ"] [SEEDS="0"] [STEPS=N] [JOINT_OVERRIDES="--a.b v"] bash benchmarks/ablation_scale_device.sh train [TIME_LIMIT_S]
 # Each phase writes its log and results under $OUT (results.tar.gz for the per-run JSON reports).
 set -u
 phase=${1:?phase: prepare | vae | train}
@@ -35,19 +35,21 @@ case "$phase" in
     timeout "$limit_s" bash -c "
       python3 -m occvla_hf.cli train vae --config configs/scale_vae.yaml --training.output_dir .scale_runs/vae \
         --dataset .scale_data/train/arrow/occupancy &&
-      python3 -m occvla_hf.training.latent_cache .scale_data/train/arrow/occupancy .scale_runs/vae .scale_runs/latents \
-        --split train --device cuda &&
-      python3 -m benchmarks.bench_training --shape scale --device cuda --batch 64 --compile --no-checkpointing-rows
+      python3 -m occvla_hf.training.latent_cache .scale_data/train .scale_runs/vae .scale_runs/latents \
+        --split train val --device cuda &&
+      python3 -m benchmarks.bench_training --shape scale --device cuda --dtype bf16-autocast --batch 64 \
+        --no-checkpointing-rows --warmup 2 --repeats 5
     " 2>&1 | grep -v -E "$quiet" | tee "$OUT/vae.log"
     cp .scale_runs/vae/reconstruction_metrics.json "$OUT/" 2>/dev/null
     tar czf "$OUT/vae.tar.gz" --exclude='checkpoint-*' -C .scale_runs vae 2>/dev/null
     ;;
   train)
     steps=${STEPS:-1500}
+    extra=${JOINT_OVERRIDES:-}
     timeout "$limit_s" python3 -m occvla_hf.experiments.ablation_scale run --data .scale_data --vae .scale_runs/vae \
       --variants ${VARIANTS:-occ no_occ} --seeds ${SEEDS:-0} --parallel 2 --runs .scale_runs --out .scale_runs/results \
       --latency-repeats 20 \
-      --joint-overrides "--occupancy_latent_cache .scale_runs/latents --training.max_steps $steps" \
+      --joint-overrides "--occupancy_latent_cache .scale_runs/latents --training.max_steps $steps $extra" \
       2>&1 | grep -v -E "$quiet" | tee "$OUT/train.log"
     tar czf "$OUT/results.tar.gz" -C .scale_runs results
     ;;
