@@ -21,11 +21,10 @@ case "$phase" in
   prepare)
     # Generation first (skipped once complete), then the build, which resumes from its chunk cache when called again.
     timeout "$limit_s" bash -c "
-      if [ ! -f .scale_sim/.generated ]; then
+      if [ ! -f .scale_sim/eval/v1.0-trainval/sample.json ]; then
         rm -rf .scale_sim &&
         python3 -m occvla_hf.cli sim --preset scale --out .scale_sim/train --workers $(nproc) &&
-        python3 -m occvla_hf.cli sim --preset scale_heldout --out .scale_sim/eval --workers $(nproc) &&
-        touch .scale_sim/.generated
+        python3 -m occvla_hf.cli sim --preset scale_heldout --out .scale_sim/eval --workers $(nproc)
       fi &&
       python3 -m occvla_hf.experiments.ablation_scale prepare --sim .scale_sim --out .scale_data
     " 2>&1 | grep -v -E "$quiet" | tee "$OUT/prepare.log"

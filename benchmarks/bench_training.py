@@ -265,8 +265,21 @@ def _profile(step: Callable[[], None], device: torch.device, steps: int) -> torc
 def _kernel_ms(profiler: torch.profiler.profile) -> float:
     """Summed duration of the profiled CUDA kernels in ms (copies, memsets and GPU-side range annotations, which
     span idle gaps, are not kernels)."""
-    kernels = (event for event in profiler.events() if event.activity_type == "kernel")
+    kernels = (event for event in profiler.events() if _is_kernel(event))
     return sum(event.time_range.elapsed_us() for event in kernels) / 1000.0
+
+
+def _is_kernel(event: object) -> bool:
+    """A CUDA kernel event: `activity_type == "kernel"` (torch >= 2.12), else a CUDA-side event that is neither a
+    user annotation nor a copy or memset (torch 2.11 has no `activity_type`)."""
+    kind = getattr(event, "activity_type", None)
+    if kind is not None:
+        return kind == "kernel"
+    return (
+        event.device_type == torch.autograd.DeviceType.CUDA
+        and not getattr(event, "is_user_annotation", False)
+        and not event.name.startswith(("Memcpy", "Memset"))
+    )
 
 
 def _device_name(device: torch.device) -> str:
