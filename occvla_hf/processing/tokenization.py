@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from ..constants import IMAGE_TOKEN, TRAJ_TOKEN
+from ..constants import IMAGE_TOKEN, NUSCENES_QA_ANSWERS, QA_OBJECTS, QA_RELATIONS, QA_STATUSES, TRAJ_TOKEN
 from ..meta_action import all_meta_actions
 from .prompts import DEFAULT_PLANNING_PROMPT, DEFAULT_QA_PROMPT
 
@@ -24,13 +24,8 @@ BOS_TOKEN: str = "<bos>"
 UNK_TOKEN: str = "<unk>"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD_TOKEN, EOS_TOKEN, BOS_TOKEN, UNK_TOKEN, IMAGE_TOKEN, TRAJ_TOKEN)
 
-# nuScenes-QA vocabulary (object categories, statuses, relations) and question shapes, used as training text only.
-_QA_OBJECTS: tuple[str, ...] = (
-    "car", "truck", "construction vehicle", "bus", "trailer", "barrier", "motorcycle", "bicycle", "pedestrian",
-    "traffic cone",
-)  # fmt: skip
-_QA_STATUSES: tuple[str, ...] = ("moving", "stopped", "parked", "standing", "with rider", "without rider")
-_QA_RELATIONS: tuple[str, ...] = ("front", "back", "front left", "front right", "back left", "back right")
+# nuScenes-QA question shapes, filled with the vocabulary of `constants` (objects, statuses, relations): training
+# text only.
 _QA_QUESTION_SHAPES: tuple[str, ...] = (
     "Are there any {status} {object}s?",
     "Is there a {object} to the {relation} of me?",
@@ -45,7 +40,6 @@ _QA_QUESTION_SHAPES: tuple[str, ...] = (
     "Are there the same number of {object}s and {status} {object}s?",
     "Does the {object} to the {relation} of me have the same status as the {object}?",
 )
-_QA_ANSWERS: tuple[str, ...] = ("yes", "no", *_QA_OBJECTS, *_QA_STATUSES, *(str(n) for n in range(11)))
 
 
 def _corpus() -> Iterator[str]:
@@ -54,14 +48,14 @@ def _corpus() -> Iterator[str]:
         yield f"{DEFAULT_PLANNING_PROMPT}\n{meta_action.to_text()}"
         yield meta_action.to_text()
     for index, shape in enumerate(_QA_QUESTION_SHAPES):
-        for offset in range(len(_QA_OBJECTS)):
+        for offset in range(len(QA_OBJECTS)):
             question = shape.format(
-                object=_QA_OBJECTS[(index + offset) % len(_QA_OBJECTS)],
-                status=_QA_STATUSES[(index + offset) % len(_QA_STATUSES)],
-                relation=_QA_RELATIONS[(index + offset) % len(_QA_RELATIONS)],
+                object=QA_OBJECTS[(index + offset) % len(QA_OBJECTS)],
+                status=QA_STATUSES[(index + offset) % len(QA_STATUSES)],
+                relation=QA_RELATIONS[(index + offset) % len(QA_RELATIONS)],
             )
             yield DEFAULT_QA_PROMPT.format(question=question)
-    yield from _QA_ANSWERS
+    yield from NUSCENES_QA_ANSWERS
     for centimetres in range(-2000, 6001, 7):  # waypoint coordinates as trajectory text writes them
         yield f"({centimetres / 100:.2f},{-centimetres / 200:.2f})"
     yield from (str(n) for n in range(1000))
