@@ -103,9 +103,13 @@ def test_joint_training_reduces_the_total_loss_and_each_term(joint_run):
     assert len(planning_steps) >= 8 and len(qa_steps) >= 30
     assert all("occupancy_latent_loss" in entry for entry in planning_steps)
     assert not any(name in entry for entry in qa_steps for name in OCCUPANCY_TERMS)
-    for key in ("loss", "lm_loss", "trajectory_loss", "occupancy_latent_loss"):
+    for key in ("loss", "lm_loss", "occupancy_latent_loss"):
         values = [entry[key] for entry in planning_steps]
         assert np.mean(values[-4:]) < np.mean(values[:4]), f"{key}: {values}"
+    # The new head starts as the constant-velocity planner, which these rows' futures nearly follow: its loss starts
+    # at a floor of ~1e-4 (smooth L1, metres) where a decrease over 60 steps is noise. It must stay there.
+    trajectory = [entry["trajectory_loss"] for entry in planning_steps]
+    assert max(trajectory) < 1e-2, trajectory
     qa_losses = [entry["loss"] for entry in qa_steps]
     assert np.mean(qa_losses[-4:]) < np.mean(qa_losses[:4])
     evaluations = [entry for entry in logs if "eval_loss" in entry]
