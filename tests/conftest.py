@@ -151,21 +151,26 @@ def training_data_dir(sim_dataroot: Path, tmp_path_factory: pytest.TempPathFacto
     return save_dataset(built, root / "data", version=SIM_VERSION, image_mode="path")
 
 
-@pytest.fixture(scope="session")
-def occupancy_vae_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny untrained VAE checkpoint over the Occ3D grid: latent (4, 25, 25)."""
-    torch.manual_seed(0)
-    config = OccupancyVAEConfig(
+def full_grid_vae_config(latent_type: str = "kl") -> OccupancyVAEConfig:
+    """A tiny VAE config over the Occ3D grid (200, 200, 16) with a (4, 25, 25) latent."""
+    return OccupancyVAEConfig(
         grid_shape=OCC_GRID_SHAPE,
         class_embedding_dim=1,
         block_channels=(4, 4, 4, 4),
         num_res_blocks=1,
         norm_num_groups=2,
         latent_channels=4,
-        latent_type="kl",
+        latent_type=latent_type,
+        codebook_size=32,
     )
+
+
+@pytest.fixture(scope="session")
+def occupancy_vae_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny untrained VAE checkpoint over the Occ3D grid: latent (4, 25, 25)."""
+    torch.manual_seed(0)
     path = tmp_path_factory.mktemp("occupancy_vae")
-    OccupancyVAE(config).save_pretrained(path)
+    OccupancyVAE(full_grid_vae_config("kl")).save_pretrained(path)
     return path
 
 

@@ -16,7 +16,7 @@ from datasets import Dataset
 from occvla_hf.constants import OCC_GRID_SHAPE
 from occvla_hf.data.load import load_configs
 from occvla_hf.data.occ3d import decode_mask, decode_semantics
-from occvla_hf.modeling import OccupancyVAE, OccupancyVAEConfig, OccVLAForPlanning
+from occvla_hf.modeling import OccupancyVAE, OccVLAForPlanning
 from occvla_hf.modeling.loss import loss_item_counts
 from occvla_hf.training.collator import OccVLADataCollator
 from occvla_hf.training.joint import JointDataset, train_joint
@@ -27,7 +27,7 @@ from occvla_hf.training.latent_cache import (
     open_occupancy_latent_cache,
     vae_fingerprint,
 )
-from tests.conftest import make_batch, tiny_config
+from tests.conftest import full_grid_vae_config, make_batch, tiny_config
 from tests.training.conftest import planning_sample
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -38,17 +38,7 @@ LATENT_SHAPE = (4, 25, 25)  # of the tiny full-grid VAEs below (and of `occupanc
 def full_grid_vae(latent_type: str, seed: int = 0) -> OccupancyVAE:
     """An untrained VAE over the Occ3D grid (200, 200, 16) with a (4, 25, 25) latent, frozen."""
     torch.manual_seed(seed)
-    config = OccupancyVAEConfig(
-        grid_shape=OCC_GRID_SHAPE,
-        class_embedding_dim=1,
-        block_channels=(4, 4, 4, 4),
-        num_res_blocks=1,
-        norm_num_groups=2,
-        latent_channels=4,
-        latent_type=latent_type,
-        codebook_size=32,
-    )
-    return OccupancyVAE(config).requires_grad_(False).eval()
+    return OccupancyVAE(full_grid_vae_config(latent_type)).requires_grad_(False).eval()
 
 
 @pytest.fixture(scope="module")
