@@ -36,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--on-missing-occ", default="skip", help="'skip' keyframes without labels.npz (counted) or 'error'"
     )
     nuscenes.add_argument("--scenes-per-chunk", type=int, default=50, help="scenes per resumable chunk")
+    nuscenes.add_argument("--num-proc", type=int, default=1, help="processes writing the chunks (same rows)")
     nuscenes.add_argument(
         "--can-bus", help="CAN bus expansion folder (default: <dataroot>/can_bus, else can_bus/ beside the dataroot)"
     )
@@ -72,6 +73,7 @@ def _build_nuscenes(args: argparse.Namespace) -> int:
         cache_dir=cache,
         can_bus=args.can_bus,
         require_steering=args.require_steering,
+        num_proc=args.num_proc,
     )
     save_dataset(datasets, out, version=args.version, image_mode=args.image_mode)
     if args.push:

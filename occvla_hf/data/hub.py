@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import math
+import multiprocessing
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -146,6 +147,7 @@ def build_dataset(
     cache_dir: str | os.PathLike | None = None,
     can_bus: str | os.PathLike | None = None,
     require_steering: bool = False,
+    num_proc: int = 1,
 ) -> dict[str, DatasetDict]:
     """Build the planning / qa / occupancy datasets of a nuScenes dataroot.
 
@@ -166,6 +168,7 @@ def build_dataset(
         cache_dir: where chunks are cached (default: the `datasets` cache).
         can_bus, require_steering: the CAN bus expansion folder and whether its absence is an error (see
             `NuScenesReader`; default: `<dataroot>/can_bus` or `can_bus/` beside the dataroot, else no steering).
+        num_proc: processes writing the chunks of a split (forked; the rows are identical to a one-process build).
 
     Returns:
         `{config: DatasetDict({split: Dataset})}` for the requested configs; a split with no row in a config (no
@@ -178,6 +181,8 @@ def build_dataset(
         raise ValueError(f"on_missing_occ: expected one of {ON_MISSING_OCC}, got {on_missing_occ!r}")
     if scenes_per_chunk < 1:
         raise ValueError(f"scenes_per_chunk: expected >= 1, got {scenes_per_chunk}")
+    if not isinstance(num_proc, int) or num_proc < 1:
+        raise ValueError(f"num_proc: expected an int >= 1, got {num_proc!r}")
     configs = _resolve_configs(configs, occ3d_root, qa_root)
     if occ3d_root is not None and not Path(occ3d_root).is_dir():
         raise FileNotFoundError(f"occ3d_root: {str(occ3d_root)!r} is not a directory")
@@ -212,7 +217,7 @@ def build_dataset(
             config_inputs["occ3d_root"] = str(sources.occ3d_root)
         splits_built = {}
         for split, scene_names in split_scenes.items():
-            dataset = _build_split(config, split, scene_names, keyframes, sources, config_inputs, cache_dir)
+            dataset = _build_split(config, split, scene_names, keyframes, sources, config_inputs, cache_dir, num_proc)
             if dataset is None:
                 logger.warning("%s/%s: no rows (no question or occupancy label for its keyframes)", config, split)
             else:
@@ -229,35 +234,64 @@ def _build_split(
     sources: _Sources,
     inputs: dict,
     cache_dir: str | os.PathLike | None,
+    num_proc: int = 1,
 ) -> Dataset | None:
-    """One config's split, generated (or reloaded from the cache) chunk by chunk; None if it has no row."""
-    chunks = [
-        chunk
+    """One config's split, generated (or reloaded from the cache) chunk by chunk; None if it has no row.
+
+    With `num_proc > 1` the chunks are first written by that many forked processes, each into its own cache entry
+    (the same one a sequential build writes); the chunks are then loaded from the cache in order, so the result is
+    identical to a sequential build.
+    """
+    jobs = [
+        (config, split, list(chunk), keyframes, sources, inputs, cache_dir)
         for chunk in _chunks(scene_names, inputs["scenes_per_chunk"])
         if any(_has_rows(config, token, sources) for scene in chunk for token in keyframes[scene])
     ]
-    parts = []
-    for chunk in tqdm(chunks, desc=f"{config}/{split}", unit="chunk", disable=are_progress_bars_disabled()):
-        chunk_keyframes = [(scene, token) for scene in chunk for token in keyframes[scene]]
-        labels = (
-            [occupancy_path(sources.occ3d_root, *pair) for pair in chunk_keyframes] if config == "occupancy" else []
-        )
-        parts.append(
-            Dataset.from_generator(
-                _generate_rows,
-                features=config_features(config),
-                cache_dir=None if cache_dir is None else str(cache_dir),
-                gen_kwargs={"config": config, "scene_names": list(chunk), "sources": sources},
-                split=split,
-                fingerprint=_fingerprint(
-                    **inputs, split=split, keyframes=chunk_keyframes, labels=_file_signature(labels)
-                ),
-                writer_batch_size=_WRITER_BATCH_SIZE,
-            )
-        )
+    progress = {"desc": f"{config}/{split}", "unit": "chunk", "disable": are_progress_bars_disabled()}
+    if num_proc > 1 and len(jobs) > 1:
+        _FORKED_JOBS[:] = jobs
+        with multiprocessing.get_context("fork").Pool(min(num_proc, len(jobs))) as pool:
+            for _ in tqdm(pool.imap_unordered(_write_forked_chunk, range(len(jobs))), total=len(jobs), **progress):
+                pass
+        _FORKED_JOBS.clear()
+        parts = [_chunk_dataset(*job) for job in jobs]
+    else:
+        parts = [_chunk_dataset(*job) for job in tqdm(jobs, **progress)]
     if not parts:
         return None
     return concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+
+
+def _chunk_dataset(
+    config: str,
+    split: str,
+    chunk: list[str],
+    keyframes: dict[str, list[str]],
+    sources: _Sources,
+    inputs: dict,
+    cache_dir: str | os.PathLike | None,
+) -> Dataset:
+    """The rows of one chunk of scenes, written to (or read from) its cache entry, fingerprinted by its inputs."""
+    chunk_keyframes = [(scene, token) for scene in chunk for token in keyframes[scene]]
+    labels = [occupancy_path(sources.occ3d_root, *pair) for pair in chunk_keyframes] if config == "occupancy" else []
+    return Dataset.from_generator(
+        _generate_rows,
+        features=config_features(config),
+        cache_dir=None if cache_dir is None else str(cache_dir),
+        gen_kwargs={"config": config, "scene_names": chunk, "sources": sources},
+        split=split,
+        fingerprint=_fingerprint(**inputs, split=split, keyframes=chunk_keyframes, labels=_file_signature(labels)),
+        writer_batch_size=_WRITER_BATCH_SIZE,
+    )
+
+
+# `_chunk_dataset` arguments of the chunks a forked pool writes (set before forking, so workers inherit the reader
+# instead of unpickling its tables).
+_FORKED_JOBS: list[tuple] = []
+
+
+def _write_forked_chunk(index: int) -> None:
+    _chunk_dataset(*_FORKED_JOBS[index])
 
 
 def _resolve_configs(

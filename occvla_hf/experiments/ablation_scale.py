@@ -133,6 +133,8 @@ def prepare(args: argparse.Namespace) -> None:
             qa_root=root / "nuscenes_qa",
             image_mode="path",
             cache_dir=out / "cache" / name,
+            scenes_per_chunk=args.scenes_per_chunk,
+            num_proc=args.workers,
         )
         _save(built, out / name, version)
         if name == TRAIN_DIR:
@@ -206,7 +208,10 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
     prepare_parser = commands.add_parser("prepare", help="generate and build the at-scale datasets")
     prepare_parser.add_argument("--sim", required=True, help="folder of the train/ and eval/ sim dataroots")
     prepare_parser.add_argument("--generate", action="store_true", help="generate them first (the scale presets)")
-    prepare_parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="sim processes")
+    prepare_parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="sim processes and dataset-building processes"
+    )
+    prepare_parser.add_argument("--scenes-per-chunk", type=int, default=10, help="scenes per dataset-building chunk")
     prepare_parser.add_argument("--overwrite", action="store_true", help="replace earlier generated dataroots")
     prepare_parser.add_argument("--version", default=None, help="nuScenes version (default: the presets')")
     prepare_parser.add_argument("--train-split", default="train", help="the split thinned in train_10pct/")

@@ -298,3 +298,16 @@ def test_package_exports_resolve_lazily_to_the_implementations():
     assert data.agent_boxes_arrays is agent_boxes_arrays and data.push_to_hub is push_to_hub
     with pytest.raises(AttributeError, match="no attribute 'missing'"):
         data.missing  # noqa: B018
+
+
+def test_parallel_build_gives_the_rows_of_a_sequential_build(sim_root: Path, tmp_path: Path):
+    """`num_proc` forks writers per chunk; the rows, their order and the features are those of one process."""
+    kwargs = {"occ3d_root": sim_root / "gts", "configs": ["planning", "occupancy"], "scenes_per_chunk": 1}
+    sequential = build_dataset(sim_root, VERSION, cache_dir=tmp_path / "one", **kwargs)
+    parallel = build_dataset(sim_root, VERSION, cache_dir=tmp_path / "two", num_proc=2, **kwargs)
+    for config, splits in sequential.items():
+        for split, rows in splits.items():
+            assert parallel[config][split].features == rows.features
+            assert parallel[config][split].to_dict() == rows.to_dict(), (config, split)
+    with pytest.raises(ValueError, match="num_proc"):
+        build_dataset(sim_root, VERSION, num_proc=0)
