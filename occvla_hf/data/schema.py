@@ -41,6 +41,7 @@ from occvla_hf.constants import (
 )
 from occvla_hf.data.occ3d import OCC_ARRAY_NAMES, decode_occupancy
 
+
 def config_features(config: str) -> Features:
     """Explicit `Features` of a config (column order = row format order)."""
     common = {
