@@ -329,8 +329,6 @@ class OccVLAProcessor(ProcessorMixin):
         """Reject image, `<traj>`, bos and eos tokens in free text: the processor places them, and a stray one
         shifts the image features or the trajectory readout."""
         for index, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"{field}[{index}]: expected a str, got {type(text)}")
             for token in (IMAGE_TOKEN, TRAJ_TOKEN, self.tokenizer.bos_token, self.tokenizer.eos_token):
                 if token in text:
                     raise ValueError(
