@@ -8,6 +8,7 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from ..constants import EGO_STATUS_FEATURES, NUM_OCC_CLASSES, NUM_WAYPOINTS, WAYPOINT_STEP_S
+from .configuration_occupancy_vae import OccupancyVAEConfig
 
 # Where the occupancy queries run: inside the LM sequence, or in a separate transformer reading the image states.
 OccupancyModule = Literal["lm_queries", "cross_attention"]
@@ -61,7 +62,8 @@ class OccVLAConfig(PreTrainedConfig):
             Whether the model has the occupancy queries and head; `False` only for inference exports made with
             `OccVLAForPlanning.without_occupancy_modules()`.
         occupancy_vae_config (`dict`, *optional*):
-            Config of the frozen occupancy VAE the model carries (set by `set_occupancy_vae`); `None` = no VAE.
+            Config of the frozen occupancy VAE the model carries, as `OccupancyVAEConfig.to_dict()` with its
+            `model_type` (set by `set_occupancy_vae`); `None` = no VAE.
         occupancy_latent_loss_weight (`float`, *optional*, defaults to 1.0):
             Weight of the latent regression loss (MSE to `vae.encode(occupancy)`).
         occupancy_voxel_loss_weight (`float`, *optional*, defaults to 0.0):
@@ -198,6 +200,12 @@ class OccVLAConfig(PreTrainedConfig):
             raise ValueError(
                 f"num_occupancy_queries_hw: {self.num_occupancy_queries_hw} must divide the latent height x width "
                 f"{height} x {width} of occupancy_latent_shape"
+            )
+        vae_config = self.occupancy_vae_config
+        if vae_config is not None and vae_config.get("model_type") != OccupancyVAEConfig.model_type:
+            raise ValueError(
+                f"occupancy_vae_config: expected a saved {OccupancyVAEConfig.__name__} (set_occupancy_vae records it; "
+                f"model_type {OccupancyVAEConfig.model_type!r}) or None, got {vae_config!r}"
             )
         if self.occupancy_module == "cross_attention":
             self._validate_occupancy_transformer()

@@ -25,6 +25,7 @@ from transformers.utils import logging
 from ..constants import EGO_STATUS_FEATURES, EGO_VELOCITY_FEATURES
 from .configuration_occupancy_vae import OccupancyVAEConfig
 from .configuration_occvla import OccVLAConfig
+from .loading import load_pretrained
 from .loss import IGNORE_INDEX, LOSS_TERMS, loss_item_counts, loss_weights, weighted_loss
 from .occupancy_transformer import OccupancyTransformer, hidden_states_request
 from .occupancy_vae import OccupancyVAE
@@ -924,7 +925,7 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         """
         from transformers import PaliGemmaForConditionalGeneration
 
-        base = PaliGemmaForConditionalGeneration.from_pretrained(pretrained_model_name_or_path, dtype=dtype)
+        base = load_pretrained(PaliGemmaForConditionalGeneration, pretrained_model_name_or_path, dtype=dtype)
         base_config = base.config
         base_vocab = base_config.text_config.vocab_size
         traj_token_id = config_kwargs.pop("traj_token_id", base_vocab)

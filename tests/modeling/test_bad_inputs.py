@@ -44,7 +44,7 @@ def test_config_field_types_are_checked(overrides: dict, field: str) -> None:
     ("overrides", "field"),
     [
         *[
-            (dict([(name, value)]), name)
+            ({name: value}, name)
             for name in (
                 "trajectory_step_scale_m",
                 "waypoint_step_s",
