@@ -452,6 +452,8 @@ class OccVLAProcessor(ProcessorMixin):
                 `"planning"`.
             question: QA question(s), filled into `qa_prompt`.
             answer: training target(s): the meta-action text for planning, the answer for QA. Adds `labels`.
+                `text`, `question` and `answer` must not contain the image, `<traj>`, bos or eos tokens (a
+                `ValueError` names the field and sample).
             ego_status: (batch, F) or (F,) raw ego status in `EGO_STATUS_FEATURES` order; normalised.
             ego_status_valid: (batch, F) bool; invalid features (e.g. steering without CAN bus) become 0.
             trajectory: (batch, 6, 2) or (6, 2) future waypoints, metres, ego frame.
