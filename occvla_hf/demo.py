@@ -27,7 +27,7 @@ from occvla_hf.demo_cli import DEFAULT_DEMO_SEED, PNG_NAME
 from occvla_hf.evaluation.baselines import constant_velocity_trajectories, has_velocity
 from occvla_hf.evaluation.planning import l2_errors
 from occvla_hf.evaluation.plots import plot_bev, plot_camera_mosaic
-from occvla_hf.modeling import OccVLAForPlanning
+from occvla_hf.modeling import OccVLAForPlanning, load_pretrained
 from occvla_hf.pretrained import EMBEDDED_MODEL_PATH
 from occvla_hf.processing import OccVLAProcessor
 from occvla_hf.sim import SimConfig, generate_dataset
@@ -120,7 +120,7 @@ def run_demo(
     from occvla_hf.evaluation.runner import model_inputs  # loads the data builder's dependencies: only when needed
 
     say = print_fn or (lambda line: None)
-    model = OccVLAForPlanning.from_pretrained(model_path, dtype=torch.float32).eval()
+    model = load_pretrained(OccVLAForPlanning, model_path, dtype=torch.float32).eval()
     processor = OccVLAProcessor.from_pretrained(model_path)
     with tempfile.TemporaryDirectory(prefix="occvla-demo-") as tmp:
         rows, questions = _demo_rows(Path(tmp), seed, num_scenes, say)

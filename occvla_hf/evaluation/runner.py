@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ..data.occ3d import decode_occupancy
 from ..data.schema import agent_boxes_arrays
-from ..modeling import OccVLAForPlanning
+from ..modeling import OccVLAForPlanning, load_pretrained
 from ..processing import OccVLAProcessor
 from .occupancy import OccupancyMetricAccumulator
 from .planning import PlanningMetricAccumulator
@@ -33,7 +33,7 @@ def load_model_and_processor(
     """Checkpoint folder (or Hub id) -> model in eval mode on `device` (bf16 on GPU by default) and its processor."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    model = OccVLAForPlanning.from_pretrained(model_path, dtype=dtype).to(device).eval()
+    model = load_pretrained(OccVLAForPlanning, model_path, dtype=dtype).to(device).eval()
     return model, OccVLAProcessor.from_pretrained(model_path)
 
 

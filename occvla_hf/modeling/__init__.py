@@ -7,6 +7,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, Aut
 from ..processing.processing_occvla import OccVLAProcessor
 from .configuration_occupancy_vae import OccupancyVAEConfig
 from .configuration_occvla import OccVLAConfig
+from .loading import load_pretrained
 from .modeling_occvla import OccVLAForPlanning, OccVLAModel, OccVLAOutput, PlanningOutput
 from .occupancy_vae import OccupancyVAE, OccupancyVAEOutput
 
@@ -26,4 +27,5 @@ __all__ = [
     "OccupancyVAEConfig",
     "OccupancyVAEOutput",
     "PlanningOutput",
+    "load_pretrained",
 ]

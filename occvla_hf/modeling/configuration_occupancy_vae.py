@@ -1,5 +1,7 @@
 """Configuration of the occupancy VAE, the 3D scene tokenizer whose latent space supervises OccVLA (stage 1)."""
 
+import math
+
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
@@ -147,9 +149,9 @@ class OccupancyVAEConfig(PreTrainedConfig):
         if not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay: expected a value in (0, 1), got {self.ema_decay}")
         for name in ("commitment_beta", "dead_code_threshold", "kl_weight", "ce_weight", "lovasz_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: expected a non-negative value, got {getattr(self, name)}")
-        if self.initializer_range <= 0:
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
+                raise ValueError(f"{name}: expected a finite non-negative value, got {getattr(self, name)}")
+        if not math.isfinite(self.initializer_range) or self.initializer_range <= 0:
             raise ValueError(f"initializer_range: expected a positive value, got {self.initializer_range}")
         if not 0.0 <= self.outside_camera_weight <= 1.0:
             raise ValueError(f"outside_camera_weight: expected a value in [0, 1], got {self.outside_camera_weight}")
@@ -158,11 +160,11 @@ class OccupancyVAEConfig(PreTrainedConfig):
                 raise ValueError(
                     f"class_weights: expected {self.num_classes} weights (one per class), got {len(self.class_weights)}"
                 )
-            if any(weight < 0 for weight in self.class_weights) or not any(weight > 0 for weight in self.class_weights):
+            weights = self.class_weights
+            if not all(math.isfinite(weight) and weight >= 0 for weight in weights) or not any(w > 0 for w in weights):
                 raise ValueError(
-                    f"class_weights: expected non-negative weights, not all zero, got {self.class_weights}"
+                    f"class_weights: expected finite non-negative weights, not all zero, got {self.class_weights}"
                 )
-
 
 
 __all__ = ["OccupancyVAEConfig"]

@@ -1,14 +1,14 @@
 """OccVLA configuration: a PaliGemma-style VLM plus occupancy queries, an occupancy head and a trajectory head."""
 
-from __future__ import annotations
-
-from typing import Literal, get_args
+import math
+from typing import Literal
 
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from ..constants import EGO_STATUS_FEATURES, NUM_OCC_CLASSES, NUM_WAYPOINTS, WAYPOINT_STEP_S
+from .configuration_occupancy_vae import OccupancyVAEConfig
 
 # Where the occupancy queries run: inside the LM sequence, or in a separate transformer reading the image states.
 OccupancyModule = Literal["lm_queries", "cross_attention"]
@@ -62,7 +62,8 @@ class OccVLAConfig(PreTrainedConfig):
             Whether the model has the occupancy queries and head; `False` only for inference exports made with
             `OccVLAForPlanning.without_occupancy_modules()`.
         occupancy_vae_config (`dict`, *optional*):
-            Config of the frozen occupancy VAE the model carries (set by `set_occupancy_vae`); `None` = no VAE.
+            Config of the frozen occupancy VAE the model carries, as `OccupancyVAEConfig.to_dict()` with its
+            `model_type` (set by `set_occupancy_vae`); `None` = no VAE.
         occupancy_latent_loss_weight (`float`, *optional*, defaults to 1.0):
             Weight of the latent regression loss (MSE to `vae.encode(occupancy)`).
         occupancy_voxel_loss_weight (`float`, *optional*, defaults to 0.0):
@@ -200,9 +201,11 @@ class OccVLAConfig(PreTrainedConfig):
                 f"num_occupancy_queries_hw: {self.num_occupancy_queries_hw} must divide the latent height x width "
                 f"{height} x {width} of occupancy_latent_shape"
             )
-        if self.occupancy_module not in get_args(OccupancyModule):
+        vae_config = self.occupancy_vae_config
+        if vae_config is not None and vae_config.get("model_type") != OccupancyVAEConfig.model_type:
             raise ValueError(
-                f"occupancy_module: expected one of {get_args(OccupancyModule)}, got {self.occupancy_module!r}"
+                f"occupancy_vae_config: expected a saved {OccupancyVAEConfig.__name__} (set_occupancy_vae records it; "
+                f"model_type {OccupancyVAEConfig.model_type!r}) or None, got {vae_config!r}"
             )
         if self.occupancy_module == "cross_attention":
             self._validate_occupancy_transformer()
@@ -212,15 +215,14 @@ class OccVLAConfig(PreTrainedConfig):
             "occupancy_loss_weight",
             "trajectory_loss_weight",
         ):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
+                raise ValueError(f"{name}: expected a finite value >= 0, got {getattr(self, name)}")
         for name in ("num_waypoints", "ego_status_dim", "occupancy_num_classes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
         for name in ("waypoint_step_s", "trajectory_step_scale_m"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}: expected > 0, got {getattr(self, name)}")
-
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
+                raise ValueError(f"{name}: expected a finite value > 0, got {getattr(self, name)}")
 
     def _validate_occupancy_transformer(self) -> None:
         hidden_size, num_layers = self.text_config.hidden_size, self.text_config.num_hidden_layers
@@ -233,7 +235,7 @@ class OccVLAConfig(PreTrainedConfig):
                 f"text_config.hidden_size {hidden_size}"
             )
         source = self.occupancy_source_layer
-        if isinstance(source, bool) or not isinstance(source, int) or not -(num_layers + 1) <= source <= num_layers:
+        if not -(num_layers + 1) <= source <= num_layers:
             raise ValueError(
                 f"occupancy_source_layer: expected an index into the LM's {num_layers + 1} hidden states, in "
                 f"[{-(num_layers + 1)}, {num_layers}] (0 = projector output, -1 = last layer), "

@@ -25,6 +25,7 @@ from transformers.utils import logging
 from ..constants import EGO_STATUS_FEATURES, EGO_VELOCITY_FEATURES
 from .configuration_occupancy_vae import OccupancyVAEConfig
 from .configuration_occvla import OccVLAConfig
+from .loading import load_pretrained
 from .loss import IGNORE_INDEX, LOSS_TERMS, loss_item_counts, loss_weights, weighted_loss
 from .occupancy_transformer import OccupancyTransformer, hidden_states_request
 from .occupancy_vae import OccupancyVAE
@@ -105,9 +106,10 @@ class OccVLAOutput(ModelOutput):
 class PlanningOutput(ModelOutput):
     """
     Args:
-        trajectory (`torch.FloatTensor` of shape `(batch, num_waypoints, 2)`):
-            Planned waypoints in metres, ego frame, from the trajectory head (no waypoints decoded as text).
-        sequences (`torch.LongTensor` of shape `(batch, prompt_length + new_tokens)`):
+        trajectory (`torch.FloatTensor` of shape `(batch * num_return_sequences, num_waypoints, 2)`):
+            Planned waypoints in metres, ego frame, from the trajectory head (no waypoints decoded as text); row i
+            belongs to `sequences[i]`.
+        sequences (`torch.LongTensor` of shape `(batch * num_return_sequences, prompt_length + new_tokens)`):
             Prompt followed by the generated meta-action tokens.
         meta_action (`list[str]`, *optional*):
             Decoded meta-action text per sample, when a tokenizer was passed to `plan`.
@@ -296,10 +298,22 @@ class OccVLAModel(OccVLAPreTrainedModel):
         return self.multi_modal_projector(features).reshape(batch, views * features.shape[1], -1)
 
     def _check_inputs(self, input_ids: torch.Tensor | None, pixel_values: torch.Tensor | None) -> None:
-        if input_ids is not None and input_ids.dim() != 2:
-            raise ValueError(f"input_ids: expected (batch, sequence), got {tuple(input_ids.shape)}")
+        if input_ids is not None and (input_ids.dim() != 2 or 0 in input_ids.shape):
+            raise ValueError(f"input_ids: expected (batch >= 1, sequence >= 1), got {tuple(input_ids.shape)}")
         if pixel_values is None:
             return
+        if not isinstance(pixel_values, torch.Tensor):
+            raise TypeError(
+                f"pixel_values: expected a torch.Tensor (the processor's output with return_tensors='pt'), "
+                f"got {type(pixel_values).__module__}.{type(pixel_values).__name__}"
+            )
+        if not pixel_values.is_floating_point():
+            raise TypeError(
+                f"pixel_values: expected normalised floating-point values (the processor turns uint8 images into "
+                f"them), got {pixel_values.dtype}"
+            )
+        if not torch.isfinite(pixel_values).all():
+            raise ValueError("pixel_values: contains NaN or infinite values")
         size = self.config.vision_config.image_size
         expected = (self.config.num_views, 3, size, size)
         if pixel_values.dim() != 5 or tuple(pixel_values.shape[1:]) != expected:
@@ -321,6 +335,25 @@ class OccVLAModel(OccVLAPreTrainedModel):
                     f"input_ids: expected {expected_tokens} image tokens (id {self.config.image_token_id}) per sample "
                     f"for {self.config.num_views} views, got {counts.tolist()}"
                 )
+
+    @staticmethod
+    def _check_masks(
+        attention_mask: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+        batch: int,
+        past_seen: int,
+        text_length: int,
+    ) -> None:
+        """A 2D `attention_mask` covers the cached and the new tokens; `token_type_ids` the prompt (prefill)."""
+        if attention_mask is not None and attention_mask.dim() == 2:
+            expected = (batch, past_seen + text_length)
+            if tuple(attention_mask.shape) != expected:
+                shape = tuple(attention_mask.shape)
+                raise ValueError(f"attention_mask: expected {expected} (batch, cached + new tokens), got {shape}")
+        if token_type_ids is not None and past_seen == 0 and tuple(token_type_ids.shape) != (batch, text_length):
+            raise ValueError(
+                f"token_type_ids: expected {(batch, text_length)} like input_ids, got {tuple(token_type_ids.shape)}"
+            )
 
     def forward(
         self,
@@ -348,8 +381,9 @@ class OccVLAModel(OccVLAPreTrainedModel):
             inputs_embeds = self.get_input_embeddings()(input_ids)
         batch, text_length = inputs_embeds.shape[:2]
 
+        past_seen = cache.get_seq_length() if cache is not None else 0
+        self._check_masks(attention_mask, token_type_ids, batch, past_seen, text_length)
         if position_ids is None:
-            past_seen = cache.get_seq_length() if cache is not None else 0
             position_ids = (torch.arange(text_length, device=inputs_embeds.device) + past_seen + 1).unsqueeze(0)
 
         if pixel_values is not None:
@@ -816,7 +850,10 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
 
         The prompt must end with `<traj>` (the processor's planning template does this). Pass the processor's
         tokenizer to get `meta_action` strings; otherwise decode `sequences` with `processor.post_process_plan`.
-        Extra keyword arguments go to `generate` (greedy by default).
+        Extra keyword arguments go to `generate` (greedy by default). With `num_beams` / `num_return_sequences`,
+        `trajectory` has one row per returned sequence, lined up with `sequences` (batch * num_return_sequences
+        rows, the sequences of sample 0 first); the trajectory depends only on the prompt, so the rows of one sample
+        are equal.
         """
         captured: list[torch.Tensor] = []
         handle = self.trajectory_head.register_forward_hook(lambda module, args, output: captured.append(output))
@@ -845,7 +882,11 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
                 text.strip()
                 for text in tokenizer.batch_decode(sequences[:, input_ids.shape[1] :], skip_special_tokens=True)
             ]
-        return PlanningOutput(trajectory=captured[0], sequences=sequences, meta_action=meta_action)
+        # The prefill ran on the prompts expanded for beams or samples, each prompt's copies next to each other.
+        batch = input_ids.shape[0]
+        per_sample = captured[0][:: captured[0].shape[0] // batch]
+        trajectory = per_sample.repeat_interleave(sequences.shape[0] // batch, dim=0)
+        return PlanningOutput(trajectory=trajectory, sequences=sequences, meta_action=meta_action)
 
     # --- conversion ---
     def without_occupancy_modules(self) -> OccVLAForPlanning:
@@ -884,7 +925,7 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         """
         from transformers import PaliGemmaForConditionalGeneration
 
-        base = PaliGemmaForConditionalGeneration.from_pretrained(pretrained_model_name_or_path, dtype=dtype)
+        base = load_pretrained(PaliGemmaForConditionalGeneration, pretrained_model_name_or_path, dtype=dtype)
         base_config = base.config
         base_vocab = base_config.text_config.vocab_size
         traj_token_id = config_kwargs.pop("traj_token_id", base_vocab)

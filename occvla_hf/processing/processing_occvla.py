@@ -12,6 +12,7 @@ gets `token_type_ids` 0, the suffix 1; `labels` are -100 except on the suffix to
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -185,10 +186,11 @@ class OccVLAProcessor(ProcessorMixin):
         num_features = len(EGO_STATUS_FEATURES)
         ego_status_mean = [0.0] * num_features if ego_status_mean is None else [float(v) for v in ego_status_mean]
         ego_status_std = [1.0] * num_features if ego_status_std is None else [float(v) for v in ego_status_std]
-        if len(ego_status_mean) != num_features:
-            raise ValueError(f"ego_status_mean: expected {num_features} values, got {len(ego_status_mean)}")
-        if len(ego_status_std) != num_features or min(ego_status_std) <= 0:
-            raise ValueError(f"ego_status_std: expected {num_features} positive values, got {ego_status_std}")
+        if len(ego_status_mean) != num_features or not all(math.isfinite(v) for v in ego_status_mean):
+            raise ValueError(f"ego_status_mean: expected {num_features} finite values, got {ego_status_mean}")
+        std_ok = len(ego_status_std) == num_features and all(math.isfinite(v) and v > 0 for v in ego_status_std)
+        if not std_ok:
+            raise ValueError(f"ego_status_std: expected {num_features} finite positive values, got {ego_status_std}")
         if tokenizer is not None:
             for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
                 if getattr(tokenizer, name) is None:
@@ -312,19 +314,26 @@ class OccVLAProcessor(ProcessorMixin):
         elif task == "qa":
             if question is None:
                 raise ValueError("question: required for task='qa' (or pass the full prompt as text)")
-            prompts = [self.qa_prompt.format(question=q) for q in _as_batch(question, "question", batch_size)]
+            questions = _as_batch(question, "question", batch_size)
+            self._check_no_special_tokens(questions, "question")
+            prompts = [self.qa_prompt.format(question=q) for q in questions]
         else:
             prompts = [self.planning_prompt] * batch_size
-        for index, prompt in enumerate(prompts):
-            for token in (IMAGE_TOKEN, TRAJ_TOKEN, self.tokenizer.bos_token, self.tokenizer.eos_token):
-                if token in prompt:
-                    raise ValueError(
-                        f"text[{index}]: must not contain the special token {token!r}, the processor places it"
-                    )
+        self._check_no_special_tokens(prompts, "text")
         if self.chat_template is not None:
             conversations = [[{"role": "user", "content": [{"type": "text", "text": p}]}] for p in prompts]
             prompts = self.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False)
         return prompts
+
+    def _check_no_special_tokens(self, texts: list[str], field: str) -> None:
+        """Reject image, `<traj>`, bos and eos tokens in free text: the processor places them, and a stray one
+        shifts the image features or the trajectory readout."""
+        for index, text in enumerate(texts):
+            for token in (IMAGE_TOKEN, TRAJ_TOKEN, self.tokenizer.bos_token, self.tokenizer.eos_token):
+                if token in text:
+                    raise ValueError(
+                        f"{field}[{index}]: must not contain the special token {token!r}, the processor places it"
+                    )
 
     def _token_ids(
         self, prompts: list[str], answers: list[str] | None, task: str, padding_side: str
@@ -443,6 +452,8 @@ class OccVLAProcessor(ProcessorMixin):
                 `"planning"`.
             question: QA question(s), filled into `qa_prompt`.
             answer: training target(s): the meta-action text for planning, the answer for QA. Adds `labels`.
+                `text`, `question` and `answer` must not contain the image, `<traj>`, bos or eos tokens (a
+                `ValueError` names the field and sample).
             ego_status: (batch, F) or (F,) raw ego status in `EGO_STATUS_FEATURES` order; normalised.
             ego_status_valid: (batch, F) bool; invalid features (e.g. steering without CAN bus) become 0.
             trajectory: (batch, 6, 2) or (6, 2) future waypoints, metres, ego frame.
@@ -475,6 +486,8 @@ class OccVLAProcessor(ProcessorMixin):
         batch_size = pixel_values.shape[0]
         prompts = self._prompts(text, task, question, batch_size)
         answers = None if answer is None else _as_batch(answer, "answer", batch_size)
+        if answers is not None:
+            self._check_no_special_tokens(answers, "answer")
         data: dict[str, np.ndarray] = {**self._token_ids(prompts, answers, task, padding_side)}
         data["pixel_values"] = pixel_values
         if ego_status is not None and self.use_ego_status:

@@ -36,7 +36,7 @@ from transformers import (
 from occvla_hf.constants import CAMERA_NAMES
 from occvla_hf.data.load import load_configs
 from occvla_hf.data.occ3d import decode_mask, decode_semantics
-from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning
+from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning, load_pretrained
 from occvla_hf.modeling.occupancy_vae import OccupancyVAE
 from occvla_hf.processing import OccVLAProcessor, build_tokenizer
 from occvla_hf.processing.processing_occvla import TASKS
@@ -248,7 +248,7 @@ def build_model_and_processor(
     section = parse_section(ModelRecipe, section, "model")
     config_kwargs = dict(section.config)
     if section.from_pretrained:
-        model = OccVLAForPlanning.from_pretrained(section.from_pretrained, **config_kwargs)
+        model = load_pretrained(OccVLAForPlanning, section.from_pretrained, **config_kwargs)
         return model, OccVLAProcessor.from_pretrained(section.from_pretrained), False
     if occupancy_vae is not None:
         config_kwargs.setdefault("occupancy_latent_shape", tuple(occupancy_vae.config.latent_shape))
@@ -372,7 +372,7 @@ def prepare_model(
     processor's ego-status statistics fitted on the planning rows of the training split (and a new trajectory head
     set to the constant-velocity planner of that ego status), the occupancy VAE attached, the vision tower frozen
     if asked."""
-    vae = OccupancyVAE.from_pretrained(recipe.occupancy_vae) if recipe.occupancy_vae else None
+    vae = load_pretrained(OccupancyVAE, recipe.occupancy_vae) if recipe.occupancy_vae else None
     set_seed(seed)  # new parameters (heads, queries, LoRA) start the same in every run with this seed
     model, processor, new_processor = build_model_and_processor(recipe.model, vae)
     check_processor_matches_model(processor, model.config)

@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import argparse
 
     from occvla_hf.data.load import load_configs
-    from occvla_hf.modeling.occupancy_vae import OccupancyVAE
+    from occvla_hf.modeling import OccupancyVAE, load_pretrained
 
     parser = argparse.ArgumentParser(prog="python -m occvla_hf.training.latent_cache", description=main.__doc__)
     parser.add_argument("occupancy", help="the occupancy config: a `data build` folder, its arrow/occupancy, a Hub id")
@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     missing = [split for split in args.split if split not in splits]
     if missing:
         raise SystemExit(f"--split: {missing} not in {args.occupancy} (splits: {sorted(splits)})")
-    vae = OccupancyVAE.from_pretrained(args.vae, use_safetensors=True).requires_grad_(False).eval()
+    vae = load_pretrained(OccupancyVAE, args.vae).requires_grad_(False).eval()
     for split in args.split:
         path = Path(args.out) / f"{split}.safetensors"
         cache = open_occupancy_latent_cache(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -21,8 +22,12 @@ class OccupancyWeightSchedule:
 
     def __post_init__(self) -> None:
         for name in ("start_factor", "end_factor", "start_step", "ramp_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"occupancy_weight_schedule.{name}: expected >= 0, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"occupancy_weight_schedule.{name}: expected a finite number >= 0, got {value!r}")
+        for name in ("start_step", "ramp_steps"):
+            if not isinstance(getattr(self, name), int):
+                raise ValueError(f"occupancy_weight_schedule.{name}: expected an int, got {getattr(self, name)!r}")
 
     def __call__(self, step: int) -> float:
         """The multiplier at optimiser step `step` (0 = the first update)."""

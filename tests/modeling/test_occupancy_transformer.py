@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from huggingface_hub.errors import StrictDataclassClassValidationError
+from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
 
 from occvla_hf.modeling import OccVLAForPlanning
 from occvla_hf.modeling.occupancy_transformer import hidden_states_request
@@ -174,7 +174,7 @@ def test_the_module_needs_images() -> None:
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [
-        (dict(occupancy_module="perceiver"), "occupancy_module"),
+        (dict(occupancy_module="perceiver"), "occupancy_module"),  # the Literal annotation: a field error
         (dict(occupancy_module="cross_attention", occupancy_transformer_heads=5), "occupancy_transformer_heads"),
         (dict(occupancy_module="cross_attention", occupancy_transformer_layers=0), "occupancy_transformer_layers"),
         (dict(occupancy_module="cross_attention", occupancy_source_layer=3), "occupancy_source_layer"),
@@ -184,6 +184,7 @@ def test_the_module_needs_images() -> None:
     ids=["module", "heads", "layers", "source-too-deep", "source-too-negative", "source-not-an-index"],
 )
 def test_config_rejects_bad_occupancy_module_settings(overrides: dict, field: str) -> None:
-    with pytest.raises(StrictDataclassClassValidationError, match=field):  # wraps the config's ValueError
+    # A field error for a wrong type or choice, a class error (wrapping the config's ValueError) for a bad value.
+    with pytest.raises((StrictDataclassFieldValidationError, StrictDataclassClassValidationError), match=field):
         tiny_config(**overrides)
     tiny_config(occupancy_module="cross_attention", occupancy_source_layer=-3)  # -3 = index 0 of 3 hidden states

@@ -15,3 +15,20 @@ def test_occupancy_weight_schedule_is_piecewise_linear():
     assert OccupancyWeightSchedule()(123) == 1.0
     with pytest.raises(ValueError, match="ramp_steps"):
         OccupancyWeightSchedule(ramp_steps=-1)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        (dict(start_factor=float("nan")), "start_factor"),
+        (dict(end_factor=float("nan")), "end_factor"),
+        (dict(end_factor=float("inf")), "end_factor"),
+        (dict(start_step=float("nan")), "start_step"),
+        (dict(ramp_steps=2.5), "ramp_steps"),
+        (dict(start_factor="1"), "start_factor"),
+    ],
+    ids=["start-nan", "end-nan", "end-inf", "step-nan", "ramp-float", "factor-str"],
+)
+def test_occupancy_weight_schedule_rejects_non_finite_and_wrong_types(overrides: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=f"occupancy_weight_schedule.{field}"):
+        OccupancyWeightSchedule(**overrides)
