@@ -118,7 +118,9 @@ def _sized(rng: np.random.Generator, type_name: str) -> np.ndarray:
     return np.array([t.length_m, t.width_m, t.height_m]) * scale
 
 
-def _vehicle(rng: np.random.Generator, type_name: str, lane: LanePath, s: float, d: float = 0.0) -> Agent:
+def new_vehicle(rng: np.random.Generator, type_name: str, lane: LanePath, s: float, d: float = 0.0) -> Agent:
+    """A vehicle of `type_name` on `lane` at arc length `s` (lateral offset `d`) with drawn speeds and style; call
+    `prepare_path` once it is placed."""
     speeds = {
         "car": (8.0, 13.0),
         "truck": (7.0, 11.0),
@@ -157,7 +159,8 @@ def _static(
     )
 
 
-def _pedestrian(rng: np.random.Generator, path: Polyline, s: float) -> Agent:
+def new_pedestrian(rng: np.random.Generator, path: Polyline, s: float) -> Agent:
+    """A walker (an adult, sometimes a child) on `path` at arc length `s` with a drawn walking speed."""
     type_name = "child" if rng.random() < 0.1 else "pedestrian"
     speed = float(rng.uniform(1.0, 1.6))
     return Agent(
@@ -258,7 +261,7 @@ def _spawn_traffic(world: World, rng: np.random.Generator, agents: list[Agent]) 
             xy, _ = lane.path.interpolate(s)
             if min(np.hypot(*(xy - p)) for p in placed) > 14.0:
                 d = -0.85 if type_name == "bicycle" else 0.0
-                agent = _vehicle(rng, type_name, lane, s, d)
+                agent = new_vehicle(rng, type_name, lane, s, d)
                 if (
                     lane.lanes > 1
                     and type_name != "bicycle"
@@ -310,7 +313,7 @@ def _spawn_pedestrians(world: World, rng: np.random.Generator, agents: list[Agen
                         agent.size[2] = float(rng.uniform(1.0, 1.3))
                     agents.append(agent)
                 else:  # walk a direction in which the sidewalk lasts the whole scene
-                    walker = _pedestrian(rng, road.sidewalk_path(side).slice(s_from, s_to), 0.0)
+                    walker = new_pedestrian(rng, road.sidewalk_path(side).slice(s_from, s_to), 0.0)
                     need = walker.desired_speed_mps * duration_s + 2.0
                     ways = [d for d, room in ((1, s_to - s), (-1, s - s_from)) if room >= need]
                     if ways:
@@ -322,23 +325,23 @@ def _spawn_pedestrians(world: World, rng: np.random.Generator, agents: list[Agen
                 s += 4.0 + float(rng.exponential(20.0))
     for i, cw in enumerate(world.crosswalks):
         for _ in range(int(rng.integers(0, 4))):
-            path, wait_s, end_s = _crossing_path(world, cw, rng)
+            path, wait_s, end_s = crossing_path(world, cw, rng)
             s = float(rng.uniform(0.0, 0.6)) * wait_s
             start = path.interpolate(s)[0]
-            if all(np.hypot(*(start - _position(a))) > 1.5 for a in agents if a.kind == "pedestrian"):
-                agent = _pedestrian(rng, path, s)
+            if all(np.hypot(*(start - initial_position(a))) > 1.5 for a in agents if a.kind == "pedestrian"):
+                agent = new_pedestrian(rng, path, s)
                 agent.wait_s, agent.crossing_end_s, agent.crosswalk = wait_s, end_s, i
                 agents.append(agent)
 
 
-def _position(agent: Agent) -> np.ndarray:
+def initial_position(agent: Agent) -> np.ndarray:
     """Initial box-centre position (lateral offsets aside)."""
     if agent.path is None:
         return np.array(agent.pose[:2])
     return agent.path.interpolate(agent.s)[0]
 
 
-def _crossing_path(world: World, cw: Crosswalk, rng: np.random.Generator) -> tuple[Polyline, float, float]:
+def crossing_path(world: World, cw: Crosswalk, rng: np.random.Generator) -> tuple[Polyline, float, float]:
     """Sidewalk -> across the crosswalk -> sidewalk, keeping right; returns the path, its near and far curb points."""
     side_from = 1.0 if rng.random() < 0.5 else -1.0
     if world.junction is not None:  # come from, and leave to, the outer side of the arm
@@ -684,15 +687,16 @@ class Traffic:
                 self.xy[j], self.yaw[j] = _pose(agent, t)
             speed[j] = agent.v
             active[j] = agent.active
+        return self.snapshot(self.xy.copy(), self.yaw.copy(), speed, active)
+
+    def pose(self, j: int, t: float) -> tuple[np.ndarray, float]:
+        """Box centre (2,) and yaw of agent j at time t."""
+        return _pose(self.agents[j], t)
+
+    def snapshot(self, xy: np.ndarray, yaw: np.ndarray, speed: np.ndarray, active: np.ndarray) -> _Snapshot:
+        """The snapshot `step` reads, from given box centres (N, 2), yaws, speeds and activity (N,)."""
         return _Snapshot(
-            self.xy.copy(),
-            self.yaw.copy(),
-            speed,
-            active,
-            self.is_pedestrian,
-            self.is_static,
-            self.sizes,
-            self.left_turn_approach,
+            xy, yaw, speed, active, self.is_pedestrian, self.is_static, self.sizes, self.left_turn_approach
         )
 
     def step(
