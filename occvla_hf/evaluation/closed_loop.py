@@ -187,7 +187,7 @@ class ScenarioResult:
     failure: str | None
     ticks: int
     record: EpisodeRecord
-    reference: EpisodeRecord
+    reference: EpisodeRecord | None
     metrics: EpisodeMetrics | None
     front_frames: list[np.ndarray] = field(default_factory=list)
 
@@ -288,14 +288,19 @@ def run_closed_loop(
         chunk = scenarios[start : start + batch_size]
         scenes = [build_scenario(scenario, sim_config) for scenario in chunk]
         runs = _drive(planner, scenes, reactive, loop_config, keep_frames)
-        is_expert = isinstance(planner, ExpertPlanner)
-        references = runs if is_expert else _drive(expert, scenes, reactive, loop_config, keep_frames=False)
-        for scenario, run, reference in zip(chunk, runs, references):
-            record, reference_record = run.world.record(), reference.world.record()
-            metrics = None if run.failure is not None else score_episode(record, reference_record)
+        scored = [i for i, run in enumerate(runs) if run.failure is None]  # failed runs have no scores
+        if isinstance(planner, ExpertPlanner):
+            references = {i: runs[i] for i in scored}
+        else:  # the expert's runs of the same scenarios
+            expert_runs = _drive(expert, [scenes[i] for i in scored], reactive, loop_config, keep_frames=False)
+            references = dict(zip(scored, expert_runs))
+        for i, (scenario, run) in enumerate(zip(chunk, runs)):
+            record = run.world.record()
+            reference = references[i].world.record() if i in references else None
+            metrics = None if reference is None else score_episode(record, reference)
             status = "failed" if run.failure is not None else "completed"
             results.append(
-                ScenarioResult(scenario, status, run.failure, run.ticks, record, reference_record, metrics, run.frames)
+                ScenarioResult(scenario, status, run.failure, run.ticks, record, reference, metrics, run.frames)
             )
             bar.update()
     bar.close()

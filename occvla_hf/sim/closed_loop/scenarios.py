@@ -4,15 +4,15 @@ A scenario is a world of `build_world`, the traffic of `spawn_agents`, and an ed
 the ego (the rest of the traffic stays as spawned). Each has a route (the ego's lane path from where the planner
 takes over) and a time limit. Types (`SCENARIO_TYPES`):
 
-| type                  | layout                | what the ego meets                                                    | limit |
-|-----------------------|-----------------------|-----------------------------------------------------------------------|-------|
-| lead_vehicle_brakes   | straight or curve     | the car 18-26 m ahead brakes to a stop 1.5-3.5 s in and stays          | 10 s  |
-| stopped_car_in_lane   | straight or curve     | a car stands in the ego lane 35-50 m ahead for 5-8 s, then drives off  | 10 s  |
-| red_light             | four-way junction     | its signal turns amber 35-40 m (at the current speed) before the line  | 10 s  |
-| pedestrian_crossing   | straight, crosswalk   | a pedestrian steps onto the zebra 30-40 m ahead                        | 10 s  |
-| unprotected_turn      | four-way junction     | a left turn on green across two oncoming cars (junction cleared)       | 14 s  |
-| lane_change           | junction, 2 lanes     | the route turns right from the other lane: change lanes, then turn     | 12 s  |
-| free_driving          | any                   | the generator's scene as spawned                                       | 10 s  |
+| type                | layout            | what the ego meets                                               | limit |
+|---------------------|-------------------|------------------------------------------------------------------|-------|
+| lead_vehicle_brakes | straight, curve   | the car 18-26 m ahead brakes to a stop 1.5-3.5 s in, stays       | 10 s  |
+| stopped_car_in_lane | straight, curve   | a car stands in its lane 35-50 m ahead for 5-8 s, drives off     | 10 s  |
+| red_light           | junction          | its light turns amber 35-40 m (at its speed) before the line     | 10 s  |
+| pedestrian_crossing | straight, zebra   | a pedestrian steps onto the zebra 30-40 m ahead                  | 10 s  |
+| unprotected_turn    | junction          | a left turn on green across two oncoming cars (junction clear)   | 14 s  |
+| lane_change         | junction, 2 lanes | the route turns right from the other lane: change, turn on green | 12 s  |
+| free_driving        | any               | the generator's scene as spawned                                 | 10 s  |
 
 Scenario i of a type under seed s is built from `SeedSequence([s, SCENARIO_SEED_DOMAIN, type index, i, attempt])`,
 the first attempt whose world fits the type (a crosswalk, two lanes per direction); `standard_scenarios()` (seed 0,
@@ -51,6 +51,7 @@ WARMUP_S: float = 1.0
 SCENARIOS_PER_TYPE: int = 6
 MAX_ATTEMPTS: int = 20
 PLANNING_HORIZON_S: float = NUM_WAYPOINTS * WAYPOINT_STEP_S
+GREEN_THROUGHOUT_S: float = 20.0  # the green phase of scenarios that are not about the signal
 _EGO_LENGTH_M = EGO_SIZE_M[0]
 
 
@@ -172,6 +173,12 @@ def _lane(world: World, approach: int | None, lane: int, turn: str | None) -> La
     return next(p for p in paths if p.lane == lane and p.turn == turn and (approach is None or p.approach == approach))
 
 
+def _green_throughout(world: World) -> None:
+    """Keep the ego's (and the opposite) arm green from before the takeover to past any time limit."""
+    world.signal_cycle = (GREEN_THROUGHOUT_S, 2.5, 2.0)
+    world.signal_offset_s = 1.0  # the ego's green began 1 s before t = 0
+
+
 def _stage_lead_vehicle_brakes(rng: np.random.Generator, world: World, agents: list[Agent]) -> None:
     ego = agents[0]
     lane = world.ego_lane_paths[int(rng.integers(len(world.ego_lane_paths)))]
@@ -236,8 +243,7 @@ def _stage_unprotected_turn(rng: np.random.Generator, world: World, agents: list
     entry_distance = float(rng.uniform(22.0, 32.0))
     _place_ego(world, ego, lane, lane.entry_s - entry_distance - _EGO_LENGTH_M / 2, speed)
     agents[:] = _clear_lane(agents, lane, ego.s - 20.0, lane.exit_s + 20.0)
-    world.signal_cycle = (17.0, 2.5, 2.0)  # green for the ego and the oncoming arm over the whole time limit
-    world.signal_offset_s = 1.0
+    _green_throughout(world)
     oncoming = _lane(world, 2, 0, "straight")
     agents[:] = _clear_around(agents, world.junction.center, world.junction.stop_distance_m + 40.0)
     ego_arrival_s = entry_distance / speed
@@ -258,6 +264,7 @@ def _stage_lane_change(rng: np.random.Generator, world: World, agents: list[Agen
     ego.planned_lane_change = (WARMUP_S + float(rng.uniform(0.0, 1.0)), 0.0)
     agents[:] = _clear_lane(agents, route, ego.s - 20.0, route.exit_s + 20.0)
     agents[:] = _clear_lane(agents, _lane(world, 0, 0, "straight"), ego.s - 20.0, ego.s + 40.0)
+    _green_throughout(world)
     _insert_vehicle(rng, world, agents, _lane(world, 0, 1, "straight"), s_start + float(rng.uniform(25.0, 35.0)), speed)
 
 

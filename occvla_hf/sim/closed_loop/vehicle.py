@@ -11,7 +11,8 @@ are limited (`VehicleLimits`): acceleration in [-max_decel, max_accel] reached a
 `TrajectoryTracker` follows a plan of waypoints (metres, in the ego frame of the pose it was planned from, one
 every `WAYPOINT_STEP_S`): pure pursuit on the waypoint polyline for the steering, and for the acceleration the
 plan's distance profile S(t) (a monotone cubic, PCHIP, through the cumulative waypoint distances) as
-`accel = S''(t) + K_SPEED (S'(t) - v) + K_DISTANCE (S(t) - s)` with s the ego's distance along the plan.
+`accel = S''(t) + K_SPEED (S'(t) - v) + K_DISTANCE (S(t) - s)` with s the ego's distance along the plan; a plan
+that stands still (or slows to a stop) brakes the ego to a standstill instead of letting it creep.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ K_DISTANCE: float = 0.5  # 1/s^2, distance error gain
 PURSUIT_TIME_S: float = 0.8  # pure pursuit look-ahead distance = speed x this, at least MIN_PURSUIT_M
 MIN_PURSUIT_M: float = 3.0
 MIN_PLAN_LENGTH_M: float = 0.1  # a plan shorter than this means "stand still"
+STOP_SPEED_MPS: float = 0.1  # a planned speed below this, at an ego speed below HOLD_SPEED_MPS, means "stop"
+HOLD_SPEED_MPS: float = 0.5
+HOLD_DECEL_MPS2: float = 1.0  # braking that brings a crawling ego to a standstill (and holds it)
 
 
 @dataclass(frozen=True)
@@ -118,12 +122,14 @@ class TrajectoryTracker:
         """(acceleration, steering angle) for `state`, `elapsed_s` seconds after the plan's start."""
         tau = min(elapsed_s, self.horizon_s)
         if self.standing:
-            return -K_SPEED * state.speed_mps, state.steer_rad
+            return -max(K_SPEED * state.speed_mps, HOLD_DECEL_MPS2), state.steer_rad
         s_ego, _ = self.path.project(state.xy[None])
         target_s = float(self.profile(tau))
         speed = float(self.profile.derivative(1)(tau))
         accel = float(self.profile.derivative(2)(tau)) if elapsed_s < self.horizon_s else 0.0
         accel += K_SPEED * (speed - state.speed_mps) + K_DISTANCE * (target_s - float(s_ego[0]))
+        if speed < STOP_SPEED_MPS and state.speed_mps < HOLD_SPEED_MPS:
+            accel = min(accel, -HOLD_DECEL_MPS2)
         return accel, self._pursuit_steer(state, float(s_ego[0]))
 
     def _pursuit_steer(self, state: EgoState, s_ego: float) -> float:
@@ -137,7 +143,7 @@ class TrajectoryTracker:
             target = end + (along - self.path.length) * np.array([np.cos(heading), np.sin(heading)])
         local = world_to_frame_2d(target, state.xy, state.yaw)
         distance = float(np.hypot(*local))
-        if local[0] <= 0.0 or distance < 1e-6:  # the plan lies behind: keep the wheel where it is
+        if distance < 1e-6:
             return state.steer_rad
         alpha = float(np.arctan2(local[1], local[0]))
         return float(np.arctan2(2.0 * WHEELBASE_M * np.sin(alpha), distance))
