@@ -1,4 +1,4 @@
-"""The GPU benchmark scripts run end to end on a tiny config on CPU (numbers are not checked: they are measured)."""
+"""The benchmark scripts run end to end on small settings on CPU (numbers are not checked: they are measured)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from benchmarks import bench_inference, bench_training
+from benchmarks import bench_closed_loop, bench_inference, bench_training
 
 
 def run_main(module, argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> list[str]:
@@ -30,3 +30,10 @@ def test_bench_training_tiny_prints_both_checkpointing_modes(monkeypatch, capsys
     rows = run_main(bench_training, argv, monkeypatch, capsys)
     modes = [row.split(" | ")[:2] for row in rows[1:]]
     assert modes == [["| off", "no"], ["| off", "yes"], ["| on", "no"], ["| on", "yes"]]
+
+
+@pytest.mark.slow
+def test_bench_closed_loop_prints_every_planner(monkeypatch, capsys) -> None:
+    rows = run_main(bench_closed_loop, ["--types", "1"], monkeypatch, capsys)
+    planners = [row.split(" | ")[0].strip("| ") for row in rows if not row.startswith(("| planner", "|---"))]
+    assert planners == ["constant-velocity", "expert", "occvla-sim-small"] * 2

@@ -70,6 +70,9 @@ def _add_closed_loop_task(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--non-reactive", action="store_true", help="agents replay their log instead of reacting")
     parser.add_argument("--out", required=True, help="folder of the JSON report and the per-scenario GIFs")
     parser.add_argument("--no-video", action="store_true", help="skip the per-scenario GIFs")
+    parser.add_argument(
+        "--open-loop-l2", action="store_true", help="also the planner's open-loop L2 along the expert's drives"
+    )
     parser.add_argument("--batch-size", type=int, default=1, help="scenarios per planner call")
     parser.add_argument("--device", help="torch device of the model (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), help="default: bf16 on GPU, fp32 on CPU")
@@ -106,6 +109,7 @@ def _run_closed_loop(args: argparse.Namespace) -> int:
         out_dir=args.out,
         videos=not args.no_video,
         batch_size=args.batch_size,
+        with_open_loop=args.open_loop_l2,
     )
     print(table)
     print(f"report: {path}")

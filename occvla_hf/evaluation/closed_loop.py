@@ -8,12 +8,14 @@ the route command at the next junction and the prompt (None: the processor's pla
 `OccVLAPlanner` (an `OccVLAForPlanning` and its processor), `ConstantVelocityPlanner` and `ExpertPlanner` (the sim's
 behaviour model driving the ego with privileged access to the world: the upper bound).
 
-`run_closed_loop` steps up to `batch_size` scenarios in lockstep, one batched planner call per tick. A planner that
-raises, or returns anything but finite (6, 2) waypoints for a scenario, fails that scenario (its reason is kept) and
-the others go on; failed scenarios score 0 in every mean (`closed_loop_metrics.summarize`). `closed_loop_report` is
-JSON-ready and a pure function of the planner, the scenarios and the settings (no clock, no paths): the same seed
-gives a byte-identical report. `write_episode_gif` draws a run: the front camera next to a bird's-eye view with the
-agents, the planned (orange) and driven (blue) paths and the infractions.
+`run_closed_loop` steps up to `batch_size` scenarios in lockstep, one batched planner call per tick, and scores each
+run against the expert's run of the same scenario in the same agent mode (the progress reference and the route's
+end). A planner that raises, or returns anything but finite (6, 2) waypoints for a scenario, fails that scenario (its
+reason is kept) and the others go on; failed scenarios score 0 in every mean (`closed_loop_metrics.summarize`).
+`closed_loop_report` is JSON-ready and a pure function of the planner, the scenarios and the settings (no clock, no
+paths): the same seed gives a byte-identical report. `open_loop_l2` scores the same planner open loop on the same
+scenarios. `write_episode_gif` draws a run: the front camera next to a bird's-eye view with the agents, the planned
+(orange) and driven (blue) paths and the infractions (red). The definitions: docs/closed_loop.md.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from occvla_hf.evaluation.closed_loop_metrics import (
     score_episode,
     summarize,
 )
+from occvla_hf.evaluation.planning import REPORT_HORIZONS_S, horizon_values, l2_errors
 from occvla_hf.sim.closed_loop import (
     SCENARIO_TYPES,
     ClosedLoopWorld,
@@ -159,9 +162,13 @@ class OccVLAPlanner:
         from occvla_hf.evaluation.runner import model_inputs
 
         prompts = [obs.prompt for obs in observations]
+        if all(prompt is None for prompt in prompts):
+            text = None
+        else:  # the template where an observation brings none
+            text = [self.processor.planning_prompt if prompt is None else prompt for prompt in prompts]
         inputs = self.processor(
             images=[dict(zip(CAMERA_NAMES, obs.images)) for obs in observations],
-            text=None if all(p is None for p in prompts) else prompts,
+            text=text,
             task="planning",
             ego_status=np.stack([obs.ego_status for obs in observations]),
             ego_status_valid=np.stack([obs.ego_status_valid for obs in observations]),
@@ -199,7 +206,7 @@ class ScenarioResult:
             "status": self.status,
             "failure": self.failure,
             "ticks": self.ticks,
-            "termination": self.record.termination,
+            "termination": "planner failure" if self.failure is not None else self.record.termination,
             "metrics": None if self.metrics is None else self.metrics.to_dict(),
         }
 
@@ -307,6 +314,50 @@ def run_closed_loop(
     return results
 
 
+def open_loop_l2(
+    planner: Planner,
+    scenarios: Sequence[Scenario],
+    *,
+    sim_config: SimConfig = DEFAULT_SIM_CONFIG,
+    loop_config: LoopConfig | None = None,
+    progress: bool = True,
+) -> dict[str, float | int]:
+    """Open-loop L2 (m) on the same scenarios: the expert drives each one (non-reactive agents) and at every
+    planning tick with a full 3 s future left the planner plans from the expert's observation without driving; its
+    waypoints are compared with where the expert's ego then is (L2 per waypoint, read at 1, 2, 3 s as UniAD does,
+    "avg" their mean). Ticks whose plan fails (`check_plan`) are counted and left out."""
+    expert = ExpertPlanner()
+    errors: list[np.ndarray] = []
+    failed = 0
+    for scenario in tqdm(scenarios, desc=f"open loop ({planner.name})", unit="scenario", disable=not progress):
+        world = ClosedLoopWorld(build_scenario(scenario, sim_config), reactive=False, config=loop_config)
+        ticks: list[tuple[float, np.ndarray, float, np.ndarray | str]] = []
+        while not world.done:
+            obs = observe(world, planner.needs_images)
+            expert_plan = expert.plan([obs])[0]
+            plan = expert_plan if isinstance(planner, ExpertPlanner) else _plans(planner, [obs])[0]
+            ticks.append((world.time_s, world.ego.xy, world.ego.yaw, plan))
+            world.drive(expert_plan)
+        record = world.record()
+        for time_s, xy, yaw, plan in ticks:
+            future_s = time_s + WAYPOINT_STEP_S * np.arange(1, NUM_WAYPOINTS + 1)
+            if future_s[-1] > record.ego_times_s[-1] + 1e-9:
+                continue
+            if isinstance(plan, str):
+                failed += 1
+                continue
+            rows = np.searchsorted(record.ego_times_s, future_s - 1e-9)
+            truth = world_to_frame_2d(record.ego_states[rows, :2], xy, yaw)
+            errors.append(l2_errors(plan, truth))
+    per_step = np.mean(errors, axis=0) if errors else np.full(NUM_WAYPOINTS, np.nan)
+    values = horizon_values(per_step, "uniad")
+    out: dict[str, float | int] = {f"l2_{h:g}s": v for h, v in zip(REPORT_HORIZONS_S, values)}
+    out["l2_avg"] = float(np.mean(values))
+    out["num_ticks"] = len(errors)
+    out["num_failed_ticks"] = failed
+    return out
+
+
 def closed_loop_report(
     results: Sequence[ScenarioResult],
     *,
@@ -316,8 +367,10 @@ def closed_loop_report(
     scenarios: str,
     sim_config: SimConfig = DEFAULT_SIM_CONFIG,
     loop_config: LoopConfig | None = None,
+    open_loop: Mapping[str, float | int] | None = None,
 ) -> dict[str, Any]:
-    """The JSON-ready report of a set of runs (floats rounded to 6 digits; the same shape for every planner)."""
+    """The JSON-ready report of a set of runs (floats rounded to 6 digits; the same shape for every planner), with
+    the planner's `open_loop_l2` on the same scenarios when given."""
     loop_config = loop_config or LoopConfig()
     by_type: dict[str, list[ScenarioResult]] = {}
     for result in results:
@@ -334,6 +387,7 @@ def closed_loop_report(
             "control_step_s": loop_config.control_step_s,
         },
         "summary": summarize([r.metrics for r in results]),
+        "open_loop_l2": None if open_loop is None else dict(open_loop),
         "by_type": {t: summarize([r.metrics for r in by_type[t]]) for t in SCENARIO_TYPES if t in by_type},
         "results": [r.to_dict() for r in results],
     }
@@ -352,9 +406,11 @@ def evaluate_closed_loop(
     sim_config: SimConfig = DEFAULT_SIM_CONFIG,
     loop_config: LoopConfig | None = None,
     batch_size: int = 1,
+    with_open_loop: bool = False,
     progress: bool = True,
 ) -> tuple[dict[str, Any], str, Path]:
-    """`run_closed_loop`, then write `out_dir/closed_loop_<planner>_<agents>.json` (the report) and, with `videos`,
+    """`run_closed_loop` (and `open_loop_l2` with `with_open_loop`), then write
+    `out_dir/closed_loop_<planner>_<agents>.json` (the report) and, with `videos`,
     `out_dir/videos/<planner>_<agents>/<scenario>.gif`. Returns the report, its table and the report's path."""
     results = run_closed_loop(
         planner,
@@ -366,6 +422,9 @@ def evaluate_closed_loop(
         keep_frames=videos,
         progress=progress,
     )
+    open_loop = None
+    if with_open_loop:
+        open_loop = open_loop_l2(planner, scenarios, sim_config=sim_config, loop_config=loop_config, progress=progress)
     report = closed_loop_report(
         results,
         planner=planner.name,
@@ -374,6 +433,7 @@ def evaluate_closed_loop(
         scenarios=scenario_filter,
         sim_config=sim_config,
         loop_config=loop_config,
+        open_loop=open_loop,
     )
     out = Path(out_dir)
     stem = f"{planner.name}_{report['agents']}"
@@ -422,6 +482,12 @@ def format_closed_loop_table(report: Mapping[str, Any]) -> str:
     lines = [f"{report['planner']} ({report['agents']} agents, seed {report['seed']})", header, "-" * len(header)]
     for name, summary in rows:
         lines.append(f"{name:<{width}}  " + "  ".join(fmt.format(cell(summary)) for _, fmt, cell in _TABLE_COLUMNS))
+    if report["open_loop_l2"] is not None:
+        l2 = report["open_loop_l2"]
+        lines.append(
+            f"open-loop L2 on the same scenarios (m): 1s {l2['l2_1s']:.2f}  2s {l2['l2_2s']:.2f}  3s {l2['l2_3s']:.2f}"
+            f"  avg {l2['l2_avg']:.2f}  ({l2['num_ticks']} ticks)"
+        )
     return "\n".join(lines)
 
 
@@ -445,8 +511,8 @@ _GROUND_COLORS[[DRIVEABLE, SIDEWALK, TERRAIN, OTHER_FLAT]] = [
 
 
 def _bev_frame(record: EpisodeRecord, tick: int, metrics: EpisodeMetrics | None, title: str) -> Image.Image:
-    """The bird's-eye view of tick `tick`: ego-centred, heading up, 64 m across."""
-    plan_time, plan = record.plans[min(tick, len(record.plans) - 1)]
+    """The bird's-eye view of tick `tick` (its plan, if it got one): ego-centred, heading up, 64 m across."""
+    plan_time, plan = record.plans[tick] if tick < len(record.plans) else (float(record.ego_times_s[-1]), None)
     state = record.ego_states[np.searchsorted(record.ego_times_s, plan_time - 1e-9)]
     ego_xy, ego_yaw = state[:2], float(state[2])
     half = _BEV_SIZE_PX * _BEV_M_PER_PX / 2.0
@@ -480,7 +546,8 @@ def _bev_frame(record: EpisodeRecord, tick: int, metrics: EpisodeMetrics | None,
     driven = record.ego_states[record.ego_times_s <= plan_time + 1e-9, :2]
     if len(driven) > 1:
         draw.line(to_px(driven), fill=(0, 90, 255), width=3)
-    draw.line(to_px(np.concatenate([ego_xy[None], plan])), fill=(255, 150, 0), width=2)
+    if plan is not None:
+        draw.line(to_px(np.concatenate([ego_xy[None], plan])), fill=(255, 150, 0), width=2)
     draw.polygon(to_px(ego_corners(ego_xy[None], np.array([ego_yaw]))[0]), fill=(0, 200, 90), outline=(0, 0, 0))
     lines = [title, f"t={plan_time - record.ego_times_s[0]:4.1f}s  v={state[3]:4.1f}m/s"]
     if record.approach is not None:
@@ -542,6 +609,7 @@ __all__ = [
     "evaluate_closed_loop",
     "format_closed_loop_table",
     "observe",
+    "open_loop_l2",
     "run_closed_loop",
     "write_episode_gif",
 ]

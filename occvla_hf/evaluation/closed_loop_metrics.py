@@ -264,7 +264,7 @@ def no_at_fault_collisions(ego: EgoTrack, objects: ObjectTrack) -> tuple[float, 
             ctype = collision_type(
                 ego.xy[t], ego.yaw[t], ego.speed_mps[t], corners[t], polygon, objects.speed_mps[t, j], kind
             )
-            straddling = ego.multiple_lanes[t] or ego.off_drivable[t]
+            straddling = bool(ego.multiple_lanes[t] or ego.off_drivable[t])
             at_fault = ctype in ("active_front", "stopped_track") or (straddling and ctype == "active_lateral")
             if at_fault:
                 score = min(score, 0.0 if kind in AGENT_KINDS else AT_FAULT_SCORE_OBJECT)

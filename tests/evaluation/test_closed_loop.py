@@ -20,6 +20,7 @@ from occvla_hf.evaluation.closed_loop import (
     closed_loop_report,
     observe,
     run_closed_loop,
+    write_episode_gif,
 )
 from occvla_hf.evaluation.runner import load_split
 from occvla_hf.modeling import OccVLAForPlanning
@@ -108,9 +109,11 @@ class _FaultyPlanner:
         return plans
 
 
-def test_bad_planner_output_fails_that_scenario_and_the_others_go_on():
+def test_bad_planner_output_fails_that_scenario_and_the_others_go_on(tmp_path: Path):
     scenarios = standard_scenarios(types=("free_driving",), per_type=4)
-    results = run_closed_loop(_FaultyPlanner(), scenarios, sim_config=SMALL, batch_size=4, progress=False)
+    results = run_closed_loop(
+        _FaultyPlanner(), scenarios, sim_config=SMALL, batch_size=4, keep_frames=True, progress=False
+    )
     failures = {r.scenario.name: r.failure for r in results}
     assert "NaN" in failures["free_driving_00"]
     assert "shape" in failures["free_driving_01"]
@@ -121,6 +124,9 @@ def test_bad_planner_output_fails_that_scenario_and_the_others_go_on():
     assert report["summary"]["num_failed"] == 3 and report["summary"]["num_scenarios"] == 4
     assert report["summary"]["pdms"] == pytest.approx(results[3].metrics.pdms / 4, abs=1e-6)  # failed runs count 0
     assert report["results"][0]["metrics"] is None and "NaN" in report["results"][0]["failure"]
+    assert report["results"][0]["termination"] == "planner failure"
+    with Image.open(write_episode_gif(results[0], tmp_path / "failed.gif")) as gif:  # the run up to the failure
+        assert gif.n_frames == 1
 
 
 def test_observation_at_the_logged_pose_is_the_dataset_row(training_data_dir: Path):
