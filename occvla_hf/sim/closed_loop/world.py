@@ -143,7 +143,11 @@ class ClosedLoopWorld:
         return np.stack([self._pose_xy[k] for k in steps]), np.array([self._pose_yaw[k] for k in steps])
 
     def render(self, cameras: tuple[str, ...] = CAMERA_NAMES) -> list[np.ndarray]:
-        """(H, W, 3) uint8 images of `cameras` at the ego's pose, through the dataset's JPEG encoding."""
+        """(H, W, 3) uint8 images of `cameras` (in CAMERA_NAMES order) at the ego's pose, through the dataset's JPEG
+        encoding."""
+        unknown = sorted(set(cameras) - set(CAMERA_NAMES))
+        if unknown:
+            raise ValueError(f"cameras: unknown names {unknown}; expected some of {CAMERA_NAMES}")
         scene, snap = self.scene, self.snapshot
         others = np.flatnonzero(snap.active[1:])
         sizes = self.traffic.sizes[others + 1]
@@ -163,15 +167,6 @@ class ClosedLoopWorld:
             encoded = jpeg_bytes(image, scene.config.jpeg_quality)
             images.append(np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB")))
         return images
-
-    def agent_boxes(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """Indices (M,) into `scene.agents[1:]` of the agents present now, their world boxes (M, 5) as
-        (x, y, length, width, yaw) and their kinds."""
-        snap = self.snapshot
-        others = np.flatnonzero(snap.active[1:])
-        sizes = self.traffic.sizes[others + 1]
-        boxes = np.column_stack([snap.xy[others + 1], sizes[:, :2], snap.yaw[others + 1]])
-        return others, boxes, [self.agents[j + 1].kind for j in others]
 
     # ---------------------------------------------------------------------------------------------- stepping
 
