@@ -239,7 +239,7 @@ class World:
         return self.signal_time_to_green(approach, t) == 0.0
 
     def signal_state(self, approach: int, t: float) -> str:
-        """The signal of an approach at time t: "green", "amber" or "red" (all-red included); "green" without signals."""
+        """The signal of an approach at time t: "green", "amber" or "red" (all-red included); no signals: "green"."""
         if self.signal_cycle is None:
             return "green"
         green, amber, _ = self.signal_cycle
