@@ -41,8 +41,8 @@ from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning
 from occvla_hf.modeling.configuration_occupancy_vae import OccupancyVAEConfig
 from occvla_hf.modeling.occupancy_vae import OccupancyVAE
 from occvla_hf.processing.tokenization import SPECIAL_TOKENS
-from occvla_hf.training.cli import load_recipe
 from occvla_hf.training.joint import attach_occupancy_vae, build_model_and_processor
+from occvla_hf.training.recipe import load_recipe
 
 TEXT_TOKENS = 64
 ANSWER_TOKENS = 16

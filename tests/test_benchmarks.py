@@ -1,4 +1,4 @@
-"""The GPU benchmark scripts run end to end on a tiny config on CPU (numbers are not checked: they are measured)."""
+"""The benchmark scripts run end to end on small settings on CPU (numbers are not checked: they are measured)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import sys
 import pytest
 import torch
 
-from benchmarks import bench_inference, bench_training
+from benchmarks import bench_closed_loop, bench_inference, bench_training
 from occvla_hf.experiments.ablation_scale import SCALE_RECIPE, SCALE_VAE_RECIPE
-from occvla_hf.training.cli import load_recipe
+from occvla_hf.training.recipe import load_recipe
 
 
 def run_main(module, argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> list[str]:
@@ -57,3 +57,10 @@ def test_bench_training_scale_shape_is_the_scale_recipe_model() -> None:
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert 30e6 <= trained <= 100e6  # the at-scale experiment's parameter range
     assert bench_training.step_flops(model, 1, True) > bench_training.step_flops(model, 1, False)
+
+
+@pytest.mark.slow
+def test_bench_closed_loop_prints_every_planner(monkeypatch, capsys) -> None:
+    rows = run_main(bench_closed_loop, ["--types", "1"], monkeypatch, capsys)
+    planners = [row.split(" | ")[0].strip("| ") for row in rows if not row.startswith(("| planner", "|---"))]
+    assert planners == ["constant-velocity", "expert", "occvla-sim-small"] * 2

@@ -1,4 +1,5 @@
-"""`occvla-hf eval planning|qa|occupancy` and `occvla-hf plan`: thin layers over `evaluation.runner` and `plots`.
+"""`occvla-hf eval planning|qa|occupancy|closed-loop` and `occvla-hf plan`: thin layers over `evaluation.runner`,
+`evaluation.closed_loop` and `plots`.
 
 Registering the commands imports nothing heavy; each command imports torch, the data and the metrics when it runs.
 """
@@ -18,8 +19,21 @@ DTYPES: dict[str, str] = {"bf16": "bfloat16", "fp32": "float32"}
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `eval` and `plan` commands."""
-    evaluate = subparsers.add_parser("eval", help="evaluate a checkpoint: planning, QA or occupancy metrics")
-    evaluate.add_argument("task", choices=["planning", "qa", "occupancy"])
+    evaluate = subparsers.add_parser("eval", help="evaluate a checkpoint: planning, QA, occupancy or closed loop")
+    tasks = evaluate.add_subparsers(dest="task", metavar="TASK", required=True)
+    for task in ("planning", "qa", "occupancy"):
+        _add_open_loop_task(tasks.add_parser(task, help=f"{task} metrics on a dataset split"))
+    _add_closed_loop_task(tasks.add_parser("closed-loop", help="drive the sim's scenarios: PDMS, driving score"))
+
+    plan = subparsers.add_parser("plan", help="plan one sample and draw it (BEV + six cameras)")
+    _add_model_and_data(plan)
+    plan.add_argument("--split", default=DEFAULT_SPLIT)
+    plan.add_argument("--sample", required=True, help="sample token, or the row index in the split")
+    plan.add_argument("--out", required=True, help="PNG path of the BEV picture; the camera mosaic goes next to it")
+    plan.set_defaults(func=_run_plan)
+
+
+def _add_open_loop_task(evaluate: argparse.ArgumentParser) -> None:
     _add_model_and_data(evaluate)
     evaluate.add_argument("--split", default=DEFAULT_SPLIT, help="dataset split (mini: mini_val)")
     evaluate.add_argument("--batch-size", type=int, default=8)
@@ -37,12 +51,67 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--report", help="JSON report path (default: <model>/eval_<task>_<split>.json)")
     evaluate.set_defaults(func=_run_eval)
 
-    plan = subparsers.add_parser("plan", help="plan one sample and draw it (BEV + six cameras)")
-    _add_model_and_data(plan)
-    plan.add_argument("--split", default=DEFAULT_SPLIT)
-    plan.add_argument("--sample", required=True, help="sample token, or the row index in the split")
-    plan.add_argument("--out", required=True, help="PNG path of the BEV picture; the camera mosaic goes next to it")
-    plan.set_defaults(func=_run_plan)
+
+def _add_closed_loop_task(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", help="OccVLA checkpoint folder or Hub id (model + processor); the planner by default"
+    )
+    parser.add_argument(
+        "--planner",
+        choices=["model", "constant-velocity", "expert"],
+        default="model",
+        help="who drives: the --model checkpoint, constant velocity, or the sim's privileged expert",
+    )
+    parser.add_argument("--scenarios", default="all", help="'all' or one scenario type (see the docs for the list)")
+    parser.add_argument("--per-type", type=int, default=6, help="scenarios per type (6: the standard set)")
+    parser.add_argument("--seed", type=int, default=0, help="scenario seed (0: the standard set)")
+    parser.add_argument("--non-reactive", action="store_true", help="agents replay their log instead of reacting")
+    parser.add_argument("--out", required=True, help="folder of the JSON report and the per-scenario GIFs")
+    parser.add_argument("--no-video", action="store_true", help="skip the per-scenario GIFs")
+    parser.add_argument(
+        "--open-loop-l2", action="store_true", help="also the planner's open-loop L2 along the expert's drives"
+    )
+    parser.add_argument("--batch-size", type=int, default=1, help="scenarios per planner call")
+    parser.add_argument("--device", help="torch device of the model (default: cuda if available, else cpu)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), help="default: bf16 on GPU, fp32 on CPU")
+    parser.set_defaults(func=_run_closed_loop)
+
+
+def _run_closed_loop(args: argparse.Namespace) -> int:
+    from occvla_hf.sim.closed_loop import SCENARIO_TYPES, standard_scenarios
+
+    from .closed_loop import ConstantVelocityPlanner, ExpertPlanner, OccVLAPlanner, evaluate_closed_loop
+
+    if args.scenarios != "all" and args.scenarios not in SCENARIO_TYPES:
+        raise SystemExit(f"--scenarios: expected 'all' or one of {', '.join(SCENARIO_TYPES)}; got {args.scenarios!r}")
+    if args.per_type < 1:
+        raise SystemExit(f"--per-type: expected >= 1, got {args.per_type}")
+    if args.batch_size < 1:
+        raise SystemExit(f"--batch-size: expected >= 1, got {args.batch_size}")
+    if args.planner == "model":
+        if args.model is None:
+            raise SystemExit("--model: required to drive with the model (or pass --planner constant-velocity|expert)")
+        model, processor = _load(args)
+        planner = OccVLAPlanner(model, processor, name=Path(str(args.model)).name)
+    elif args.model is not None:
+        raise SystemExit(f"--model: not used with --planner {args.planner}; give one or the other")
+    else:
+        planner = ConstantVelocityPlanner() if args.planner == "constant-velocity" else ExpertPlanner()
+    types = None if args.scenarios == "all" else (args.scenarios,)
+    _, table, path = evaluate_closed_loop(
+        planner,
+        standard_scenarios(args.seed, types, args.per_type),
+        reactive=not args.non_reactive,
+        seed=args.seed,
+        scenario_filter=args.scenarios,
+        out_dir=args.out,
+        videos=not args.no_video,
+        batch_size=args.batch_size,
+        with_open_loop=args.open_loop_l2,
+    )
+    print(table)
+    print(f"report: {path}")
+    return 0
 
 
 def _add_model_and_data(parser: argparse.ArgumentParser) -> None:

@@ -1,8 +1,9 @@
 """occvla_hf.sim: procedural driving scenes written in the real nuScenes, Occ3D-nuScenes and nuScenes-QA formats.
 
 `generate_dataset(out_dir, num_scenes=..., seed=...)` writes a dataroot that `nuscenes.nuscenes.NuScenes` loads;
-`simulate_scene(seed, config)` gives the underlying world state (ego poses, agent boxes) of one scene. Names are
-imported lazily, so that `occvla_hf.sim.cli` (loaded by every `occvla-hf` call) stays cheap.
+`simulate_scene(seed, config)` gives the underlying world state (ego poses, agent boxes) of one scene;
+`occvla_hf.sim.closed_loop` runs the same world as a simulator in which a planner drives the ego. Names are imported
+lazily, so that `occvla_hf.sim.cli` (loaded by every `occvla-hf` call) stays cheap.
 
 Where the real files and their documentation disagree, the sim follows the files: Occ3D `labels.npz` masks are uint8
 0/1 with `mask_camera` inside `mask_lidar`, the driveable surface lies in z-layer 0 (`OCC_GROUND_LAYER`), and

@@ -12,7 +12,7 @@ The result of `simulate` is a `SceneTrack`: poses, velocities and nuScenes attri
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -119,7 +119,9 @@ def _sized(rng: np.random.Generator, type_name: str) -> np.ndarray:
     return np.array([t.length_m, t.width_m, t.height_m]) * scale
 
 
-def _vehicle(rng: np.random.Generator, type_name: str, lane: LanePath, s: float, d: float = 0.0) -> Agent:
+def new_vehicle(rng: np.random.Generator, type_name: str, lane: LanePath, s: float, d: float = 0.0) -> Agent:
+    """A vehicle of `type_name` on `lane` at arc length `s` (lateral offset `d`) with drawn speeds and style; call
+    `prepare_path` once it is placed."""
     speeds = {
         "car": (8.0, 13.0),
         "truck": (7.0, 11.0),
@@ -158,7 +160,8 @@ def _static(
     )
 
 
-def _pedestrian(rng: np.random.Generator, path: Polyline, s: float) -> Agent:
+def new_pedestrian(rng: np.random.Generator, path: Polyline, s: float) -> Agent:
+    """A walker (an adult, sometimes a child) on `path` at arc length `s` with a drawn walking speed."""
     type_name = "child" if rng.random() < 0.1 else "pedestrian"
     speed = float(rng.uniform(1.0, 1.6))
     return Agent(
@@ -184,14 +187,21 @@ def spawn_agents(world: World, rng: np.random.Generator, duration_s: float) -> l
     _spawn_pedestrians(world, rng, agents, duration_s)
     _spawn_static(world, rng, agents)
     for agent in agents:
-        if agent.kind in ("vehicle", "cycle") and agent.path is not None:
-            curvature = np.abs(agent.path.curvature())
-            agent.curve_speed_mps = np.sqrt(LATERAL_ACCEL_LIMIT_MPS2 / np.maximum(curvature, 1e-4))
-            for i, cw in enumerate(world.crosswalks):
-                s, lateral = agent.path.project(cw.center[None])
-                if abs(lateral[0]) < cw.half_length_m + 1.0 and 0.5 < s[0] < agent.path.length - 0.5:
-                    agent.crossing_s[i] = float(s[0])
+        prepare_path(world, agent)
     return agents
+
+
+def prepare_path(world: World, agent: Agent) -> None:
+    """Set what a moving vehicle derives from its path: the curve speed limits and where it meets each crosswalk
+    (`curve_speed_mps`, `crossing_s`); nothing for walkers and static agents."""
+    if agent.kind in ("vehicle", "cycle") and agent.path is not None:
+        curvature = np.abs(agent.path.curvature())
+        agent.curve_speed_mps = np.sqrt(LATERAL_ACCEL_LIMIT_MPS2 / np.maximum(curvature, 1e-4))
+        agent.crossing_s = {}
+        for i, cw in enumerate(world.crosswalks):
+            s, lateral = agent.path.project(cw.center[None])
+            if abs(lateral[0]) < cw.half_length_m + 1.0 and 0.5 < s[0] < agent.path.length - 0.5:
+                agent.crossing_s[i] = float(s[0])
 
 
 def _spawn_ego(world: World, rng: np.random.Generator) -> Agent:
@@ -252,7 +262,7 @@ def _spawn_traffic(world: World, rng: np.random.Generator, agents: list[Agent]) 
             xy, _ = lane.path.interpolate(s)
             if min(np.hypot(*(xy - p)) for p in placed) > 14.0:
                 d = -0.85 if type_name == "bicycle" else 0.0
-                agent = _vehicle(rng, type_name, lane, s, d)
+                agent = new_vehicle(rng, type_name, lane, s, d)
                 if (
                     lane.lanes > 1
                     and type_name != "bicycle"
@@ -304,7 +314,7 @@ def _spawn_pedestrians(world: World, rng: np.random.Generator, agents: list[Agen
                         agent.size[2] = float(rng.uniform(1.0, 1.3))
                     agents.append(agent)
                 else:  # walk a direction in which the sidewalk lasts the whole scene
-                    walker = _pedestrian(rng, road.sidewalk_path(side).slice(s_from, s_to), 0.0)
+                    walker = new_pedestrian(rng, road.sidewalk_path(side).slice(s_from, s_to), 0.0)
                     need = walker.desired_speed_mps * duration_s + 2.0
                     ways = [d for d, room in ((1, s_to - s), (-1, s - s_from)) if room >= need]
                     if ways:
@@ -316,23 +326,23 @@ def _spawn_pedestrians(world: World, rng: np.random.Generator, agents: list[Agen
                 s += 4.0 + float(rng.exponential(20.0))
     for i, cw in enumerate(world.crosswalks):
         for _ in range(int(rng.integers(0, 4))):
-            path, wait_s, end_s = _crossing_path(world, cw, rng)
+            path, wait_s, end_s = crossing_path(world, cw, rng)
             s = float(rng.uniform(0.0, 0.6)) * wait_s
             start = path.interpolate(s)[0]
-            if all(np.hypot(*(start - _position(a))) > 1.5 for a in agents if a.kind == "pedestrian"):
-                agent = _pedestrian(rng, path, s)
+            if all(np.hypot(*(start - initial_position(a))) > 1.5 for a in agents if a.kind == "pedestrian"):
+                agent = new_pedestrian(rng, path, s)
                 agent.wait_s, agent.crossing_end_s, agent.crosswalk = wait_s, end_s, i
                 agents.append(agent)
 
 
-def _position(agent: Agent) -> np.ndarray:
+def initial_position(agent: Agent) -> np.ndarray:
     """Initial box-centre position (lateral offsets aside)."""
     if agent.path is None:
         return np.array(agent.pose[:2])
     return agent.path.interpolate(agent.s)[0]
 
 
-def _crossing_path(world: World, cw: Crosswalk, rng: np.random.Generator) -> tuple[Polyline, float, float]:
+def crossing_path(world: World, cw: Crosswalk, rng: np.random.Generator) -> tuple[Polyline, float, float]:
     """Sidewalk -> across the crosswalk -> sidewalk, keeping right; returns the path, its near and far curb points."""
     side_from = 1.0 if rng.random() < 0.5 else -1.0
     if world.junction is not None:  # come from, and leave to, the outer side of the arm
@@ -648,45 +658,67 @@ def _try_lane_change(agent: Agent, snap: _Snapshot, i: int, t: float) -> None:
     agent.planned_lane_change = None
 
 
-def simulate(world: World, agents: list[Agent], config: SimConfig) -> SceneTrack:
-    """Run the scene and sample it at keyframes. agents[0] is the ego."""
-    dt = config.sim_step_s
-    num_kf = config.num_keyframes
-    spk = config.steps_per_keyframe
-    num_steps = (num_kf - 1) * spk + 2  # one step past the last keyframe for its central difference
-    n = len(agents)
-    xy_hist = np.zeros((num_steps, n, 2))
-    yaw_hist = np.zeros((num_steps, n))
-    speed_hist = np.zeros((num_steps, n))
-    active_hist = np.zeros((num_steps, n), dtype=bool)
-    is_ped = np.array([a.kind == "pedestrian" for a in agents])
-    is_static = np.array([a.path is None for a in agents])
-    sizes = np.stack([a.size for a in agents])
-    left_turn_approach = np.array(
-        [a.lane.approach if a.lane is not None and a.lane.turn == "left" else -1 for a in agents]
-    )
-    for step in range(num_steps):
-        t = step * dt
-        for j, agent in enumerate(agents):
-            if agent.active:
-                xy_hist[step, j], yaw_hist[step, j] = _pose(agent, t)
-            else:
-                xy_hist[step, j], yaw_hist[step, j] = xy_hist[step - 1, j], yaw_hist[step - 1, j]
-            speed_hist[step, j] = agent.v
-            active_hist[step, j] = agent.active
-        snap = _Snapshot(
-            xy_hist[step],
-            yaw_hist[step],
-            speed_hist[step],
-            active_hist[step],
-            is_ped,
-            is_static,
-            sizes,
-            left_turn_approach,
+class Traffic:
+    """One step of the behaviour model at a time, for every agent of a scene (agents[0] is the ego).
+
+    `observe(t)` poses every active agent at time t (inactive ones keep their last pose) and returns the snapshot
+    the obstacle queries read; `step(t, dt, snapshot)` then computes the IDM accelerations (with signals, junction
+    and crosswalk rules, lane-change decisions) and integrates the agents over `dt`. The open-loop `simulate` runs
+    these two over a scene; the closed loop edits a snapshot row (the ego at its driven pose) before `step` and
+    integrates some agents itself (`kinematic`).
+    """
+
+    def __init__(self, world: World, agents: list[Agent]) -> None:
+        self.world, self.agents = world, agents
+        self.is_pedestrian = np.array([a.kind == "pedestrian" for a in agents])
+        self.is_static = np.array([a.path is None for a in agents])
+        self.sizes = np.stack([a.size for a in agents])
+        self.left_turn_approach = np.array(
+            [a.lane.approach if a.lane is not None and a.lane.turn == "left" else -1 for a in agents]
         )
-        accel = np.zeros(n)
+        self.xy = np.zeros((len(agents), 2))
+        self.yaw = np.zeros(len(agents))
+
+    def observe(self, t: float) -> _Snapshot:
+        """Poses (box centres), speeds and activity of all agents at time t."""
+        speed = np.zeros(len(self.agents))
+        active = np.zeros(len(self.agents), dtype=bool)
+        for j, agent in enumerate(self.agents):
+            if agent.active:
+                self.xy[j], self.yaw[j] = _pose(agent, t)
+            speed[j] = agent.v
+            active[j] = agent.active
+        return self.snapshot(self.xy.copy(), self.yaw.copy(), speed, active)
+
+    def pose(self, j: int, t: float) -> tuple[np.ndarray, float]:
+        """Box centre (2,) and yaw of agent j at time t."""
+        return _pose(self.agents[j], t)
+
+    def snapshot(self, xy: np.ndarray, yaw: np.ndarray, speed: np.ndarray, active: np.ndarray) -> _Snapshot:
+        """The snapshot `step` reads, from given box centres (N, 2), yaws, speeds and activity (N,)."""
+        return _Snapshot(
+            xy, yaw, speed, active, self.is_pedestrian, self.is_static, self.sizes, self.left_turn_approach
+        )
+
+    def step(
+        self,
+        t: float,
+        dt: float,
+        snap: _Snapshot,
+        update: Collection[int] | None = None,
+        kinematic: Collection[int] = (),
+    ) -> None:
+        """Advance the moving agents in `update` (default: all) from t to t + dt against `snap`.
+
+        Agents in `kinematic` get their decisions (lane changes) and bookkeeping but keep `s` and `v`: whoever
+        moves them sets those.
+        """
+        agents, world = self.agents, self.world
+        indices = range(len(agents)) if update is None else sorted(update)
+        accel = np.zeros(len(agents))
         busy = {a.crosswalk for a in agents if a.crosswalk is not None and a.wait_s <= a.s <= a.crossing_end_s}
-        for j, agent in enumerate(agents):
+        for j in indices:
+            agent = agents[j]
             if not agent.moving or not agent.active:
                 continue
             obstacles = _obstacle_gaps(j, agent, snap, t)
@@ -706,12 +738,14 @@ def simulate(world: World, agents: list[Agent], config: SimConfig) -> SceneTrack
                 if agent.planned_lane_change is not None:
                     _try_lane_change(agent, snap, j, t)
             accel[j] = _idm(agent, v0, obstacles)
-        for j, agent in enumerate(agents):
+        for j in indices:
+            agent = agents[j]
             if not agent.moving or not agent.active:
                 continue
-            v_new = max(agent.v + accel[j] * dt, 0.0)
-            agent.s += 0.5 * (agent.v + v_new) * dt
-            agent.v = v_new
+            if j not in kinematic:
+                v_new = max(agent.v + accel[j] * dt, 0.0)
+                agent.s += 0.5 * (agent.v + v_new) * dt
+                agent.v = v_new
             if agent.lane_change is not None and t + dt >= agent.lane_change[0] + agent.lane_change[3]:
                 agent.d = agent.lane_change[2]
                 agent.lane_change = None
@@ -720,7 +754,45 @@ def simulate(world: World, agents: list[Agent], config: SimConfig) -> SceneTrack
             if agent.s >= agent.path.length - agent.size[0] / 2:
                 agent.active = agent is agents[0]  # the ego's routes are long enough; others leave the map
                 agent.s = min(agent.s, agent.path.length)
-    return _keyframe_track(agents, config, xy_hist, yaw_hist, speed_hist, active_hist)
+
+
+@dataclass
+class StepHistory:
+    """The state of every agent (N, the ego first) at every simulation step (S steps of `dt` from t = 0)."""
+
+    xy: np.ndarray  # (S, N, 2) box centres
+    yaw: np.ndarray  # (S, N)
+    speed: np.ndarray  # (S, N)
+    active: np.ndarray  # (S, N) bool
+    s: np.ndarray  # (S, N) arc length along the path (0 for static agents)
+
+
+def simulate_steps(world: World, agents: list[Agent], dt: float, num_steps: int) -> StepHistory:
+    """Run the behaviour model for `num_steps` steps of `dt` seconds from t = 0; agents[0] is the ego."""
+    n = len(agents)
+    history = StepHistory(
+        xy=np.zeros((num_steps, n, 2)),
+        yaw=np.zeros((num_steps, n)),
+        speed=np.zeros((num_steps, n)),
+        active=np.zeros((num_steps, n), dtype=bool),
+        s=np.zeros((num_steps, n)),
+    )
+    traffic = Traffic(world, agents)
+    for step in range(num_steps):
+        t = step * dt
+        snap = traffic.observe(t)
+        history.xy[step], history.yaw[step], history.speed[step] = snap.xy, snap.yaw, snap.speed
+        history.active[step] = snap.active
+        history.s[step] = [a.s for a in agents]
+        traffic.step(t, dt, snap)
+    return history
+
+
+def simulate(world: World, agents: list[Agent], config: SimConfig) -> SceneTrack:
+    """Run the scene and sample it at keyframes. agents[0] is the ego."""
+    num_steps = (config.num_keyframes - 1) * config.steps_per_keyframe + 2  # one past the last keyframe
+    history = simulate_steps(world, agents, config.sim_step_s, num_steps)
+    return _keyframe_track(agents, config, history.xy, history.yaw, history.speed, history.active)
 
 
 def _keyframe_track(

@@ -14,7 +14,6 @@ scenes, version) whatever the number of worker processes.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import shutil
 import time
@@ -24,7 +23,6 @@ from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm.auto import tqdm
 
 from occvla_hf.constants import LIDAR_CHANNEL
@@ -52,13 +50,20 @@ from occvla_hf.sim.occupancy import (
     visibility_mask,
 )
 from occvla_hf.sim.qa import QA_MIN_LIDAR_POINTS, QA_RANGE_M, QAObject, generate_questions
-from occvla_hf.sim.render import FrameBoxes, cast_camera, cast_lidar, noise_texture, shade_camera
+from occvla_hf.sim.render import (
+    TEXTURE_SEED,
+    FrameBoxes,
+    cast_camera,
+    cast_lidar,
+    jpeg_bytes,
+    noise_texture,
+    shade_camera,
+)
 from occvla_hf.sim.scene import Scene, simulate_scene
 
 QA_DIRNAME: str = "nuscenes_qa"
 OCC3D_DIRNAME: str = "gts"
 _OUTPUT_ENTRIES: tuple[str, ...] = ("samples", "maps", OCC3D_DIRNAME, QA_DIRNAME)
-_TEXTURE_SEED: int = 1234
 _EPOCH = dt.datetime(2026, 1, 5, 8, 0, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
 
 
@@ -254,7 +259,7 @@ class _SceneWriter:
         self.lidar_projection = lidar_voxel_projection(
             config.lidar_beams, config.lidar_mask_oversampling, config.lidar_azimuth_steps
         )
-        self.texture = noise_texture(_TEXTURE_SEED)
+        self.texture = noise_texture(TEXTURE_SEED)
         self.instances: dict[int, list[str]] = {}  # agent index -> its annotation tokens in time order
         self.prev_sample = ""
         self.prev_records: dict[str, dict] = {}  # channel -> its previous sample_data record
@@ -321,9 +326,8 @@ class _SceneWriter:
             cast = cast_camera(rays, boxes)
             casts.append(cast)
             image = shade_camera(rays, cast, boxes, ground, ego_xy, ego_yaw, sun, self.texture)
-            buffer = io.BytesIO()
-            Image.fromarray(image).save(buffer, format="JPEG", quality=cfg.jpeg_quality, subsampling=0)
-            self._sample_data(k, sample_token, rays.name, timestamp, buffer.getvalue(), "jpg", rays.width, rays.height)
+            payload = jpeg_bytes(image, cfg.jpeg_quality)
+            self._sample_data(k, sample_token, rays.name, timestamp, payload, "jpg", rays.width, rays.height)
         lidar_cast = cast_lidar(self.lidar, boxes)
         cloud, point_ids = lidar_point_cloud(
             self.lidar, lidar_cast, boxes, ground, ego_xy, ego_yaw, self.texture, cfg.lidar_max_range_m

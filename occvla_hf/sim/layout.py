@@ -239,14 +239,27 @@ class World:
         """Signal of an approach at time t: arms 0/2 and 1/3 alternate (green, amber, all-red) phases."""
         return self.signal_time_to_green(approach, t) == 0.0
 
+    def signal_state(self, approach: int, t: float) -> str:
+        """The signal of an approach at time t: "green", "amber" or "red" (all-red included); no signals: "green"."""
+        if self.signal_cycle is None:
+            return "green"
+        green, amber, _ = self.signal_cycle
+        tau = self._signal_cycle_time(approach, t)
+        return "green" if tau < green else "amber" if tau < green + amber else "red"
+
     def signal_time_to_green(self, approach: int, t: float) -> float:
         """Seconds until the approach's signal turns green (0 while green; always 0 without signals)."""
         if self.signal_cycle is None:
             return 0.0
         green, amber, all_red = self.signal_cycle
+        tau = self._signal_cycle_time(approach, t)
+        return 0.0 if tau < green else 2 * (green + amber + all_red) - tau
+
+    def _signal_cycle_time(self, approach: int, t: float) -> float:
+        """Time into the approach's two-phase cycle (its green starts at 0)."""
+        green, amber, all_red = self.signal_cycle
         phase_len = green + amber + all_red
-        tau = (t + self.signal_offset_s - (approach % 2) * phase_len) % (2 * phase_len)
-        return 0.0 if tau < green else 2 * phase_len - tau
+        return (t + self.signal_offset_s - (approach % 2) * phase_len) % (2 * phase_len)
 
 
 # ----------------------------------------------------------------------------------------------------------- build

@@ -7,9 +7,11 @@ A z-buffer keeps the nearest hit; ids are box indices, `GROUND_ID` or `SKY_ID`.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from occvla_hf.constants import OCC_CLASS_NAMES
 from occvla_hf.sim.cameras import NEAR_PLANE_M, LidarRays, PinholeRays
@@ -17,6 +19,7 @@ from occvla_hf.sim.layout import DRIVEABLE, MANMADE, MARK_WHITE, MARK_YELLOW, OT
 
 GROUND_ID: int = -1
 SKY_ID: int = -2
+TEXTURE_SEED: int = 1234  # seed of the `noise_texture` every camera image is shaded with
 
 # Base colours per Occ3D class (RGB); object classes have well separated hues so pixels identify them.
 CLASS_COLORS: dict[str, tuple[int, int, int]] = {
@@ -268,6 +271,13 @@ def cast_lidar(rays: LidarRays, boxes: FrameBoxes) -> CastResult:
 
 
 # ----------------------------------------------------------------------------------------------------------- shade
+
+
+def jpeg_bytes(image: np.ndarray, quality: int) -> bytes:
+    """A (H, W, 3) uint8 camera image encoded as the dataset stores it: JPEG at `quality`, 4:4:4 chroma."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality, subsampling=0)
+    return buffer.getvalue()
 
 
 def noise_texture(seed: int, size: int = 256) -> np.ndarray:
