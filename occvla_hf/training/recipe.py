@@ -99,7 +99,10 @@ def read_recipe_file(path: str | os.PathLike, _chain: Sequence[Path] = ()) -> di
         raise FileNotFoundError(f"config: no recipe file at {path}")
     if path.resolve() in _chain:
         raise ValueError(f"{EXTENDS_KEY}: recipes extend each other in a cycle: {[str(p) for p in _chain]}")
-    recipe = yaml.load(path.read_text(), Loader=_RecipeLoader) or {}
+    try:
+        recipe = yaml.load(path.read_text(encoding="utf-8"), Loader=_RecipeLoader) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ValueError(f"config: {path} is not a valid YAML file ({error})") from error
     if not isinstance(recipe, dict):
         raise TypeError(f"config: {path} must hold a mapping of keys, got {type(recipe).__name__}")
     parent = recipe.pop(EXTENDS_KEY, None)
