@@ -4,6 +4,10 @@ Each subcommand lives next to the code it drives, in a module that defines
 `register(subparsers: argparse._SubParsersAction) -> None`; that function adds its parser and sets
 `func=<callable taking the parsed Namespace>` as the default. Those modules import nothing heavy (torch, transformers,
 datasets) at module level: each command imports what it needs when it runs, so `--help` answers at once.
+
+Bad input raises ValueError, TypeError or FileNotFoundError naming the field or file; when the package itself raised
+it, `main` prints `occvla-hf <command>: error: <message>` and returns 2, as argparse does for bad arguments (errors
+raised inside other libraries keep their traceback).
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from occvla_hf.version import __version__
 
@@ -25,6 +31,9 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "occvla_hf.experiments.cli",
 )
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
+# Errors that report bad input; `main` prints them without a traceback when raised by the package's own code.
+INPUT_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, FileNotFoundError)
+_PACKAGE_DIR = Path(__file__).resolve().parent
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -58,8 +67,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
-    result = args.func(args)
+    try:
+        result = args.func(args)
+    except INPUT_ERRORS as error:
+        if not _raised_by_package(error):
+            raise
+        print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
+        return 2
     return int(result) if isinstance(result, int) else 0
+
+
+def _raised_by_package(error: BaseException) -> bool:
+    """Whether the innermost frame of `error`'s traceback is in this package's code."""
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and Path(frame.tb_frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE_DIR)
+
+
+def model_argument(value: str) -> str:
+    """argparse `type` of `--model` (a checkpoint folder or a Hub id): a value that can only be a path (absolute,
+    `./`, `../`, `~`, more than one `/`, or a trailing `/`) must be an existing folder, so it is never tried as a Hub
+    id."""
+    looks_like_path = value.startswith((".", "~", "/")) or value.count("/") > 1 or value.endswith("/")
+    if looks_like_path and not Path(value).expanduser().is_dir():
+        raise argparse.ArgumentTypeError(f"no checkpoint folder at {value!r}")
+    return value
 
 
 if __name__ == "__main__":

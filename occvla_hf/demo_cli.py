@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from occvla_hf.cli import model_argument
 from occvla_hf.pretrained import EMBEDDED_MODEL_PATH
 
 # Sim seeds of the embedded model's training scenes are 0 and of its held-out evaluation scenes 1000 (scene i of seed s
@@ -19,7 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", default=".", help=f"folder of the figure {PNG_NAME} (default: .)")
     parser.add_argument("--seed", type=int, default=DEFAULT_DEMO_SEED, help="sim seed of the scene")
-    parser.add_argument("--model", default=str(EMBEDDED_MODEL_PATH), help="checkpoint folder (default: embedded)")
+    parser.add_argument(
+        "--model", default=str(EMBEDDED_MODEL_PATH), type=model_argument, help="checkpoint folder (default: embedded)"
+    )
     parser.set_defaults(func=_run)
 
 

@@ -35,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     nuscenes.add_argument(
         "--on-missing-occ", default="skip", help="'skip' keyframes without labels.npz (counted) or 'error'"
     )
+    nuscenes.add_argument(
+        "--on-corrupt", default="skip", help="'skip' keyframes with a corrupt camera image (counted) or 'error'"
+    )
     nuscenes.add_argument("--scenes-per-chunk", type=int, default=50, help="scenes per resumable chunk")
     nuscenes.add_argument("--num-proc", type=int, default=1, help="processes writing the chunks (same rows)")
     nuscenes.add_argument(
@@ -69,6 +72,7 @@ def _build_nuscenes(args: argparse.Namespace) -> int:
         configs=args.configs,
         image_mode=args.image_mode,
         on_missing_occ=args.on_missing_occ,
+        on_corrupt=args.on_corrupt,
         scenes_per_chunk=args.scenes_per_chunk,
         cache_dir=cache,
         can_bus=args.can_bus,

@@ -33,6 +33,7 @@ from datasets import (
     concatenate_datasets,
 )
 from huggingface_hub import HfApi
+from PIL import Image
 from tqdm.auto import tqdm
 
 from occvla_hf.constants import (
@@ -55,10 +56,14 @@ logger = logging.getLogger(__name__)
 
 IMAGE_MODES: tuple[str, ...] = ("path", "bytes")
 ON_MISSING_OCC: tuple[str, ...] = ("skip", "error")
+ON_CORRUPT: tuple[str, ...] = ("skip", "error")
 # Bump when the row content changes, so that cached chunks of older builds are not reused.
 _FORMAT_REVISION = 2
 _WRITER_BATCH_SIZE = 100
 _MAX_PARQUET_SHARD_BYTES = 500 * 2**20
+# A complete JPEG ends with the end-of-image marker (0xFF is byte-stuffed elsewhere), allowing for trailing padding.
+_JPEG_END_MARKER = b"\xff\xd9"
+_JPEG_TAIL_BYTES = 64
 
 
 @dataclass(frozen=True)
@@ -70,19 +75,15 @@ class _Sources:
     questions: dict[str, list[Question]] | None
     occ3d_root: Path | None
     skipped_occupancy: frozenset[str]
+    skipped_images: frozenset[str]
 
 
 def _common_row(fields: dict, image_mode: str, dataroot: Path) -> dict:
     """The common columns of a keyframe from `NuScenesReader.camera_fields`."""
-    images = []
-    for camera, path in zip(CAMERA_NAMES, fields["image_paths"]):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"sample {fields['sample_token']}: {camera} image not found at {path}")
-        images.append(
-            path
-            if image_mode == "path"
-            else {"bytes": Path(path).read_bytes(), "path": os.path.relpath(path, dataroot)}
-        )
+    images = [
+        path if image_mode == "path" else {"bytes": Path(path).read_bytes(), "path": os.path.relpath(path, dataroot)}
+        for path in fields["image_paths"]
+    ]
     return {
         "sample_token": fields["sample_token"],
         "scene_name": fields["scene_name"],
@@ -103,7 +104,7 @@ def _generate_rows(config: str, scene_names: list[str], sources: _Sources) -> It
         for k, token in enumerate(tokens):
             if config == "qa" and token not in sources.questions:
                 continue
-            if config == "occupancy" and token in sources.skipped_occupancy:
+            if token in sources.skipped_images or (config == "occupancy" and token in sources.skipped_occupancy):
                 continue
             common = _common_row(reader.camera_fields(token), sources.image_mode, reader.dataroot)
             if config == "planning":
@@ -120,6 +121,72 @@ def _generate_rows(config: str, scene_names: list[str], sources: _Sources) -> It
             else:
                 arrays = read_occupancy(occupancy_path(sources.occ3d_root, scene_name, token))
                 yield {**common, **encode_occupancy(arrays)}
+
+
+def _image_problem(path: Path) -> str | None:
+    """Why a camera image cannot be decoded (empty, unreadable header, JPEG cut short), or None when it looks whole.
+
+    Cheap: reads the header (`PIL.Image.verify`, which also checks PNG chunk CRCs) and the last bytes, not the pixels.
+    """
+    size = path.stat().st_size
+    if size == 0:
+        return "empty file"
+    try:
+        with Image.open(path) as image:
+            image_format = image.format
+            image.verify()
+    except (OSError, SyntaxError, ValueError) as error:
+        return f"not a readable image ({error})"
+    if image_format == "JPEG":
+        with open(path, "rb") as file:
+            file.seek(max(0, size - _JPEG_TAIL_BYTES))
+            if _JPEG_END_MARKER not in file.read():
+                return "truncated JPEG (no end-of-image marker)"
+    return None
+
+
+def _check_images(
+    reader: NuScenesReader, keyframes: dict[str, list[str]], on_corrupt: str, image_mode: str
+) -> tuple[dict[str, list[tuple]], frozenset[str]]:
+    """Verify the camera images of every keyframe once, before building.
+
+    Returns each keyframe's image signature (relative path, size, mtime_ns, plus a blake2b content hash in bytes
+    mode, where the rows embed the bytes) for the chunk fingerprints, and the keyframes skipped for a corrupt image.
+    FileNotFoundError for a missing image; ValueError for a corrupt one when `on_corrupt='error'`. Both name the
+    sample, the camera and the file.
+    """
+    signatures: dict[str, list[tuple]] = {}
+    corrupt: list[tuple[str, str, str, str]] = []
+    for tokens in keyframes.values():
+        for token in tokens:
+            signature = []
+            for camera, name in zip(CAMERA_NAMES, reader.camera_fields(token)["image_paths"]):
+                path = Path(name)
+                if not path.is_file():
+                    raise FileNotFoundError(f"sample {token}: {camera} image not found at {path}")
+                stat = path.stat()
+                entry = (os.path.relpath(path, reader.dataroot), stat.st_size, stat.st_mtime_ns)
+                if image_mode == "bytes":
+                    entry += (hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest(),)
+                signature.append(entry)
+                problem = _image_problem(path)
+                if problem is not None:
+                    corrupt.append((token, camera, str(path), problem))
+            signatures[token] = signature
+    if corrupt:
+        token, camera, path, problem = corrupt[0]
+        first = f"sample {token}: {camera} image {path}: {problem}"
+        skipped = sorted({entry[0] for entry in corrupt})
+        if on_corrupt == "error":
+            raise ValueError(
+                f"{len(corrupt)} corrupt camera images in {len(skipped)} keyframes, first: {first}; "
+                "use on_corrupt='skip' to leave those keyframes out"
+            )
+        logger.warning(
+            "skipping %d of %d keyframes with corrupt camera images (first: %s)", len(skipped), len(signatures), first
+        )
+        return signatures, frozenset(skipped)
+    return signatures, frozenset()
 
 
 def _file_signature(paths: Sequence[Path]) -> list[tuple[str, int, int]]:
@@ -143,6 +210,7 @@ def build_dataset(
     configs: Sequence[str] | None = None,
     image_mode: str = "path",
     on_missing_occ: str = "skip",
+    on_corrupt: str = "skip",
     scenes_per_chunk: int = 50,
     cache_dir: str | os.PathLike | None = None,
     can_bus: str | os.PathLike | None = None,
@@ -164,6 +232,9 @@ def build_dataset(
         image_mode: `"path"` stores absolute image paths (small, local), `"bytes"` embeds the JPEG bytes.
         on_missing_occ: `"skip"` leaves keyframes without labels.npz out of `occupancy` (count logged), `"error"`
             raises FileNotFoundError before building.
+        on_corrupt: `"skip"` leaves keyframes with a corrupt camera image (empty, unreadable, truncated) out of every
+            config (count logged), `"error"` raises ValueError naming the sample, camera and file before building.
+            A missing image is always a FileNotFoundError.
         scenes_per_chunk: scenes per cached chunk (the unit of resumption).
         cache_dir: where chunks are cached (default: the `datasets` cache).
         can_bus, require_steering: the CAN bus expansion folder and whether its absence is an error (see
@@ -179,6 +250,8 @@ def build_dataset(
         raise ValueError(f"image_mode: expected one of {IMAGE_MODES}, got {image_mode!r}")
     if on_missing_occ not in ON_MISSING_OCC:
         raise ValueError(f"on_missing_occ: expected one of {ON_MISSING_OCC}, got {on_missing_occ!r}")
+    if on_corrupt not in ON_CORRUPT:
+        raise ValueError(f"on_corrupt: expected one of {ON_CORRUPT}, got {on_corrupt!r}")
     if scenes_per_chunk < 1:
         raise ValueError(f"scenes_per_chunk: expected >= 1, got {scenes_per_chunk}")
     if not isinstance(num_proc, int) or num_proc < 1:
@@ -191,12 +264,14 @@ def build_dataset(
     split_scenes = reader.split_scenes(splits)
     keyframes = {scene: reader.scene_keyframes(scene) for names in split_scenes.values() for scene in names}
     skipped = _check_occupancy(occ3d_root, keyframes, on_missing_occ) if "occupancy" in configs else []
+    image_signatures, skipped_images = _check_images(reader, keyframes, on_corrupt, image_mode)
     sources = _Sources(
         reader=reader,
         image_mode=image_mode,
         questions=questions,
         occ3d_root=None if occ3d_root is None else Path(occ3d_root).resolve(),
         skipped_occupancy=frozenset(token for _, token in skipped),
+        skipped_images=skipped_images,
     )
     inputs = {
         "format": _FORMAT_REVISION,
@@ -217,7 +292,9 @@ def build_dataset(
             config_inputs["occ3d_root"] = str(sources.occ3d_root)
         splits_built = {}
         for split, scene_names in split_scenes.items():
-            dataset = _build_split(config, split, scene_names, keyframes, sources, config_inputs, cache_dir, num_proc)
+            dataset = _build_split(
+                config, split, scene_names, keyframes, sources, config_inputs, image_signatures, cache_dir, num_proc
+            )
             if dataset is None:
                 logger.warning("%s/%s: no rows (no question or occupancy label for its keyframes)", config, split)
             else:
@@ -233,17 +310,19 @@ def _build_split(
     keyframes: dict[str, list[str]],
     sources: _Sources,
     inputs: dict,
+    image_signatures: dict[str, list[tuple]],
     cache_dir: str | os.PathLike | None,
     num_proc: int = 1,
 ) -> Dataset | None:
     """One config's split, generated (or reloaded from the cache) chunk by chunk; None if it has no row.
 
-    With `num_proc > 1` the chunks are first written by that many forked processes, each into its own cache entry
-    (the same one a sequential build writes); the chunks are then loaded from the cache in order, so the result is
-    identical to a sequential build.
+    A chunk's fingerprint covers what its rows embed: the build inputs, its keyframes (and which are skipped), the
+    signatures of their camera images and of their Occ3D labels. With `num_proc > 1` the chunks are first written by
+    that many forked processes, each into its own cache entry (the same one a sequential build writes); the chunks
+    are then loaded from the cache in order, so the result is identical to a sequential build.
     """
     jobs = [
-        (config, split, list(chunk), keyframes, sources, inputs, cache_dir)
+        (config, split, list(chunk), keyframes, sources, inputs, image_signatures, cache_dir)
         for chunk in _chunks(scene_names, inputs["scenes_per_chunk"])
         if any(_has_rows(config, token, sources) for scene in chunk for token in keyframes[scene])
     ]
@@ -269,9 +348,11 @@ def _chunk_dataset(
     keyframes: dict[str, list[str]],
     sources: _Sources,
     inputs: dict,
+    image_signatures: dict[str, list[tuple]],
     cache_dir: str | os.PathLike | None,
 ) -> Dataset:
-    """The rows of one chunk of scenes, written to (or read from) its cache entry, fingerprinted by its inputs."""
+    """The rows of one chunk of scenes, written to (or read from) its cache entry, fingerprinted by what they embed
+    (see `_build_split`)."""
     chunk_keyframes = [(scene, token) for scene in chunk for token in keyframes[scene]]
     labels = [occupancy_path(sources.occ3d_root, *pair) for pair in chunk_keyframes] if config == "occupancy" else []
     return Dataset.from_generator(
@@ -280,7 +361,14 @@ def _chunk_dataset(
         cache_dir=None if cache_dir is None else str(cache_dir),
         gen_kwargs={"config": config, "scene_names": chunk, "sources": sources},
         split=split,
-        fingerprint=_fingerprint(**inputs, split=split, keyframes=chunk_keyframes, labels=_file_signature(labels)),
+        fingerprint=_fingerprint(
+            **inputs,
+            split=split,
+            keyframes=chunk_keyframes,
+            skipped_images=sorted(token for _, token in chunk_keyframes if token in sources.skipped_images),
+            images=[image_signatures[token] for _, token in chunk_keyframes],
+            labels=_file_signature(labels),
+        ),
         writer_batch_size=_WRITER_BATCH_SIZE,
     )
 
@@ -329,6 +417,8 @@ def _check_occupancy(
 
 def _has_rows(config: str, token: str, sources: _Sources) -> bool:
     """Whether a keyframe contributes at least one row to a config."""
+    if token in sources.skipped_images:
+        return False
     if config == "qa":
         return token in sources.questions
     if config == "occupancy":

@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 from nuscenes.can_bus.can_bus_api import NuScenesCanBus
@@ -181,7 +181,7 @@ class NuScenesReader:
         for name in CAMERA_NAMES:
             sample_data = self.nusc.get("sample_data", sample["data"][name])
             sensor = self.nusc.get("calibrated_sensor", sample_data["calibrated_sensor_token"])
-            paths.append(str(self.dataroot / sample_data["filename"]))
+            paths.append(str(self._contained_path(sample_data)))
             intrinsics.append(sensor["camera_intrinsic"])
             extrinsics.append(pose_matrix(sensor["translation"], sensor["rotation"]))
             to_keyframe.append(
@@ -196,6 +196,17 @@ class NuScenesReader:
             "camera_extrinsics": np.asarray(extrinsics, dtype=np.float32),
             "camera_to_keyframe_ego": np.asarray(to_keyframe, dtype=np.float32),
         }
+
+    def _contained_path(self, sample_data: dict) -> Path:
+        """Absolute path of a sample_data file; ValueError for a filename that is absolute or has a `..` part, so
+        that nothing outside the dataroot is ever read (or embedded and uploaded in `image_mode="bytes"`)."""
+        filename = sample_data["filename"]
+        relative = PurePosixPath(filename)
+        if not filename or relative.is_absolute() or PureWindowsPath(filename).is_absolute() or ".." in relative.parts:
+            raise ValueError(
+                f"sample_data {sample_data['token']}: filename: expected a path inside the dataroot, got {filename!r}"
+            )
+        return self.dataroot / relative
 
     def _ego_pose(self, sample_data_token: str) -> np.ndarray:
         """(4, 4) ego -> global pose at a sample_data's timestamp."""

@@ -58,13 +58,16 @@ def _parse_entry(entry: object, where: str) -> tuple[str, Question]:
 def load_questions(path: str | os.PathLike) -> dict[str, list[Question]]:
     """Questions of one official file grouped by sample token, in file order.
 
-    ValueError naming the file (and the entry index) for invalid JSON, a wrong top-level layout or a bad entry.
+    ValueError naming the file (and the entry index) for invalid JSON or non-UTF-8 text, a wrong top-level layout
+    or a bad entry.
     """
     try:
         with open(path, encoding="utf-8") as file:
             content = json.load(file)
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from error
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error})") from error
     if not isinstance(content, dict) or not isinstance(content.get("questions"), list):
         raise ValueError(f'{path}: expected an object with a "questions" list')
     by_token: dict[str, list[Question]] = defaultdict(list)

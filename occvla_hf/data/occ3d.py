@@ -17,6 +17,8 @@ sizes). Exact round trip:
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -39,13 +41,27 @@ def occupancy_path(occ3d_root: str | os.PathLike, scene_name: str, sample_token:
 def read_occupancy(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """`semantics` (200, 200, 16) uint8 and `mask_camera`, `mask_lidar` (200, 200, 16) bool of a labels.npz.
 
-    ValueError naming the file and the array for a missing key, a wrong shape, class ids >= 18 or non-0/1 masks.
+    ValueError naming the file (and the array) for a file that is not a readable .npz archive (truncated, empty,
+    a single .npy, object arrays), a missing key, a wrong shape, class ids >= 18 or non-0/1 masks.
     """
-    with np.load(path, allow_pickle=False) as npz:
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path}: not a readable .npz archive ({type(error).__name__}: {error})") from error
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: expected an .npz archive of {list(OCC_ARRAY_NAMES)}, got a single .npy array")
+    with loaded as npz:
         missing = [name for name in OCC_ARRAY_NAMES if name not in npz.files]
         if missing:
             raise ValueError(f"{path}: missing arrays {missing} (found {npz.files})")
-        arrays = {name: npz[name] for name in OCC_ARRAY_NAMES}
+        arrays = {}
+        for name in OCC_ARRAY_NAMES:
+            try:
+                arrays[name] = npz[name]
+            except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as error:
+                raise ValueError(f"{path}: {name}: unreadable ({type(error).__name__}: {error})") from error
     for name, array in arrays.items():
         if array.shape != OCC_GRID_SHAPE:
             raise ValueError(f"{path}: {name}: expected shape {OCC_GRID_SHAPE}, got {array.shape}")

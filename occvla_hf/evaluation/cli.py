@@ -10,6 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
+from occvla_hf.cli import model_argument
+
 from ..constants import PLANNING_NORMALIZATIONS, PLANNING_PROTOCOL_NAMES
 
 DEFAULT_SPLIT = "val"
@@ -115,7 +117,9 @@ def _run_closed_loop(args: argparse.Namespace) -> int:
 
 
 def _add_model_and_data(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="OccVLA checkpoint folder or Hub id (model + processor)")
+    parser.add_argument(
+        "--model", required=True, type=model_argument, help="OccVLA checkpoint folder or Hub id (model + processor)"
+    )
     parser.add_argument("--data", required=True, help="dataset folder written by `occvla-hf data build`")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), help="default: bf16 on GPU, fp32 on CPU")

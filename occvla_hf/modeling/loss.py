@@ -32,7 +32,8 @@ def loss_item_counts(batch: Mapping[str, Any]) -> dict[str, int]:
 
     `lm_loss`: predicted label tokens (`labels[:, 1:] != -100`, the causal shift); `trajectory_loss`: valid waypoints;
     `occupancy_latent_loss`: samples with occupancy targets (grids or cached latents); `occupancy_voxel_loss`: voxels
-    inside `occupancy_mask` (all voxels without a mask). A term without targets in the batch counts 0.
+    inside `occupancy_mask` (all voxels without a mask). With `occupancy_sample_mask` (batch,) only the samples it
+    marks (those with targets) count, for both occupancy terms. A term without targets in the batch counts 0.
     """
     counts = dict.fromkeys(LOSS_TERMS, 0)
     labels = batch.get("labels")
@@ -43,11 +44,16 @@ def loss_item_counts(batch: Mapping[str, Any]) -> dict[str, int]:
         mask = batch.get("trajectory_mask")
         counts["trajectory_loss"] = int(mask.sum()) if mask is not None else trajectory.shape[0] * trajectory.shape[1]
     occupancy, latents = batch.get("occupancy"), batch.get("occupancy_latents")
+    samples = batch.get("occupancy_sample_mask")
     if latents is not None or occupancy is not None:
-        counts["occupancy_latent_loss"] = (latents if latents is not None else occupancy).shape[0]
+        num_samples = (latents if latents is not None else occupancy).shape[0]
+        counts["occupancy_latent_loss"] = int(samples.sum()) if samples is not None else num_samples
     if occupancy is not None:
         mask = batch.get("occupancy_mask")
-        counts["occupancy_voxel_loss"] = int(mask.sum()) if mask is not None else occupancy.numel()
+        voxels = torch.ones_like(occupancy, dtype=torch.bool) if mask is None else mask.bool()
+        if samples is not None:
+            voxels = voxels & samples.bool().view(-1, *([1] * (voxels.dim() - 1)))
+        counts["occupancy_voxel_loss"] = int(voxels.sum())
     return counts
 
 

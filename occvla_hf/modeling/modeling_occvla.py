@@ -546,6 +546,7 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         occupancy: torch.Tensor | None = None,
         occupancy_mask: torch.BoolTensor | None = None,
         occupancy_latents: torch.FloatTensor | None = None,
+        occupancy_sample_mask: torch.BoolTensor | None = None,
         return_occupancy: bool = False,
         occupancy_loss_weight: float | None = None,
         loss_item_totals: Mapping[str, float] | None = None,
@@ -561,7 +562,8 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         `occupancy` (batch, X, Y, Z) class ids; `occupancy_mask` (batch, X, Y, Z) (camera visibility);
         `occupancy_latents` (batch, C, H, W): the frozen VAE's latents of the targets, precomputed
         (`occvla_hf.training.latent_cache`), used by the latent loss instead of encoding `occupancy`; the voxel loss
-        (weight > 0) still needs the `occupancy` grids.
+        (weight > 0) still needs the `occupancy` grids. `occupancy_sample_mask` (batch,) marks the samples that have
+        occupancy targets (the others carry placeholders): both occupancy terms then average over those samples only.
 
         `loss` is `modeling.loss.weighted_loss` of the terms: `occupancy_loss_weight` replaces the config's (a
         trainer's schedule), `loss_item_totals` (items per term of the larger batch this one is part of, e.g. one
@@ -601,10 +603,15 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         if trajectory is not None:
             terms["trajectory_loss"] = self._trajectory_loss(predicted_trajectory, trajectory, trajectory_mask)
         if with_targets:
-            terms.update(self._occupancy_losses(occupancy_latent, occupancy, occupancy_mask, occupancy_latents))
+            terms.update(
+                self._occupancy_losses(
+                    occupancy_latent, occupancy, occupancy_mask, occupancy_latents, occupancy_sample_mask
+                )
+            )
         targets = {"labels": labels, "trajectory": trajectory, "trajectory_mask": trajectory_mask,
                    "occupancy": occupancy, "occupancy_mask": occupancy_mask,
-                   "occupancy_latents": occupancy_latents}  # fmt: skip
+                   "occupancy_latents": occupancy_latents,
+                   "occupancy_sample_mask": occupancy_sample_mask}  # fmt: skip
         loss = self._loss(terms, targets, occupancy_loss_weight, loss_item_totals)
 
         occupancy_logits = None
@@ -747,12 +754,23 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         occupancy: torch.Tensor | None,
         occupancy_mask: torch.Tensor | None,
         occupancy_latents: torch.Tensor | None = None,
+        sample_mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | None]:
         """`occupancy_latent_loss` (MSE to the VAE encoding of `occupancy`, or to the cached `occupancy_latents`)
         and `occupancy_voxel_loss` (cross-entropy through the frozen decoder over the voxels in `occupancy_mask`,
-        scored on the `occupancy` grids; None when its weight is 0)."""
+        scored on the `occupancy` grids; None when its weight is 0), both over the samples in `sample_mask` (batch,)
+        when given."""
         target = self._occupancy_target_latent(occupancy, latent, occupancy_latents)
-        latent_loss = F.mse_loss(latent, target.to(latent.dtype))
+        if sample_mask is None:
+            latent_loss = F.mse_loss(latent, target.to(latent.dtype))
+        else:
+            if tuple(sample_mask.shape) != (latent.shape[0],):
+                raise ValueError(
+                    f"occupancy_sample_mask: expected ({latent.shape[0]},) (batch,), got {tuple(sample_mask.shape)}"
+                )
+            sample_mask = sample_mask.bool()
+            per_sample = F.mse_loss(latent, target.to(latent.dtype), reduction="none").flatten(1).mean(dim=1)
+            latent_loss = (per_sample * sample_mask).sum() / sample_mask.sum().clamp(min=1)
         if self.config.occupancy_voxel_loss_weight == 0:
             return {"occupancy_latent_loss": latent_loss, "occupancy_voxel_loss": None}
         if occupancy is None:
@@ -762,13 +780,15 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
             )
         logits = self.occupancy_vae.decode(latent)
         per_voxel = F.cross_entropy(logits.float(), occupancy.long(), reduction="none")
-        if occupancy_mask is None:
+        if occupancy_mask is None and sample_mask is None:
             return {"occupancy_latent_loss": latent_loss, "occupancy_voxel_loss": per_voxel.mean()}
-        if tuple(occupancy_mask.shape) != tuple(occupancy.shape):
+        if occupancy_mask is not None and tuple(occupancy_mask.shape) != tuple(occupancy.shape):
             raise ValueError(
                 f"occupancy_mask: expected {tuple(occupancy.shape)} like occupancy, got {tuple(occupancy_mask.shape)}"
             )
-        weights = occupancy_mask.to(per_voxel.dtype)
+        weights = torch.ones_like(per_voxel) if occupancy_mask is None else occupancy_mask.to(per_voxel.dtype)
+        if sample_mask is not None:
+            weights = weights * sample_mask.to(per_voxel.dtype).view(-1, 1, 1, 1)
         voxel_loss = (per_voxel * weights).sum() / weights.sum().clamp(min=1.0)
         return {"occupancy_latent_loss": latent_loss, "occupancy_voxel_loss": voxel_loss}
 
@@ -788,7 +808,8 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
     # --- generation ---
     def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, **kwargs: Any) -> dict[str, Any]:
         """Training-only targets never reach generation, so no occupancy query is ever built while decoding."""
-        training_only = ("labels", "trajectory", "trajectory_mask", "occupancy", "occupancy_mask", "occupancy_latents")
+        training_only = ("labels", "trajectory", "trajectory_mask", "occupancy", "occupancy_mask", "occupancy_latents",
+                         "occupancy_sample_mask")  # fmt: skip
         for key in (*training_only, "return_occupancy"):
             kwargs.pop(key, None)
         model_inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)

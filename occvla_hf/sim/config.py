@@ -5,6 +5,7 @@ The whole output of `generate_dataset` is a pure function of (seed, `SimConfig`,
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 
 # nuScenes versions the generator writes (scene names and splits of the devkit's lists).
@@ -46,18 +47,38 @@ class SimConfig:
     annotation_range_m: float = 60.0
 
     def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.type == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+                raise TypeError(f"{field.name}: expected an int, got {value!r}")
+            if field.type == "float" and (
+                isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+            ):
+                raise TypeError(f"{field.name}: expected a finite float, got {value!r}")
         if not 0.01 <= self.scale <= 1.0:
             raise ValueError(f"scale: expected a float in [0.01, 1], got {self.scale}")
-        if self.scene_duration_s <= 0:
-            raise ValueError(f"scene_duration_s: expected > 0, got {self.scene_duration_s}")
-        steps = self.keyframe_period_s / self.sim_step_s
-        if self.sim_step_s <= 0 or abs(steps - round(steps)) > 1e-9:
+        if self.keyframe_rate_hz <= 0:
+            raise ValueError(f"keyframe_rate_hz: expected > 0, got {self.keyframe_rate_hz}")
+        if self.scene_duration_s < self.keyframe_period_s:
+            raise ValueError(
+                f"scene_duration_s: expected at least one keyframe period ({self.keyframe_period_s} s at "
+                f"keyframe_rate_hz={self.keyframe_rate_hz}), got {self.scene_duration_s}"
+            )
+        if self.sim_step_s <= 0 or abs(self.keyframe_period_s / self.sim_step_s - self.steps_per_keyframe) > 1e-9:
             raise ValueError(
                 f"sim_step_s: expected a positive divisor of the keyframe period {self.keyframe_period_s} s, "
                 f"got {self.sim_step_s}"
             )
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality: expected an int in [1, 100], got {self.jpeg_quality}")
+        for name in ("lidar_beams", "lidar_mask_oversampling", "lidar_azimuth_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        if self.lidar_max_range_m <= 0:
+            raise ValueError(f"lidar_max_range_m: expected > 0, got {self.lidar_max_range_m}")
+        for name in ("questions_per_keyframe", "annotation_range_m"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
 
     @property
     def keyframe_period_s(self) -> float:

@@ -131,6 +131,11 @@ def generate_dataset(
         seed = PRESETS[preset].seed if preset is not None else DEFAULT_SEED
     if version is None:
         version = PRESETS[preset].version if preset is not None else DEFAULT_VERSION
+    for name, value in (("num_scenes", num_scenes), ("seed", seed), ("num_workers", num_workers)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name}: expected an int, got {value!r}")
+    if seed < 0:
+        raise ValueError(f"seed: expected >= 0 (a numpy SeedSequence entropy), got {seed}")
     names = scene_names(version, num_scenes)
     if num_workers < 1:
         raise ValueError(f"num_workers: expected >= 1, got {num_workers}")

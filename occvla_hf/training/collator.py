@@ -33,7 +33,7 @@ ROW_COLUMNS: tuple[str, ...] = (
     OCCUPANCY_LATENT_COLUMN,
 )
 OCCUPANCY_ROW_COLUMNS: tuple[str, ...] = ("semantics", "mask_camera")
-OCCUPANCY_INPUTS: tuple[str, ...] = ("occupancy", "occupancy_mask", "occupancy_latents")
+OCCUPANCY_INPUTS: tuple[str, ...] = ("occupancy", "occupancy_mask", "occupancy_latents", "occupancy_sample_mask")
 # Batch keys that are padded along the sequence, with their padding value (None: the tokenizer's pad id).
 _SEQUENCE_PADDING: dict[str, int | None] = {
     "input_ids": None,
@@ -77,10 +77,12 @@ class OccVLADataCollator:
     with 0, `labels` with -100.
 
     Mixed batches. All samples of a batch must share a task (planning prompts end with `<traj>`, QA prompts do not);
-    `OccVLATrainer` groups batches by task for datasets with a `tasks` attribute. Occupancy targets are batched only
-    when every sample has them; a batch where some sample lacks them (e.g. a keyframe without Occ3D labels) is
-    trained without the occupancy term. `ego_status`, `trajectory`(`_mask`) and `pixel_values` must be present for
-    all samples or for none.
+    `OccVLATrainer` groups batches by task for datasets with a `tasks` attribute. When only some samples of a batch
+    have occupancy targets (e.g. a keyframe without Occ3D labels), the others get all-zero placeholder targets (and
+    an all-False `occupancy_mask`) and `occupancy_sample_mask` (batch,) bool marks the samples with targets: the
+    occupancy terms average over those samples, and count only them (`modeling.loss.loss_item_counts`). A sample
+    counts when it has every kind of target (grids, cached latents) the batch carries. `ego_status`,
+    `trajectory`(`_mask`) and `pixel_values` must be present for all samples or for none.
 
     Args:
         processor: turns dataset rows into model inputs; its tokenizer gives the pad id of processed samples.
@@ -121,13 +123,17 @@ class OccVLADataCollator:
                 f"features: a batch mixes the tasks {sorted(tasks)}; batch each task separately (OccVLATrainer does "
                 "so for datasets with a `tasks` attribute, see TaskGroupedSampler)"
             )
-        drop = (OCCUPANCY_LATENT_COLUMN,) + (() if self.occupancy_supervision else OCCUPANCY_ROW_COLUMNS)
+        if not self.occupancy_supervision:
+            rows = [_without(row, (*OCCUPANCY_ROW_COLUMNS, OCCUPANCY_LATENT_COLUMN)) for row in rows]
+        rows, sample_mask = _with_placeholder_targets(rows, ("semantics", OCCUPANCY_LATENT_COLUMN), "mask_camera")
         latents = [row.get(OCCUPANCY_LATENT_COLUMN) for row in rows]
-        rows = [{key: value for key, value in row.items() if key not in drop} for row in rows]
+        rows = [_without(row, (OCCUPANCY_LATENT_COLUMN,)) for row in rows]
         batch = dict(self.processor.from_rows(rows, task=tasks.pop(), training=True))
         if all(latent is not None for latent in latents):
             stacked = [{OCCUPANCY_LATENT_COLUMN: torch.as_tensor(latent)} for latent in latents]
             batch["occupancy_latents"] = _stack(stacked, OCCUPANCY_LATENT_COLUMN)
+        if sample_mask is not None:
+            batch["occupancy_sample_mask"] = sample_mask
         return batch
 
     def _pad_id(self) -> int:
@@ -139,6 +145,7 @@ class OccVLADataCollator:
 
     def _from_processed(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         samples = [_unbatched(feature, index) for index, feature in enumerate(features)]
+        samples, sample_mask = _with_placeholder_targets(samples, ("occupancy", "occupancy_latents"), "occupancy_mask")
         length = max(sample["input_ids"].shape[0] for sample in samples)
         if self.pad_to_multiple_of:
             length = math.ceil(length / self.pad_to_multiple_of) * self.pad_to_multiple_of
@@ -163,7 +170,42 @@ class OccVLADataCollator:
                 batch["occupancy_mask"] = _stack(samples, "occupancy_mask")
         if all("occupancy_latents" in sample for sample in samples):
             batch["occupancy_latents"] = _stack(samples, "occupancy_latents")
+        if sample_mask is not None:
+            batch["occupancy_sample_mask"] = sample_mask
         return batch
+
+
+def _without(sample: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    return {key: value for key, value in sample.items() if key not in keys}
+
+
+def _with_placeholder_targets(
+    samples: Sequence[Mapping[str, Any]], target_keys: Sequence[str], mask_key: str
+) -> tuple[list[dict[str, Any]], torch.Tensor | None]:
+    """Samples where some lack occupancy targets, completed with all-zero placeholders, and which have them.
+
+    `target_keys`: the kinds of target (grids, cached latents); `mask_key`: the voxel mask, all False (zeros) in a
+    placeholder. Returns the samples unchanged and None when every sample has every kind the batch carries (or the
+    batch carries none); without the occupancy keys and None when no sample has them all; else the completed
+    samples and the (batch,) bool mask of the samples that have every kind.
+    """
+    kinds = [key for key in target_keys if any(sample.get(key) is not None for sample in samples)]
+    complete = [all(sample.get(key) is not None for key in kinds) for sample in samples]
+    if all(complete):
+        return [dict(sample) for sample in samples], None
+    if not any(complete):
+        return [_without(sample, (*target_keys, mask_key)) for sample in samples], None
+    filled = []
+    for sample, has_targets in zip(samples, complete):
+        sample = dict(sample)
+        for key in kinds if has_targets else (*kinds, mask_key):
+            template = next((other[key] for other in samples if other.get(key) is not None), None)
+            if sample.get(key) is None and template is not None:
+                sample[key] = (
+                    torch.zeros_like(template) if isinstance(template, torch.Tensor) else np.zeros_like(template)
+                )
+        filled.append(sample)
+    return filled, torch.tensor(complete)
 
 
 def _unbatched(feature: Mapping[str, Any], index: int) -> dict[str, torch.Tensor]:

@@ -45,7 +45,7 @@ from .collator import OCCUPANCY_LATENT_COLUMN, OCCUPANCY_ROW_COLUMNS, ROW_COLUMN
 from .latent_cache import OccupancyLatentCache, open_occupancy_latent_cache
 from .metrics import planning_l2_metrics
 from .model_card import TRAINING_DATA_SOURCES, ModelCardInfo
-from .recipe import Recipe, check_fields, check_training_arguments, parse_section
+from .recipe import Recipe, check_fields, check_training_arguments, parse_section, resolve_resume_checkpoint
 from .trainer import OccVLATrainer
 from .weight_schedule import OccupancyWeightSchedule
 
@@ -135,7 +135,7 @@ class JointRecipe(Recipe):
         freeze_vision_tower: train without updating the vision tower.
         lora: `peft.LoraConfig` fields (`r`, `lora_alpha`, `lora_dropout`, `target_modules` inside the language
             model); None: full fine-tuning.
-        resume_from_checkpoint: a checkpoint folder, or True for the last one in `training.output_dir`.
+        resume_from_checkpoint: a checkpoint folder, or True for the last complete one in `training.output_dir`.
         training: `transformers.TrainingArguments` fields; `output_dir` is required.
     """
 
@@ -442,7 +442,7 @@ def _train_and_save(
     args = trainer.args
     if recipe.lora and trainer.is_fsdp_enabled:
         raise ValueError("lora: not supported with FSDP by this recipe (adapters are merged in memory); use DDP")
-    trainer.train(resume_from_checkpoint=recipe.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=resolve_resume_checkpoint(recipe.resume_from_checkpoint, args.output_dir))
     metrics = trainer.evaluate() if evaluate else {}
     if recipe.lora:
         trainer.model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()

@@ -24,6 +24,7 @@ import copy
 import dataclasses
 import difflib
 import importlib
+import logging
 import os
 import re
 import types
@@ -38,8 +39,12 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 EXTENDS_KEY: str = "extends"
+# transformers' checkpoint folders and the file its Trainer writes last into each (so a folder without it is partial).
+_CHECKPOINT_DIR = re.compile(r"checkpoint-(\d+)")
+_TRAINER_STATE_FILE = "trainer_state.json"
 
 
 class TrainingStage(NamedTuple):
@@ -94,7 +99,10 @@ def read_recipe_file(path: str | os.PathLike, _chain: Sequence[Path] = ()) -> di
         raise FileNotFoundError(f"config: no recipe file at {path}")
     if path.resolve() in _chain:
         raise ValueError(f"{EXTENDS_KEY}: recipes extend each other in a cycle: {[str(p) for p in _chain]}")
-    recipe = yaml.load(path.read_text(), Loader=_RecipeLoader) or {}
+    try:
+        recipe = yaml.load(path.read_text(encoding="utf-8"), Loader=_RecipeLoader) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ValueError(f"config: {path} is not a valid YAML file ({error})") from error
     if not isinstance(recipe, dict):
         raise TypeError(f"config: {path} must hold a mapping of keys, got {type(recipe).__name__}")
     parent = recipe.pop(EXTENDS_KEY, None)
@@ -172,6 +180,29 @@ def run_recipe(recipe: Recipe) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------ typed layer
+
+
+def resolve_resume_checkpoint(resume: str | bool | None, output_dir: str | os.PathLike) -> str | bool | None:
+    """`resume_from_checkpoint` for `Trainer.train`: `True` becomes the newest complete `checkpoint-N` folder of
+    `output_dir` (one with trainer_state.json), with a warning naming each newer, half-written folder it skips;
+    other values pass through. FileNotFoundError when `output_dir` holds no complete checkpoint."""
+    if resume is not True:
+        return resume
+    folders = [path for path in Path(output_dir).glob("checkpoint-*") if _CHECKPOINT_DIR.fullmatch(path.name)]
+    skipped = []
+    for folder in sorted(folders, key=lambda path: int(_CHECKPOINT_DIR.fullmatch(path.name).group(1)), reverse=True):
+        if (folder / _TRAINER_STATE_FILE).is_file():
+            for partial in skipped:
+                logger.warning(
+                    "resume_from_checkpoint: skipping %s, it has no %s (half-written)", partial, _TRAINER_STATE_FILE
+                )
+            return str(folder)
+        skipped.append(folder)
+    incomplete = f"; incomplete: {[path.name for path in skipped]}" if skipped else ""
+    raise FileNotFoundError(
+        f"resume_from_checkpoint: no complete checkpoint (checkpoint-N with {_TRAINER_STATE_FILE}) in "
+        f"{str(output_dir)!r}{incomplete}"
+    )
 
 
 def check_keys(

@@ -31,7 +31,7 @@ from ..data.occ3d import decode_mask, decode_semantics
 from ..evaluation.occupancy import OccupancyMetricAccumulator
 from ..modeling.configuration_occupancy_vae import OccupancyVAEConfig
 from ..modeling.occupancy_vae import OccupancyVAE
-from .recipe import Recipe, check_fields, check_training_arguments
+from .recipe import Recipe, check_fields, check_training_arguments, resolve_resume_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -230,7 +230,8 @@ def train_vae(
     Datasets are anything `load_occupancy_dataset` accepts (splits picked from a `DatasetDict` by `train_split`,
     `eval_split`). Reconstruction metrics are computed on `eval_dataset` (at most `max_eval_samples`, evenly spaced),
     or on the training set without one, and written to `<output_dir>/reconstruction_metrics.json`.
-    `resume_from_checkpoint` (a checkpoint folder, or `True` for the last one in `output_dir`) continues a run.
+    `resume_from_checkpoint` (a checkpoint folder, or `True` for the last complete one in `output_dir`) continues a
+    run.
     """
     if training_args.output_dir is None:
         raise ValueError("training_args.output_dir: required, the checkpoint is written there")
@@ -250,7 +251,7 @@ def train_vae(
         eval_dataset=eval_rows,
         data_collator=collate_occupancy,
     )
-    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=resolve_resume_checkpoint(resume_from_checkpoint, training_args.output_dir))
     output_dir = Path(training_args.output_dir)
     trainer.save_model(str(output_dir))
 

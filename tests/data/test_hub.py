@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+import shutil
 from pathlib import Path
 from typing import ClassVar
 
@@ -311,3 +314,76 @@ def test_parallel_build_gives_the_rows_of_a_sequential_build(sim_root: Path, tmp
             assert parallel[config][split].to_dict() == rows.to_dict(), (config, split)
     with pytest.raises(ValueError, match="num_proc"):
         build_dataset(sim_root, VERSION, num_proc=0)
+
+
+def _first_image(root: Path, reader: NuScenesReader) -> tuple[str, str, Path]:
+    """(split, sample token, path under `root`) of the CAM_FRONT image of the first keyframe."""
+    split, scene_names = next(iter(reader.split_scenes().items()))
+    token = reader.scene_keyframes(scene_names[0])[0]
+    path = Path(reader.camera_fields(token)["image_paths"][0])
+    return split, token, root / path.relative_to(reader.dataroot)
+
+
+def _copied_root(sim_root: Path, target: Path) -> Path:
+    """A copy of the dataroot whose images can be changed (tables and labels stay linked)."""
+    root = linked_copy(sim_root, target, skip={"samples"})
+    shutil.copytree(sim_root / "samples", root / "samples")
+    return root
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda data: b"",
+        lambda data: data[: len(data) // 2],
+        lambda data: b"not an image at all",
+        lambda data: data[:2] + b"\x00" * (len(data) - 2),
+    ],
+    ids=["empty", "truncated", "not-an-image", "zeroed-header"],
+)
+def test_corrupt_camera_images_fail_naming_the_file_or_are_skipped_with_a_count(
+    sim_root: Path, reader: NuScenesReader, tmp_path: Path, caplog: pytest.LogCaptureFixture, corrupt
+):
+    root = _copied_root(sim_root, tmp_path / "root")
+    split, token, image = _first_image(root, reader)
+    image.write_bytes(corrupt(image.read_bytes()))
+    with pytest.raises(ValueError, match=re.escape(f"sample {token}: {CAMERA_NAMES[0]} image {image}:")) as error:
+        build_dataset(root, VERSION, splits=[split], on_corrupt="error", cache_dir=tmp_path / "cache")
+    assert "on_corrupt='skip'" in str(error.value)
+    with caplog.at_level(logging.WARNING, logger="occvla_hf.data.hub"):
+        built = build_dataset(root, VERSION, splits=[split], qa_root=root / "nuscenes_qa", cache_dir=tmp_path / "cache")
+    tokens = [t for name in reader.split_scenes()[split] for t in reader.scene_keyframes(name)]
+    assert built["planning"][split]["sample_token"] == [t for t in tokens if t != token]
+    assert token not in built["qa"][split]["sample_token"] and len(built["qa"][split]) > 0
+    assert f"skipping 1 of {len(tokens)} keyframes with corrupt camera images" in caplog.text
+    assert str(image) in caplog.text
+
+
+def test_bad_on_corrupt_is_rejected(sim_root: Path):
+    with pytest.raises(ValueError, match="on_corrupt: expected one of"):
+        build_dataset(sim_root, VERSION, on_corrupt="ignore")
+
+
+@pytest.mark.parametrize("keep_mtime", [False, True], ids=["new-mtime", "same-size-and-mtime"])
+def test_rebuild_in_bytes_mode_embeds_a_changed_image_not_the_cached_bytes(
+    sim_root: Path, reader: NuScenesReader, tmp_path: Path, keep_mtime: bool
+):
+    root = _copied_root(sim_root, tmp_path / "root")
+    split, token, image = _first_image(root, reader)
+    first = build_dataset(root, VERSION, splits=[split], image_mode="bytes", cache_dir=tmp_path / "cache")
+    old = image.read_bytes()
+    stat = image.stat()
+    if keep_mtime:  # one pixel-data byte changed: same size, still a whole JPEG
+        middle = len(old) // 2 + next(i for i, byte in enumerate(old[len(old) // 2 :]) if byte < 0xFE)
+        new = old[:middle] + bytes([old[middle] ^ 1]) + old[middle + 1 :]
+    else:
+        new = Path(reader.camera_fields(token)["image_paths"][1]).read_bytes()
+    assert new != old
+    image.write_bytes(new)
+    if keep_mtime:
+        os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert image.stat().st_size == stat.st_size
+    again = build_dataset(root, VERSION, splits=[split], image_mode="bytes", cache_dir=tmp_path / "cache")
+    assert _image_bytes(first["planning"][split])[0][0] == old
+    assert _image_bytes(again["planning"][split])[0][0] == new
+    assert _image_bytes(again["planning"][split])[1:] == _image_bytes(first["planning"][split])[1:]

@@ -228,3 +228,24 @@ def test_steering_asked_for_without_can_bus_names_the_folders(sim_root: Path, tm
     root = linked_copy(sim_root, tmp_path / "root", skip={"can_bus"})
     with pytest.raises(FileNotFoundError, match=r"can_bus: steering was asked for .*root/can_bus.*can_bus"):
         NuScenesReader(root, VERSION, require_steering=True)
+
+
+@pytest.mark.parametrize(
+    "filename",
+    ["../outside.jpg", "samples/CAM_FRONT/../../../outside.jpg", "/etc/hostname", "C:\\images\\a.jpg", ""],
+    ids=["parent", "nested-parent", "absolute", "windows-absolute", "empty"],
+)
+def test_camera_fields_refuse_filenames_outside_the_dataroot(
+    reader: NuScenesReader, sim_root: Path, tmp_path: Path, filename: str
+):
+    root = linked_copy(sim_root, tmp_path / "root", skip={VERSION})
+    tables = linked_copy(sim_root / VERSION, root / VERSION, skip={"sample_data.json"})
+    records = json.loads((sim_root / VERSION / "sample_data.json").read_text())
+    token = reader.scene_keyframes(next(iter(reader.split_scenes(None).values()))[0])[0]
+    camera_token = reader.nusc.get("sample", token)["data"][CAMERA_NAMES[2]]
+    for record in records:
+        if record["token"] == camera_token:
+            record["filename"] = filename
+    (tables / "sample_data.json").write_text(json.dumps(records))
+    with pytest.raises(ValueError, match=f"sample_data {camera_token}: filename: expected a path inside the dataroot"):
+        NuScenesReader(root, VERSION).camera_fields(token)

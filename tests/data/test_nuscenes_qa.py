@@ -66,3 +66,16 @@ def test_wrong_top_level_layout_is_rejected(tmp_path: Path):
 def test_malformed_entry_names_file_and_index(tmp_path: Path, entry: object, message: str):
     with pytest.raises(ValueError, match=message):
         load_questions(_write(tmp_path / "q.json", [_ENTRY, entry]))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"questions": [{"question": "\xff\xfe"}]}', "{}".encode("utf-16")],
+    ids=["latin1-byte", "utf16"],
+)
+def test_non_utf8_file_names_the_file(tmp_path: Path, content: bytes):
+    path = tmp_path / "q.json"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="not UTF-8 text") as error:
+        load_questions(path)
+    assert str(path) in str(error.value)

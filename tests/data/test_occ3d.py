@@ -111,3 +111,35 @@ def test_read_occupancy_rejects_malformed_files_naming_file_and_array(tmp_path: 
 
 def test_occupancy_path_follows_occ3d_layout():
     assert occupancy_path("/gts", "scene-0061", "abc") == Path("/gts/scene-0061/abc/labels.npz")
+
+
+def _truncated_npz(path: Path) -> None:
+    np.savez_compressed(path, **_labels())
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize(
+    ("write", "message"),
+    [
+        (lambda path: path.write_bytes(b""), "not a readable .npz archive"),
+        (_truncated_npz, "not a readable .npz archive"),
+        (lambda path: path.write_bytes(b"PK\x03\x04 garbage"), "not a readable .npz archive"),
+        (lambda path: np.save(open(path, "wb"), _labels()["semantics"]), "got a single .npy array"),
+        (
+            lambda path: np.savez(path, **{**_labels(), "semantics": np.array([{"a": 1}], dtype=object)}),
+            "semantics: unreadable",
+        ),
+    ],
+    ids=["empty", "truncated", "garbage-zip", "npy-under-npz-name", "object-array"],
+)
+def test_read_occupancy_rejects_unreadable_files_naming_the_file(tmp_path: Path, write, message: str):
+    path = tmp_path / "labels.npz"
+    write(path)
+    with pytest.raises(ValueError, match=message) as error:
+        read_occupancy(path)
+    assert str(path) in str(error.value)
+
+
+def test_read_occupancy_missing_file_stays_file_not_found(tmp_path: Path):
+    with pytest.raises(FileNotFoundError):
+        read_occupancy(tmp_path / "labels.npz")

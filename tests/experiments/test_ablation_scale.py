@@ -15,8 +15,8 @@ from occvla_hf.evaluation.baselines import hard_keyframes
 from occvla_hf.experiments import ablation_scale
 from occvla_hf.experiments.ablation_scale import LAMBDA_OCC_SWEEP, SCALE_RECIPE, VARIANTS, hard_subset, scale_tables
 from occvla_hf.experiments.label_scarcity import labelled_scenes
-from occvla_hf.training.recipe import load_recipe
 from occvla_hf.training.joint import build_model_and_processor
+from occvla_hf.training.recipe import load_recipe
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # A report of the embedded model's ablation with the current latency keys; its `round` was added when the second round

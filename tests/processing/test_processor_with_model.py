@@ -8,7 +8,7 @@ import torch
 
 from occvla_hf.modeling import OccVLAForPlanning
 from occvla_hf.processing import OccVLAProcessor, build_tokenizer
-from tests.conftest import StandInOccupancyVAE, TINY_GRID, tiny_config
+from tests.conftest import TINY_GRID, StandInOccupancyVAE, tiny_config
 
 
 @pytest.fixture(scope="module")

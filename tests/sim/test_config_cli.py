@@ -92,3 +92,66 @@ def test_sim_command_writes_a_dataroot(tmp_path, capsys):
     assert [s["name"] for s in scenes] == ["scene-0061"]
     sample_data = json.loads((out / "v1.0-mini" / "sample_data.json").read_text())
     assert {(r["width"], r["height"]) for r in sample_data if r["fileformat"] == "jpg"} == {(80, 45)}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "field"),
+    [
+        ({"keyframe_rate_hz": 0.0}, ValueError, "keyframe_rate_hz"),
+        ({"keyframe_rate_hz": -2.0}, ValueError, "keyframe_rate_hz"),
+        ({"sim_step_s": 0.0}, ValueError, "sim_step_s"),
+        ({"sim_step_s": -0.25}, ValueError, "sim_step_s"),
+        ({"sim_step_s": 1.0}, ValueError, "sim_step_s"),
+        ({"scene_duration_s": 0.2}, ValueError, "scene_duration_s"),
+        ({"scene_duration_s": 0.0}, ValueError, "scene_duration_s"),
+        ({"lidar_beams": 0}, ValueError, "lidar_beams"),
+        ({"lidar_azimuth_steps": 0}, ValueError, "lidar_azimuth_steps"),
+        ({"lidar_mask_oversampling": 0}, ValueError, "lidar_mask_oversampling"),
+        ({"lidar_max_range_m": 0.0}, ValueError, "lidar_max_range_m"),
+        ({"jpeg_quality": 90.5}, TypeError, "jpeg_quality"),
+        ({"jpeg_quality": True}, TypeError, "jpeg_quality"),
+        ({"lidar_beams": 32.0}, TypeError, "lidar_beams"),
+        ({"questions_per_keyframe": -1}, ValueError, "questions_per_keyframe"),
+        ({"annotation_range_m": -5.0}, ValueError, "annotation_range_m"),
+        ({"scale": float("nan")}, TypeError, "scale"),
+        ({"scene_duration_s": float("inf")}, TypeError, "scene_duration_s"),
+        ({"annotation_range_m": "60"}, TypeError, "annotation_range_m"),
+    ],
+)
+def test_config_rejects_bad_values_naming_the_field(overrides: dict, error: type, field: str):
+    with pytest.raises(error, match=f"^{field}: expected"):
+        SimConfig(**overrides)
+
+
+def test_config_accepts_a_single_keyframe_scene_and_int_floats():
+    assert SimConfig(scene_duration_s=0.5).num_keyframes == 1
+    assert SimConfig(scene_duration_s=3, annotation_range_m=0).num_keyframes == 6
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "field"),
+    [
+        ({"seed": -1}, ValueError, "seed"),
+        ({"seed": 1.5}, TypeError, "seed"),
+        ({"num_workers": 2.5}, TypeError, "num_workers"),
+        ({"num_workers": 0}, ValueError, "num_workers"),
+        ({"num_scenes": 1.0}, TypeError, "num_scenes"),
+    ],
+)
+def test_generate_dataset_rejects_bad_run_arguments_before_creating_the_folder(
+    tmp_path, kwargs: dict, error: type, field: str
+):
+    out = tmp_path / "root"
+    with pytest.raises(error, match=f"^{field}: expected"):
+        generate_dataset(out, **{"num_scenes": 1, "preset": "tiny", **kwargs}, progress=False)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"), [(["--seed", "-1"], "seed"), (["--workers", "0"], "num_workers")], ids=["seed", "workers"]
+)
+def test_sim_command_rejects_bad_arguments_before_creating_the_folder(tmp_path, capsys, arguments, field):
+    out = tmp_path / "root"
+    assert main(["sim", "--out", str(out), "--preset", "tiny", *arguments]) == 2
+    assert f"occvla-hf sim: error: {field}: expected" in capsys.readouterr().err
+    assert not out.exists()

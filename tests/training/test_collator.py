@@ -3,11 +3,14 @@ processor."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from occvla_hf.training.collator import OccVLADataCollator
-from tests.conftest import TINY_GRID, tiny_config
+from occvla_hf.modeling.loss import loss_item_counts
+from occvla_hf.modeling.modeling_occvla import OccVLAForPlanning
+from occvla_hf.training.collator import OCCUPANCY_INPUTS, OccVLADataCollator
+from tests.conftest import TINY_GRID, StandInOccupancyVAE, tiny_config
 from tests.training.conftest import dataset_rows, planning_sample, row_model_and_processor
 
 
@@ -30,13 +33,17 @@ def test_collator_pads_processed_samples_on_the_right_and_stacks_targets():
     assert padded["input_ids"].shape[1] % 16 == 0
 
 
-def test_collator_drops_occupancy_unless_every_sample_has_it_and_rejects_partial_inputs():
+def test_collator_keeps_occupancy_of_a_partly_labelled_batch_and_rejects_partial_inputs():
     config = tiny_config()
     with_occupancy, without = planning_sample(config, 0), planning_sample(config, 1)
     del without["occupancy"], without["occupancy_mask"]
     batch = OccVLADataCollator(pad_token_id=0)([with_occupancy, without])
-    assert "occupancy" not in batch and "occupancy_mask" not in batch
-    assert "trajectory" in batch
+    assert batch["occupancy_sample_mask"].tolist() == [True, False]
+    assert not batch["occupancy_mask"][1].any() and "trajectory" in batch
+    del with_occupancy["occupancy"], with_occupancy["occupancy_mask"]
+    unlabelled = OccVLADataCollator(pad_token_id=0)([with_occupancy, without])
+    assert not set(OCCUPANCY_INPUTS) & set(unlabelled)
+    with_occupancy = planning_sample(config, 0)
     del without["ego_status"]
     with pytest.raises(ValueError, match="ego_status"):
         OccVLADataCollator(pad_token_id=0)([with_occupancy, without])
@@ -60,3 +67,43 @@ def test_collator_runs_dataset_rows_through_the_processor():
         OccVLADataCollator(processor)(dataset_rows(1, "qa") + dataset_rows(1, "planning"))
     with pytest.raises(ValueError, match="remove_unused_columns"):
         OccVLADataCollator(processor)([{"images": planning[0]["images"]}])
+
+
+@pytest.mark.parametrize("missing", [[0], [1], [0, 2]], ids=["first", "middle", "two"])
+@pytest.mark.parametrize("kind", ["grids", "latents"])
+def test_rows_without_occupancy_mask_only_themselves_out_of_the_batch(missing: list[int], kind: str):
+    _, processor = row_model_and_processor()
+    rows = dataset_rows(3, "planning")
+    if kind == "latents":
+        rows = [{**row, "occupancy_latent": np.full((4, 8, 8), float(i), np.float32)} for i, row in enumerate(rows)]
+    for index in missing:
+        for key in ("semantics", "mask_camera", "occupancy_latent"):
+            rows[index].pop(key, None)
+    batch = OccVLADataCollator(processor)(rows)
+    has_targets = [index not in missing for index in range(3)]
+    assert batch["occupancy_sample_mask"].tolist() == has_targets
+    assert batch["occupancy"].shape[0] == 3 and batch["occupancy_mask"].shape[0] == 3
+    for index in missing:
+        assert not batch["occupancy_mask"][index].any()
+    if kind == "latents":
+        expected = [0.0 if index in missing else float(index) for index in range(3)]
+        assert batch["occupancy_latents"][:, 0, 0, 0].tolist() == expected
+    counts = loss_item_counts(batch)
+    assert counts["occupancy_latent_loss"] == sum(has_targets)
+    assert counts["occupancy_voxel_loss"] == sum(int(rows[i]["mask_camera"].sum()) for i in range(3) if has_targets[i])
+
+
+def test_occupancy_terms_of_a_partly_labelled_batch_equal_those_of_its_labelled_samples():
+    torch.manual_seed(0)
+    config = tiny_config(occupancy_voxel_loss_weight=0.5)
+    model = OccVLAForPlanning(config).eval()
+    model.set_occupancy_vae(StandInOccupancyVAE())
+    samples = [planning_sample(config, index) for index in range(3)]
+    del samples[1]["occupancy"], samples[1]["occupancy_mask"]
+    collator = OccVLADataCollator(pad_token_id=0)
+    with torch.no_grad():
+        mixed = model(**collator(samples))
+        labelled = model(**collator([samples[0], samples[2]]))
+    for term in ("occupancy_latent_loss", "occupancy_voxel_loss"):
+        assert getattr(mixed, term) is not None
+        torch.testing.assert_close(getattr(mixed, term), getattr(labelled, term), rtol=1e-4, atol=1e-5)

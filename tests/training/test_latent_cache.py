@@ -158,7 +158,10 @@ def test_collator_batches_cached_latents_and_counts_them() -> None:
     assert counts["occupancy_latent_loss"] == 3 and counts["occupancy_voxel_loss"] == 0
     assert "occupancy_latents" not in OccVLADataCollator(pad_token_id=0, occupancy_supervision=False)(cached_only)
     partial = [*cached_only[:2], {k: v for k, v in cached_only[2].items() if k != "occupancy_latents"}]
-    assert "occupancy_latents" not in OccVLADataCollator(pad_token_id=0)(partial)
+    partial_batch = OccVLADataCollator(pad_token_id=0)(partial)
+    assert partial_batch["occupancy_sample_mask"].tolist() == [True, True, False]
+    assert not partial_batch["occupancy_latents"][2].any()
+    assert loss_item_counts(partial_batch)["occupancy_latent_loss"] == 2
 
 
 def test_joint_dataset_serves_cached_latents_without_decoding_grids(training_data_dir, occupancy_rows, tmp_path):

@@ -4,6 +4,7 @@ keys, `extends:`, and the shipped recipes parsed into their dataclasses."""
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from occvla_hf.training.recipe import (
     merge_recipes,
     parse_recipe,
     read_recipe_file,
+    resolve_resume_checkpoint,
 )
 from occvla_hf.training.vae import VAERecipe, train_from_config
 from occvla_hf.training.weight_schedule import OccupancyWeightSchedule
@@ -204,3 +206,44 @@ def test_every_shipped_recipe_parses_into_its_stage_dataclass():
 def test_train_joint_rejects_a_typed_recipe_error_before_loading_data():
     with pytest.raises(ValueError, match="did you mean 'occupancy_supervision'"):
         train_joint(joint(occupancy_supervison=False))
+
+
+def _checkpoints(root: Path, complete: list[int], partial: list[int]) -> Path:
+    root.mkdir(parents=True)
+    for step in complete + partial:
+        (root / f"checkpoint-{step}").mkdir(parents=True)
+        (root / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"")
+    for step in complete:
+        (root / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (root / "checkpoint-notes").mkdir()  # not a checkpoint folder
+    return root
+
+
+@pytest.mark.parametrize(
+    ("complete", "partial", "expected"),
+    [([2, 4], [], 4), ([2], [4], 2), ([2, 10], [12, 14], 10), ([9], [10], 9)],
+    ids=["all-complete", "newest-partial", "two-partial", "numeric-order"],
+)
+def test_resume_true_takes_the_newest_complete_checkpoint_and_names_the_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, complete: list[int], partial: list[int], expected: int
+):
+    root = _checkpoints(tmp_path / "run", complete, partial)
+    with caplog.at_level(logging.WARNING, logger="occvla_hf.training.recipe"):
+        assert resolve_resume_checkpoint(True, root) == str(root / f"checkpoint-{expected}")
+    for step in partial:
+        assert f"skipping {root / f'checkpoint-{step}'}, it has no trainer_state.json" in caplog.text
+    assert ("skipping" in caplog.text) == bool(partial)
+
+
+@pytest.mark.parametrize(("complete", "partial"), [([], []), ([], [3, 5])], ids=["empty", "only-partial"])
+def test_resume_true_without_a_complete_checkpoint_names_the_folder(tmp_path: Path, complete, partial):
+    root = _checkpoints(tmp_path / "run", complete, partial)
+    with pytest.raises(FileNotFoundError, match="resume_from_checkpoint: no complete checkpoint") as error:
+        resolve_resume_checkpoint(True, root)
+    assert str(root) in str(error.value)
+    assert all(f"checkpoint-{step}" in str(error.value) for step in partial)
+
+
+@pytest.mark.parametrize("resume", [None, False, "some/checkpoint-3"])
+def test_resume_values_other_than_true_pass_through(tmp_path: Path, resume):
+    assert resolve_resume_checkpoint(resume, tmp_path) == resume
