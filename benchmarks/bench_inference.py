@@ -51,10 +51,19 @@ SIGLIP_SO400M = dict(
     image_size=224,
     vision_use_head=False,
 )
-TINY_TEXT = dict(GEMMA2_2B, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, head_dim=16, vocab_size=512)
-TINY_VISION = dict(SIGLIP_SO400M, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                   image_size=56)
+TINY_TEXT = dict(
+    GEMMA2_2B,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    vocab_size=512,
+)
+TINY_VISION = dict(
+    SIGLIP_SO400M, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=56
+)
 
 
 @dataclass
@@ -241,9 +250,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    print(f"# device {name}, torch {torch.__version__}, transformers {transformers.__version__}, {args.dtype}, "
-          f"{'tiny' if args.tiny else 'PaliGemma-2-3B shape'}, sdpa; waypoints as text = {waypoint_text_tokens()} "
-          f"tokens")
+    print(
+        f"# device {name}, torch {torch.__version__}, transformers {transformers.__version__}, {args.dtype}, "
+        f"{'tiny' if args.tiny else 'PaliGemma-2-3B shape'}, sdpa; waypoints as text = {waypoint_text_tokens()} "
+        f"tokens"
+    )
     if args.profile_prefill:
         profile_prefill(args)
         return

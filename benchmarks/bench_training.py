@@ -167,8 +167,8 @@ def step_flops(model: OccVLAForPlanning, batch: int, with_occupancy: bool) -> fl
     projector_fwd = batch * views * patches * 2 * vision.hidden_size * text.hidden_size
     occupancy_fwd = 0
     if with_occupancy:
-        occupancy_fwd = batch * config.num_occupancy_queries * 2 * sum(
-            p.numel() for p in model.occupancy_head.parameters()
+        occupancy_fwd = (
+            batch * config.num_occupancy_queries * 2 * sum(p.numel() for p in model.occupancy_head.parameters())
         )
     return 3.0 * (vision_fwd + lm_fwd + head_fwd + projector_fwd + occupancy_fwd)
 
@@ -236,16 +236,18 @@ def run(args: argparse.Namespace, model: OccVLAForPlanning) -> list[tuple[str, .
             flops = step_flops(model, args.batch, with_occupancy)
             queries = model.config.num_occupancy_queries if with_occupancy else 0
             tokens = args.batch * (batch["input_ids"].shape[1] + queries)
-            rows.append((
-                "on" if checkpointing else "off",
-                mode,
-                f"{ms:.1f}",
-                f"{100 * (ms / medians['none'] - 1):+.1f}%" if with_occupancy else "-",
-                busy.get(mode, "n/a"),
-                f"{tokens / (ms / 1000):.0f}",
-                memory.get(mode, "-"),
-                f"{100 * flops / (ms / 1000) / (peak * 1e12):.1f}" if peak else "-",
-            ))
+            rows.append(
+                (
+                    "on" if checkpointing else "off",
+                    mode,
+                    f"{ms:.1f}",
+                    f"{100 * (ms / medians['none'] - 1):+.1f}%" if with_occupancy else "-",
+                    busy.get(mode, "n/a"),
+                    f"{tokens / (ms / 1000):.0f}",
+                    memory.get(mode, "-"),
+                    f"{100 * flops / (ms / 1000) / (peak * 1e12):.1f}" if peak else "-",
+                )
+            )
     return rows
 
 
@@ -291,11 +293,21 @@ def main() -> None:
     parser.add_argument("--shape", choices=SHAPES, default="full", help="model shape (see the module docstring)")
     parser.add_argument("--tiny", dest="shape", action="store_const", const="tiny", help="same as --shape tiny")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16",
-                        help="bf16 / fp32 weights, or bf16-autocast: fp32 weights under bf16 autocast")
+    parser.add_argument(
+        "--dtype",
+        choices=sorted(DTYPES),
+        default="bf16",
+        help="bf16 / fp32 weights, or bf16-autocast: fp32 weights under bf16 autocast",
+    )
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--query-grid", type=int, nargs=2, default=None, metavar=("ROWS", "COLS"),
-                        help="occupancy query layout (must divide the VAE latent; default: the shape's own)")
+    parser.add_argument(
+        "--query-grid",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("ROWS", "COLS"),
+        help="occupancy query layout (must divide the VAE latent; default: the shape's own)",
+    )
     parser.add_argument("--profile", action="store_true", help="print a kernel-time table per mode")
     parser.add_argument("--compile", action="store_true", help="torch.compile the vision tower and the LM")
     parser.add_argument("--no-checkpointing-rows", action="store_true", help="skip the activation-checkpointing rows")
@@ -307,11 +319,13 @@ def main() -> None:
     config = model.config
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     query_rows, query_cols = config.num_occupancy_queries_hw
-    print(f"# device {_device_name(device)}, torch {torch.__version__}, transformers {transformers.__version__}, "
-          f"{args.dtype}, shape {args.shape} ({trained / 1e6:.1f} M trained parameters), batch {args.batch}, "
-          f"{config.num_views} views x {config.image_seq_length} image tokens, {TEXT_TOKENS} text tokens, occupancy "
-          f"queries {query_rows}x{query_cols}, VAE latent {'x'.join(map(str, config.occupancy_latent_shape))}"
-          f"{', torch.compile' if args.compile else ''}")
+    print(
+        f"# device {_device_name(device)}, torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"{args.dtype}, shape {args.shape} ({trained / 1e6:.1f} M trained parameters), batch {args.batch}, "
+        f"{config.num_views} views x {config.image_seq_length} image tokens, {TEXT_TOKENS} text tokens, occupancy "
+        f"queries {query_rows}x{query_cols}, VAE latent {'x'.join(map(str, config.occupancy_latent_shape))}"
+        f"{', torch.compile' if args.compile else ''}"
+    )
     rows = run(args, model)  # prints the --profile tables
     header = ("act. ckpt", "occupancy", "step ms", "vs none", "GPU busy %", "tokens/s", "peak GiB", "MFU %")
     print("| " + " | ".join(header) + " |")

@@ -262,7 +262,9 @@ class NuScenesReader:
         (the current keyframe and the ones after it), in the ego frame `frame_pose`; empty steps past the scene end."""
         boxes, categories, instances = [], [], []
         for t in range(NUM_BOX_STEPS):
-            annotations = [self.nusc.get("sample_annotation", a) for a in samples[t]["anns"]] if t < len(samples) else []
+            annotations = (
+                [self.nusc.get("sample_annotation", a) for a in samples[t]["anns"]] if t < len(samples) else []
+            )
             boxes.append(
                 boxes_in_frame(
                     [a["translation"] for a in annotations],

@@ -493,5 +493,4 @@ class OccupancyVAE(OccupancyVAEPreTrainedModel):
         )
 
 
-
 __all__ = ["OccupancyVAE", "OccupancyVAEOutput", "OccupancyVAEPreTrainedModel", "lovasz_softmax_loss"]

@@ -20,9 +20,7 @@ from .recipe import TRAINING_STAGES, load_recipe, parse_recipe, run_recipe
 def printable_metrics(metrics: dict[str, float | None]) -> dict[str, float | None]:
     """Metrics rounded to 4 digits for the log line; NaN and missing values (e.g. an eval metric over too few
     samples) print as null."""
-    return {
-        name: None if value is None or math.isnan(value) else round(value, 4) for name, value in metrics.items()
-    }
+    return {name: None if value is None or math.isnan(value) else round(value, 4) for name, value in metrics.items()}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,7 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         except (ValueError, TypeError, FileNotFoundError) as error:
             parser.error(str(error))
         result = run_recipe(recipe)
-        print(f"{recipe.stage}: checkpoint in {result.output_dir}\nmetrics: {json.dumps(printable_metrics(result.metrics))}")
+        print(
+            f"{recipe.stage}: checkpoint in {result.output_dir}\nmetrics: {json.dumps(printable_metrics(result.metrics))}"
+        )
         return 0
 
     parser.set_defaults(func=run)

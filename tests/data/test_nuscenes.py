@@ -200,7 +200,9 @@ def test_camera_to_keyframe_ego_chains_both_ego_poses(reader: NuScenesReader):
     `NuScenesExplorer.map_pointcloud_to_image`, run backwards."""
     sample = reader.nusc.sample[0]
     fields = reader.camera_fields(sample["token"])
-    keyframe = reader.nusc.get("ego_pose", reader.nusc.get("sample_data", sample["data"]["LIDAR_TOP"])["ego_pose_token"])
+    keyframe = reader.nusc.get(
+        "ego_pose", reader.nusc.get("sample_data", sample["data"]["LIDAR_TOP"])["ego_pose_token"]
+    )
     for index, camera in enumerate(CAMERA_NAMES):
         sample_data = reader.nusc.get("sample_data", sample["data"][camera])
         sensor = reader.nusc.get("calibrated_sensor", sample_data["calibrated_sensor_token"])
@@ -209,7 +211,9 @@ def test_camera_to_keyframe_ego_chains_both_ego_poses(reader: NuScenesReader):
         point = Quaternion(sensor["rotation"]).rotate(point) + sensor["translation"]
         point = Quaternion(pose["rotation"]).rotate(point) + pose["translation"]
         point = Quaternion(keyframe["rotation"]).inverse.rotate(point - np.asarray(keyframe["translation"]))
-        np.testing.assert_allclose(fields["camera_to_keyframe_ego"][index] @ [0.3, -0.2, 5.0, 1.0], [*point, 1], atol=1e-4)
+        np.testing.assert_allclose(
+            fields["camera_to_keyframe_ego"][index] @ [0.3, -0.2, 5.0, 1.0], [*point, 1], atol=1e-4
+        )
 
 
 def test_can_bus_is_found_beside_the_dataroot_or_named(sim_root: Path, tmp_path: Path):

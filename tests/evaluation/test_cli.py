@@ -65,16 +65,39 @@ def test_eval_is_deterministic(checkpoint, training_data_dir, tmp_path) -> None:
     reports = []
     for run in range(2):
         path = tmp_path / f"run{run}.json"
-        main(["eval", "planning", "--model", str(checkpoint), "--data", str(training_data_dir), "--split",
-              "mini_val", "--report", str(path)])
+        main(
+            [
+                "eval",
+                "planning",
+                "--model",
+                str(checkpoint),
+                "--data",
+                str(training_data_dir),
+                "--split",
+                "mini_val",
+                "--report",
+                str(path),
+            ]
+        )
         reports.append(json.loads(path.read_text())["metrics"])
     assert reports[0] == reports[1]
 
 
 def test_no_ego_status_flag_refuses_a_model_trained_with_it(checkpoint, training_data_dir) -> None:
     with pytest.raises(SystemExit, match="ego status"):
-        main(["eval", "planning", "--model", str(checkpoint), "--data", str(training_data_dir), "--split",
-              "mini_val", "--no-ego-status"])
+        main(
+            [
+                "eval",
+                "planning",
+                "--model",
+                str(checkpoint),
+                "--data",
+                str(training_data_dir),
+                "--split",
+                "mini_val",
+                "--no-ego-status",
+            ]
+        )
 
 
 def test_plan_cli_draws_bev_and_cameras(checkpoint, training_data_dir, tmp_path, capsys) -> None:

@@ -112,8 +112,11 @@ def test_vae_config_rejects_non_finite_values(overrides: dict, field: str) -> No
     ("change", "error", "field"),
     [
         (lambda b: {**b, "pixel_values": b["pixel_values"].clone().fill_(NAN)}, ValueError, "pixel_values"),
-        (lambda b: {**b, "pixel_values": b["pixel_values"].clone().index_fill_(0, torch.tensor([1]), INF)},
-         ValueError, "pixel_values"),
+        (
+            lambda b: {**b, "pixel_values": b["pixel_values"].clone().index_fill_(0, torch.tensor([1]), INF)},
+            ValueError,
+            "pixel_values",
+        ),
         (lambda b: {**b, "pixel_values": (b["pixel_values"].abs() * 100).to(torch.uint8)}, TypeError, "pixel_values"),
         (lambda b: {**b, "pixel_values": b["pixel_values"].numpy()}, TypeError, "pixel_values"),
         (lambda b: {**b, "token_type_ids": b["token_type_ids"][:, 1:]}, ValueError, "token_type_ids"),
@@ -121,8 +124,16 @@ def test_vae_config_rejects_non_finite_values(overrides: dict, field: str) -> No
         (lambda b: {**b, "attention_mask": b["attention_mask"][:1]}, ValueError, "attention_mask"),
         (lambda b: {key: value[:0] for key, value in b.items()}, ValueError, "input_ids"),
     ],
-    ids=["nan-pixels", "inf-pixels", "uint8-pixels", "numpy-pixels", "short-token-types", "short-attention-mask",
-         "attention-mask-batch", "empty-batch"],
+    ids=[
+        "nan-pixels",
+        "inf-pixels",
+        "uint8-pixels",
+        "numpy-pixels",
+        "short-token-types",
+        "short-attention-mask",
+        "attention-mask-batch",
+        "empty-batch",
+    ],
 )
 def test_bad_model_inputs_name_the_field(tiny_model: OccVLAForPlanning, change, error: type, field: str) -> None:
     with pytest.raises(error, match=field):

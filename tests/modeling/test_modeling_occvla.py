@@ -94,7 +94,7 @@ def test_backward_reaches_occupancy_parts_only_with_targets(tiny_model: OccVLAFo
     tiny_model.train()
     batch = make_batch(tiny_model.config)
     labels = batch["input_ids"].clone()
-    labels[:, : -2] = -100
+    labels[:, :-2] = -100
     trajectory = torch.randn(2, 6, 2)
     tiny_model(**batch, labels=labels, trajectory=trajectory).loss.backward()
     assert tiny_model.model.occupancy_queries.weight.grad is None
@@ -207,8 +207,15 @@ def test_ego_status_switch_changes_the_head_input() -> None:
         (lambda b: {**b, "pixel_values": b["pixel_values"][:1]}, "pixel_values"),
         (lambda b: {**b, "ego_status": torch.full_like(b["ego_status"], float("nan"))}, "ego_status"),
         (lambda b: {**b, "ego_status": b["ego_status"][:, :3]}, "ego_status"),
-        (lambda b: {**b, "input_ids": b["input_ids"][:, 1:], "attention_mask": b["attention_mask"][:, 1:],
-                    "token_type_ids": b["token_type_ids"][:, 1:]}, "input_ids"),
+        (
+            lambda b: {
+                **b,
+                "input_ids": b["input_ids"][:, 1:],
+                "attention_mask": b["attention_mask"][:, 1:],
+                "token_type_ids": b["token_type_ids"][:, 1:],
+            },
+            "input_ids",
+        ),
     ],
     ids=["views", "image-size", "batch", "nan-ego", "ego-dim", "image-tokens"],
 )

@@ -17,8 +17,14 @@ def model_and_processor() -> tuple[OccVLAForPlanning, OccVLAProcessor]:
     config = tiny_config(
         num_views=6,
         text_config=dict(
-            model_type="gemma", hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=1, head_dim=8, vocab_size=len(tokenizer),
+            model_type="gemma",
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=8,
+            vocab_size=len(tokenizer),
         ),
         image_token_id=tokenizer.image_token_id,
         traj_token_id=tokenizer.traj_token_id,
