@@ -22,11 +22,12 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from datasets import Dataset, DatasetDict, Value, load_from_disk
+from datasets import Dataset, DatasetDict, Value
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainingArguments, set_seed
 
+from ..data.load import load_configs
 from ..data.occ3d import decode_mask, decode_semantics
 from ..evaluation.occupancy import OccupancyMetricAccumulator
 from ..modeling.configuration_occupancy_vae import OccupancyVAEConfig
@@ -53,21 +54,22 @@ def _decode_stored(batch: dict[str, list]) -> dict[str, list]:
 def load_occupancy_dataset(source: Dataset | DatasetDict | str | os.PathLike, split: str | None = None) -> Dataset:
     """The occupancy rows of `source` as `voxels` (X, Y, Z) class ids and `mask_camera` (X, Y, Z) bool arrays.
 
-    `source` is a `datasets.Dataset`/`DatasetDict` or a folder written by `save_to_disk` (e.g. the `occupancy`
-    config built by `occvla-hf data build`); `split` picks the split of a `DatasetDict`. The columns `semantics` and
+    `source` is a `datasets.Dataset`/`DatasetDict`, or where `data.load.load_configs` finds the `occupancy` config:
+    an `occvla-hf data build` folder, its `arrow/occupancy` folder or a Hub dataset id; `split` picks the split of a
+    `DatasetDict`. The columns `semantics` and
     `mask_camera` may be fixed-shape arrays or the compressed bytes of `occvla_hf.data.occ3d`; other columns (camera
     images, ...) are dropped so they are never decoded.
     """
     if isinstance(source, (str, os.PathLike)):
-        if not Path(source).is_dir():
-            raise FileNotFoundError(f"dataset: no `save_to_disk` folder at {source}")
-        source = load_from_disk(str(source))
+        source = load_configs(source, ["occupancy"])["occupancy"]
     if isinstance(source, DatasetDict):
         if split not in source:
             raise ValueError(f"split: expected one of {sorted(source)} for this DatasetDict, got {split!r}")
         source = source[split]
     if not isinstance(source, Dataset):
-        raise TypeError(f"dataset: expected a datasets.Dataset, DatasetDict or save_to_disk path, got {type(source)}")
+        raise TypeError(
+            f"dataset: expected a datasets.Dataset, DatasetDict or a dataset path / Hub id, got {type(source)}"
+        )
     missing = [name for name in ("semantics", "mask_camera") if name not in source.column_names]
     if missing:
         raise ValueError(f"dataset: missing occupancy columns {missing}, found {source.column_names}")
@@ -295,7 +297,7 @@ class VAERecipe(Recipe):
     STAGE: ClassVar[str] = STAGE_NAME
 
     stage: str = STAGE_NAME
-    dataset: str = field(metadata={"help": "a save_to_disk folder of the occupancy config"})
+    dataset: str = field(metadata={"help": "the occupancy config: a data build folder, its arrow/occupancy, a Hub id"})
     train_split: str = "train"
     eval_split: str | None = None  # None: score the training set
     max_eval_samples: int | None = None

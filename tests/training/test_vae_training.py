@@ -334,3 +334,11 @@ def test_stage1_runs_on_the_occupancy_config_built_from_the_sim(training_data_di
     report = json.loads((result.output_dir / METRICS_FILE).read_text())
     assert report["split"] == "eval" and report["num_samples"] == 1
     assert 0.0 <= result.metrics["camera_iou"] <= 1.0 and 0.0 <= result.metrics["iou"] <= 1.0
+
+
+def test_occupancy_rows_load_from_a_build_folder_or_its_arrow_folder(training_data_dir):
+    """The VAE stage reads what the docs say: an `occvla-hf data build` folder, or its `arrow/occupancy`."""
+    whole = load_occupancy_dataset(training_data_dir, "mini_train")
+    arrow = load_occupancy_dataset(training_data_dir / "arrow" / "occupancy", "mini_train")
+    assert len(whole) == len(arrow) > 0
+    assert (whole[0]["voxels"] == arrow[0]["voxels"]).all()
