@@ -21,6 +21,19 @@ IMAGE_SIZE_PX = 28
 SIM_VERSION = "v1.0-mini"
 
 
+# The tiny configs' Gemma-like text model (vocab_size: the tiny vocabulary; tokenizer tests override it).
+TINY_TEXT_CONFIG: dict[str, Any] = {
+    "model_type": "gemma",
+    "hidden_size": 32,
+    "intermediate_size": 37,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 1,
+    "head_dim": 8,
+    "vocab_size": TINY_VOCAB,
+}
+
+
 def tiny_config(num_views: int = 2, **overrides) -> OccVLAConfig:
     """A few-thousand-parameter OccVLA: 28 px images (4 tokens per view), 2-layer SigLIP and Gemma, width 32."""
     kwargs = dict(
@@ -34,16 +47,7 @@ def tiny_config(num_views: int = 2, **overrides) -> OccVLAConfig:
             patch_size=14,
             vision_use_head=False,
         ),
-        text_config=dict(
-            model_type="gemma",
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=1,
-            head_dim=8,
-            vocab_size=TINY_VOCAB,
-        ),
+        text_config=dict(TINY_TEXT_CONFIG),
         image_token_id=TINY_IMAGE_TOKEN,
         traj_token_id=TINY_TRAJ_TOKEN,
         num_views=num_views,

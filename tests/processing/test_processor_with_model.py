@@ -8,7 +8,7 @@ import torch
 
 from occvla_hf.modeling import OccVLAForPlanning
 from occvla_hf.processing import OccVLAProcessor, build_tokenizer
-from tests.conftest import TINY_GRID, StandInOccupancyVAE, tiny_config
+from tests.conftest import TINY_GRID, TINY_TEXT_CONFIG, StandInOccupancyVAE, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -16,16 +16,7 @@ def model_and_processor() -> tuple[OccVLAForPlanning, OccVLAProcessor]:
     tokenizer = build_tokenizer(vocab_size=300)
     config = tiny_config(
         num_views=6,
-        text_config=dict(
-            model_type="gemma",
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=1,
-            head_dim=8,
-            vocab_size=len(tokenizer),
-        ),
+        text_config={**TINY_TEXT_CONFIG, "vocab_size": len(tokenizer)},
         image_token_id=tokenizer.image_token_id,
         traj_token_id=tokenizer.traj_token_id,
         pad_token_id=tokenizer.pad_token_id,
