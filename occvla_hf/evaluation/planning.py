@@ -93,7 +93,6 @@ _VEHICLE_DETECTION_NAMES = frozenset(
 )
 _STP3_DETECTION_NAMES = _VEHICLE_DETECTION_NAMES | {"pedestrian"}
 
-NORMALIZATIONS: tuple[str, ...] = PLANNING_NORMALIZATIONS  # see `PlanningMetricAccumulator`
 
 # Collision checks reported per protocol: the published grid check and the heading-aware extra.
 COLLISION_CHECKS: tuple[str, ...] = ("bev", "oriented")
@@ -149,13 +148,14 @@ def protocol_obstacles(
             )
     if (agent_instances is None) != (current_instances is None):
         raise ValueError("agent_instances/current_instances: pass both (ST-P3 follows the current agents) or neither")
+    follow_current = protocol == "stp3" and agent_instances is not None
+    current = set(current_instances) if follow_current else set()
     obstacles = []
     for t, step_boxes in enumerate(boxes):
         keep = np.ones(len(step_boxes), dtype=bool)
         if agent_categories is not None:
             keep &= protocol_agent_mask(agent_categories[t], protocol)
-        if protocol == "stp3" and agent_instances is not None:
-            current = set(current_instances)
+        if follow_current:
             keep &= np.array([instance in current for instance in agent_instances[t]], dtype=bool)
         obstacles.append(step_boxes[keep])
     return obstacles
@@ -503,8 +503,8 @@ class PlanningMetricAccumulator:
     """
 
     def __init__(self, normalization: str = "valid_steps") -> None:
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization: expected one of {NORMALIZATIONS}, got {normalization!r}")
+        if normalization not in PLANNING_NORMALIZATIONS:
+            raise ValueError(f"normalization: expected one of {PLANNING_NORMALIZATIONS}, got {normalization!r}")
         self.normalization = normalization
         self._overall = _PlanningCounts()
         self._by_meta_action: dict[str, _PlanningCounts] = {}

@@ -42,10 +42,14 @@ def voxel_axes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return xs, ys, zs
 
 
+def voxel_grid_min() -> np.ndarray:
+    """(3,) ego-frame lower edges of the first voxel along x, y, z (where `voxel_axes` starts, minus half a voxel)."""
+    return np.array([axis[0] for axis in voxel_axes()]) - OCC_VOXEL_SIZE_M / 2
+
+
 def voxel_index(x: float, y: float, z: float) -> tuple[int, int, int]:
     """(i, j, k) of the voxel holding an ego-frame point (the inverse of `voxel_axes`; may fall outside the grid)."""
-    lower_edges = [axis[0] - OCC_VOXEL_SIZE_M / 2 for axis in voxel_axes()]
-    return tuple(int((v - lo) // OCC_VOXEL_SIZE_M) for v, lo in zip((x, y, z), lower_edges, strict=True))
+    return tuple(int((v - lo) // OCC_VOXEL_SIZE_M) for v, lo in zip((x, y, z), voxel_grid_min(), strict=True))
 
 
 @lru_cache(maxsize=1)
@@ -142,7 +146,7 @@ def semantics(ground: GroundMap, ego_xy: np.ndarray, ego_yaw: float, boxes: Fram
     if len(boxes) == 0:
         return sem
     corners = boxes.corners()
-    grid_min = np.array([xs[0], ys[0], zs[0]]) - OCC_VOXEL_SIZE_M / 2  # lower edges of the first voxels (voxel_index)
+    grid_min = voxel_grid_min()
     lo = np.floor((corners.min(axis=1) - grid_min) / OCC_VOXEL_SIZE_M).astype(int)
     hi = np.ceil((corners.max(axis=1) - grid_min) / OCC_VOXEL_SIZE_M).astype(int)
     lo = np.maximum(lo, 0)
