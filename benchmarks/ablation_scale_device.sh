@@ -1,60 +1,82 @@
 #!/usr/bin/env bash
-# The at-scale occupancy ablation (occvla_hf/experiments/ablation_scale.py) on the GPU machine (python 3.12, without
-# datasets/nuscenes-devkit: their wheels travel in .whl/), in phases that fit one call each and keep their outputs in
-# ignored folders of the checkout (.scale_sim, .scale_data, .scale_runs), which a warm machine keeps between calls:
-#   bash benchmarks/ablation_scale_device.sh prepare [TIME_LIMIT_S]   # generate the scale presets on every core, build
-#   bash benchmarks/ablation_scale_device.sh vae [TIME_LIMIT_S]       # stage 1, the latent cache, the step benchmark
-#   [VARIANTS="occ no_occ"] [SEEDS="0"] [STEPS=N] [JOINT_OVERRIDES="--a.b v"] bash benchmarks/ablation_scale_device.sh train [TIME_LIMIT_S]
-# Each phase writes its log and results under $OUT (results.tar.gz for the per-run JSON reports).
+# The at-scale occupancy ablation (occvla_hf/experiments/ablation_scale.py) on a lent GPU machine (python 3.12,
+# without datasets/nuscenes-devkit: their wheels travel in .whl/). A lent machine keeps nothing once it is handed back
+# and one command runs at most 10 minutes, so the whole experiment runs as one detached pipeline, and calls wait on it:
+#   bash benchmarks/ablation_scale_device.sh start [WAIT_S]   # install, launch the pipeline (setsid), wait WAIT_S
+#   bash benchmarks/ablation_scale_device.sh wait [WAIT_S]    # wait until it ends or WAIT_S pass
+# Each call copies the pipeline's log and every result so far to $OUT (results.tar.gz: per-run JSON reports, training
+# logs, the VAE's reconstruction metrics), so a run's report comes back with the first call after it is made.
+# The pipeline: sim data (the `scale` preset's first TRAIN_SCENES scenes and the `scale_heldout` scenes), the build,
+# stage 1 (configs/scale_vae.yaml, VAE_STEPS steps), the latent cache, then `ablation_scale run` of VARIANTS x SEEDS,
+# one at a time (each evaluated while the next one trains), STEPS steps each, with JOINT_OVERRIDES. HELDOUT_SCENES,
+# VAE_OVERRIDES and LATENT_DEVICE (cuda) make it small enough for a CPU check.
 set -u
-phase=${1:?phase: prepare | vae | train}
-limit_s=${2:-560}
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+phase=${1:?phase: start | wait}
+wait_s=${2:-560}
+: "${TRAIN_SCENES:=190}" "${VAE_STEPS:=2000}" "${STEPS:=1000}" "${VARIANTS:=no_occ occ_xattn occ}" "${SEEDS:=0 1}"
+: "${JOINT_OVERRIDES:=}" "${VAE_OVERRIDES:=}" "${HELDOUT_SCENES:=40}" "${LATENT_DEVICE:=cuda}"
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 quiet='it/s\]|s/it\]|examples/s\]|chunk/s\]|ba/s\]|batch/s\]|s/batch\]|scene/s\]'
-{
-  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-  python3 -c "import torch, transformers, datasets; print(torch.__version__, transformers.__version__, datasets.__version__)"
-  nproc
-} > "$OUT/device.txt" 2>&1
+log=.scale_runs/pipeline.log
+
+pipeline() {
+  local workers
+  workers=$(nproc)
+  mkdir -p .scale_runs/results
+  {
+    nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+    python3 -c "import torch, transformers, datasets; print(torch.__version__, transformers.__version__, datasets.__version__)"
+    echo "cpus $workers; TRAIN_SCENES=$TRAIN_SCENES VAE_STEPS=$VAE_STEPS STEPS=$STEPS VARIANTS=$VARIANTS SEEDS=$SEEDS"
+  } > .scale_runs/results/device.txt 2>&1
+  stage() { echo "[$(date +%T)] $*"; }
+  stage sim train &&
+    python3 -m occvla_hf.cli sim --preset scale --scenes "$TRAIN_SCENES" --out .scale_sim/train --workers "$workers" &&
+    stage sim eval &&
+    python3 -m occvla_hf.cli sim --preset scale_heldout --scenes "$HELDOUT_SCENES" --out .scale_sim/eval \
+      --workers "$workers" &&
+    stage build &&
+    python3 -m occvla_hf.experiments.ablation_scale prepare --sim .scale_sim --out .scale_data --workers "$workers" &&
+    stage vae &&
+    python3 -m occvla_hf.cli train vae --config configs/scale_vae.yaml --training.output_dir .scale_runs/vae \
+      --dataset .scale_data/train --training.max_steps "$VAE_STEPS" $VAE_OVERRIDES &&
+    cp .scale_runs/vae/reconstruction_metrics.json .scale_runs/results/vae_reconstruction_metrics.json &&
+    stage latent cache &&
+    python3 -m occvla_hf.training.latent_cache .scale_data/train .scale_runs/vae .scale_runs/latents \
+      --split train val --device "$LATENT_DEVICE" &&
+    stage ablation &&
+    python3 -m occvla_hf.experiments.ablation_scale run --data .scale_data --vae .scale_runs/vae \
+      --variants $VARIANTS --seeds $SEEDS --parallel 1 --runs .scale_runs --out .scale_runs/results \
+      --latency-repeats 20 --probes \
+      --joint-overrides "--occupancy_latent_cache .scale_runs/latents --training.max_steps $STEPS $JOINT_OVERRIDES"
+  stage "pipeline exit $?"
+  touch .scale_runs/done
+}
+
+collect() {
+  grep -v -E "$quiet" "$log" > "$OUT/pipeline.log" 2>/dev/null
+  tar czf "$OUT/results.tar.gz" -C .scale_runs results 2>/dev/null
+  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader > "$OUT/gpu.txt" 2>&1
+  ls -la "$OUT"
+}
+
 case "$phase" in
-  prepare)
-    # Generation first (skipped once complete), then the build, which resumes from its chunk cache when called again.
-    timeout "$limit_s" bash -c "
-      if [ ! -f .scale_sim/eval/v1.0-trainval/sample.json ]; then
-        rm -rf .scale_sim &&
-        python3 -m occvla_hf.cli sim --preset scale --out .scale_sim/train --workers $(nproc) &&
-        python3 -m occvla_hf.cli sim --preset scale_heldout --out .scale_sim/eval --workers $(nproc)
-      fi &&
-      python3 -m occvla_hf.experiments.ablation_scale prepare --sim .scale_sim --out .scale_data
-    " 2>&1 | grep -v -E "$quiet" | tee "$OUT/prepare.log"
-    du -sh .scale_sim .scale_data >> "$OUT/prepare.log"
+  start)
+    if [ "${INSTALL:-1}" = 1 ]; then  # INSTALL=0: the packages are installed already (a CPU check)
+      python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .whl/*.whl || exit 1
+    fi
+    rm -rf .scale_sim .scale_data .scale_runs && mkdir -p .scale_runs
+    export TRAIN_SCENES VAE_STEPS STEPS VARIANTS SEEDS JOINT_OVERRIDES VAE_OVERRIDES HELDOUT_SCENES LATENT_DEVICE
+    setsid bash "$0" pipeline > "$log" 2>&1 < /dev/null &
     ;;
-  vae)
-    timeout "$limit_s" bash -c "
-      python3 -m occvla_hf.cli train vae --config configs/scale_vae.yaml --training.output_dir .scale_runs/vae \
-        --dataset .scale_data/train/arrow/occupancy &&
-      python3 -m occvla_hf.training.latent_cache .scale_data/train .scale_runs/vae .scale_runs/latents \
-        --split train val --device cuda &&
-      python3 -m benchmarks.bench_training --shape scale --device cuda --dtype bf16-autocast --batch 64 \
-        --no-checkpointing-rows --warmup 2 --repeats 5
-    " 2>&1 | grep -v -E "$quiet" | tee "$OUT/vae.log"
-    cp .scale_runs/vae/reconstruction_metrics.json "$OUT/" 2>/dev/null
-    tar czf "$OUT/vae.tar.gz" --exclude='checkpoint-*' -C .scale_runs vae 2>/dev/null
-    ;;
-  train)
-    steps=${STEPS:-1500}
-    extra=${JOINT_OVERRIDES:-}
-    timeout "$limit_s" python3 -m occvla_hf.experiments.ablation_scale run --data .scale_data --vae .scale_runs/vae \
-      --variants ${VARIANTS:-occ no_occ} --seeds ${SEEDS:-0} --parallel 2 --runs .scale_runs --out .scale_runs/results \
-      --latency-repeats 20 \
-      --joint-overrides "--occupancy_latent_cache .scale_runs/latents --training.max_steps $steps $extra" \
-      2>&1 | grep -v -E "$quiet" | tee "$OUT/train.log"
-    tar czf "$OUT/results.tar.gz" -C .scale_runs results
-    ;;
+  wait) ;;
+  pipeline) pipeline; exit ;;
   *)
-    echo "phase: expected prepare | vae | train, got $phase" >&2
+    echo "phase: expected start | wait, got $phase" >&2
     exit 2
     ;;
 esac
-ls -la "$OUT"
+deadline=$((SECONDS + wait_s))
+while [ ! -f .scale_runs/done ] && [ "$SECONDS" -lt "$deadline" ]; do sleep 5; done
+collect
+tail -n 25 "$OUT/pipeline.log"

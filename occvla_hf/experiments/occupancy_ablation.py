@@ -58,6 +58,7 @@ from occvla_hf.evaluation.runner import (
     planning_targets,
 )
 from occvla_hf.evaluation.timing import call_times_ms
+from occvla_hf.experiments.probes import probe_report
 from occvla_hf.training.recipe import load_recipe
 from occvla_hf.training.vae import train_from_config
 
@@ -194,10 +195,11 @@ def evaluate_run(
     held_out: str = HELD_OUT_DIR,
     subsets: PlanningSubsets = PLANNING_SUBSETS,
     latency_repeats: int = LATENCY_REPEATS,
+    probes: bool = False,
 ) -> dict[str, Any]:
     """Planning, QA, occupancy and latency report of one trained checkpoint on the held-out scenes; each key of
     `subsets` (default `planning_with_velocity`: the keyframes of the constant-velocity comparison) is planning on
-    the held-out rows that subset keeps."""
+    the held-out rows that subset keeps. `probes` adds `experiments.probes.probe_report` (key `probes`)."""
     model, processor = load_model_and_processor(model_dir)
     planning_rows = held_out_rows(data_dir, "planning", held_out)
     occupancy_rows = held_out_occupancy_rows(data_dir, planning_rows, held_out)
@@ -205,7 +207,7 @@ def evaluate_run(
         key: evaluate_planning(model, processor, select(planning_rows), batch_size=32)
         for key, select in subsets.items()
     }
-    return {
+    report = {
         "planning": evaluate_planning(model, processor, planning_rows, batch_size=32),
         **subset_reports,
         "qa": evaluate_qa(model, processor, held_out_rows(data_dir, "qa", held_out), batch_size=64),
@@ -214,6 +216,9 @@ def evaluate_run(
         "device": torch.cuda.get_device_name() if model.device.type == "cuda" else "cpu",
         "num_parameters": sum(p.numel() for p in model.parameters()),
     }
+    if probes:
+        report["probes"] = probe_report(model, processor, planning_rows)
+    return report
 
 
 # ------------------------------------------------------------------------------------------------ the runner
@@ -272,12 +277,15 @@ def train_runs(
     out: Path,
     parallel: int,
     joint_overrides: Sequence[str],
+    on_finished: Callable[[str, int], None] | None = None,
 ) -> None:
     """Trains every (variant, seed) of `jobs` into `runs_dir/<variant>_s<seed>`, `parallel` processes at a time,
-    each logging to `out/train_<variant>_s<seed>.log`."""
+    each logging to `out/train_<variant>_s<seed>.log`. `on_finished(variant, seed)` runs as each one ends, once the
+    next ones have started (so that its evaluation overlaps their training)."""
     pending = list(jobs)
     running: list[tuple[subprocess.Popen, IO[str], str, int, float]] = []
-    while pending or running:
+
+    def start_pending() -> None:
         while pending and len(running) < parallel:
             name, seed = pending.pop(0)
             log = open(out / f"train_{name}_s{seed}.log", "w")  # noqa: SIM115 (closed when the process ends)
@@ -287,14 +295,22 @@ def train_runs(
             running.append(
                 (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log, name, seed, time.perf_counter())
             )
+
+    start_pending()
+    while running:
         time.sleep(2)
-        for job in [job for job in running if job[0].poll() is not None]:
+        finished = [job for job in running if job[0].poll() is not None]
+        for job in finished:
             running.remove(job)
             process, log, name, seed, started = job
             log.close()
             print(
                 f"{name} seed {seed}: exit {process.returncode} after {time.perf_counter() - started:.0f} s", flush=True
             )
+        start_pending()
+        for _, _, name, seed, _ in finished:
+            if on_finished is not None:
+                on_finished(name, seed)
 
 
 def run_ablation(
@@ -314,26 +330,22 @@ def run_ablation(
     baseline = constant_velocity_report(held_out_rows(data_dir, "planning", args.held_out), subsets)
     (out / f"{CV_VARIANT}.json").write_text(json.dumps(baseline, indent=1))
     jobs = [(name, seed) for seed in args.seeds for name in args.variants]
-    train_runs(
-        variants,
-        jobs,
-        data_dir=data_dir,
-        runs_dir=runs_dir,
-        vae_dir=vae_dir,
-        out=out,
-        parallel=args.parallel,
-        joint_overrides=shlex.split(args.joint_overrides),
-    )
-    for name, seed in jobs:
+
+    def evaluate(name: str, seed: int) -> None:
         model_dir = runs_dir / f"{name}_s{seed}"
         if not (model_dir / "config.json").is_file():
             print(f"{name} seed {seed}: no checkpoint, see its log", flush=True)
-            continue
+            return
         report = {
             "variant": name,
             "seed": seed,
             **evaluate_run(
-                model_dir, data_dir, held_out=args.held_out, subsets=subsets, latency_repeats=args.latency_repeats
+                model_dir,
+                data_dir,
+                held_out=args.held_out,
+                subsets=subsets,
+                latency_repeats=args.latency_repeats,
+                probes=args.probes,
             ),
         }
         state = json.loads((model_dir / "trainer_state.json").read_text())
@@ -346,6 +358,18 @@ def run_ablation(
             f"QA {report['qa']['overall']['accuracy_pct']:.1f}%",
             flush=True,
         )
+
+    train_runs(
+        variants,
+        jobs,
+        data_dir=data_dir,
+        runs_dir=runs_dir,
+        vae_dir=vae_dir,
+        out=out,
+        parallel=args.parallel,
+        joint_overrides=shlex.split(args.joint_overrides),
+        on_finished=evaluate,
+    )
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, variants: Mapping[str, Variant], default: Sequence[str]) -> None:
@@ -362,6 +386,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, variants: Mapping[str, Va
     parser.add_argument("--joint-overrides", default="", help="recipe overrides of every stage-2 run")
     parser.add_argument("--held-out", default=HELD_OUT_DIR, help="the folder under --data that is evaluated")
     parser.add_argument("--latency-repeats", type=int, default=LATENCY_REPEATS, help="timed `plan` calls per run")
+    parser.add_argument(
+        "--probes", action="store_true", help="add linear probes of the held-out states (`experiments.probes`)"
+    )
     parser.add_argument("--out", required=True, help="folder for the per-run JSON reports and logs")
 
 

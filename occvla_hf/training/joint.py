@@ -136,6 +136,8 @@ class JointRecipe(Recipe):
         lora: `peft.LoraConfig` fields (`r`, `lora_alpha`, `lora_dropout`, `target_modules` inside the language
             model); None: full fine-tuning.
         resume_from_checkpoint: a checkpoint folder, or True for the last complete one in `training.output_dir`.
+        gradient_norm_steps: log each loss term's gradient norm on the shared layers this often (`OccVLATrainer`);
+            0 never.
         training: `transformers.TrainingArguments` fields; `output_dir` is required.
     """
 
@@ -151,10 +153,13 @@ class JointRecipe(Recipe):
     freeze_vision_tower: bool = False
     lora: dict[str, Any] | None = None
     resume_from_checkpoint: str | bool | None = None
+    gradient_norm_steps: int = 0
     training: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.gradient_norm_steps < 0:
+            raise ValueError(f"gradient_norm_steps: expected >= 0, got {self.gradient_norm_steps}")
         if self.lora is not None:
             check_fields(self.lora, LoraConfig, "lora")
         check_training_arguments(self.training)
@@ -361,6 +366,7 @@ def train_joint(recipe: JointRecipe | Mapping[str, Any]) -> JointTrainingResult:
         compute_metrics=planning_l2_metrics if eval_dataset is not None else None,
         occupancy_weight_schedule=recipe.occupancy_weight_schedule,
         model_card_info=_model_card_info(recipe, args, trained_model),
+        gradient_norm_steps=recipe.gradient_norm_steps,
     )
     return _train_and_save(trainer, recipe, processor, evaluate=eval_dataset is not None)
 

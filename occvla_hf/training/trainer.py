@@ -19,7 +19,7 @@ from torch.utils.data import Dataset, Sampler
 from transformers import Trainer
 from transformers.trainer_utils import EvalLoopOutput
 
-from occvla_hf.modeling.loss import LOSS_TERMS, loss_item_counts
+from occvla_hf.modeling.loss import LOSS_TERMS, loss_item_counts, loss_weights
 from occvla_hf.processing.processing_occvla import OccVLAProcessor
 
 from .collator import ROW_COLUMNS, OccVLADataCollator
@@ -56,6 +56,10 @@ class OccVLATrainer(Trainer):
     Args:
         occupancy_weight_schedule: multiplier of `config.occupancy_loss_weight` per optimiser step; default constant.
         model_card_info: what the model card states about the training run (data licence, base model, ...).
+        gradient_norm_steps: every this many optimiser steps (0: never), the first training batch with at least two
+            loss terms also logs each weighted term's gradient norm on the parameters every term reaches (vision
+            tower, projector, language model), `grad_norm_<term>`: which term drives the shared layers. It costs one
+            extra backward pass per term at those steps; one process only.
         **kwargs: `transformers.Trainer` arguments. `data_collator` defaults to `OccVLADataCollator(processor)` when
             `processing_class` is an `OccVLAProcessor`; `compute_loss_func` is not supported (the loss is ours).
     """
@@ -68,8 +72,11 @@ class OccVLATrainer(Trainer):
         *args: Any,
         occupancy_weight_schedule: OccupancyWeightSchedule | None = None,
         model_card_info: ModelCardInfo | None = None,
+        gradient_norm_steps: int = 0,
         **kwargs: Any,
     ) -> None:
+        if isinstance(gradient_norm_steps, bool) or not isinstance(gradient_norm_steps, int) or gradient_norm_steps < 0:
+            raise ValueError(f"gradient_norm_steps: expected an int >= 0, got {gradient_norm_steps!r}")
         if kwargs.get("compute_loss_func") is not None:
             raise ValueError("compute_loss_func: OccVLATrainer computes the loss itself; subclass compute_loss instead")
         processor = kwargs.get("processing_class")
@@ -82,6 +89,13 @@ class OccVLATrainer(Trainer):
         self._eval_terms = _TermMeans(self.args.device)
         self._accumulated_item_counts: dict[str, float] | None = None
         self._applied_occupancy_weight = self.occupancy_loss_weight(0)
+        if gradient_norm_steps and self.accelerator.num_processes > 1:
+            raise ValueError(
+                f"gradient_norm_steps: measured in one process only, got {self.accelerator.num_processes} processes"
+            )
+        self.gradient_norm_steps = gradient_norm_steps
+        self._gradient_norms: dict[str, float] = {}
+        self._gradient_norms_step = -1  # the last step whose norms were measured
 
     # --- loss ---
     def occupancy_loss_weight(self, step: int) -> float:
@@ -121,6 +135,9 @@ class OccVLATrainer(Trainer):
         occupancy_weight = self.occupancy_loss_weight(self.state.global_step)
         totals = self._accumulated_item_counts if model.training else None
         outputs = model(**inputs, occupancy_loss_weight=occupancy_weight, loss_item_totals=totals)
+        if model.training and self._gradient_norms_due(outputs):
+            self._gradient_norms = self.term_gradient_norms(model, outputs, occupancy_weight)
+            self._gradient_norms_step = self.state.global_step
         terms = self._train_terms if model.training else self._eval_terms
         for name in LOSS_TERMS:
             value = getattr(outputs, name)
@@ -133,12 +150,43 @@ class OccVLATrainer(Trainer):
             loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
 
+    def _gradient_norms_due(self, outputs: Any) -> bool:
+        if not self.gradient_norm_steps:
+            return False
+        step = self.state.global_step
+        last_due = step - step % self.gradient_norm_steps
+        present = sum(getattr(outputs, name) is not None for name in LOSS_TERMS)
+        return present >= 2 and self._gradient_norms_step < last_due
+
+    def term_gradient_norms(self, model: torch.nn.Module, outputs: Any, occupancy_weight: float) -> dict[str, float]:
+        """`grad_norm_<term>`: the L2 norm of each present weighted loss term's gradient on the shared parameters
+        (the vision tower, projector and language model that train), the graph kept for the training backward."""
+        base = self.accelerator.unwrap_model(model)
+        shared = [
+            parameter
+            for name, parameter in base.model.named_parameters()
+            if parameter.requires_grad and not name.startswith(("occupancy_queries", "occupancy_transformer"))
+        ]
+        weights = loss_weights(base.config, occupancy_weight)
+        norms = {}
+        for name in LOSS_TERMS:
+            value = getattr(outputs, name)
+            if value is None or weights[name] == 0:
+                continue
+            grads = torch.autograd.grad(weights[name] * value, shared, retain_graph=True, allow_unused=True)
+            squares = [grad.float().pow(2).sum() for grad in grads if grad is not None]
+            norms[f"grad_norm_{name}"] = float(torch.stack(squares).sum().sqrt()) if squares else 0.0
+        return norms
+
     # --- logging ---
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Adds the mean of each loss term since the last training log, and the occupancy weight of the last step."""
         if "loss" in logs:  # the periodic training log (evaluation logs `eval_loss`, the final summary `train_loss`)
             logs.update(self._train_terms.pop(self.accelerator))
             logs["occupancy_loss_weight"] = self._applied_occupancy_weight
+            if self._gradient_norms:  # measured at optimiser step `grad_norm_step`, at or before this log
+                logs.update(self._gradient_norms, grad_norm_step=self._gradient_norms_step)
+                self._gradient_norms = {}
         super().log(logs, start_time)
 
     # --- evaluation ---

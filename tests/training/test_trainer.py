@@ -165,6 +165,57 @@ def test_terms_are_averaged_over_the_steps_between_logs(tmp_path):
         assert logs[0][name] == pytest.approx(expected, rel=1e-4)
 
 
+def test_gradient_norms_are_each_terms_gradient_on_the_shared_layers_and_change_nothing(tmp_path):
+    """`gradient_norm_steps=2` logs `grad_norm_<term>` at steps 0 and 2 (not 1 and 3), equal to the norm of each
+    weighted term's gradient on the vision tower, projector and LM; the loss curve is the one of a run without."""
+
+    def run(gradient_norm_steps: int) -> OccVLATrainer:
+        model = tiny_model()
+        samples = [planning_sample(model.config, index) for index in range(8)]
+        trainer = OccVLATrainer(
+            model=model,
+            args=training_args(tmp_path, max_steps=4, train_sampling_strategy="sequential"),
+            train_dataset=samples,
+            data_collator=OccVLADataCollator(pad_token_id=0),
+            gradient_norm_steps=gradient_norm_steps,
+        )
+        trainer.train()
+        return trainer
+
+    measured, plain = run(2), run(0)
+    logs = train_logs(measured)
+    assert [entry["loss"] for entry in logs] == [entry["loss"] for entry in train_logs(plain)]
+    norm_keys = {f"grad_norm_{name}" for name in LOSS_TERMS}
+    assert [sorted(norm_keys & set(entry)) for entry in logs] == [sorted(norm_keys), [], sorted(norm_keys), []]
+    assert [entry.get("grad_norm_step") for entry in logs] == [0, None, 2, None]
+    assert not any(key.startswith("grad_norm_") for entry in train_logs(plain) for key in entry)
+    # The step-0 norms, recomputed by hand on the first batch of the untrained model.
+    model = tiny_model()
+    model.train()
+    batch = OccVLADataCollator(pad_token_id=0)([planning_sample(model.config, index) for index in range(4)])
+    outputs = model(**batch, occupancy_loss_weight=model.config.occupancy_loss_weight)
+    shared = [
+        p for n, p in model.model.named_parameters() if not n.startswith(("occupancy_queries", "occupancy_transformer"))
+    ]
+    weights = {
+        "lm_loss": 1.0,
+        "trajectory_loss": model.config.trajectory_loss_weight,
+        "occupancy_latent_loss": model.config.occupancy_loss_weight * model.config.occupancy_latent_loss_weight,
+        "occupancy_voxel_loss": model.config.occupancy_loss_weight * model.config.occupancy_voxel_loss_weight,
+    }
+    for name in LOSS_TERMS:
+        grads = torch.autograd.grad(weights[name] * outputs[name], shared, retain_graph=True, allow_unused=True)
+        expected = torch.sqrt(sum((g**2).sum() for g in grads if g is not None))
+        assert logs[0][f"grad_norm_{name}"] == pytest.approx(float(expected), rel=1e-4), name
+        assert float(expected) > 0, name
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True])
+def test_gradient_norm_steps_must_be_a_non_negative_int(tmp_path, value):
+    with pytest.raises(ValueError, match="gradient_norm_steps"):
+        OccVLATrainer(model=tiny_model(), args=training_args(tmp_path), gradient_norm_steps=value)
+
+
 def assert_same_step(reference: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) -> None:
     assert max(float(update.abs().max()) for update in reference.values()) > 1e-3
     assert set(other) == set(reference)
