@@ -15,46 +15,47 @@ phase=${1:?phase: start | wait}
 wait_s=${2:-560}
 : "${TRAIN_SCENES:=190}" "${VAE_STEPS:=2000}" "${STEPS:=1000}" "${VARIANTS:=no_occ occ_xattn occ}" "${SEEDS:=0 1}"
 : "${JOINT_OVERRIDES:=}" "${VAE_OVERRIDES:=}" "${HELDOUT_SCENES:=40}" "${LATENT_DEVICE:=cuda}"
+: "${WORK:=/tmp/occvla_scale}"  # outside the checkout: a call re-syncs the checkout and deletes what git would not keep
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 quiet='it/s\]|s/it\]|examples/s\]|chunk/s\]|ba/s\]|batch/s\]|s/batch\]|scene/s\]'
-log=.scale_runs/pipeline.log
+log=$WORK/runs/pipeline.log
 
 pipeline() {
   local workers
   workers=$(nproc)
-  mkdir -p .scale_runs/results
+  mkdir -p $WORK/runs/results
   {
     nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
     python3 -c "import torch, transformers, datasets; print(torch.__version__, transformers.__version__, datasets.__version__)"
     echo "cpus $workers; TRAIN_SCENES=$TRAIN_SCENES VAE_STEPS=$VAE_STEPS STEPS=$STEPS VARIANTS=$VARIANTS SEEDS=$SEEDS"
-  } > .scale_runs/results/device.txt 2>&1
+  } > $WORK/runs/results/device.txt 2>&1
   stage() { echo "[$(date +%T)] $*"; }
   stage sim train &&
-    python3 -m occvla_hf.cli sim --preset scale --scenes "$TRAIN_SCENES" --out .scale_sim/train --workers "$workers" &&
+    python3 -m occvla_hf.cli sim --preset scale --scenes "$TRAIN_SCENES" --out $WORK/sim/train --workers "$workers" &&
     stage sim eval &&
-    python3 -m occvla_hf.cli sim --preset scale_heldout --scenes "$HELDOUT_SCENES" --out .scale_sim/eval \
+    python3 -m occvla_hf.cli sim --preset scale_heldout --scenes "$HELDOUT_SCENES" --out $WORK/sim/eval \
       --workers "$workers" &&
     stage build &&
-    python3 -m occvla_hf.experiments.ablation_scale prepare --sim .scale_sim --out .scale_data --workers "$workers" &&
+    python3 -m occvla_hf.experiments.ablation_scale prepare --sim $WORK/sim --out $WORK/data --workers "$workers" &&
     stage vae &&
-    python3 -m occvla_hf.cli train vae --config configs/scale_vae.yaml --training.output_dir .scale_runs/vae \
-      --dataset .scale_data/train --training.max_steps "$VAE_STEPS" $VAE_OVERRIDES &&
-    cp .scale_runs/vae/reconstruction_metrics.json .scale_runs/results/vae_reconstruction_metrics.json &&
+    python3 -m occvla_hf.cli train vae --config configs/scale_vae.yaml --training.output_dir $WORK/runs/vae \
+      --dataset $WORK/data/train --training.max_steps "$VAE_STEPS" $VAE_OVERRIDES &&
+    cp $WORK/runs/vae/reconstruction_metrics.json $WORK/runs/results/vae_reconstruction_metrics.json &&
     stage latent cache &&
-    python3 -m occvla_hf.training.latent_cache .scale_data/train .scale_runs/vae .scale_runs/latents \
+    python3 -m occvla_hf.training.latent_cache $WORK/data/train $WORK/runs/vae $WORK/runs/latents \
       --split train val --device "$LATENT_DEVICE" &&
     stage ablation &&
-    python3 -m occvla_hf.experiments.ablation_scale run --data .scale_data --vae .scale_runs/vae \
-      --variants $VARIANTS --seeds $SEEDS --parallel 1 --runs .scale_runs --out .scale_runs/results \
+    python3 -m occvla_hf.experiments.ablation_scale run --data $WORK/data --vae $WORK/runs/vae \
+      --variants $VARIANTS --seeds $SEEDS --parallel 1 --runs $WORK/runs --out $WORK/runs/results \
       --latency-repeats 20 --probes \
-      --joint-overrides "--occupancy_latent_cache .scale_runs/latents --training.max_steps $STEPS $JOINT_OVERRIDES"
+      --joint-overrides "--occupancy_latent_cache $WORK/runs/latents --training.max_steps $STEPS $JOINT_OVERRIDES"
   stage "pipeline exit $?"
-  touch .scale_runs/done
+  touch $WORK/runs/done
 }
 
 collect() {
   grep -v -E "$quiet" "$log" > "$OUT/pipeline.log" 2>/dev/null
-  tar czf "$OUT/results.tar.gz" -C .scale_runs results 2>/dev/null
+  tar czf "$OUT/results.tar.gz" -C $WORK/runs results 2>/dev/null
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader > "$OUT/gpu.txt" 2>&1
   ls -la "$OUT"
 }
@@ -65,8 +66,8 @@ case "$phase" in
       python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
         .whl/*.whl || exit 1
     fi
-    rm -rf .scale_sim .scale_data .scale_runs && mkdir -p .scale_runs
-    export TRAIN_SCENES VAE_STEPS STEPS VARIANTS SEEDS JOINT_OVERRIDES VAE_OVERRIDES HELDOUT_SCENES LATENT_DEVICE
+    rm -rf $WORK/sim $WORK/data $WORK/runs && mkdir -p $WORK/runs
+    export WORK TRAIN_SCENES VAE_STEPS STEPS VARIANTS SEEDS JOINT_OVERRIDES VAE_OVERRIDES HELDOUT_SCENES LATENT_DEVICE
     setsid bash "$0" pipeline > "$log" 2>&1 < /dev/null &
     ;;
   wait) ;;
@@ -77,6 +78,6 @@ case "$phase" in
     ;;
 esac
 deadline=$((SECONDS + wait_s))
-while [ ! -f .scale_runs/done ] && [ "$SECONDS" -lt "$deadline" ]; do sleep 5; done
+while [ ! -f $WORK/runs/done ] && [ "$SECONDS" -lt "$deadline" ]; do sleep 5; done
 collect
 tail -n 25 "$OUT/pipeline.log"
