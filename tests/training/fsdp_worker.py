@@ -35,7 +35,7 @@ from tests.training.ddp_worker import ANSWER_LENGTHS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FSDP_CONFIG = yaml.safe_load((REPO_ROOT / "configs" / "accelerate" / "fsdp.yaml").read_text())["fsdp_config"]
-LOGGED = ("loss", "grad_norm", *LOSS_TERMS)
+LOGGED = ("step", "loss", "grad_norm", *LOSS_TERMS)
 
 
 class CPUFullyShardedTrainer(OccVLATrainer):
@@ -61,7 +61,7 @@ def tiny_model(seed: int = 0) -> OccVLAForPlanning:
 def train(
     output_dir: Path, per_device_batch: int, fsdp: bool = False, resume_from_checkpoint: Path | None = None
 ) -> list[dict[str, float]]:
-    """Logged `loss`, `grad_norm` and terms of each of 2 steps of SGD with momentum (lr 1, linear decay, no
+    """Logged `step`, `loss`, `grad_norm` and terms of each of 2 steps of SGD with momentum (lr 1, linear decay, no
     clipping), a checkpoint after each step, the model saved to `output_dir`. A resumed run starts from other
     initial weights, so only the checkpoint (weights, momentum, schedule) can make it continue the same curve."""
     torch.set_num_threads(1)
