@@ -10,6 +10,7 @@ schedule (`weight_schedule.py`) and the planning L2 metric (`metrics.py`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -83,6 +84,7 @@ class OccVLATrainer(Trainer):
         if kwargs.get("data_collator") is None and isinstance(processor, OccVLAProcessor):
             kwargs["data_collator"] = OccVLADataCollator(processor)
         super().__init__(*args, **kwargs)
+        self._check_fsdp_enabled()
         self.occupancy_weight_schedule = occupancy_weight_schedule or OccupancyWeightSchedule()
         self.model_card_info = model_card_info or ModelCardInfo()
         self._train_terms = _TermMeans(self.args.device)
@@ -96,6 +98,18 @@ class OccVLATrainer(Trainer):
         self.gradient_norm_steps = gradient_norm_steps
         self._gradient_norms: dict[str, float] = {}
         self._gradient_norms_step = -1  # the last step whose norms were measured
+
+    # --- FSDP ---
+    def _check_fsdp_enabled(self) -> None:
+        """Fails when FSDP was asked for (`TrainingArguments.fsdp`, or accelerate's FSDP config through
+        `accelerate launch`) but accelerate did not enable it. accelerate hands its FSDP plugin only to accelerator
+        devices (GPUs, ...): on CPU the processes would train without sharding (DDP, or independent processes)."""
+        requested = bool(self.args.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+        if requested and not self.is_fsdp_enabled:
+            raise ValueError(
+                f"fsdp: FSDP was requested but accelerate runs {self.accelerator.distributed_type} without it; "
+                "accelerate enables FSDP only on accelerator devices (GPUs), use DDP on CPU"
+            )
 
     # --- loss ---
     def occupancy_loss_weight(self, step: int) -> float:
@@ -239,6 +253,16 @@ class OccVLATrainer(Trainer):
         if tasks is None:
             return super()._get_train_sampler(train_dataset)
         return TaskGroupedSampler(tasks, self._train_batch_size, seed=self.args.seed)
+
+    # --- saving ---
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """The Trainer's `save_model`, which writes no weights under FSDP with `SHARDED_STATE_DICT` (checkpoints get
+        only the per-process shards for resuming): here the full state dict is gathered and saved with
+        `save_pretrained` as well, so the output folder and every `checkpoint-N` load with `from_pretrained`.
+        Every process must call it (the gathering is collective)."""
+        if self.is_fsdp_enabled and "SHARDED" in str(self.accelerator.state.fsdp_plugin.state_dict_type):
+            self._save(output_dir or self.args.output_dir, state_dict=self.accelerator.get_state_dict(self.model))
+        super().save_model(output_dir, _internal_call)
 
     # --- model card ---
     def create_model_card(

@@ -31,6 +31,7 @@ from occvla_hf.training.model_card import ModelCardInfo
 from occvla_hf.training.trainer import OccVLATrainer
 from occvla_hf.training.weight_schedule import OccupancyWeightSchedule
 from tests.conftest import StandInOccupancyVAE, tiny_config
+from tests.training import fsdp_worker
 from tests.training.conftest import dataset_rows, planning_sample, row_model_and_processor
 from tests.training.ddp_worker import one_step
 
@@ -242,6 +243,45 @@ def test_data_parallel_step_matches_one_process(tmp_path):
     assert_same_step(one_batch, load_file(output))
     with safe_open(output, framework="pt") as data_parallel:
         assert json.loads(data_parallel.metadata()["log"]) == pytest.approx(one_batch_log, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_fully_sharded_training_matches_one_process_and_resumes_from_its_sharded_checkpoint(tmp_path):
+    # FSDP2 with the settings of configs/accelerate/fsdp.yaml over two CPU processes (see fsdp_worker's docstring).
+    sharded = tmp_path / "sharded"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "--module", "tests.training.fsdp_worker", str(sharded)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, timeout=600, capture_output=True)
+    one_process_logs = fsdp_worker.train(tmp_path / "one_process", per_device_batch=4)
+    logs = json.loads((sharded / "logs.json").read_text())
+    assert len(logs["run"]) == len(one_process_logs) == 2
+    for sharded_log, one_process_log in zip(logs["run"], one_process_logs):
+        assert sharded_log == pytest.approx(one_process_log, rel=1e-5)
+    # The resumed run starts from other weights: only the sharded checkpoint makes its step 2 the same.
+    assert logs["resumed"][-1] == pytest.approx(logs["run"][-1], rel=1e-6)
+    for step in (1, 2):  # sharded: each process's part of the weights and momentum, in torch.distributed.checkpoint
+        for state in ("pytorch_model_fsdp_0", "optimizer_0"):
+            assert (sharded / "run" / f"checkpoint-{step}" / state / ".metadata").is_file()
+    initial = fsdp_worker.tiny_model().state_dict()
+
+    def updates(folder: Path) -> dict[str, torch.Tensor]:
+        state_dict = OccVLAForPlanning.from_pretrained(folder).state_dict()
+        return {name: tensor - initial[name] for name, tensor in state_dict.items()}
+
+    for folder in ("run/checkpoint-1", "run/checkpoint-2", "run", "resumed"):
+        reference = "checkpoint-1" if folder.endswith("checkpoint-1") else "."
+        assert_same_step(updates(tmp_path / "one_process" / reference), updates(sharded / folder))
+
+
+def test_trainer_fails_when_fsdp_is_asked_for_but_not_enabled(tmp_path, monkeypatch):
+    # `accelerate launch --config_file configs/accelerate/fsdp.yaml` on a machine without GPUs: accelerate starts the
+    # processes with this variable but without FSDP (each alone), which would train unsharded without a word.
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(ValueError, match="fsdp: FSDP was requested but accelerate runs DistributedType.NO"):
+        OccVLATrainer(
+            model=tiny_model(), args=training_args(tmp_path), data_collator=OccVLADataCollator(pad_token_id=0)
+        )
 
 
 def test_trainer_rejects_a_custom_loss_function(tmp_path):
