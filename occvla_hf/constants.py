@@ -77,6 +77,10 @@ PATH_ACTIONS: tuple[str, ...] = ("straight", "left turn", "right turn", "left la
 
 # States of a traffic light facing the ego (the sim's signals: green, then amber, then red).
 TRAFFIC_LIGHT_STATES: tuple[str, ...] = ("green", "amber", "red")
+# The sim's table of the light the ego faces, `<version>/traffic_light.json` beside the nuScenes tables (nuScenes has
+# none): one record per keyframe with a light ahead, {"token", "sample_token", "state", "stop_line_m"} (state in
+# TRAFFIC_LIGHT_STATES; stop_line_m: distance along the route from the ego origin to the stop line).
+TRAFFIC_LIGHT_TABLE: str = "traffic_light"
 
 # nuScenes-QA question types and hop counts.
 QA_QUESTION_TYPES: tuple[str, ...] = ("exist", "count", "object", "status", "comparison")
