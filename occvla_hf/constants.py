@@ -75,6 +75,9 @@ EGO_VELOCITY_FEATURES: tuple[str, str] = ("vx", "vy")
 SPEED_ACTIONS: tuple[str, ...] = ("stop", "decelerate", "keep", "accelerate")
 PATH_ACTIONS: tuple[str, ...] = ("straight", "left turn", "right turn", "left lane change", "right lane change")
 
+# Training targets of planning prompts: the meta-action alone, or the reasoning text followed by the meta-action.
+PLANNING_TARGETS: tuple[str, ...] = ("meta_action", "reasoning")
+
 # States of a traffic light facing the ego (the sim's signals: green, then amber, then red).
 TRAFFIC_LIGHT_STATES: tuple[str, ...] = ("green", "amber", "red")
 # The sim's table of the light the ego faces, `<version>/traffic_light.json` beside the nuScenes tables (nuScenes has

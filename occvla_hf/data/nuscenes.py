@@ -322,7 +322,8 @@ def read_traffic_lights(table_dir: Path) -> dict[str, TrafficLight]:
         try:
             lights[record["sample_token"]] = TrafficLight(record["state"], record["stop_line_m"])
         except (KeyError, TypeError, ValueError) as error:
-            raise ValueError(f"{path}: record {index}: expected sample_token, state and stop_line_m ({error})") from error
+            message = f"{path}: record {index}: expected sample_token, state and stop_line_m ({error})"
+            raise ValueError(message) from error
     return lights
 
 

@@ -23,6 +23,7 @@ from transformers.modeling_outputs import ModelOutput
 from transformers.utils import logging
 
 from ..constants import EGO_STATUS_FEATURES, EGO_VELOCITY_FEATURES
+from ..reasoning import split_reasoning
 from .configuration_occupancy_vae import OccupancyVAEConfig
 from .configuration_occvla import OccVLAConfig
 from .loading import load_pretrained
@@ -31,6 +32,11 @@ from .occupancy_transformer import OccupancyTransformer, hidden_states_request
 from .occupancy_vae import OccupancyVAE
 
 logger = logging.get_logger(__name__)
+
+# `plan`'s default text budget: a meta-action, or a reasoning text (at most `REASONING_MAX_WORDS` words, about 3.5
+# tokens each with the package's offline tokenizer, fewer with Gemma's) followed by the meta-action.
+PLAN_MAX_NEW_TOKENS: int = 16
+PLAN_REASONING_MAX_NEW_TOKENS: int = 400
 
 MaskFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -113,11 +119,14 @@ class PlanningOutput(ModelOutput):
             Prompt followed by the generated meta-action tokens.
         meta_action (`list[str]`, *optional*):
             Decoded meta-action text per sample, when a tokenizer was passed to `plan`.
+        reasoning (`list[str]`, *optional*):
+            Decoded reasoning text per sample (the lines before the meta-action), with `plan(..., reasoning=True)`.
     """
 
     trajectory: torch.FloatTensor | None = None
     sequences: torch.LongTensor | None = None
     meta_action: list[str] | None = None
+    reasoning: list[str] | None = None
 
 
 class OccVLAMultiModalProjector(nn.Module):
@@ -864,18 +873,26 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         token_type_ids: torch.LongTensor | None = None,
         ego_status: torch.FloatTensor | None = None,
         tokenizer: Any | None = None,
-        max_new_tokens: int = 16,
+        max_new_tokens: int | None = None,
+        reasoning: bool = False,
         **generate_kwargs: Any,
     ) -> PlanningOutput:
         """Trajectory from the `<traj>` token of the prompt plus the meta-action text, in one `generate` call.
 
         The prompt must end with `<traj>` (the processor's planning template does this). Pass the processor's
         tokenizer to get `meta_action` strings; otherwise decode `sequences` with `processor.post_process_plan`.
+        `reasoning=True` (a model trained with `planning_target="reasoning"`) reads the text as the reasoning
+        followed by the meta-action (`reasoning.split_reasoning`) and returns both; it needs the tokenizer. Default
+        `max_new_tokens`: PLAN_MAX_NEW_TOKENS, or PLAN_REASONING_MAX_NEW_TOKENS with reasoning.
         Extra keyword arguments go to `generate` (greedy by default). With `num_beams` / `num_return_sequences`,
         `trajectory` has one row per returned sequence, lined up with `sequences` (batch * num_return_sequences
         rows, the sequences of sample 0 first); the trajectory depends only on the prompt, so the rows of one sample
         are equal.
         """
+        if reasoning and tokenizer is None:
+            raise ValueError("tokenizer: required with reasoning=True (the reasoning is decoded text)")
+        if max_new_tokens is None:
+            max_new_tokens = PLAN_REASONING_MAX_NEW_TOKENS if reasoning else PLAN_MAX_NEW_TOKENS
         captured: list[torch.Tensor] = []
         handle = self.trajectory_head.register_forward_hook(lambda module, args, output: captured.append(output))
         suppressed = [self.config.traj_token_id, self.config.image_token_id]
@@ -897,17 +914,20 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
             raise ValueError(
                 f"input_ids: planning prompts must contain the <traj> token (id {self.config.traj_token_id})"
             )
-        meta_action = None
+        meta_action = reasoning_texts = None
         if tokenizer is not None:
-            meta_action = [
-                text.strip()
-                for text in tokenizer.batch_decode(sequences[:, input_ids.shape[1] :], skip_special_tokens=True)
-            ]
+            texts = tokenizer.batch_decode(sequences[:, input_ids.shape[1] :], skip_special_tokens=True)
+            if reasoning:
+                reasoning_texts, meta_action = (list(column) for column in zip(*map(split_reasoning, texts)))
+            else:
+                meta_action = [text.strip() for text in texts]
         # The prefill ran on the prompts expanded for beams or samples, each prompt's copies next to each other.
         batch = input_ids.shape[0]
         per_sample = captured[0][:: captured[0].shape[0] // batch]
         trajectory = per_sample.repeat_interleave(sequences.shape[0] // batch, dim=0)
-        return PlanningOutput(trajectory=trajectory, sequences=sequences, meta_action=meta_action)
+        return PlanningOutput(
+            trajectory=trajectory, sequences=sequences, meta_action=meta_action, reasoning=reasoning_texts
+        )
 
     # --- conversion ---
     def without_occupancy_modules(self) -> OccVLAForPlanning:

@@ -30,8 +30,10 @@ from ..constants import (
     IMAGE_TOKEN,
     NUM_OCC_CLASSES,
     NUM_WAYPOINTS,
+    PLANNING_TARGETS,
     TRAJ_TOKEN,
 )
+from ..reasoning import join_reasoning, split_reasoning
 from .prompts import DEFAULT_PLANNING_PROMPT, DEFAULT_QA_PROMPT
 
 CameraImage = PIL.Image.Image | np.ndarray | torch.Tensor  # PIL, numpy (H, W, 3) uint8, or torch (3, H, W) uint8
@@ -162,6 +164,9 @@ class OccVLAProcessor(ProcessorMixin):
             Planning prompt (the `<traj>` token is appended by the processor).
         qa_prompt (`str`, *optional*):
             QA prompt template with a `{question}` field.
+        planning_target (`str`, *optional*, defaults to `"meta_action"`):
+            The planning answer `from_rows` builds from a row: `"meta_action"` (the meta-action text) or
+            `"reasoning"` (the row's `reasoning` text, a newline, then the meta-action: `reasoning.join_reasoning`).
     """
 
     def __init__(
@@ -176,11 +181,14 @@ class OccVLAProcessor(ProcessorMixin):
         ego_status_std: list[float] | None = None,
         planning_prompt: str = DEFAULT_PLANNING_PROMPT,
         qa_prompt: str = DEFAULT_QA_PROMPT,
+        planning_target: str = PLANNING_TARGETS[0],
     ) -> None:
         if not isinstance(num_views, int) or not 1 <= num_views <= len(CAMERA_NAMES):
             raise ValueError(f"num_views: expected an int in [1, {len(CAMERA_NAMES)}], got {num_views!r}")
         if not isinstance(image_seq_length, int) or image_seq_length < 1:
             raise ValueError(f"image_seq_length: expected a positive int, got {image_seq_length!r}")
+        if planning_target not in PLANNING_TARGETS:
+            raise ValueError(f"planning_target: expected one of {PLANNING_TARGETS}, got {planning_target!r}")
         if "{question}" not in qa_prompt:
             raise ValueError(f"qa_prompt: expected a '{{question}}' field, got {qa_prompt!r}")
         num_features = len(EGO_STATUS_FEATURES)
@@ -206,6 +214,7 @@ class OccVLAProcessor(ProcessorMixin):
         self.ego_status_std = ego_status_std
         self.planning_prompt = planning_prompt
         self.qa_prompt = qa_prompt
+        self.planning_target = planning_target
         super().__init__(image_processor, tokenizer, chat_template=chat_template)
 
     @classmethod
@@ -512,8 +521,9 @@ class OccVLAProcessor(ProcessorMixin):
     ) -> BatchFeature:
         """Process rows of the `planning`/`qa` dataset configs (a list of rows or a column batch) in one call.
 
-        Planning rows give `ego_status`(`_valid`), `trajectory`(`_mask`) and, when `training`, the target
-        `meta_action`; QA rows give `question` and, when `training`, `answer`. Rows carrying the occupancy columns
+        Planning rows give `ego_status`(`_valid`), `trajectory`(`_mask`) and, when `training`, the target built
+        from `meta_action` (and `reasoning`, for `planning_target="reasoning"`); QA rows give `question` and, when
+        `training`, `answer`. Rows carrying the occupancy columns
         (`semantics`, `mask_camera`) also give `occupancy`/`occupancy_mask`. Training batches are right padded with
         labels; otherwise left padded without.
         """
@@ -527,7 +537,8 @@ class OccVLAProcessor(ProcessorMixin):
         required = ["images"]
         if task == "planning":
             required += ["ego_status", "ego_status_valid", "trajectory", "trajectory_mask"]
-            required += ["meta_action"] if training else []
+            if training:
+                required += ["meta_action", *(["reasoning"] if self.planning_target == "reasoning" else [])]
         else:
             required += ["question"] + (["answer"] if training else [])
         for index, row in enumerate(rows):
@@ -554,7 +565,7 @@ class OccVLAProcessor(ProcessorMixin):
             inputs["trajectory"] = column("trajectory")
             inputs["trajectory_mask"] = [np.asarray(mask, dtype=bool) for mask in column("trajectory_mask")]
             if training:
-                inputs["answer"] = column("meta_action")
+                inputs["answer"] = [self.planning_answer(row) for row in rows]
         else:
             inputs["question"] = column("question")
             if training:
@@ -564,6 +575,12 @@ class OccVLAProcessor(ProcessorMixin):
             if all("mask_camera" in row for row in rows):
                 inputs["occupancy_mask"] = [np.asarray(mask, dtype=bool) for mask in column("mask_camera")]
         return self(**inputs)
+
+    def planning_answer(self, row: Mapping[str, Any]) -> str:
+        """The training answer of a planning row for `planning_target`."""
+        if self.planning_target == "reasoning":
+            return join_reasoning(row["reasoning"], row["meta_action"])
+        return row["meta_action"]
 
     def fit_ego_status_stats(self, ego_status: Any, ego_status_valid: Any = None) -> None:
         """Set the normalisation statistics from a dataset's ego status (N, F) and validity (N, F) bool."""
@@ -576,17 +593,22 @@ class OccVLAProcessor(ProcessorMixin):
         """Generated answer tokens (batch, new_tokens) and predicted waypoints (batch, 6, 2) -> one plan per sample.
 
         `generated_ids` holds only the generated tokens (slice off the prompt: `output[:, input_ids.shape[1]:]`).
-        Each plan is `{"meta_action": str, "trajectory": np.ndarray (6, 2) float32 metres}`; the meta-action is the
-        first line of the decoded text (parse it with `MetaAction.from_text` to check it against the vocabulary).
+        Each plan is `{"meta_action": str, "trajectory": np.ndarray (6, 2) float32 metres}`, plus `"reasoning": str`
+        for `planning_target="reasoning"`; the meta-action is the first line of the decoded text, or its last line
+        after the reasoning (parse it with `MetaAction.from_text` to check it against the vocabulary).
         """
         waypoints = _to_numpy(trajectory).astype(np.float32)
         texts = self.tokenizer.batch_decode(_to_numpy(generated_ids).tolist(), skip_special_tokens=True)
         if waypoints.shape != (len(texts), NUM_WAYPOINTS, 2):
             raise ValueError(f"trajectory: expected ({len(texts)}, {NUM_WAYPOINTS}, 2), got {waypoints.shape}")
-        return [
-            {"meta_action": (text.strip().splitlines() or [""])[0].strip(), "trajectory": points}
-            for text, points in zip(texts, waypoints)
-        ]
+        plans = []
+        for text, points in zip(texts, waypoints):
+            if self.planning_target == "reasoning":
+                reasoning, meta_action = split_reasoning(text)
+                plans.append({"meta_action": meta_action, "reasoning": reasoning, "trajectory": points})
+            else:
+                plans.append({"meta_action": (text.strip().splitlines() or [""])[0].strip(), "trajectory": points})
+        return plans
 
 
 __all__ = ["OccVLAProcessor", "ego_status_statistics"]

@@ -24,6 +24,7 @@ ROW_COLUMNS: tuple[str, ...] = (
     "question",
     "answer",
     "meta_action",
+    "reasoning",
     "ego_status",
     "ego_status_valid",
     "trajectory",

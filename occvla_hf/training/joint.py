@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from transformers import (
     set_seed,
 )
 
-from occvla_hf.constants import CAMERA_NAMES
+from occvla_hf.constants import CAMERA_NAMES, PLANNING_TARGETS
 from occvla_hf.data.load import load_configs
 from occvla_hf.data.occ3d import decode_mask, decode_semantics
 from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning, load_pretrained
@@ -132,6 +132,8 @@ class JointRecipe(Recipe):
             step, and grids are decoded only for the voxel loss (weight > 0). Unused without occupancy supervision.
         occupancy_weight_schedule: the occupancy weight per optimiser step (`OccupancyWeightSchedule`).
         data: the datasets (`DataRecipe`).
+        planning_target: the planning answer trained on, `meta_action` or `reasoning` (the row's reasoning text, then
+            the meta-action); set on the processor, which builds the answers and is saved with the model.
         freeze_vision_tower: train without updating the vision tower.
         lora: `peft.LoraConfig` fields (`r`, `lora_alpha`, `lora_dropout`, `target_modules` inside the language
             model); None: full fine-tuning.
@@ -148,6 +150,7 @@ class JointRecipe(Recipe):
     occupancy_latent_cache: str | None = None
     occupancy_weight_schedule: OccupancyWeightSchedule = field(default_factory=OccupancyWeightSchedule)
     data: DataRecipe
+    planning_target: Literal[PLANNING_TARGETS] = PLANNING_TARGETS[0]
     freeze_vision_tower: bool = False
     lora: dict[str, Any] | None = None
     resume_from_checkpoint: str | bool | None = None
@@ -376,6 +379,7 @@ def prepare_model(
     set_seed(seed)  # new parameters (heads, queries, LoRA) start the same in every run with this seed
     model, processor, new_processor = build_model_and_processor(recipe.model, vae)
     check_processor_matches_model(processor, model.config)
+    processor.planning_target = recipe.planning_target
     if new_processor and "planning" in recipe.data.tasks:
         ego = _split(datasets, "planning", recipe.data.train_split).select_columns(["ego_status", "ego_status_valid"])
         ego = ego.with_format("numpy")[:]

@@ -15,6 +15,7 @@ from transformers import AutoProcessor
 from occvla_hf.constants import CAMERA_NAMES, EGO_STATUS_FEATURES, IMAGE_TOKEN, TRAJ_TOKEN
 from occvla_hf.modeling import OccVLAConfig
 from occvla_hf.processing import OccVLAProcessor, ego_status_statistics
+from occvla_hf.reasoning import join_reasoning, split_reasoning
 
 from .conftest import IMAGE_SEQ_LENGTH, IMAGE_SIZE_PX
 
@@ -329,6 +330,34 @@ def test_from_rows_missing_column_raises_naming_it(make_processor) -> None:
         make_processor().from_rows([row], task="planning", training=False)
 
 
+REASONING = "Objects: none. Road: ego at 8.0 m/s, no lead vehicle. Decision: keep, straight, because the path is clear."
+
+
+def test_the_reasoning_target_is_the_reasoning_then_the_meta_action(make_processor, tokenizer) -> None:
+    rng = np.random.default_rng(7)
+    rows = [{**planning_row(rng), "reasoning": REASONING}, {**planning_row(rng), "meta_action": "stop, left turn"}]
+    rows[1]["reasoning"] = REASONING.replace("keep, straight", "stop, left turn")
+    processor = make_processor(planning_target="reasoning")
+    batch = processor.from_rows(rows, task="planning")
+    for row, labels in zip(rows, batch["labels"], strict=True):
+        answer = tokenizer.decode(labels[labels != -100], skip_special_tokens=True)
+        assert answer == f"{row['reasoning']}\n{row['meta_action']}"
+        assert answer == join_reasoning(row["reasoning"], row["meta_action"])
+    labels = make_processor().from_rows(rows, task="planning")["labels"][0]
+    assert tokenizer.decode(labels[labels != -100]) == "keep, straight" + tokenizer.eos_token
+    del rows[0]["reasoning"]
+    with pytest.raises(ValueError, match=r"rows\[0\]: missing columns \['reasoning'\]"):
+        processor.from_rows(rows, task="planning")
+    processor.from_rows(rows, task="planning", training=False)  # inference needs no target
+
+
+def test_split_reasoning_inverts_join_reasoning() -> None:
+    assert split_reasoning(join_reasoning(REASONING, "keep, straight")) == (REASONING, "keep, straight")
+    assert split_reasoning("  keep, straight \n") == ("", "keep, straight") and split_reasoning("") == ("", "")
+    with pytest.raises(ValueError, match="one line each"):
+        join_reasoning("a\nb", "keep, straight")
+
+
 # ----------------------------------------------------------------------------------------- post-processing
 
 
@@ -347,6 +376,9 @@ def test_post_process_plan_pairs_decoded_meta_action_with_waypoints(make_process
     np.testing.assert_array_equal(plans[1]["trajectory"], trajectory[1].numpy())
     with pytest.raises(ValueError, match="trajectory"):
         processor.post_process_plan(generated, trajectory[:1])
+    reasoned = torch.tensor([tokenizer.encode(join_reasoning(REASONING, "keep, straight")) + [tokenizer.eos_token_id]])
+    plan = make_processor(planning_target="reasoning").post_process_plan(reasoned, trajectory[:1])[0]
+    assert (plan["reasoning"], plan["meta_action"]) == (REASONING, "keep, straight")
 
 
 # ---------------------------------------------------------------------------------------------- save / load
@@ -356,10 +388,12 @@ def test_save_load_round_trip_and_auto_processor(make_processor, camera_images, 
     processor = make_processor(
         num_views=1, use_ego_status=False, ego_status_mean=[1.0] * F, ego_status_std=[2.0] * F,
         planning_prompt="Plan.", qa_prompt="Q: {question}", chat_template="{{ messages[0]['content'][0]['text'] }}",
+        planning_target="reasoning",
     )  # fmt: skip
     processor.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "processor_config.json").read_text())
     assert config["num_views"] == 1 and config["ego_status_std"] == [2.0] * F and config["qa_prompt"] == "Q: {question}"
+    assert config["planning_target"] == "reasoning"
     for loaded in (OccVLAProcessor.from_pretrained(tmp_path), AutoProcessor.from_pretrained(tmp_path)):
         assert type(loaded) is OccVLAProcessor
         assert loaded.to_dict() == processor.to_dict() and loaded.chat_template == processor.chat_template
@@ -423,6 +457,7 @@ def test_bad_inputs_raise_errors_naming_the_field(make_processor, case: str) -> 
         ({"qa_prompt": "no field"}, "qa_prompt"),
         ({"ego_status_mean": [0.0] * 5}, "ego_status_mean"),
         ({"ego_status_std": [0.0] * 6}, "ego_status_std"),
+        ({"planning_target": "thoughts"}, "planning_target"),
     ],
 )
 def test_bad_settings_raise_naming_the_setting(make_processor, kwargs: dict, field: str) -> None:

@@ -156,6 +156,21 @@ def test_a_new_model_starts_as_the_constant_velocity_planner(tiny_recipe, traini
     np.testing.assert_allclose(predicted, expected, atol=1e-3)
 
 
+def test_the_reasoning_target_trains_on_the_reasoning_then_the_meta_action(tiny_recipe, training_data_dir):
+    recipe = with_changes(tiny_recipe, training={"max_steps": 1}, occupancy_supervision=False)
+    result = train_joint({**recipe, "planning_target": "reasoning"})
+    processor = OccVLAProcessor.from_pretrained(result.output_dir)
+    assert processor.planning_target == result.processor.planning_target == "reasoning"
+    rows = JointDataset({"planning": load_configs(training_data_dir)["planning"]["mini_train"]})
+    batch = OccVLADataCollator(processor, occupancy_supervision=False)([rows[0], rows[1]])
+    for index, labels in enumerate(batch["labels"]):
+        row = rows[index]
+        expected = f"{row['reasoning']}\n{row['meta_action']}"
+        assert processor.tokenizer.decode(labels[labels != -100], skip_special_tokens=True) == expected
+    with pytest.raises(TypeError, match="planning_target: expected 'meta_action' or 'reasoning'"):
+        train_joint({**recipe, "planning_target": "thoughts"})
+
+
 def test_ablation_recipe_trains_without_any_occupancy_term(tiny_recipe):
     recipe = with_changes(tiny_recipe, occupancy_supervision=False)
     result = train_joint(recipe)
