@@ -78,6 +78,10 @@ PATH_ACTIONS: tuple[str, ...] = ("straight", "left turn", "right turn", "left la
 # Training targets of planning prompts: the meta-action alone, or the reasoning text followed by the meta-action.
 PLANNING_TARGETS: tuple[str, ...] = ("meta_action", "reasoning")
 
+# Where the planning `<traj>` token sits: at the end of the prompt (the trajectory reads the prompt only), or after
+# the generated text (the trajectory conditions on the meta-action and reasoning the model wrote).
+TRAJECTORY_POSITIONS: tuple[str, ...] = ("prompt", "after_text")
+
 # States of a traffic light facing the ego (the sim's signals: green, then amber, then red).
 TRAFFIC_LIGHT_STATES: tuple[str, ...] = ("green", "amber", "red")
 # The sim's table of the light the ego faces, `<version>/traffic_light.json` beside the nuScenes tables (nuScenes has

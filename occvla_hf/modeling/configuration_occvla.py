@@ -10,6 +10,8 @@ from transformers.configuration_utils import SubConfigSpec
 from ..constants import EGO_STATUS_FEATURES, NUM_OCC_CLASSES, NUM_WAYPOINTS, WAYPOINT_STEP_S
 from .configuration_occupancy_vae import OccupancyVAEConfig
 
+# Where the planning `<traj>` token sits (`constants.TRAJECTORY_POSITIONS`).
+TrajectoryPosition = Literal["prompt", "after_text"]
 # Where the occupancy queries run: inside the LM sequence, or in a separate transformer reading the image states.
 OccupancyModule = Literal["lm_queries", "cross_attention"]
 
@@ -88,6 +90,11 @@ class OccVLAConfig(PreTrainedConfig):
             `"l1"` or `"smooth_l1"` on waypoints in metres.
         trajectory_loss_weight (`float`, *optional*, defaults to 1.0):
             Weight of the trajectory loss in the total loss.
+        trajectory_position (`str`, *optional*, defaults to `"prompt"`):
+            Where the `<traj>` token sits. `"prompt"`: it ends the planning prompt, and the trajectory reads the
+            prompt only. `"after_text"`: it follows the answer text (training teacher-forces `answer <traj>`, the
+            label at `<traj>` being eos); `plan` generates the text, then feeds `<traj>` in its place in one more
+            cached forward step, so the trajectory conditions on the generated meta-action and reasoning.
         tie_word_embeddings (`bool`, *optional*, defaults to `True`):
             Tie the LM head to the input embeddings (as PaliGemma).
     """
@@ -150,6 +157,7 @@ class OccVLAConfig(PreTrainedConfig):
     trajectory_step_scale_m: float = 2.0
     trajectory_loss_type: Literal["l1", "smooth_l1"] = "smooth_l1"
     trajectory_loss_weight: float = 1.0
+    trajectory_position: TrajectoryPosition = "prompt"
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs) -> None:

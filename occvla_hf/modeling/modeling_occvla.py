@@ -877,43 +877,34 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         reasoning: bool = False,
         **generate_kwargs: Any,
     ) -> PlanningOutput:
-        """Trajectory from the `<traj>` token of the prompt plus the meta-action text, in one `generate` call.
+        """The planned trajectory and the generated text (meta-action, or reasoning then meta-action).
 
-        The prompt must end with `<traj>` (the processor's planning template does this). Pass the processor's
-        tokenizer to get `meta_action` strings; otherwise decode `sequences` with `processor.post_process_plan`.
-        `reasoning=True` (a model trained with `planning_target="reasoning"`) reads the text as the reasoning
-        followed by the meta-action (`reasoning.split_reasoning`) and returns both; it needs the tokenizer. Default
-        `max_new_tokens`: PLAN_MAX_NEW_TOKENS, or PLAN_REASONING_MAX_NEW_TOKENS with reasoning.
-        Extra keyword arguments go to `generate` (greedy by default). With `num_beams` / `num_return_sequences`,
-        `trajectory` has one row per returned sequence, lined up with `sequences` (batch * num_return_sequences
-        rows, the sequences of sample 0 first); the trajectory depends only on the prompt, so the rows of one sample
-        are equal.
+        `config.trajectory_position="prompt"`: the prompt must end with `<traj>` (the processor's planning template
+        does this), and one `generate` call gives both, the trajectory from the prefill. `"after_text"`: the prompt
+        has no `<traj>`; `generate` writes the text, then `<traj>` is fed in place of each sample's eos in one more
+        forward step on the generation's cache (no second prefill), and the trajectory reads its hidden state.
+
+        Pass the processor's tokenizer to get `meta_action` strings; otherwise decode `sequences` with
+        `processor.post_process_plan`. `reasoning=True` (a model trained with `planning_target="reasoning"`) reads
+        the text as the reasoning followed by the meta-action (`reasoning.split_reasoning`) and returns both; it
+        needs the tokenizer. Default `max_new_tokens`: PLAN_MAX_NEW_TOKENS, or PLAN_REASONING_MAX_NEW_TOKENS with
+        reasoning. Extra keyword arguments go to `generate` (greedy by default). With `num_beams` (prompt layout
+        only) / `num_return_sequences`, `trajectory` has one row per returned sequence, lined up with `sequences`
+        (batch * num_return_sequences rows, the sequences of sample 0 first); in the prompt layout the trajectory
+        depends only on the prompt, so the rows of one sample are equal.
         """
         if reasoning and tokenizer is None:
             raise ValueError("tokenizer: required with reasoning=True (the reasoning is decoded text)")
         if max_new_tokens is None:
             max_new_tokens = PLAN_REASONING_MAX_NEW_TOKENS if reasoning else PLAN_MAX_NEW_TOKENS
-        captured: list[torch.Tensor] = []
-        handle = self.trajectory_head.register_forward_hook(lambda module, args, output: captured.append(output))
-        suppressed = [self.config.traj_token_id, self.config.image_token_id]
         generate_kwargs.setdefault("do_sample", False)
-        try:
-            sequences = self.generate(
-                input_ids=input_ids,
-                pixel_values=pixel_values,
-                attention_mask=attention_mask,
-                token_type_ids=token_type_ids,
-                ego_status=ego_status,
-                max_new_tokens=max_new_tokens,
-                suppress_tokens=suppressed,
-                **generate_kwargs,
-            )
-        finally:
-            handle.remove()
-        if not captured:
-            raise ValueError(
-                f"input_ids: planning prompts must contain the <traj> token (id {self.config.traj_token_id})"
-            )
+        inputs = {"input_ids": input_ids, "pixel_values": pixel_values, "attention_mask": attention_mask,
+                  "token_type_ids": token_type_ids, "ego_status": ego_status, "max_new_tokens": max_new_tokens,
+                  "suppress_tokens": [self.config.traj_token_id, self.config.image_token_id]}  # fmt: skip
+        if self.config.trajectory_position == "after_text":
+            sequences, trajectory = self._plan_after_text(inputs, generate_kwargs)
+        else:
+            sequences, trajectory = self._plan_from_prompt(inputs, generate_kwargs)
         meta_action = reasoning_texts = None
         if tokenizer is not None:
             texts = tokenizer.batch_decode(sequences[:, input_ids.shape[1] :], skip_special_tokens=True)
@@ -921,13 +912,71 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
                 reasoning_texts, meta_action = (list(column) for column in zip(*map(split_reasoning, texts)))
             else:
                 meta_action = [text.strip() for text in texts]
-        # The prefill ran on the prompts expanded for beams or samples, each prompt's copies next to each other.
-        batch = input_ids.shape[0]
-        per_sample = captured[0][:: captured[0].shape[0] // batch]
-        trajectory = per_sample.repeat_interleave(sequences.shape[0] // batch, dim=0)
         return PlanningOutput(
             trajectory=trajectory, sequences=sequences, meta_action=meta_action, reasoning=reasoning_texts
         )
+
+    def _plan_from_prompt(
+        self, inputs: dict[str, Any], generate_kwargs: dict[str, Any]
+    ) -> tuple[torch.LongTensor, torch.Tensor]:
+        """(sequences, trajectory) with `<traj>` ending the prompt: the trajectory head runs in the prefill."""
+        captured: list[torch.Tensor] = []
+        handle = self.trajectory_head.register_forward_hook(lambda module, args, output: captured.append(output))
+        try:
+            sequences = self.generate(**inputs, **generate_kwargs)
+        finally:
+            handle.remove()
+        if not captured:
+            raise ValueError(
+                f"input_ids: planning prompts must contain the <traj> token (id {self.config.traj_token_id})"
+            )
+        # The prefill ran on the prompts expanded for beams or samples, each prompt's copies next to each other.
+        batch = inputs["input_ids"].shape[0]
+        per_sample = captured[0][:: captured[0].shape[0] // batch]
+        return sequences, per_sample.repeat_interleave(sequences.shape[0] // batch, dim=0)
+
+    def _plan_after_text(
+        self, inputs: dict[str, Any], generate_kwargs: dict[str, Any]
+    ) -> tuple[torch.LongTensor, torch.Tensor]:
+        """(sequences, trajectory) with `<traj>` after the generated text, in one cached step after `generate`.
+
+        The step feeds the generated tokens the cache lacks (the last one) and `<traj>` at each sample's next
+        position after its text (the tokens before its first eos); the eos and padding after the text are masked
+        out, so `<traj>` sees `[prompt | text]` exactly as in the teacher-forced layout `answer <traj>`.
+        """
+        input_ids = inputs["input_ids"]
+        if (input_ids == self.config.traj_token_id).any():
+            raise ValueError(
+                f"input_ids: with trajectory_position='after_text' the prompt has no <traj> token (id "
+                f"{self.config.traj_token_id}); plan appends it after the generated text"
+            )
+        if generate_kwargs.get("num_beams", 1) != 1:
+            raise ValueError("num_beams: trajectory_position='after_text' plans with greedy or sampled decoding")
+        output = self.generate(**inputs, **generate_kwargs, return_dict_in_generate=True, use_cache=True)
+        sequences, cache = output.sequences, output.cache
+        repeats = sequences.shape[0] // input_ids.shape[0]  # num_return_sequences
+        prompt_mask = inputs["attention_mask"]
+        prompt_mask = torch.ones_like(input_ids) if prompt_mask is None else prompt_mask
+        prompt_mask = prompt_mask.repeat_interleave(repeats, dim=0)
+        generated = sequences[:, input_ids.shape[1] :]  # (N, T)
+        num_new = generated.shape[1]
+        eos = generate_kwargs.get("eos_token_id", self.generation_config.eos_token_id)
+        eos_ids = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+        ended = torch.isin(generated, torch.tensor(eos_ids, dtype=generated.dtype, device=generated.device))
+        text_length = torch.where(ended.any(dim=1), ended.int().argmax(dim=1), num_new)  # (N,)
+        steps = torch.arange(num_new, device=sequences.device)
+        text_mask = (steps < text_length[:, None]).to(prompt_mask.dtype)  # (N, T)
+        fed = cache.get_seq_length() - input_ids.shape[1]  # generated tokens already in the cache
+        traj = torch.full_like(generated[:, :1], self.config.traj_token_id)
+        step_ids = torch.cat([generated[:, fed:], traj], dim=1)
+        prompt_tokens = prompt_mask.sum(dim=1, keepdim=True)  # positions are 1-indexed over the unpadded tokens
+        positions = torch.cat([prompt_tokens + steps[fed:] + 1, prompt_tokens + text_length[:, None] + 1], dim=1)
+        step_mask = torch.cat([prompt_mask, text_mask, torch.ones_like(traj, dtype=prompt_mask.dtype)], dim=1)
+        features = self.model(input_ids=step_ids, attention_mask=step_mask, position_ids=positions, cache=cache)
+        ego_status = inputs["ego_status"]
+        ego_status = None if ego_status is None else ego_status.repeat_interleave(repeats, dim=0)
+        ego_status = self._check_ego_status(ego_status, sequences.shape[0])
+        return sequences, self.trajectory_head(features.last_hidden_state[:, -1], ego_status)
 
     # --- conversion ---
     def without_occupancy_modules(self) -> OccVLAForPlanning:

@@ -8,6 +8,13 @@ Token layout of one sample (PaliGemma style), `N = num_views * image_seq_length`
 `<traj>` ends the planning prompt (the trajectory head reads its final hidden state); QA prompts have none. The prefix
 gets `token_type_ids` 0, the suffix 1; `labels` are -100 except on the suffix tokens (answer + eos). Without an answer
 (inference) there is no suffix and no `labels`. Padding is on the left for generation and on the right for training.
+
+With `trajectory_position="after_text"` a planning sample is instead
+
+    <image> * N  <bos>  prompt  "\\n"  |  answer  <traj>        (labels: answer  <eos>)
+
+`<traj>` stands where the eos follows the answer: the answer still learns to end with eos, and `plan` feeds `<traj>`
+in place of the generated eos, so that the trajectory reads the same sequence in training and inference.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from ..constants import (
     NUM_WAYPOINTS,
     PLANNING_TARGETS,
     TRAJ_TOKEN,
+    TRAJECTORY_POSITIONS,
 )
 from ..reasoning import join_reasoning, split_reasoning
 from .prompts import DEFAULT_PLANNING_PROMPT, DEFAULT_QA_PROMPT
@@ -167,6 +175,9 @@ class OccVLAProcessor(ProcessorMixin):
         planning_target (`str`, *optional*, defaults to `"meta_action"`):
             The planning answer `from_rows` builds from a row: `"meta_action"` (the meta-action text) or
             `"reasoning"` (the row's `reasoning` text, a newline, then the meta-action: `reasoning.join_reasoning`).
+        trajectory_position (`str`, *optional*, defaults to `"prompt"`):
+            Where the planning `<traj>` token goes: `"prompt"` (end of the prompt) or `"after_text"` (after the
+            answer, see the layouts above); must match the model's `config.trajectory_position`.
     """
 
     def __init__(
@@ -182,6 +193,7 @@ class OccVLAProcessor(ProcessorMixin):
         planning_prompt: str = DEFAULT_PLANNING_PROMPT,
         qa_prompt: str = DEFAULT_QA_PROMPT,
         planning_target: str = PLANNING_TARGETS[0],
+        trajectory_position: str = TRAJECTORY_POSITIONS[0],
     ) -> None:
         if not isinstance(num_views, int) or not 1 <= num_views <= len(CAMERA_NAMES):
             raise ValueError(f"num_views: expected an int in [1, {len(CAMERA_NAMES)}], got {num_views!r}")
@@ -189,6 +201,10 @@ class OccVLAProcessor(ProcessorMixin):
             raise ValueError(f"image_seq_length: expected a positive int, got {image_seq_length!r}")
         if planning_target not in PLANNING_TARGETS:
             raise ValueError(f"planning_target: expected one of {PLANNING_TARGETS}, got {planning_target!r}")
+        if trajectory_position not in TRAJECTORY_POSITIONS:
+            raise ValueError(
+                f"trajectory_position: expected one of {TRAJECTORY_POSITIONS}, got {trajectory_position!r}"
+            )
         if "{question}" not in qa_prompt:
             raise ValueError(f"qa_prompt: expected a '{{question}}' field, got {qa_prompt!r}")
         num_features = len(EGO_STATUS_FEATURES)
@@ -215,6 +231,7 @@ class OccVLAProcessor(ProcessorMixin):
         self.planning_prompt = planning_prompt
         self.qa_prompt = qa_prompt
         self.planning_target = planning_target
+        self.trajectory_position = trajectory_position
         super().__init__(image_processor, tokenizer, chat_template=chat_template)
 
     @classmethod
@@ -222,7 +239,8 @@ class OccVLAProcessor(ProcessorMixin):
         cls, config: PreTrainedConfig, tokenizer: PreTrainedTokenizerBase, **kwargs: Any
     ) -> OccVLAProcessor:
         """A processor matching an `OccVLAConfig`: SigLIP image processor at `vision_config.image_size`, the config's
-        `num_views`, `image_seq_length` and `use_ego_status`; `kwargs` set the other processor arguments.
+        `num_views`, `image_seq_length`, `use_ego_status` and `trajectory_position`; `kwargs` set the other processor
+        arguments.
 
         Raises if the tokenizer's `<image>`/`<traj>` ids differ from the config's or exceed its vocabulary.
         """
@@ -233,6 +251,7 @@ class OccVLAProcessor(ProcessorMixin):
             num_views=config.num_views,
             image_seq_length=config.image_seq_length,
             use_ego_status=config.use_ego_status,
+            trajectory_position=config.trajectory_position,
             **kwargs,
         )
         for name in ("image_token_id", "traj_token_id"):
@@ -349,17 +368,19 @@ class OccVLAProcessor(ProcessorMixin):
     ) -> dict[str, np.ndarray]:
         """Token ids, attention mask, token types and labels (batch, seq_len) following the layout above."""
         image_ids = [self.image_token_id] * (self.num_views * self.image_seq_length)
-        prompt_end = (TRAJ_TOKEN if task == "planning" else "") + "\n"
+        after_text = task == "planning" and self.trajectory_position == "after_text"
+        prompt_end = (TRAJ_TOKEN if task == "planning" and not after_text else "") + "\n"
         prefixes = [
             image_ids + [self.tokenizer.bos_token_id] + self.tokenizer.encode(p + prompt_end, add_special_tokens=False)
             for p in prompts
         ]
         if answers is None:
-            suffixes = [[] for _ in prompts]
+            suffixes = suffix_labels = [[] for _ in prompts]
         else:
-            suffixes = [
-                self.tokenizer.encode(a, add_special_tokens=False) + [self.tokenizer.eos_token_id] for a in answers
-            ]
+            encoded = [self.tokenizer.encode(a, add_special_tokens=False) for a in answers]
+            end = self.traj_token_id if after_text else self.tokenizer.eos_token_id  # labels end with eos either way
+            suffixes = [ids + [end] for ids in encoded]
+            suffix_labels = [ids + [self.tokenizer.eos_token_id] for ids in encoded]
         seq_len = max(len(prefix) + len(suffix) for prefix, suffix in zip(prefixes, suffixes))
         batch = {
             "input_ids": np.full((len(prompts), seq_len), self.tokenizer.pad_token_id, dtype=np.int64),
@@ -367,7 +388,7 @@ class OccVLAProcessor(ProcessorMixin):
             "token_type_ids": np.zeros((len(prompts), seq_len), dtype=np.int64),
             "labels": np.full((len(prompts), seq_len), IGNORE_INDEX, dtype=np.int64),
         }
-        for row, (prefix, suffix) in enumerate(zip(prefixes, suffixes)):
+        for row, (prefix, suffix, labels) in enumerate(zip(prefixes, suffixes, suffix_labels)):
             length = len(prefix) + len(suffix)
             start = seq_len - length if padding_side == "left" else 0
             span = slice(start, start + length)
@@ -375,7 +396,7 @@ class OccVLAProcessor(ProcessorMixin):
             batch["input_ids"][row, span] = prefix + suffix
             batch["attention_mask"][row, span] = 1
             batch["token_type_ids"][row, answer_span] = 1
-            batch["labels"][row, answer_span] = suffix
+            batch["labels"][row, answer_span] = labels
         if answers is None:
             del batch["labels"]
         return batch

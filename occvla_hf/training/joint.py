@@ -271,6 +271,7 @@ def build_model_and_processor(
             path, num_views=processor.num_views, traj_token_id=processor.traj_token_id, **config_kwargs
         )
         processor.use_ego_status = model.config.use_ego_status
+        processor.trajectory_position = model.config.trajectory_position
         return model, processor, True
     tokenizer = build_tokenizer()
     text_config = dict(config_kwargs.pop("text_config", None) or {})
@@ -290,6 +291,7 @@ def check_processor_matches_model(processor: OccVLAProcessor, config: OccVLAConf
         "num_views": (processor.num_views, config.num_views),
         "image_seq_length": (processor.image_seq_length, config.image_seq_length),
         "use_ego_status": (processor.use_ego_status, config.use_ego_status),
+        "trajectory_position": (processor.trajectory_position, config.trajectory_position),
     }
     for name, (from_processor, from_config) in pairs.items():
         if from_processor != from_config:

@@ -209,6 +209,8 @@ def test_from_model_config_matches_the_model(tokenizer, camera_images) -> None:
     assert int((batch["input_ids"] == tokenizer.image_token_id).sum()) == 8
     with pytest.raises(ValueError, match="traj_token_id"):
         OccVLAProcessor.from_model_config(tiny_model_config(tokenizer, traj_token_id=7), tokenizer)
+    after_text = tiny_model_config(tokenizer, trajectory_position="after_text")
+    assert OccVLAProcessor.from_model_config(after_text, tokenizer).trajectory_position == "after_text"
 
 
 # ---------------------------------------------------------------------------------------- ego status / targets
@@ -351,6 +353,23 @@ def test_the_reasoning_target_is_the_reasoning_then_the_meta_action(make_process
     processor.from_rows(rows, task="planning", training=False)  # inference needs no target
 
 
+def test_after_text_layout_puts_traj_after_the_answer_where_the_labels_end_with_eos(
+    make_processor, camera_images, tokenizer
+) -> None:
+    processor = make_processor(num_views=1, trajectory_position="after_text")
+    batch = processor(images=camera_images(1, 1), answer="keep, straight", padding_side="right")
+    prompt = make_processor(num_views=1)(images=camera_images(1, 1))["input_ids"][0]
+    ids, labels = batch["input_ids"][0], batch["labels"][0]
+    answer = tokenizer.encode("keep, straight")
+    assert ids.tolist() == [*prompt[prompt != tokenizer.traj_token_id].tolist(), *answer, tokenizer.traj_token_id]
+    assert labels[labels != -100].tolist() == [*answer, tokenizer.eos_token_id]
+    assert batch["token_type_ids"][0].tolist() == [0] * (len(ids) - len(answer) - 1) + [1] * (len(answer) + 1)
+    inference = processor(images=camera_images(1, 1))["input_ids"][0]
+    assert tokenizer.traj_token_id not in inference.tolist()
+    qa = processor(images=camera_images(1, 1), question="Is there a bus?", answer="yes")
+    assert qa["input_ids"][0, -1] == tokenizer.eos_token_id  # QA keeps its layout
+
+
 def test_split_reasoning_inverts_join_reasoning() -> None:
     assert split_reasoning(join_reasoning(REASONING, "keep, straight")) == (REASONING, "keep, straight")
     assert split_reasoning("  keep, straight \n") == ("", "keep, straight") and split_reasoning("") == ("", "")
@@ -458,6 +477,7 @@ def test_bad_inputs_raise_errors_naming_the_field(make_processor, case: str) -> 
         ({"ego_status_mean": [0.0] * 5}, "ego_status_mean"),
         ({"ego_status_std": [0.0] * 6}, "ego_status_std"),
         ({"planning_target": "thoughts"}, "planning_target"),
+        ({"trajectory_position": "end"}, "trajectory_position"),
     ],
 )
 def test_bad_settings_raise_naming_the_setting(make_processor, kwargs: dict, field: str) -> None:

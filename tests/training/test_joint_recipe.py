@@ -31,7 +31,12 @@ from occvla_hf.modeling import OccVLAForPlanning
 from occvla_hf.modeling.occupancy_vae import OccupancyVAE
 from occvla_hf.processing import OccVLAProcessor, build_tokenizer, ego_status_statistics
 from occvla_hf.training.collator import OccVLADataCollator
-from occvla_hf.training.joint import JointDataset, build_model_and_processor, train_joint
+from occvla_hf.training.joint import (
+    JointDataset,
+    build_model_and_processor,
+    check_processor_matches_model,
+    train_joint,
+)
 from occvla_hf.training.recipe import load_recipe
 from tests.conftest import IMAGE_SIZE_PX, TINY_MODEL_CONFIG
 
@@ -322,3 +327,8 @@ def test_recipe_rejects_inconsistent_models(tiny_recipe):
         build_model_and_processor({"from_pretrained": "a", "from_vlm": "b"})
     with pytest.raises(ValueError, match="image_token_id"):
         train_joint(with_changes(tiny_recipe, model={"config": {**TINY_MODEL_CONFIG, "image_token_id": 7}}))
+    model, processor, _ = build_model_and_processor({"config": {**TINY_MODEL_CONFIG, "trajectory_position": "after_text"}})
+    assert processor.trajectory_position == model.config.trajectory_position == "after_text"
+    processor.trajectory_position = "prompt"
+    with pytest.raises(ValueError, match="trajectory_position: the processor has prompt, the model config after_text"):
+        check_processor_matches_model(processor, model.config)
