@@ -327,7 +327,8 @@ def test_recipe_rejects_inconsistent_models(tiny_recipe):
         build_model_and_processor({"from_pretrained": "a", "from_vlm": "b"})
     with pytest.raises(ValueError, match="image_token_id"):
         train_joint(with_changes(tiny_recipe, model={"config": {**TINY_MODEL_CONFIG, "image_token_id": 7}}))
-    model, processor, _ = build_model_and_processor({"config": {**TINY_MODEL_CONFIG, "trajectory_position": "after_text"}})
+    after_text = {**TINY_MODEL_CONFIG, "trajectory_position": "after_text"}
+    model, processor, _ = build_model_and_processor({"config": after_text})
     assert processor.trajectory_position == model.config.trajectory_position == "after_text"
     processor.trajectory_position = "prompt"
     with pytest.raises(ValueError, match="trajectory_position: the processor has prompt, the model config after_text"):
