@@ -47,11 +47,11 @@ def _batches(dataset: Dataset, batch_size: int, description: str) -> Iterator[di
 def model_inputs(inputs: Any, model: OccVLAForPlanning) -> dict[str, torch.Tensor]:
     """The processor outputs the model takes at inference (no targets), on its device, images and ego status in its
     dtype."""
-    keys = ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "ego_status")
+    keys = ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "ego_status", "ego_history")
     moved = {key: inputs[key].to(model.device) for key in keys if key in inputs}
-    moved["pixel_values"] = moved["pixel_values"].to(model.dtype)
-    if "ego_status" in moved:
-        moved["ego_status"] = moved["ego_status"].to(model.dtype)
+    for key in ("pixel_values", "ego_status", "ego_history"):
+        if key in moved:
+            moved[key] = moved[key].to(model.dtype)
     return moved
 
 

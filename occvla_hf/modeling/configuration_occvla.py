@@ -7,7 +7,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from ..constants import EGO_STATUS_FEATURES, NUM_OCC_CLASSES, NUM_WAYPOINTS, WAYPOINT_STEP_S
+from ..constants import EGO_STATUS_FEATURES, NUM_OCC_CLASSES, NUM_PAST_WAYPOINTS, NUM_WAYPOINTS, WAYPOINT_STEP_S
 from .configuration_occupancy_vae import OccupancyVAEConfig
 
 # Where the planning `<traj>` token sits (`constants.TRAJECTORY_POSITIONS`).
@@ -82,6 +82,10 @@ class OccVLAConfig(PreTrainedConfig):
             Whether the trajectory head reads the normalised ego status: next to the `<traj>` hidden state in its MLP,
             and through a linear path to the waypoints (`OccVLATrajectoryHead.init_constant_velocity` sets it to the
             constant-velocity extrapolation; the stage-2 recipe does so for new models).
+        ego_history_steps (`int`, *optional*, defaults to 0):
+            Past ego positions the trajectory head reads next to the ego status: the last `ego_history_steps` of the
+            rows' `past_trajectory` (at most NUM_PAST_WAYPOINTS = 4 keyframes, 2 s), in the current ego frame,
+            normalised by the processor; 0 = none.
         trajectory_head_hidden_size (`int`, *optional*, defaults to 512):
             Hidden width of the trajectory head MLP.
         trajectory_step_scale_m (`float`, *optional*, defaults to 2.0):
@@ -153,6 +157,7 @@ class OccVLAConfig(PreTrainedConfig):
     waypoint_step_s: float = WAYPOINT_STEP_S
     ego_status_dim: int = len(EGO_STATUS_FEATURES)
     use_ego_status: bool = True
+    ego_history_steps: int = 0
     trajectory_head_hidden_size: int = 512
     trajectory_step_scale_m: float = 2.0
     trajectory_loss_type: Literal["l1", "smooth_l1"] = "smooth_l1"
@@ -225,6 +230,11 @@ class OccVLAConfig(PreTrainedConfig):
         ):
             if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"{name}: expected a finite value >= 0, got {getattr(self, name)}")
+        if not 0 <= self.ego_history_steps <= NUM_PAST_WAYPOINTS:
+            raise ValueError(
+                f"ego_history_steps: expected 0..{NUM_PAST_WAYPOINTS} (the rows hold {NUM_PAST_WAYPOINTS} past "
+                f"keyframes, 2 s), got {self.ego_history_steps}"
+            )
         for name in ("num_waypoints", "ego_status_dim", "occupancy_num_classes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")

@@ -150,7 +150,8 @@ class OccVLAMultiModalProjector(nn.Module):
 
 
 class OccVLATrajectoryHead(nn.Module):
-    """MLP from the `<traj>` hidden state (+ normalised ego status) to waypoints, as cumulative per-step offsets.
+    """MLP from the `<traj>` hidden state (+ normalised ego status and ego history) to waypoints, as cumulative
+    per-step offsets.
 
     With ego status, a linear path from the ego status to the waypoints is added to the MLP's output:
     `init_constant_velocity` sets it to the constant-velocity extrapolation of the ego velocity (and zeroes the MLP's
@@ -161,6 +162,7 @@ class OccVLATrajectoryHead(nn.Module):
     def __init__(self, config: OccVLAConfig) -> None:
         super().__init__()
         in_size = config.text_config.hidden_size + (config.ego_status_dim if config.use_ego_status else 0)
+        in_size += 2 * config.ego_history_steps
         hidden = config.trajectory_head_hidden_size
         self.mlp = nn.Sequential(
             nn.Linear(in_size, hidden),
@@ -176,13 +178,18 @@ class OccVLATrajectoryHead(nn.Module):
         self.step_scale_m = config.trajectory_step_scale_m
         self.waypoint_step_s = config.waypoint_step_s
 
-    def forward(self, traj_hidden: torch.Tensor, ego_status: torch.Tensor | None) -> torch.Tensor:
-        """(batch, hidden) [+ (batch, ego_status_dim)] -> (batch, num_waypoints, 2) metres."""
+    def forward(
+        self, traj_hidden: torch.Tensor, ego_status: torch.Tensor | None, ego_history: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(batch, hidden) [+ (batch, ego_status_dim)] [+ (batch, ego_history_steps, 2)] -> (batch, num_waypoints, 2)
+        metres."""
         dtype = self.mlp[0].weight.dtype
         with torch.autocast(traj_hidden.device.type, enabled=False):
             features = traj_hidden.to(dtype)
             if ego_status is not None:
                 features = torch.cat([features, ego_status.to(dtype)], -1)
+            if ego_history is not None:
+                features = torch.cat([features, ego_history.flatten(1).to(dtype)], -1)
             waypoints = (self.mlp(features).view(-1, self.num_waypoints, 2) * self.step_scale_m).cumsum(dim=1)
             if self.ego_status_path is not None and ego_status is not None:
                 waypoints = waypoints + self.ego_status_path(ego_status.to(dtype)).view(-1, self.num_waypoints, 2)
@@ -550,6 +557,7 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         ego_status: torch.FloatTensor | None = None,
+        ego_history: torch.FloatTensor | None = None,
         trajectory: torch.FloatTensor | None = None,
         trajectory_mask: torch.BoolTensor | None = None,
         occupancy: torch.Tensor | None = None,
@@ -567,6 +575,7 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         `return_occupancy=True`, the occupancy latent (and decoded voxel logits) from the occupancy queries.
 
         Shapes: `pixel_values` (batch, num_views, 3, H, W); `ego_status` (batch, ego_status_dim), normalised;
+        `ego_history` (batch, ego_history_steps, 2), normalised past ego positions (with `ego_history_steps` > 0);
         `trajectory` (batch, num_waypoints, 2) metres; `trajectory_mask` (batch, num_waypoints);
         `occupancy` (batch, X, Y, Z) class ids; `occupancy_mask` (batch, X, Y, Z) (camera visibility);
         `occupancy_latents` (batch, C, H, W): the frozen VAE's latents of the targets, precomputed
@@ -603,7 +612,7 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         )
         hidden = features.last_hidden_state
         logits = self.forward_lm_head(hidden, labels, logits_to_keep)
-        predicted_trajectory = self.forward_trajectory_head(input_ids, hidden, ego_status, cache)
+        predicted_trajectory = self.forward_trajectory_head(input_ids, hidden, ego_status, cache, ego_history)
         occupancy_latent = None if not with_queries else self.occupancy_head(features.occupancy_hidden_state)
 
         terms: dict[str, torch.Tensor | None] = dict.fromkeys(LOSS_TERMS)
@@ -664,14 +673,24 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         hidden: torch.Tensor,
         ego_status: torch.Tensor | None,
         cache: Cache | None = None,
+        ego_history: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
-        """Waypoints (batch, num_waypoints, 2), metres, from the `<traj>` token's hidden state (+ ego status); None
-        without a `<traj>` token or while decoding (the token was in the prefill)."""
+        """Waypoints (batch, num_waypoints, 2), metres, from the `<traj>` token's hidden state (+ ego status and
+        history); None without a `<traj>` token or while decoding (the token was in the prefill)."""
         decoding = cache is not None and cache.get_seq_length() > hidden.shape[1]
         traj_hidden = None if input_ids is None or decoding else self._trajectory_hidden(input_ids, hidden)
         if traj_hidden is None:
             return None
-        return self.trajectory_head(traj_hidden, self._check_ego_status(ego_status, hidden.shape[0]))
+        return self._trajectory_from_hidden(traj_hidden, ego_status, ego_history)
+
+    def _trajectory_from_hidden(
+        self, traj_hidden: torch.Tensor, ego_status: torch.Tensor | None, ego_history: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The trajectory head on `<traj>` hidden states (batch, hidden), its other inputs checked."""
+        batch = traj_hidden.shape[0]
+        return self.trajectory_head(
+            traj_hidden, self._check_ego_status(ego_status, batch), self._check_ego_history(ego_history, batch)
+        )
 
     def _trajectory_hidden(self, input_ids: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor | None:
         """Final hidden state at each sample's `<traj>` token: (batch, hidden), or None if no sample has one."""
@@ -698,6 +717,20 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         if not torch.isfinite(ego_status).all():
             raise ValueError("ego_status: contains NaN or infinite values")
         return ego_status
+
+    def _check_ego_history(self, ego_history: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        steps = self.config.ego_history_steps
+        if steps == 0:
+            return None
+        expected = (batch, steps, 2)
+        if ego_history is None:
+            raise ValueError(f"ego_history: required, {expected}, because config.ego_history_steps is {steps}")
+        if tuple(ego_history.shape) != expected:
+            raise ValueError(f"ego_history: expected {expected} (batch, ego_history_steps, 2), got "
+                             f"{tuple(ego_history.shape)}")  # fmt: skip
+        if not torch.isfinite(ego_history).all():
+            raise ValueError("ego_history: contains NaN or infinite values")
+        return ego_history
 
     # --- loss terms and their weighted total ---
     def _lm_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -872,6 +905,7 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.LongTensor | None = None,
         ego_status: torch.FloatTensor | None = None,
+        ego_history: torch.FloatTensor | None = None,
         tokenizer: Any | None = None,
         max_new_tokens: int | None = None,
         reasoning: bool = False,
@@ -901,6 +935,8 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         inputs = {"input_ids": input_ids, "pixel_values": pixel_values, "attention_mask": attention_mask,
                   "token_type_ids": token_type_ids, "ego_status": ego_status, "max_new_tokens": max_new_tokens,
                   "suppress_tokens": [self.config.traj_token_id, self.config.image_token_id]}  # fmt: skip
+        if ego_history is not None:
+            inputs["ego_history"] = ego_history
         if self.config.trajectory_position == "after_text":
             sequences, trajectory = self._plan_after_text(inputs, generate_kwargs)
         else:
@@ -973,10 +1009,11 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         positions = torch.cat([prompt_tokens + steps[fed:] + 1, prompt_tokens + text_length[:, None] + 1], dim=1)
         step_mask = torch.cat([prompt_mask, text_mask, torch.ones_like(traj, dtype=prompt_mask.dtype)], dim=1)
         features = self.model(input_ids=step_ids, attention_mask=step_mask, position_ids=positions, cache=cache)
-        ego_status = inputs["ego_status"]
-        ego_status = None if ego_status is None else ego_status.repeat_interleave(repeats, dim=0)
-        ego_status = self._check_ego_status(ego_status, sequences.shape[0])
-        return sequences, self.trajectory_head(features.last_hidden_state[:, -1], ego_status)
+        ego_status, ego_history = (
+            None if inputs.get(name) is None else inputs[name].repeat_interleave(repeats, dim=0)
+            for name in ("ego_status", "ego_history")
+        )
+        return sequences, self._trajectory_from_hidden(features.last_hidden_state[:, -1], ego_status, ego_history)
 
     # --- conversion ---
     def without_occupancy_modules(self) -> OccVLAForPlanning:

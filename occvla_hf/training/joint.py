@@ -266,6 +266,7 @@ def build_model_and_processor(
             tokenizer=tokenizer,
             num_views=section.num_views if section.num_views is not None else len(CAMERA_NAMES),
             image_seq_length=(vision.image_size // vision.patch_size) ** 2,
+            ego_history_steps=config_kwargs.get("ego_history_steps", 0),
         )  # adds `<traj>` to the tokenizer: its id goes into the model config
         model = OccVLAForPlanning.from_vlm(
             path, num_views=processor.num_views, traj_token_id=processor.traj_token_id, **config_kwargs
@@ -292,6 +293,7 @@ def check_processor_matches_model(processor: OccVLAProcessor, config: OccVLAConf
         "image_seq_length": (processor.image_seq_length, config.image_seq_length),
         "use_ego_status": (processor.use_ego_status, config.use_ego_status),
         "trajectory_position": (processor.trajectory_position, config.trajectory_position),
+        "ego_history_steps": (processor.ego_history_steps, config.ego_history_steps),
     }
     for name, (from_processor, from_config) in pairs.items():
         if from_processor != from_config:
@@ -375,7 +377,8 @@ def prepare_model(
 ) -> tuple[OccVLAForPlanning, OccVLAProcessor]:
     """The model and processor to train: built from `recipe.model` (new parameters seeded with `seed`), a new
     processor's ego-status statistics fitted on the planning rows of the training split (and a new trajectory head
-    set to the constant-velocity planner of that ego status), the occupancy VAE attached, the vision tower frozen
+    set to the constant-velocity planner of that ego status; its ego-history statistics too, with
+    `ego_history_steps`), the occupancy VAE attached, the vision tower frozen
     if asked."""
     vae = load_pretrained(OccupancyVAE, recipe.occupancy_vae) if recipe.occupancy_vae else None
     set_seed(seed)  # new parameters (heads, queries, LoRA) start the same in every run with this seed
@@ -388,6 +391,10 @@ def prepare_model(
         processor.fit_ego_status_stats(ego["ego_status"], np.asarray(ego["ego_status_valid"], dtype=bool))
         if model.config.use_ego_status:  # a new head starts as the constant-velocity planner
             model.trajectory_head.init_constant_velocity(processor.ego_status_mean, processor.ego_status_std)
+        if model.config.ego_history_steps:
+            columns = ["past_trajectory", "past_trajectory_mask"]
+            past = _split(datasets, "planning", recipe.data.train_split).select_columns(columns).with_format("numpy")[:]
+            processor.fit_ego_history_stats(past["past_trajectory"], np.asarray(past["past_trajectory_mask"], bool))
     if vae is not None:
         attach_occupancy_vae(model, vae)
     if recipe.occupancy_supervision and model.occupancy_vae is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from huggingface_hub.errors import StrictDataclassClassValidationError
 
 from occvla_hf.modeling import OccVLAForPlanning
 from tests.conftest import TINY_GRID, StandInOccupancyVAE, make_batch, tiny_config
@@ -359,3 +360,28 @@ def test_occupancy_queries_change_nothing_in_either_trajectory_layout(trajectory
     plan_batch = batch if trajectory_position == "prompt" else make_batch(model.config, planning=False)
     model.plan(**plan_batch, max_new_tokens=3)
     assert calls == []
+
+
+# ------------------------------------------------------------------------------------------------- ego history
+
+
+@pytest.mark.parametrize("trajectory_position", ["prompt", "after_text"])
+def test_the_trajectory_head_reads_the_ego_history(trajectory_position: str) -> None:
+    torch.manual_seed(0)
+    model = OccVLAForPlanning(tiny_config(ego_history_steps=4, trajectory_position=trajectory_position)).eval()
+    hidden, status = model.config.text_config.hidden_size, model.config.ego_status_dim
+    assert model.trajectory_head.mlp[0].in_features == hidden + status + 4 * 2
+    batch = make_batch(model.config, planning=trajectory_position == "prompt")
+    history = torch.randn(2, 4, 2, generator=torch.Generator().manual_seed(1))
+    plan = model.plan(**batch, ego_history=history, max_new_tokens=2)
+    other = model.plan(**batch, ego_history=history.flip(1), max_new_tokens=2)
+    assert plan.trajectory.shape == (2, 6, 2) and not torch.allclose(plan.trajectory, other.trajectory)
+    with pytest.raises(ValueError, match=r"ego_history: required, \(2, 4, 2\), because config.ego_history_steps is 4"):
+        model.plan(**batch, max_new_tokens=2)
+    with pytest.raises(ValueError, match=r"ego_history: expected \(2, 4, 2\)"):
+        model.plan(**batch, ego_history=history[:, 1:], max_new_tokens=2)
+
+
+def test_ego_history_beyond_the_rows_is_rejected() -> None:
+    with pytest.raises(StrictDataclassClassValidationError, match=r"ego_history_steps: expected 0..4 \(the rows hold 4"):
+        tiny_config(ego_history_steps=5)

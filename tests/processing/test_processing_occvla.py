@@ -15,6 +15,7 @@ from transformers import AutoProcessor
 from occvla_hf.constants import CAMERA_NAMES, EGO_STATUS_FEATURES, IMAGE_TOKEN, TRAJ_TOKEN
 from occvla_hf.modeling import OccVLAConfig
 from occvla_hf.processing import OccVLAProcessor, ego_status_statistics
+from occvla_hf.processing.processing_occvla import ego_history_statistics
 from occvla_hf.reasoning import join_reasoning, split_reasoning
 
 from .conftest import IMAGE_SEQ_LENGTH, IMAGE_SIZE_PX
@@ -368,6 +369,46 @@ def test_after_text_layout_puts_traj_after_the_answer_where_the_labels_end_with_
     assert tokenizer.traj_token_id not in inference.tolist()
     qa = processor(images=camera_images(1, 1), question="Is there a bus?", answer="yes")
     assert qa["input_ids"][0, -1] == tokenizer.eos_token_id  # QA keeps its layout
+
+
+def test_ego_history_is_the_last_steps_normalised_and_invalid_positions_are_zero(make_processor, camera_images) -> None:
+    past = np.array([[[-8.0, 0.5], [-6.0, 0.4], [-4.0, 0.2], [-2.0, 0.1]]], np.float32)  # (1, 4, 2), oldest first
+    mask = np.array([[False, True, False, True]])
+    processor = make_processor(
+        num_views=1, ego_history_steps=3, ego_history_mean=[-6.0, 0.0] * 3, ego_history_std=[2.0, 0.5] * 3
+    )
+    history = processor(images=camera_images(1, 1), ego_history=past, ego_history_mask=mask)["ego_history"]
+    expected = [[[0.0, 0.8], [0.0, 0.0], [2.0, 0.2]]]  # steps -1.5, -1.0 (invalid), -0.5 s
+    torch.testing.assert_close(history, torch.tensor(expected))
+    assert "ego_history" not in make_processor(num_views=1)(images=camera_images(1, 1), ego_history=past)
+    with pytest.raises(ValueError, match="ego_history: holds 2 past positions, ego_history_steps=3 needs 3"):
+        processor(images=camera_images(1, 1), ego_history=past[:, 2:])
+    with pytest.raises(ValueError, match=r"ego_history: expected \(batch=1, steps, 2\)"):
+        processor(images=camera_images(1, 1), ego_history=np.zeros((1, 4, 3)))
+    with pytest.raises(ValueError, match="ego_history_steps: expected an int in \\[0, 4\\]"):
+        make_processor(ego_history_steps=5)
+    with pytest.raises(ValueError, match="ego_history_mean: expected 6 finite values"):
+        make_processor(ego_history_steps=3, ego_history_mean=[0.0] * 4)
+
+
+def test_ego_history_statistics_hand_checked_and_rows_give_the_history(make_processor) -> None:
+    past = np.array([[[9.0, 9.0], [-4.0, 1.0], [-2.0, 0.0]], [[9.0, 9.0], [-2.0, 3.0], [np.nan, np.nan]]])
+    mask = np.array([[True, True, True], [True, True, False]])
+    mean, std = ego_history_statistics(past, mask, steps=2)
+    assert mean == [-3.0, 2.0, -2.0, 0.0] and std == [1.0, 1.0, 1.0, 1.0]  # the constant last step gets std 1
+    with pytest.raises(ValueError, match="past_trajectory: holds 3 past positions, ego_history_steps=4"):
+        ego_history_statistics(past, mask, steps=4)
+    processor = make_processor(ego_history_steps=2)
+    processor.fit_ego_history_stats(past, mask)
+    assert (processor.ego_history_mean, processor.ego_history_std) == (mean, std)
+    rng = np.random.default_rng(8)
+    row = {**planning_row(rng), "past_trajectory": past[0, :2].tolist() + [[-1.0, 0.0]]}
+    row["past_trajectory_mask"] = [True, True, True]
+    history = processor.from_rows([row], task="planning")["ego_history"]
+    torch.testing.assert_close(history, torch.tensor([[[-1.0, -1.0], [1.0, 0.0]]]))
+    del row["past_trajectory_mask"]
+    with pytest.raises(ValueError, match="past_trajectory_mask"):
+        processor.from_rows([row], task="planning", training=False)
 
 
 def test_split_reasoning_inverts_join_reasoning() -> None:
