@@ -75,6 +75,9 @@ EGO_VELOCITY_FEATURES: tuple[str, str] = ("vx", "vy")
 SPEED_ACTIONS: tuple[str, ...] = ("stop", "decelerate", "keep", "accelerate")
 PATH_ACTIONS: tuple[str, ...] = ("straight", "left turn", "right turn", "left lane change", "right lane change")
 
+# High-level driving commands (UniAD / VAD navigation commands), derived from the future trajectory.
+DRIVING_COMMANDS: tuple[str, ...] = ("turn left", "turn right", "go straight")
+
 # Training targets of planning prompts: the meta-action alone, or the reasoning text followed by the meta-action.
 PLANNING_TARGETS: tuple[str, ...] = ("meta_action", "reasoning")
 

@@ -32,6 +32,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from ..constants import (
     CAMERA_NAMES,
+    DRIVING_COMMANDS,
     EGO_STATUS_FEATURES,
     IGNORE_INDEX,
     IMAGE_TOKEN,
@@ -42,8 +43,9 @@ from ..constants import (
     TRAJ_TOKEN,
     TRAJECTORY_POSITIONS,
 )
+from ..meta_action import command_from_trajectory
 from ..reasoning import join_reasoning, split_reasoning
-from .prompts import DEFAULT_PLANNING_PROMPT, DEFAULT_QA_PROMPT
+from .prompts import COMMAND_PROMPT, DEFAULT_PLANNING_PROMPT, DEFAULT_QA_PROMPT
 
 CameraImage = PIL.Image.Image | np.ndarray | torch.Tensor  # PIL, numpy (H, W, 3) uint8, or torch (3, H, W) uint8
 # One sample: views in CAMERA_NAMES order, or keyed by camera name.
@@ -238,6 +240,10 @@ class OccVLAProcessor(ProcessorMixin):
             Mean of the `ego_history_steps` past positions, (step, axis) flattened; defaults to zeros.
         ego_history_std (`list[float]`, *optional*):
             Their std, the same layout; defaults to ones (`fit_ego_history_stats` sets both from a dataset).
+        use_command (`bool`, *optional*, defaults to `False`):
+            Whether `from_rows` gives planning prompts the UniAD / VAD high-level command of the row
+            (`meta_action.command_from_trajectory`, `COMMAND_PROMPT`). The command is derived from the future
+            trajectory, so on nuScenes (and the sim) it leaks the ground truth, as it does for UniAD and VAD.
     """
 
     def __init__(
@@ -257,6 +263,7 @@ class OccVLAProcessor(ProcessorMixin):
         ego_history_steps: int = 0,
         ego_history_mean: list[float] | None = None,
         ego_history_std: list[float] | None = None,
+        use_command: bool = False,
     ) -> None:
         if not isinstance(num_views, int) or not 1 <= num_views <= len(CAMERA_NAMES):
             raise ValueError(f"num_views: expected an int in [1, {len(CAMERA_NAMES)}], got {num_views!r}")
@@ -301,6 +308,7 @@ class OccVLAProcessor(ProcessorMixin):
         self.ego_history_steps = ego_history_steps
         self.ego_history_mean = ego_history_mean
         self.ego_history_std = ego_history_std
+        self.use_command = use_command
         super().__init__(image_processor, tokenizer, chat_template=chat_template)
 
     @classmethod
@@ -404,8 +412,11 @@ class OccVLAProcessor(ProcessorMixin):
         pixel_values = processed["pixel_values"]  # (batch * num_views, 3, H, W)
         return pixel_values.reshape(len(samples), self.num_views, *pixel_values.shape[1:]).astype(np.float32)
 
-    def _prompts(self, text: Any, task: str, question: Any, batch_size: int) -> list[str]:
-        """The prompt of each sample: `text` verbatim, else the task template (filled with `question` for QA)."""
+    def _prompts(self, text: Any, task: str, question: Any, batch_size: int, command: Any = None) -> list[str]:
+        """The prompt of each sample: `text` verbatim, else the task template (filled with `question` for QA), with
+        the planning `command` after it (`COMMAND_PROMPT`) when given."""
+        if command is not None and task != "planning":
+            raise ValueError("command: only used with task='planning'")
         if text is not None and question is not None:
             raise ValueError("text/question: give either a full prompt (text) or a question, not both")
         if text is not None:
@@ -419,6 +430,12 @@ class OccVLAProcessor(ProcessorMixin):
         else:
             prompts = [self.planning_prompt] * batch_size
         self._check_no_special_tokens(prompts, "text")
+        if command is not None:
+            commands = _as_batch(command, "command", batch_size)
+            unknown = [c for c in commands if c not in DRIVING_COMMANDS]
+            if unknown:
+                raise ValueError(f"command: expected one of {DRIVING_COMMANDS}, got {unknown[0]!r}")
+            prompts = [COMMAND_PROMPT.format(prompt=p, command=c) for p, c in zip(prompts, commands, strict=True)]
         if self.chat_template is not None:
             conversations = [[{"role": "user", "content": [{"type": "text", "text": p}]}] for p in prompts]
             prompts = self.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False)
@@ -557,6 +574,7 @@ class OccVLAProcessor(ProcessorMixin):
         task: Task | None = None,
         question: str | list[str] | None = None,
         answer: str | list[str] | None = None,
+        command: str | list[str] | None = None,
         ego_status: Any = None,
         ego_status_valid: Any = None,
         ego_history: Any = None,
@@ -580,6 +598,8 @@ class OccVLAProcessor(ProcessorMixin):
             answer: training target(s): the meta-action text for planning, the answer for QA. Adds `labels`.
                 `text`, `question` and `answer` must not contain the image, `<traj>`, bos or eos tokens (a
                 `ValueError` names the field and sample).
+            command: planning only: high-level command(s) among `DRIVING_COMMANDS` ("turn left", "turn right", "go
+                straight"), written after the prompt (`COMMAND_PROMPT`); see `use_command` for its caveat.
             ego_status: (batch, F) or (F,) raw ego status in `EGO_STATUS_FEATURES` order; normalised.
             ego_status_valid: (batch, F) bool; invalid features (e.g. steering without CAN bus) become 0.
             ego_history: (batch, H, 2) or (H, 2) past ego positions, metres, current ego frame, oldest first (the
@@ -613,7 +633,7 @@ class OccVLAProcessor(ProcessorMixin):
 
         pixel_values = self._pixel_values(images)
         batch_size = pixel_values.shape[0]
-        prompts = self._prompts(text, task, question, batch_size)
+        prompts = self._prompts(text, task, question, batch_size, command)
         answers = None if answer is None else _as_batch(answer, "answer", batch_size)
         if answers is not None:
             self._check_no_special_tokens(answers, "answer")
@@ -647,7 +667,8 @@ class OccVLAProcessor(ProcessorMixin):
 
         Planning rows give `ego_status`(`_valid`), `trajectory`(`_mask`) and, when `training`, the target built
         from `meta_action` (and `reasoning`, for `planning_target="reasoning"`); QA rows give `question` and, when
-        `training`, `answer`. Rows carrying the occupancy columns
+        `training`, `answer`. With `use_command`, planning prompts get the command of the row's trajectory; with
+        `ego_history_steps`, `past_trajectory`(`_mask`) give `ego_history`. Rows carrying the occupancy columns
         (`semantics`, `mask_camera`) also give `occupancy`/`occupancy_mask`. Training batches are right padded with
         labels; otherwise left padded without.
         """
@@ -689,6 +710,11 @@ class OccVLAProcessor(ProcessorMixin):
             inputs["ego_status_valid"] = [np.asarray(valid, dtype=bool) for valid in column("ego_status_valid")]
             inputs["trajectory"] = column("trajectory")
             inputs["trajectory_mask"] = [np.asarray(mask, dtype=bool) for mask in column("trajectory_mask")]
+            if self.use_command:
+                inputs["command"] = [
+                    command_from_trajectory(np.asarray(points, np.float32), mask=np.asarray(mask, dtype=bool))
+                    for points, mask in zip(column("trajectory"), column("trajectory_mask"), strict=True)
+                ]
             if self.ego_history_steps:
                 inputs["ego_history"] = [np.asarray(past, dtype=np.float32) for past in column("past_trajectory")]
                 inputs["ego_history_mask"] = [np.asarray(mask, dtype=bool) for mask in column("past_trajectory_mask")]

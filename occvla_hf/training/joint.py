@@ -134,6 +134,8 @@ class JointRecipe(Recipe):
         data: the datasets (`DataRecipe`).
         planning_target: the planning answer trained on, `meta_action` or `reasoning` (the row's reasoning text, then
             the meta-action); set on the processor, which builds the answers and is saved with the model.
+        use_command: planning prompts carry the UniAD / VAD high-level command (derived from the future trajectory:
+            it leaks the ground truth, see `meta_action.command_from_trajectory`); set on the processor.
         freeze_vision_tower: train without updating the vision tower.
         lora: `peft.LoraConfig` fields (`r`, `lora_alpha`, `lora_dropout`, `target_modules` inside the language
             model); None: full fine-tuning.
@@ -151,6 +153,7 @@ class JointRecipe(Recipe):
     occupancy_weight_schedule: OccupancyWeightSchedule = field(default_factory=OccupancyWeightSchedule)
     data: DataRecipe
     planning_target: Literal[PLANNING_TARGETS] = PLANNING_TARGETS[0]
+    use_command: bool = False
     freeze_vision_tower: bool = False
     lora: dict[str, Any] | None = None
     resume_from_checkpoint: str | bool | None = None
@@ -384,7 +387,7 @@ def prepare_model(
     set_seed(seed)  # new parameters (heads, queries, LoRA) start the same in every run with this seed
     model, processor, new_processor = build_model_and_processor(recipe.model, vae)
     check_processor_matches_model(processor, model.config)
-    processor.planning_target = recipe.planning_target
+    processor.planning_target, processor.use_command = recipe.planning_target, recipe.use_command
     if new_processor and "planning" in recipe.data.tasks:
         ego = _split(datasets, "planning", recipe.data.train_split).select_columns(["ego_status", "ego_status_valid"])
         ego = ego.with_format("numpy")[:]

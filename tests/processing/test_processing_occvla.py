@@ -411,6 +411,29 @@ def test_ego_history_statistics_hand_checked_and_rows_give_the_history(make_proc
         processor.from_rows([row], task="planning", training=False)
 
 
+def test_a_command_follows_the_planning_prompt_and_rows_derive_it_from_the_future(
+    make_processor, camera_images, tokenizer
+) -> None:
+    processor = make_processor(num_views=1)
+    batch = processor(images=camera_images(2, 1), command=["turn left", "go straight"])
+    texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in batch["input_ids"]]
+    assert texts[0].startswith(processor.planning_prompt + " Command: turn left.")
+    assert texts[1].startswith(processor.planning_prompt + " Command: go straight.")
+    vocabulary = r"\('turn left', 'turn right', 'go straight'\)"
+    with pytest.raises(ValueError, match=rf"command: expected one of {vocabulary}, got 'u-turn'"):
+        processor(images=camera_images(1, 1), command="u-turn")
+    with pytest.raises(ValueError, match="command: only used with task='planning'"):
+        processor(images=camera_images(1, 1), question="Is there a bus?", command="turn left")
+    rng = np.random.default_rng(9)
+    row = {**planning_row(rng), "trajectory": [[2.0 * k, -0.5 * k] for k in range(1, 7)]}  # 3 m to the right
+    with_command = make_processor(use_command=True).from_rows([row], task="planning", training=False)
+    direct = make_processor()(images=[row["images"]], command="turn right", ego_status=[row["ego_status"]],
+                              ego_status_valid=[row["ego_status_valid"]])  # fmt: skip
+    torch.testing.assert_close(with_command["input_ids"], direct["input_ids"])
+    assert not torch.equal(make_processor().from_rows([row], task="planning", training=False)["input_ids"],
+                           direct["input_ids"])  # fmt: skip
+
+
 def test_split_reasoning_inverts_join_reasoning() -> None:
     assert split_reasoning(join_reasoning(REASONING, "keep, straight")) == (REASONING, "keep, straight")
     assert split_reasoning("  keep, straight \n") == ("", "keep, straight") and split_reasoning("") == ("", "")

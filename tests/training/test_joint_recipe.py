@@ -163,12 +163,12 @@ def test_a_new_model_starts_as_the_constant_velocity_planner(tiny_recipe, traini
 
 
 def test_the_reasoning_target_trains_on_the_reasoning_then_the_meta_action(tiny_recipe, training_data_dir):
-    """The three options together: reasoning target, <traj> after the text, 2 s of ego history."""
+    """The options together: reasoning target, <traj> after the text, 2 s of ego history, the command prompt."""
     config = {**TINY_MODEL_CONFIG, "trajectory_position": "after_text", "ego_history_steps": 4}
     recipe = with_changes(tiny_recipe, model={"config": config}, training={"max_steps": 1}, occupancy_supervision=False)
-    result = train_joint({**recipe, "planning_target": "reasoning"})
+    result = train_joint({**recipe, "planning_target": "reasoning", "use_command": True})
     processor = OccVLAProcessor.from_pretrained(result.output_dir)
-    assert processor.planning_target == result.processor.planning_target == "reasoning"
+    assert processor.planning_target == result.processor.planning_target == "reasoning" and processor.use_command
     assert (processor.trajectory_position, processor.ego_history_steps) == ("after_text", 4)
     planning = load_configs(training_data_dir)["planning"]["mini_train"].with_format("numpy")[:]
     expected = ego_history_statistics(planning["past_trajectory"], planning["past_trajectory_mask"].astype(bool), 4)
