@@ -75,8 +75,22 @@ EGO_VELOCITY_FEATURES: tuple[str, str] = ("vx", "vy")
 SPEED_ACTIONS: tuple[str, ...] = ("stop", "decelerate", "keep", "accelerate")
 PATH_ACTIONS: tuple[str, ...] = ("straight", "left turn", "right turn", "left lane change", "right lane change")
 
+# High-level driving commands (UniAD / VAD navigation commands), derived from the future trajectory.
+DRIVING_COMMANDS: tuple[str, ...] = ("turn left", "turn right", "go straight")
+
+# Training targets of planning prompts: the meta-action alone, or the reasoning text followed by the meta-action.
+PLANNING_TARGETS: tuple[str, ...] = ("meta_action", "reasoning")
+
+# Where the planning `<traj>` token sits: at the end of the prompt (the trajectory reads the prompt only), or after
+# the generated text (the trajectory conditions on the meta-action and reasoning the model wrote).
+TRAJECTORY_POSITIONS: tuple[str, ...] = ("prompt", "after_text")
+
 # States of a traffic light facing the ego (the sim's signals: green, then amber, then red).
 TRAFFIC_LIGHT_STATES: tuple[str, ...] = ("green", "amber", "red")
+# The sim's table of the light the ego faces, `<version>/traffic_light.json` beside the nuScenes tables (nuScenes has
+# none): one record per keyframe with a light ahead, {"token", "sample_token", "state", "stop_line_m"} (state in
+# TRAFFIC_LIGHT_STATES; stop_line_m: distance along the route from the ego origin to the stop line).
+TRAFFIC_LIGHT_TABLE: str = "traffic_light"
 
 # nuScenes-QA question types and hop counts.
 QA_QUESTION_TYPES: tuple[str, ...] = ("exist", "count", "object", "status", "comparison")

@@ -20,6 +20,16 @@ first match wins:
   * `straight`           otherwise.
   Without a map a long gentle curve that shifts the ego sideways by more than `LANE_CHANGE_LATERAL_M` while turning
   less than `TURN_HEADING_RAD` reads as a lane change.
+
+The high-level command of UniAD and VAD (`DRIVING_COMMANDS`, `command_from_trajectory`) comes from the same future:
+VAD's `tools/data_converter/vad_nuscenes_converter.py` (`_fill_trainval_infos`) takes the lateral offset of the last
+future position (the last valid one, held past the scene end) and says "Turn Right" at >= 2 m to the right, "Turn
+Left" at >= 2 m to the left, else "Go Straight" (UniAD plans with the same three commands). VAD measures the
+position of the LIDAR_TOP sensor in its keyframe frame (x to the right), we that of the ego origin in the ego frame
+(y to the left): the nuScenes lidar sits on the centre line about 0.9 m ahead of the origin, so after a heading change
+the two lateral offsets differ by that lever arm times its sine (less than 0.9 m, only in turns). Being derived from
+the future trajectory, the command leaks the ground truth on nuScenes (and on the sim): a planner given it knows
+where the logged ego turned.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .constants import NUM_WAYPOINTS, PATH_ACTIONS, SPEED_ACTIONS, WAYPOINT_STEP_S
+from .constants import DRIVING_COMMANDS, NUM_WAYPOINTS, PATH_ACTIONS, SPEED_ACTIONS, WAYPOINT_STEP_S
 
 STOP_SPEED_MPS: float = 0.5  # 0.25 m or less over the last 0.5 s
 SPEED_CHANGE_MPS: float = 1.0
@@ -36,6 +46,7 @@ MIN_TRAVEL_M: float = 1.0
 MIN_HEADING_SEGMENT_M: float = 0.2
 TURN_HEADING_RAD: float = float(np.deg2rad(20.0))
 LANE_CHANGE_LATERAL_M: float = 1.5  # about half a 3.5 m lane
+COMMAND_LATERAL_M: float = 2.0  # VAD / UniAD: the final lateral offset that makes a turn command
 
 _SEPARATOR = ", "
 
@@ -86,6 +97,18 @@ def _valid_waypoints(trajectory: np.ndarray, mask: np.ndarray | None) -> tuple[n
     times_s = WAYPOINT_STEP_S * np.arange(1, NUM_WAYPOINTS + 1)
     points = np.concatenate([np.zeros((1, 2)), trajectory[mask]])
     return points, np.concatenate([[0.0], times_s[mask]])
+
+
+def command_from_trajectory(trajectory: np.ndarray, *, mask: np.ndarray | None = None) -> str:
+    """The UniAD / VAD high-level command (one of `DRIVING_COMMANDS`) of a future trajectory (6, 2) m, ego frame,
+    with its mask (6,) bool: from the lateral offset of the last valid waypoint (module docstring); "go straight"
+    without any valid waypoint (VAD then holds the ego at its current position). Leaks the ground truth."""
+    if mask is not None and np.asarray(mask).shape == (NUM_WAYPOINTS,) and not np.asarray(mask).any():
+        return DRIVING_COMMANDS[2]
+    lateral_m = float(_valid_waypoints(trajectory, mask)[0][-1, 1])  # y: positive to the left
+    if lateral_m <= -COMMAND_LATERAL_M:
+        return DRIVING_COMMANDS[1]
+    return DRIVING_COMMANDS[0] if lateral_m >= COMMAND_LATERAL_M else DRIVING_COMMANDS[2]
 
 
 def classify_speed(

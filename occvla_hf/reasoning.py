@@ -560,3 +560,22 @@ def generate_reasoning(row: Mapping[str, Any], traffic_light: TrafficLight | Non
     shown = sorted(required + others[: MAX_CRITICAL_OBJECTS - len(required)], key=objects.index)
     listed = "; ".join(_describe(o) for o in shown) if shown else "none"
     return f"Objects: {listed}. {_road(parsed, lead, traffic_light)} {decision}"
+
+
+# ------------------------------------------------------------------------------------------- planning answer text
+
+
+def join_reasoning(reasoning: str, meta_action: str) -> str:
+    """The planning answer of the `reasoning` target: the reasoning text (one line), a newline, the meta-action."""
+    if "\n" in reasoning or "\n" in meta_action:
+        raise ValueError("reasoning/meta_action: expected one line each (the answer separates them by a newline)")
+    return f"{reasoning}\n{meta_action}"
+
+
+def split_reasoning(text: str) -> tuple[str, str]:
+    """(reasoning, meta_action) of a generated `join_reasoning` answer: the last non-empty line is the meta-action,
+    the lines before it the reasoning ("" for both when the text is empty)."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return "", ""
+    return " ".join(lines[:-1]), lines[-1]

@@ -7,13 +7,14 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from occvla_hf.constants import PATH_ACTIONS, SPEED_ACTIONS
+from occvla_hf.constants import DRIVING_COMMANDS, PATH_ACTIONS, SPEED_ACTIONS
 from occvla_hf.meta_action import (
     SPEED_CHANGE_MPS,
     MetaAction,
     all_meta_actions,
     classify_path,
     classify_speed,
+    command_from_trajectory,
     meta_action_from_trajectory,
 )
 
@@ -134,3 +135,32 @@ def test_unknown_text_raises_naming_the_part(text: str, field: str) -> None:
 def test_bad_input_raises_naming_the_field(kwargs: dict, field: str) -> None:
     with pytest.raises(ValueError, match=field):
         meta_action_from_trajectory(**kwargs)
+
+
+# --------------------------------------------------------------------------------------- high-level command
+
+
+def lateral_path(final_y_m: float) -> np.ndarray:
+    """Six waypoints 2 m apart ahead, drifting linearly to `final_y_m` at the last one."""
+    return np.stack([2.0 * np.arange(1, 7), final_y_m * np.arange(1, 7) / 6], axis=1)
+
+
+@pytest.mark.parametrize(
+    ("final_y_m", "command"),
+    [(2.5, "turn left"), (2.0, "turn left"), (1.9, "go straight"), (-1.9, "go straight"), (-2.0, "turn right")],
+)
+def test_command_follows_the_vad_rule_on_the_final_lateral_offset(final_y_m: float, command: str) -> None:
+    # VAD (tools/data_converter/vad_nuscenes_converter.py): right at x >= 2 m of the lidar frame (x right), left at
+    # x <= -2 m, else straight; our ego frame has y to the left.
+    assert command_from_trajectory(lateral_path(final_y_m)) == command
+    assert command in DRIVING_COMMANDS
+
+
+def test_command_reads_the_last_valid_waypoint_and_is_straight_without_future() -> None:
+    path = lateral_path(6.0)  # y = 1, 2, ..., 6 m
+    mask = np.array([True, True, False, False, False, False])
+    assert command_from_trajectory(path, mask=mask) == "turn left"  # y = 2 m at the last valid waypoint
+    assert command_from_trajectory(path, mask=np.array([True] + [False] * 5)) == "go straight"
+    assert command_from_trajectory(np.full((6, 2), np.nan), mask=np.zeros(6, bool)) == "go straight"
+    with pytest.raises(ValueError, match="trajectory"):
+        command_from_trajectory(np.zeros((5, 2)))

@@ -58,7 +58,7 @@ IMAGE_MODES: tuple[str, ...] = ("path", "bytes")
 ON_MISSING_OCC: tuple[str, ...] = ("skip", "error")
 ON_CORRUPT: tuple[str, ...] = ("skip", "error")
 # Bump when the row content changes, so that cached chunks of older builds are not reused.
-_FORMAT_REVISION = 2
+_FORMAT_REVISION = 3
 _WRITER_BATCH_SIZE = 100
 _MAX_PARQUET_SHARD_BYTES = 500 * 2**20
 # A complete JPEG ends with the end-of-image marker (0xFF is byte-stuffed elsewhere), allowing for trailing padding.

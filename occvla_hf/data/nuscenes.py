@@ -17,6 +17,9 @@ One record per keyframe (`sample`). Camera fields come from the six keyframe cam
   is present, so that scenes with and without it (21 nuScenes scenes have none) share one definition.
 * `meta_action`: `"<speed>, <path>"` from `meta_action_from_trajectory` on the valid waypoints, with the measured
   speed as the current speed when valid; `""` when no future waypoint exists (the last keyframe of a scene).
+* `reasoning`: `occvla_hf.reasoning.generate_reasoning` of the record, with the traffic light the ego faces where the
+  dataroot records one (the sim's `<version>/traffic_light.json`, see `TRAFFIC_LIGHT_TABLE`; nuScenes has no light
+  state, so its texts never mention a light).
 * `agent_boxes` (7 lists, t = 0..6): every `sample_annotation` of the keyframe t steps ahead (agents that appear
   after the current keyframe included; empty past the scene end), each (N_t, 7) in `BOX_FIELDS` order in the ego
   frame of the current keyframe; `agent_categories` their full nuScenes category names (`vehicle.emergency.police`,
@@ -32,6 +35,7 @@ trajectories and occupancy are in the keyframe ego frame, so projections between
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -49,6 +53,7 @@ from occvla_hf.constants import (
     NUM_BOX_STEPS,
     NUM_PAST_WAYPOINTS,
     NUM_WAYPOINTS,
+    TRAFFIC_LIGHT_TABLE,
 )
 from occvla_hf.data.geometry import (
     boxes_in_frame,
@@ -58,6 +63,7 @@ from occvla_hf.data.geometry import (
     sensor_to_keyframe_ego,
 )
 from occvla_hf.meta_action import meta_action_from_trajectory
+from occvla_hf.reasoning import TrafficLight, generate_reasoning
 
 # Official splits built for each nuScenes version (names as `create_splits_scenes` returns them).
 VERSION_SPLITS: dict[str, tuple[str, ...]] = {
@@ -134,6 +140,7 @@ class NuScenesReader:
         # The devkit reads `<its dataroot>/can_bus`.
         self.can_bus = NuScenesCanBus(dataroot=str(self.can_bus_dir.parent)) if self.can_bus_dir else None
         self._scenes = {scene["name"]: scene for scene in self.nusc.scene}
+        self.traffic_lights = read_traffic_lights(self.dataroot / version)
 
     def split_scenes(self, splits: Sequence[str] | None = None) -> dict[str, list[str]]:
         """Scene names of the dataroot in each official split (default: the version's splits), in split order.
@@ -239,20 +246,20 @@ class NuScenesReader:
                 else ""
             )
             boxes, categories, instances = self._agent_boxes(samples[k : k + NUM_BOX_STEPS], poses[k])
-            records.append(
-                {
-                    "ego_status": status.astype(np.float32),
-                    "ego_status_valid": status_valid,
-                    "trajectory": trajectory,
-                    "trajectory_mask": trajectory_mask,
-                    "past_trajectory": past,
-                    "past_trajectory_mask": past_mask,
-                    "meta_action": meta_action,
-                    "agent_boxes": boxes,
-                    "agent_categories": categories,
-                    "agent_instances": instances,
-                }
-            )
+            record = {
+                "ego_status": status.astype(np.float32),
+                "ego_status_valid": status_valid,
+                "trajectory": trajectory,
+                "trajectory_mask": trajectory_mask,
+                "past_trajectory": past,
+                "past_trajectory_mask": past_mask,
+                "meta_action": meta_action,
+                "agent_boxes": boxes,
+                "agent_categories": categories,
+                "agent_instances": instances,
+            }
+            record["reasoning"] = generate_reasoning(record, self.traffic_lights.get(tokens[k]))
+            records.append(record)
         return records
 
     def _agent_boxes(
@@ -302,6 +309,22 @@ class NuScenesReader:
             and int(scene_name[-4:]) not in self.can_bus.can_blacklist
             and (Path(self.can_bus.can_dir) / f"{scene_name}_vehicle_monitor.json").is_file()
         )
+
+
+def read_traffic_lights(table_dir: Path) -> dict[str, TrafficLight]:
+    """The light the ego faces at each keyframe that has one, by sample token, from `<table_dir>/traffic_light.json`
+    (`TRAFFIC_LIGHT_TABLE`); empty when the file is absent (nuScenes). ValueError naming the file for bad records."""
+    path = table_dir / f"{TRAFFIC_LIGHT_TABLE}.json"
+    if not path.is_file():
+        return {}
+    lights = {}
+    for index, record in enumerate(json.loads(path.read_text())):
+        try:
+            lights[record["sample_token"]] = TrafficLight(record["state"], record["stop_line_m"])
+        except (KeyError, TypeError, ValueError) as error:
+            message = f"{path}: record {index}: expected sample_token, state and stop_line_m ({error})"
+            raise ValueError(message) from error
+    return lights
 
 
 def _waypoints(poses: np.ndarray, k: int, indices: range) -> tuple[np.ndarray, np.ndarray]:

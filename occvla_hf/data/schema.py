@@ -11,6 +11,7 @@ Three configs (`DATASET_CONFIG_NAMES`), one row per keyframe (`planning`, `occup
               ego_status_valid (6,) bool; trajectory (6, 2) float32 m, ego frame (x forward, y left), one waypoint
               per keyframe (nominally 0.5 s), trajectory_mask (6,) bool; past_trajectory (4, 2) float32 (oldest
               first), past_trajectory_mask (4,); meta_action str ("<speed>, <path>", "" without future);
+              reasoning str (critical objects, road, decision: `occvla_hf.reasoning`);
               agent_boxes: 7 lists (t = 0..6 keyframes) of rows [x, y, z, length, width, height, yaw] (BOX_FIELDS)
               in the current ego frame, every annotation of that keyframe; agent_categories: 7 lists of full
               nuScenes category names; agent_instances: 7 lists of instance tokens
@@ -62,6 +63,7 @@ def config_features(config: str) -> Features:
             "past_trajectory": Array2D((NUM_PAST_WAYPOINTS, 2), "float32"),
             "past_trajectory_mask": List(Value("bool"), length=NUM_PAST_WAYPOINTS),
             "meta_action": Value("string"),
+            "reasoning": Value("string"),
             "agent_boxes": List(List(List(Value("float32"), length=len(BOX_FIELDS))), length=NUM_BOX_STEPS),
             "agent_categories": List(List(Value("string")), length=NUM_BOX_STEPS),
             "agent_instances": List(List(Value("string")), length=NUM_BOX_STEPS),
@@ -101,6 +103,8 @@ FIELD_DESCRIPTIONS: dict[str, str] = {
     "past_trajectory": "(4, 2) float32 past ego positions (-2.0 to -0.5 s, oldest first), same frame",
     "past_trajectory_mask": "(4,) bool, False before the start of the scene",
     "meta_action": "'<speed>, <path>' driving decision derived from the trajectory ('' without future waypoints)",
+    "reasoning": "critical objects, road situation and the decision with its reason, generated from this row (and "
+    "the sim's traffic light) by occvla_hf.reasoning.generate_reasoning",
     "agent_boxes": f"7 lists (t = 0..6 keyframes) of boxes [{', '.join(BOX_FIELDS)}] in the current ego frame "
     "(metres, radians): every annotation of that keyframe",
     "agent_categories": "7 lists of full nuScenes category names matching agent_boxes",

@@ -47,11 +47,11 @@ def _batches(dataset: Dataset, batch_size: int, description: str) -> Iterator[di
 def model_inputs(inputs: Any, model: OccVLAForPlanning) -> dict[str, torch.Tensor]:
     """The processor outputs the model takes at inference (no targets), on its device, images and ego status in its
     dtype."""
-    keys = ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "ego_status")
+    keys = ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "ego_status", "ego_history")
     moved = {key: inputs[key].to(model.device) for key in keys if key in inputs}
-    moved["pixel_values"] = moved["pixel_values"].to(model.dtype)
-    if "ego_status" in moved:
-        moved["ego_status"] = moved["ego_status"].to(model.dtype)
+    for key in ("pixel_values", "ego_status", "ego_history"):
+        if key in moved:
+            moved[key] = moved[key].to(model.dtype)
     return moved
 
 
@@ -85,11 +85,13 @@ def evaluate_planning(
     dataset: Dataset,
     *,
     batch_size: int = 8,
-    max_new_tokens: int = 16,
+    max_new_tokens: int | None = None,
     normalization: str = "valid_steps",
 ) -> dict[str, Any]:
     """L2 and collision (ST-P3 and UniAD protocols, per meta-action) plus meta-action accuracy on planning rows.
 
+    A processor with `planning_target="reasoning"` plans with `reasoning=True` (the meta-action follows the
+    reasoning); `max_new_tokens` None takes `plan`'s default for that target.
     Rows without a valid future step are skipped (counted in `skipped_no_future`); `normalization` is
     `PlanningMetricAccumulator`'s.
     """
@@ -107,7 +109,12 @@ def evaluate_planning(
             continue
         rows = {name: [values[i] for i in keep] for name, values in batch.items()}
         inputs = processor.from_rows(rows, task="planning", training=False)
-        plan = model.plan(**model_inputs(inputs, model), tokenizer=processor.tokenizer, max_new_tokens=max_new_tokens)
+        plan = model.plan(
+            **model_inputs(inputs, model),
+            tokenizer=processor.tokenizer,
+            max_new_tokens=max_new_tokens,
+            reasoning=processor.planning_target == "reasoning",
+        )
         accumulator.update(pred=plan.trajectory.float().cpu().numpy(), mask=masks[keep], **planning_targets(rows))
         correct += sum(p == t for p, t in zip(plan.meta_action, rows["meta_action"], strict=True))
         total += len(keep)

@@ -7,9 +7,11 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from ..constants import EGO_STATUS_FEATURES, NUM_OCC_CLASSES, NUM_WAYPOINTS, WAYPOINT_STEP_S
+from ..constants import EGO_STATUS_FEATURES, NUM_OCC_CLASSES, NUM_PAST_WAYPOINTS, NUM_WAYPOINTS, WAYPOINT_STEP_S
 from .configuration_occupancy_vae import OccupancyVAEConfig
 
+# Where the planning `<traj>` token sits (`constants.TRAJECTORY_POSITIONS`).
+TrajectoryPosition = Literal["prompt", "after_text"]
 # Where the occupancy queries run: inside the LM sequence, or in a separate transformer reading the image states.
 OccupancyModule = Literal["lm_queries", "cross_attention"]
 
@@ -80,6 +82,10 @@ class OccVLAConfig(PreTrainedConfig):
             Whether the trajectory head reads the normalised ego status: next to the `<traj>` hidden state in its MLP,
             and through a linear path to the waypoints (`OccVLATrajectoryHead.init_constant_velocity` sets it to the
             constant-velocity extrapolation; the stage-2 recipe does so for new models).
+        ego_history_steps (`int`, *optional*, defaults to 0):
+            Past ego positions the trajectory head reads next to the ego status: the last `ego_history_steps` of the
+            rows' `past_trajectory` (at most NUM_PAST_WAYPOINTS = 4 keyframes, 2 s), in the current ego frame,
+            normalised by the processor; 0 = none.
         trajectory_head_hidden_size (`int`, *optional*, defaults to 512):
             Hidden width of the trajectory head MLP.
         trajectory_step_scale_m (`float`, *optional*, defaults to 2.0):
@@ -88,6 +94,11 @@ class OccVLAConfig(PreTrainedConfig):
             `"l1"` or `"smooth_l1"` on waypoints in metres.
         trajectory_loss_weight (`float`, *optional*, defaults to 1.0):
             Weight of the trajectory loss in the total loss.
+        trajectory_position (`str`, *optional*, defaults to `"prompt"`):
+            Where the `<traj>` token sits. `"prompt"`: it ends the planning prompt, and the trajectory reads the
+            prompt only. `"after_text"`: it follows the answer text (training teacher-forces `answer <traj>`, the
+            label at `<traj>` being eos); `plan` generates the text, then feeds `<traj>` in its place in one more
+            cached forward step, so the trajectory conditions on the generated meta-action and reasoning.
         tie_word_embeddings (`bool`, *optional*, defaults to `True`):
             Tie the LM head to the input embeddings (as PaliGemma).
     """
@@ -146,10 +157,12 @@ class OccVLAConfig(PreTrainedConfig):
     waypoint_step_s: float = WAYPOINT_STEP_S
     ego_status_dim: int = len(EGO_STATUS_FEATURES)
     use_ego_status: bool = True
+    ego_history_steps: int = 0
     trajectory_head_hidden_size: int = 512
     trajectory_step_scale_m: float = 2.0
     trajectory_loss_type: Literal["l1", "smooth_l1"] = "smooth_l1"
     trajectory_loss_weight: float = 1.0
+    trajectory_position: TrajectoryPosition = "prompt"
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs) -> None:
@@ -217,6 +230,11 @@ class OccVLAConfig(PreTrainedConfig):
         ):
             if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"{name}: expected a finite value >= 0, got {getattr(self, name)}")
+        if not 0 <= self.ego_history_steps <= NUM_PAST_WAYPOINTS:
+            raise ValueError(
+                f"ego_history_steps: expected 0..{NUM_PAST_WAYPOINTS} (the rows hold {NUM_PAST_WAYPOINTS} past "
+                f"keyframes, 2 s), got {self.ego_history_steps}"
+            )
         for name in ("num_waypoints", "ego_status_dim", "occupancy_num_classes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")

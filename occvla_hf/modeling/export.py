@@ -9,8 +9,8 @@ from pathlib import Path
 from transformers import PreTrainedModel
 
 _MODELING_DIR = Path(__file__).resolve().parent
-_PACKAGE_DIR = _MODELING_DIR.parent
-# `from .x import` (same folder) and `from ..x import` (package root, e.g. constants); both become `from .x import`.
+# `from .x import` (the module's folder) and `from ..x import` (its parent, e.g. the package root's constants); both
+# become `from .x import` in the flat folder of the checkpoint.
 _RELATIVE_IMPORT = re.compile(r"^(\s*from\s+)(\.{1,2})(\w+)(\s+import\b)", re.MULTILINE)
 
 AUTO_MAP: dict[str, str] = {
@@ -21,7 +21,8 @@ AUTO_MAP: dict[str, str] = {
 
 
 def _code_closure(entry: str) -> dict[str, str]:
-    """Source text of `entry` (a module of modeling/) and of every module it imports relatively, flattened."""
+    """Source text of `entry` (a module of modeling/) and of every module it imports relatively, flattened (the
+    package root's modules resolve their own `from .x import` in the package root)."""
     sources: dict[str, str] = {}
     pending = [(_MODELING_DIR, entry)]
     while pending:
@@ -31,7 +32,7 @@ def _code_closure(entry: str) -> dict[str, str]:
         text = (folder / f"{name}.py").read_text()
         for match in _RELATIVE_IMPORT.finditer(text):
             dots, module = match.group(2), match.group(3)
-            pending.append((_MODELING_DIR if dots == "." else _PACKAGE_DIR, module))
+            pending.append((folder if dots == "." else folder.parent, module))
         sources[name] = _RELATIVE_IMPORT.sub(r"\1.\3\4", text)
     return sources
 

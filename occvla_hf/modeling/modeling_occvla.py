@@ -23,6 +23,7 @@ from transformers.modeling_outputs import ModelOutput
 from transformers.utils import logging
 
 from ..constants import EGO_STATUS_FEATURES, EGO_VELOCITY_FEATURES
+from ..reasoning import split_reasoning
 from .configuration_occupancy_vae import OccupancyVAEConfig
 from .configuration_occvla import OccVLAConfig
 from .loading import load_pretrained
@@ -31,6 +32,11 @@ from .occupancy_transformer import OccupancyTransformer, hidden_states_request
 from .occupancy_vae import OccupancyVAE
 
 logger = logging.get_logger(__name__)
+
+# `plan`'s default text budget: a meta-action, or a reasoning text (at most `REASONING_MAX_WORDS` words, about 3.5
+# tokens each with the package's offline tokenizer, fewer with Gemma's) followed by the meta-action.
+PLAN_MAX_NEW_TOKENS: int = 16
+PLAN_REASONING_MAX_NEW_TOKENS: int = 400
 
 MaskFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -113,11 +119,14 @@ class PlanningOutput(ModelOutput):
             Prompt followed by the generated meta-action tokens.
         meta_action (`list[str]`, *optional*):
             Decoded meta-action text per sample, when a tokenizer was passed to `plan`.
+        reasoning (`list[str]`, *optional*):
+            Decoded reasoning text per sample (the lines before the meta-action), with `plan(..., reasoning=True)`.
     """
 
     trajectory: torch.FloatTensor | None = None
     sequences: torch.LongTensor | None = None
     meta_action: list[str] | None = None
+    reasoning: list[str] | None = None
 
 
 class OccVLAMultiModalProjector(nn.Module):
@@ -141,7 +150,8 @@ class OccVLAMultiModalProjector(nn.Module):
 
 
 class OccVLATrajectoryHead(nn.Module):
-    """MLP from the `<traj>` hidden state (+ normalised ego status) to waypoints, as cumulative per-step offsets.
+    """MLP from the `<traj>` hidden state (+ normalised ego status and ego history) to waypoints, as cumulative
+    per-step offsets.
 
     With ego status, a linear path from the ego status to the waypoints is added to the MLP's output:
     `init_constant_velocity` sets it to the constant-velocity extrapolation of the ego velocity (and zeroes the MLP's
@@ -152,6 +162,7 @@ class OccVLATrajectoryHead(nn.Module):
     def __init__(self, config: OccVLAConfig) -> None:
         super().__init__()
         in_size = config.text_config.hidden_size + (config.ego_status_dim if config.use_ego_status else 0)
+        in_size += 2 * config.ego_history_steps
         hidden = config.trajectory_head_hidden_size
         self.mlp = nn.Sequential(
             nn.Linear(in_size, hidden),
@@ -167,13 +178,18 @@ class OccVLATrajectoryHead(nn.Module):
         self.step_scale_m = config.trajectory_step_scale_m
         self.waypoint_step_s = config.waypoint_step_s
 
-    def forward(self, traj_hidden: torch.Tensor, ego_status: torch.Tensor | None) -> torch.Tensor:
-        """(batch, hidden) [+ (batch, ego_status_dim)] -> (batch, num_waypoints, 2) metres."""
+    def forward(
+        self, traj_hidden: torch.Tensor, ego_status: torch.Tensor | None, ego_history: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(batch, hidden) [+ (batch, ego_status_dim)] [+ (batch, ego_history_steps, 2)] -> (batch, num_waypoints, 2)
+        metres."""
         dtype = self.mlp[0].weight.dtype
         with torch.autocast(traj_hidden.device.type, enabled=False):
             features = traj_hidden.to(dtype)
             if ego_status is not None:
                 features = torch.cat([features, ego_status.to(dtype)], -1)
+            if ego_history is not None:
+                features = torch.cat([features, ego_history.flatten(1).to(dtype)], -1)
             waypoints = (self.mlp(features).view(-1, self.num_waypoints, 2) * self.step_scale_m).cumsum(dim=1)
             if self.ego_status_path is not None and ego_status is not None:
                 waypoints = waypoints + self.ego_status_path(ego_status.to(dtype)).view(-1, self.num_waypoints, 2)
@@ -541,6 +557,7 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         ego_status: torch.FloatTensor | None = None,
+        ego_history: torch.FloatTensor | None = None,
         trajectory: torch.FloatTensor | None = None,
         trajectory_mask: torch.BoolTensor | None = None,
         occupancy: torch.Tensor | None = None,
@@ -558,6 +575,7 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         `return_occupancy=True`, the occupancy latent (and decoded voxel logits) from the occupancy queries.
 
         Shapes: `pixel_values` (batch, num_views, 3, H, W); `ego_status` (batch, ego_status_dim), normalised;
+        `ego_history` (batch, ego_history_steps, 2), normalised past ego positions (with `ego_history_steps` > 0);
         `trajectory` (batch, num_waypoints, 2) metres; `trajectory_mask` (batch, num_waypoints);
         `occupancy` (batch, X, Y, Z) class ids; `occupancy_mask` (batch, X, Y, Z) (camera visibility);
         `occupancy_latents` (batch, C, H, W): the frozen VAE's latents of the targets, precomputed
@@ -594,7 +612,7 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         )
         hidden = features.last_hidden_state
         logits = self.forward_lm_head(hidden, labels, logits_to_keep)
-        predicted_trajectory = self.forward_trajectory_head(input_ids, hidden, ego_status, cache)
+        predicted_trajectory = self.forward_trajectory_head(input_ids, hidden, ego_status, cache, ego_history)
         occupancy_latent = None if not with_queries else self.occupancy_head(features.occupancy_hidden_state)
 
         terms: dict[str, torch.Tensor | None] = dict.fromkeys(LOSS_TERMS)
@@ -655,14 +673,24 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         hidden: torch.Tensor,
         ego_status: torch.Tensor | None,
         cache: Cache | None = None,
+        ego_history: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
-        """Waypoints (batch, num_waypoints, 2), metres, from the `<traj>` token's hidden state (+ ego status); None
-        without a `<traj>` token or while decoding (the token was in the prefill)."""
+        """Waypoints (batch, num_waypoints, 2), metres, from the `<traj>` token's hidden state (+ ego status and
+        history); None without a `<traj>` token or while decoding (the token was in the prefill)."""
         decoding = cache is not None and cache.get_seq_length() > hidden.shape[1]
         traj_hidden = None if input_ids is None or decoding else self._trajectory_hidden(input_ids, hidden)
         if traj_hidden is None:
             return None
-        return self.trajectory_head(traj_hidden, self._check_ego_status(ego_status, hidden.shape[0]))
+        return self._trajectory_from_hidden(traj_hidden, ego_status, ego_history)
+
+    def _trajectory_from_hidden(
+        self, traj_hidden: torch.Tensor, ego_status: torch.Tensor | None, ego_history: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The trajectory head on `<traj>` hidden states (batch, hidden), its other inputs checked."""
+        batch = traj_hidden.shape[0]
+        return self.trajectory_head(
+            traj_hidden, self._check_ego_status(ego_status, batch), self._check_ego_history(ego_history, batch)
+        )
 
     def _trajectory_hidden(self, input_ids: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor | None:
         """Final hidden state at each sample's `<traj>` token: (batch, hidden), or None if no sample has one."""
@@ -689,6 +717,20 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         if not torch.isfinite(ego_status).all():
             raise ValueError("ego_status: contains NaN or infinite values")
         return ego_status
+
+    def _check_ego_history(self, ego_history: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        steps = self.config.ego_history_steps
+        if steps == 0:
+            return None
+        expected = (batch, steps, 2)
+        if ego_history is None:
+            raise ValueError(f"ego_history: required, {expected}, because config.ego_history_steps is {steps}")
+        if tuple(ego_history.shape) != expected:
+            raise ValueError(f"ego_history: expected {expected} (batch, ego_history_steps, 2), got "
+                             f"{tuple(ego_history.shape)}")  # fmt: skip
+        if not torch.isfinite(ego_history).all():
+            raise ValueError("ego_history: contains NaN or infinite values")
+        return ego_history
 
     # --- loss terms and their weighted total ---
     def _lm_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -863,51 +905,115 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.LongTensor | None = None,
         ego_status: torch.FloatTensor | None = None,
+        ego_history: torch.FloatTensor | None = None,
         tokenizer: Any | None = None,
-        max_new_tokens: int = 16,
+        max_new_tokens: int | None = None,
+        reasoning: bool = False,
         **generate_kwargs: Any,
     ) -> PlanningOutput:
-        """Trajectory from the `<traj>` token of the prompt plus the meta-action text, in one `generate` call.
+        """The planned trajectory and the generated text (meta-action, or reasoning then meta-action).
 
-        The prompt must end with `<traj>` (the processor's planning template does this). Pass the processor's
-        tokenizer to get `meta_action` strings; otherwise decode `sequences` with `processor.post_process_plan`.
-        Extra keyword arguments go to `generate` (greedy by default). With `num_beams` / `num_return_sequences`,
-        `trajectory` has one row per returned sequence, lined up with `sequences` (batch * num_return_sequences
-        rows, the sequences of sample 0 first); the trajectory depends only on the prompt, so the rows of one sample
-        are equal.
+        `config.trajectory_position="prompt"`: the prompt must end with `<traj>` (the processor's planning template
+        does this), and one `generate` call gives both, the trajectory from the prefill. `"after_text"`: the prompt
+        has no `<traj>`; `generate` writes the text, then `<traj>` is fed in place of each sample's eos in one more
+        forward step on the generation's cache (no second prefill), and the trajectory reads its hidden state.
+
+        Pass the processor's tokenizer to get `meta_action` strings; otherwise decode `sequences` with
+        `processor.post_process_plan`. `reasoning=True` (a model trained with `planning_target="reasoning"`) reads
+        the text as the reasoning followed by the meta-action (`reasoning.split_reasoning`) and returns both; it
+        needs the tokenizer. Default `max_new_tokens`: PLAN_MAX_NEW_TOKENS, or PLAN_REASONING_MAX_NEW_TOKENS with
+        reasoning. Extra keyword arguments go to `generate` (greedy by default). With `num_beams` (prompt layout
+        only) / `num_return_sequences`, `trajectory` has one row per returned sequence, lined up with `sequences`
+        (batch * num_return_sequences rows, the sequences of sample 0 first); in the prompt layout the trajectory
+        depends only on the prompt, so the rows of one sample are equal.
         """
+        if reasoning and tokenizer is None:
+            raise ValueError("tokenizer: required with reasoning=True (the reasoning is decoded text)")
+        if max_new_tokens is None:
+            max_new_tokens = PLAN_REASONING_MAX_NEW_TOKENS if reasoning else PLAN_MAX_NEW_TOKENS
+        generate_kwargs.setdefault("do_sample", False)
+        inputs = {"input_ids": input_ids, "pixel_values": pixel_values, "attention_mask": attention_mask,
+                  "token_type_ids": token_type_ids, "ego_status": ego_status, "max_new_tokens": max_new_tokens,
+                  "suppress_tokens": [self.config.traj_token_id, self.config.image_token_id]}  # fmt: skip
+        if ego_history is not None:
+            inputs["ego_history"] = ego_history
+        if self.config.trajectory_position == "after_text":
+            sequences, trajectory = self._plan_after_text(inputs, generate_kwargs)
+        else:
+            sequences, trajectory = self._plan_from_prompt(inputs, generate_kwargs)
+        meta_action = reasoning_texts = None
+        if tokenizer is not None:
+            texts = tokenizer.batch_decode(sequences[:, input_ids.shape[1] :], skip_special_tokens=True)
+            if reasoning:
+                reasoning_texts, meta_action = (list(column) for column in zip(*map(split_reasoning, texts)))
+            else:
+                meta_action = [text.strip() for text in texts]
+        return PlanningOutput(
+            trajectory=trajectory, sequences=sequences, meta_action=meta_action, reasoning=reasoning_texts
+        )
+
+    def _plan_from_prompt(
+        self, inputs: dict[str, Any], generate_kwargs: dict[str, Any]
+    ) -> tuple[torch.LongTensor, torch.Tensor]:
+        """(sequences, trajectory) with `<traj>` ending the prompt: the trajectory head runs in the prefill."""
         captured: list[torch.Tensor] = []
         handle = self.trajectory_head.register_forward_hook(lambda module, args, output: captured.append(output))
-        suppressed = [self.config.traj_token_id, self.config.image_token_id]
-        generate_kwargs.setdefault("do_sample", False)
         try:
-            sequences = self.generate(
-                input_ids=input_ids,
-                pixel_values=pixel_values,
-                attention_mask=attention_mask,
-                token_type_ids=token_type_ids,
-                ego_status=ego_status,
-                max_new_tokens=max_new_tokens,
-                suppress_tokens=suppressed,
-                **generate_kwargs,
-            )
+            sequences = self.generate(**inputs, **generate_kwargs)
         finally:
             handle.remove()
         if not captured:
             raise ValueError(
                 f"input_ids: planning prompts must contain the <traj> token (id {self.config.traj_token_id})"
             )
-        meta_action = None
-        if tokenizer is not None:
-            meta_action = [
-                text.strip()
-                for text in tokenizer.batch_decode(sequences[:, input_ids.shape[1] :], skip_special_tokens=True)
-            ]
         # The prefill ran on the prompts expanded for beams or samples, each prompt's copies next to each other.
-        batch = input_ids.shape[0]
+        batch = inputs["input_ids"].shape[0]
         per_sample = captured[0][:: captured[0].shape[0] // batch]
-        trajectory = per_sample.repeat_interleave(sequences.shape[0] // batch, dim=0)
-        return PlanningOutput(trajectory=trajectory, sequences=sequences, meta_action=meta_action)
+        return sequences, per_sample.repeat_interleave(sequences.shape[0] // batch, dim=0)
+
+    def _plan_after_text(
+        self, inputs: dict[str, Any], generate_kwargs: dict[str, Any]
+    ) -> tuple[torch.LongTensor, torch.Tensor]:
+        """(sequences, trajectory) with `<traj>` after the generated text, in one cached step after `generate`.
+
+        The step feeds the generated tokens the cache lacks (the last one) and `<traj>` at each sample's next
+        position after its text (the tokens before its first eos); the eos and padding after the text are masked
+        out, so `<traj>` sees `[prompt | text]` exactly as in the teacher-forced layout `answer <traj>`.
+        """
+        input_ids = inputs["input_ids"]
+        if (input_ids == self.config.traj_token_id).any():
+            raise ValueError(
+                f"input_ids: with trajectory_position='after_text' the prompt has no <traj> token (id "
+                f"{self.config.traj_token_id}); plan appends it after the generated text"
+            )
+        if generate_kwargs.get("num_beams", 1) != 1:
+            raise ValueError("num_beams: trajectory_position='after_text' plans with greedy or sampled decoding")
+        output = self.generate(**inputs, **generate_kwargs, return_dict_in_generate=True, use_cache=True)
+        sequences, cache = output.sequences, output.cache
+        repeats = sequences.shape[0] // input_ids.shape[0]  # num_return_sequences
+        prompt_mask = inputs["attention_mask"]
+        prompt_mask = torch.ones_like(input_ids) if prompt_mask is None else prompt_mask
+        prompt_mask = prompt_mask.repeat_interleave(repeats, dim=0)
+        generated = sequences[:, input_ids.shape[1] :]  # (N, T)
+        num_new = generated.shape[1]
+        eos = generate_kwargs.get("eos_token_id", self.generation_config.eos_token_id)
+        eos_ids = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+        ended = torch.isin(generated, torch.tensor(eos_ids, dtype=generated.dtype, device=generated.device))
+        text_length = torch.where(ended.any(dim=1), ended.int().argmax(dim=1), num_new)  # (N,)
+        steps = torch.arange(num_new, device=sequences.device)
+        text_mask = (steps < text_length[:, None]).to(prompt_mask.dtype)  # (N, T)
+        fed = cache.get_seq_length() - input_ids.shape[1]  # generated tokens already in the cache
+        traj = torch.full_like(generated[:, :1], self.config.traj_token_id)
+        step_ids = torch.cat([generated[:, fed:], traj], dim=1)
+        prompt_tokens = prompt_mask.sum(dim=1, keepdim=True)  # positions are 1-indexed over the unpadded tokens
+        positions = torch.cat([prompt_tokens + steps[fed:] + 1, prompt_tokens + text_length[:, None] + 1], dim=1)
+        step_mask = torch.cat([prompt_mask, text_mask, torch.ones_like(traj, dtype=prompt_mask.dtype)], dim=1)
+        features = self.model(input_ids=step_ids, attention_mask=step_mask, position_ids=positions, cache=cache)
+        ego_status, ego_history = (
+            None if inputs.get(name) is None else inputs[name].repeat_interleave(repeats, dim=0)
+            for name in ("ego_status", "ego_history")
+        )
+        return sequences, self._trajectory_from_hidden(features.last_hidden_state[:, -1], ego_status, ego_history)
 
     # --- conversion ---
     def without_occupancy_modules(self) -> OccVLAForPlanning:

@@ -8,6 +8,13 @@ Token layout of one sample (PaliGemma style), `N = num_views * image_seq_length`
 `<traj>` ends the planning prompt (the trajectory head reads its final hidden state); QA prompts have none. The prefix
 gets `token_type_ids` 0, the suffix 1; `labels` are -100 except on the suffix tokens (answer + eos). Without an answer
 (inference) there is no suffix and no `labels`. Padding is on the left for generation and on the right for training.
+
+With `trajectory_position="after_text"` a planning sample is instead
+
+    <image> * N  <bos>  prompt  "\\n"  |  answer  <traj>        (labels: answer  <eos>)
+
+`<traj>` stands where the eos follows the answer: the answer still learns to end with eos, and `plan` feeds `<traj>`
+in place of the generated eos, so that the trajectory reads the same sequence in training and inference.
 """
 
 from __future__ import annotations
@@ -25,14 +32,20 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from ..constants import (
     CAMERA_NAMES,
+    DRIVING_COMMANDS,
     EGO_STATUS_FEATURES,
     IGNORE_INDEX,
     IMAGE_TOKEN,
     NUM_OCC_CLASSES,
+    NUM_PAST_WAYPOINTS,
     NUM_WAYPOINTS,
+    PLANNING_TARGETS,
     TRAJ_TOKEN,
+    TRAJECTORY_POSITIONS,
 )
-from .prompts import DEFAULT_PLANNING_PROMPT, DEFAULT_QA_PROMPT
+from ..meta_action import command_from_trajectory
+from ..reasoning import join_reasoning, split_reasoning
+from .prompts import COMMAND_PROMPT, DEFAULT_PLANNING_PROMPT, DEFAULT_QA_PROMPT
 
 CameraImage = PIL.Image.Image | np.ndarray | torch.Tensor  # PIL, numpy (H, W, 3) uint8, or torch (3, H, W) uint8
 # One sample: views in CAMERA_NAMES order, or keyed by camera name.
@@ -52,19 +65,64 @@ def ego_status_statistics(
     ego_status = np.asarray(ego_status, dtype=np.float64)
     if ego_status.ndim != 2 or ego_status.shape[1] != len(EGO_STATUS_FEATURES) or ego_status.shape[0] == 0:
         raise ValueError(f"ego_status: expected (N >= 1, {len(EGO_STATUS_FEATURES)}), got {ego_status.shape}")
-    valid = np.ones(ego_status.shape, dtype=bool) if ego_status_valid is None else np.asarray(ego_status_valid)
-    if valid.shape != ego_status.shape or valid.dtype != bool:
-        raise ValueError(f"ego_status_valid: expected {ego_status.shape} bool, got {valid.shape} {valid.dtype}")
-    if not np.isfinite(ego_status[valid]).all():
-        raise ValueError("ego_status: valid entries must be finite (NaN or inf found)")
+    return _masked_statistics(ego_status, ego_status_valid, "ego_status", "ego_status_valid")
+
+
+def ego_history_statistics(
+    past_trajectory: np.ndarray, past_trajectory_mask: np.ndarray | None, steps: int
+) -> tuple[list[float], list[float]]:
+    """Mean and std of the last `steps` past ego positions (N, H, 2) over the valid ones (N, H) bool, per step and
+    axis, flattened in (step, axis) order (2 * steps values each), as `ego_status_statistics` does per feature."""
+    past = _last_steps(np.asarray(past_trajectory, dtype=np.float64), steps, "past_trajectory")
+    if past.shape[0] == 0:
+        raise ValueError(f"past_trajectory: expected (N >= 1, H, 2), got {past.shape}")
+    mask = np.ones(past.shape[:2], bool) if past_trajectory_mask is None else np.asarray(past_trajectory_mask)
+    valid = np.repeat(_last_steps(mask[..., None], steps, "past_trajectory_mask"), 2, axis=-1)
+    flat = past.reshape(len(past), -1)
+    return _masked_statistics(flat, valid.reshape(len(past), -1), "past_trajectory", "past_trajectory_mask")
+
+
+def _last_steps(array: np.ndarray, steps: int, field: str) -> np.ndarray:
+    """The last `steps` entries of axis 1 of (N, H, D); ValueError when H < steps (the history is shorter)."""
+    if array.ndim != 3:
+        raise ValueError(f"{field}: expected (batch, steps, {array.shape[-1]}), got {array.shape}")
+    if array.shape[1] < steps:
+        raise ValueError(
+            f"{field}: holds {array.shape[1]} past positions, ego_history_steps={steps} needs {steps} "
+            f"(the rows hold {NUM_PAST_WAYPOINTS} past keyframes, 2 s)"
+        )
+    return array[:, array.shape[1] - steps :]
+
+
+def _masked_statistics(
+    values: np.ndarray, valid: np.ndarray | None, field: str, valid_field: str
+) -> tuple[list[float], list[float]]:
+    """Per-column mean and std of `values` (N, F) over the `valid` (N, F) bool entries (see ego_status_statistics)."""
+    valid = np.ones(values.shape, dtype=bool) if valid is None else np.asarray(valid)
+    if valid.shape != values.shape or valid.dtype != bool:
+        raise ValueError(f"{valid_field}: expected {values.shape} bool, got {valid.shape} {valid.dtype}")
+    if not np.isfinite(values[valid]).all():
+        raise ValueError(f"{field}: valid entries must be finite (NaN or inf found)")
     count = valid.sum(axis=0)
     safe_count = np.maximum(count, 1)
-    values = np.where(valid, ego_status, 0.0)
-    mean = values.sum(axis=0) / safe_count
-    var = (np.where(valid, ego_status - mean, 0.0) ** 2).sum(axis=0) / safe_count
+    mean = np.where(valid, values, 0.0).sum(axis=0) / safe_count
+    var = (np.where(valid, values - mean, 0.0) ** 2).sum(axis=0) / safe_count
     std = np.sqrt(var)
     std = np.where((count == 0) | (std < _MIN_STD), 1.0, std)
     return mean.tolist(), std.tolist()
+
+
+def _statistics(
+    mean: Sequence[float] | None, std: Sequence[float] | None, size: int, field: str
+) -> tuple[list[float], list[float]]:
+    """Normalisation statistics as float lists of `size` values (defaults: zeros, ones), checked finite, std > 0."""
+    mean = [0.0] * size if mean is None else [float(v) for v in mean]
+    std = [1.0] * size if std is None else [float(v) for v in std]
+    if len(mean) != size or not all(math.isfinite(v) for v in mean):
+        raise ValueError(f"{field}_mean: expected {size} finite values, got {mean}")
+    if len(std) != size or not all(math.isfinite(v) and v > 0 for v in std):
+        raise ValueError(f"{field}_std: expected {size} finite positive values, got {std}")
+    return mean, std
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -72,6 +130,13 @@ def _to_numpy(value: Any) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         return value.detach().cpu().numpy()
     return np.asarray(value)
+
+
+def _stacked(value: Any) -> np.ndarray:
+    """An array, or a list of per-sample arrays (datasets rows) stacked along a new first axis."""
+    if isinstance(value, (list, tuple)) and value and not np.isscalar(value[0]):
+        return np.stack([_to_numpy(item) for item in value])
+    return _to_numpy(value)
 
 
 def _image_to_hwc_uint8(image: Any, field: str) -> np.ndarray:
@@ -162,6 +227,23 @@ class OccVLAProcessor(ProcessorMixin):
             Planning prompt (the `<traj>` token is appended by the processor).
         qa_prompt (`str`, *optional*):
             QA prompt template with a `{question}` field.
+        planning_target (`str`, *optional*, defaults to `"meta_action"`):
+            The planning answer `from_rows` builds from a row: `"meta_action"` (the meta-action text) or
+            `"reasoning"` (the row's `reasoning` text, a newline, then the meta-action: `reasoning.join_reasoning`).
+        trajectory_position (`str`, *optional*, defaults to `"prompt"`):
+            Where the planning `<traj>` token goes: `"prompt"` (end of the prompt) or `"after_text"` (after the
+            answer, see the layouts above); must match the model's `config.trajectory_position`.
+        ego_history_steps (`int`, *optional*, defaults to 0):
+            Past ego positions emitted as `ego_history` (the last ones of the given history, e.g. the rows'
+            `past_trajectory`); 0 emits none. Must match the model's `config.ego_history_steps`.
+        ego_history_mean (`list[float]`, *optional*):
+            Mean of the `ego_history_steps` past positions, (step, axis) flattened; defaults to zeros.
+        ego_history_std (`list[float]`, *optional*):
+            Their std, the same layout; defaults to ones (`fit_ego_history_stats` sets both from a dataset).
+        use_command (`bool`, *optional*, defaults to `False`):
+            Whether `from_rows` gives planning prompts the UniAD / VAD high-level command of the row
+            (`meta_action.command_from_trajectory`, `COMMAND_PROMPT`). The command is derived from the future
+            trajectory, so on nuScenes (and the sim) it leaks the ground truth, as it does for UniAD and VAD.
     """
 
     def __init__(
@@ -176,21 +258,36 @@ class OccVLAProcessor(ProcessorMixin):
         ego_status_std: list[float] | None = None,
         planning_prompt: str = DEFAULT_PLANNING_PROMPT,
         qa_prompt: str = DEFAULT_QA_PROMPT,
+        planning_target: str = PLANNING_TARGETS[0],
+        trajectory_position: str = TRAJECTORY_POSITIONS[0],
+        ego_history_steps: int = 0,
+        ego_history_mean: list[float] | None = None,
+        ego_history_std: list[float] | None = None,
+        use_command: bool = False,
     ) -> None:
         if not isinstance(num_views, int) or not 1 <= num_views <= len(CAMERA_NAMES):
             raise ValueError(f"num_views: expected an int in [1, {len(CAMERA_NAMES)}], got {num_views!r}")
         if not isinstance(image_seq_length, int) or image_seq_length < 1:
             raise ValueError(f"image_seq_length: expected a positive int, got {image_seq_length!r}")
+        if planning_target not in PLANNING_TARGETS:
+            raise ValueError(f"planning_target: expected one of {PLANNING_TARGETS}, got {planning_target!r}")
+        if trajectory_position not in TRAJECTORY_POSITIONS:
+            raise ValueError(
+                f"trajectory_position: expected one of {TRAJECTORY_POSITIONS}, got {trajectory_position!r}"
+            )
+        if not isinstance(ego_history_steps, int) or not 0 <= ego_history_steps <= NUM_PAST_WAYPOINTS:
+            raise ValueError(
+                f"ego_history_steps: expected an int in [0, {NUM_PAST_WAYPOINTS}] (the rows hold "
+                f"{NUM_PAST_WAYPOINTS} past keyframes, 2 s), got {ego_history_steps!r}"
+            )
         if "{question}" not in qa_prompt:
             raise ValueError(f"qa_prompt: expected a '{{question}}' field, got {qa_prompt!r}")
-        num_features = len(EGO_STATUS_FEATURES)
-        ego_status_mean = [0.0] * num_features if ego_status_mean is None else [float(v) for v in ego_status_mean]
-        ego_status_std = [1.0] * num_features if ego_status_std is None else [float(v) for v in ego_status_std]
-        if len(ego_status_mean) != num_features or not all(math.isfinite(v) for v in ego_status_mean):
-            raise ValueError(f"ego_status_mean: expected {num_features} finite values, got {ego_status_mean}")
-        std_ok = len(ego_status_std) == num_features and all(math.isfinite(v) and v > 0 for v in ego_status_std)
-        if not std_ok:
-            raise ValueError(f"ego_status_std: expected {num_features} finite positive values, got {ego_status_std}")
+        ego_status_mean, ego_status_std = _statistics(
+            ego_status_mean, ego_status_std, len(EGO_STATUS_FEATURES), "ego_status"
+        )
+        ego_history_mean, ego_history_std = _statistics(
+            ego_history_mean, ego_history_std, 2 * ego_history_steps, "ego_history"
+        )
         if tokenizer is not None:
             for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
                 if getattr(tokenizer, name) is None:
@@ -206,6 +303,12 @@ class OccVLAProcessor(ProcessorMixin):
         self.ego_status_std = ego_status_std
         self.planning_prompt = planning_prompt
         self.qa_prompt = qa_prompt
+        self.planning_target = planning_target
+        self.trajectory_position = trajectory_position
+        self.ego_history_steps = ego_history_steps
+        self.ego_history_mean = ego_history_mean
+        self.ego_history_std = ego_history_std
+        self.use_command = use_command
         super().__init__(image_processor, tokenizer, chat_template=chat_template)
 
     @classmethod
@@ -213,7 +316,8 @@ class OccVLAProcessor(ProcessorMixin):
         cls, config: PreTrainedConfig, tokenizer: PreTrainedTokenizerBase, **kwargs: Any
     ) -> OccVLAProcessor:
         """A processor matching an `OccVLAConfig`: SigLIP image processor at `vision_config.image_size`, the config's
-        `num_views`, `image_seq_length` and `use_ego_status`; `kwargs` set the other processor arguments.
+        `num_views`, `image_seq_length`, `use_ego_status`, `trajectory_position` and `ego_history_steps`; `kwargs` set
+        the other processor arguments.
 
         Raises if the tokenizer's `<image>`/`<traj>` ids differ from the config's or exceed its vocabulary.
         """
@@ -224,6 +328,8 @@ class OccVLAProcessor(ProcessorMixin):
             num_views=config.num_views,
             image_seq_length=config.image_seq_length,
             use_ego_status=config.use_ego_status,
+            trajectory_position=config.trajectory_position,
+            ego_history_steps=config.ego_history_steps,
             **kwargs,
         )
         for name in ("image_token_id", "traj_token_id"):
@@ -260,6 +366,7 @@ class OccVLAProcessor(ProcessorMixin):
             "pixel_values",
             "labels",
             "ego_status",
+            "ego_history",
             "trajectory",
             "trajectory_mask",
             "occupancy",
@@ -305,8 +412,11 @@ class OccVLAProcessor(ProcessorMixin):
         pixel_values = processed["pixel_values"]  # (batch * num_views, 3, H, W)
         return pixel_values.reshape(len(samples), self.num_views, *pixel_values.shape[1:]).astype(np.float32)
 
-    def _prompts(self, text: Any, task: str, question: Any, batch_size: int) -> list[str]:
-        """The prompt of each sample: `text` verbatim, else the task template (filled with `question` for QA)."""
+    def _prompts(self, text: Any, task: str, question: Any, batch_size: int, command: Any = None) -> list[str]:
+        """The prompt of each sample: `text` verbatim, else the task template (filled with `question` for QA), with
+        the planning `command` after it (`COMMAND_PROMPT`) when given."""
+        if command is not None and task != "planning":
+            raise ValueError("command: only used with task='planning'")
         if text is not None and question is not None:
             raise ValueError("text/question: give either a full prompt (text) or a question, not both")
         if text is not None:
@@ -320,6 +430,12 @@ class OccVLAProcessor(ProcessorMixin):
         else:
             prompts = [self.planning_prompt] * batch_size
         self._check_no_special_tokens(prompts, "text")
+        if command is not None:
+            commands = _as_batch(command, "command", batch_size)
+            unknown = [c for c in commands if c not in DRIVING_COMMANDS]
+            if unknown:
+                raise ValueError(f"command: expected one of {DRIVING_COMMANDS}, got {unknown[0]!r}")
+            prompts = [COMMAND_PROMPT.format(prompt=p, command=c) for p, c in zip(prompts, commands, strict=True)]
         if self.chat_template is not None:
             conversations = [[{"role": "user", "content": [{"type": "text", "text": p}]}] for p in prompts]
             prompts = self.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False)
@@ -340,17 +456,19 @@ class OccVLAProcessor(ProcessorMixin):
     ) -> dict[str, np.ndarray]:
         """Token ids, attention mask, token types and labels (batch, seq_len) following the layout above."""
         image_ids = [self.image_token_id] * (self.num_views * self.image_seq_length)
-        prompt_end = (TRAJ_TOKEN if task == "planning" else "") + "\n"
+        after_text = task == "planning" and self.trajectory_position == "after_text"
+        prompt_end = (TRAJ_TOKEN if task == "planning" and not after_text else "") + "\n"
         prefixes = [
             image_ids + [self.tokenizer.bos_token_id] + self.tokenizer.encode(p + prompt_end, add_special_tokens=False)
             for p in prompts
         ]
         if answers is None:
-            suffixes = [[] for _ in prompts]
+            suffixes = suffix_labels = [[] for _ in prompts]
         else:
-            suffixes = [
-                self.tokenizer.encode(a, add_special_tokens=False) + [self.tokenizer.eos_token_id] for a in answers
-            ]
+            encoded = [self.tokenizer.encode(a, add_special_tokens=False) for a in answers]
+            end = self.traj_token_id if after_text else self.tokenizer.eos_token_id  # labels end with eos either way
+            suffixes = [ids + [end] for ids in encoded]
+            suffix_labels = [ids + [self.tokenizer.eos_token_id] for ids in encoded]
         seq_len = max(len(prefix) + len(suffix) for prefix, suffix in zip(prefixes, suffixes))
         batch = {
             "input_ids": np.full((len(prompts), seq_len), self.tokenizer.pad_token_id, dtype=np.int64),
@@ -358,7 +476,7 @@ class OccVLAProcessor(ProcessorMixin):
             "token_type_ids": np.zeros((len(prompts), seq_len), dtype=np.int64),
             "labels": np.full((len(prompts), seq_len), IGNORE_INDEX, dtype=np.int64),
         }
-        for row, (prefix, suffix) in enumerate(zip(prefixes, suffixes)):
+        for row, (prefix, suffix, labels) in enumerate(zip(prefixes, suffixes, suffix_labels)):
             length = len(prefix) + len(suffix)
             start = seq_len - length if padding_side == "left" else 0
             span = slice(start, start + length)
@@ -366,7 +484,7 @@ class OccVLAProcessor(ProcessorMixin):
             batch["input_ids"][row, span] = prefix + suffix
             batch["attention_mask"][row, span] = 1
             batch["token_type_ids"][row, answer_span] = 1
-            batch["labels"][row, answer_span] = suffix
+            batch["labels"][row, answer_span] = labels
         if answers is None:
             del batch["labels"]
         return batch
@@ -390,6 +508,29 @@ class OccVLAProcessor(ProcessorMixin):
             )
         normalised = (values - np.asarray(self.ego_status_mean)) / np.asarray(self.ego_status_std)
         return np.where(valid, normalised, 0.0).astype(np.float32)
+
+    def _ego_history(self, ego_history: Any, ego_history_mask: Any, batch_size: int) -> np.ndarray:
+        """Past ego positions (batch, H, 2) metres, oldest first -> the last `ego_history_steps` normalised,
+        (batch, ego_history_steps, 2) float32; positions marked invalid in `ego_history_mask` become 0 (the mean)."""
+        history = _stacked(ego_history)
+        history = history[None] if history.ndim == 2 else history
+        if history.ndim != 3 or history.shape[0] != batch_size or history.shape[2] != 2:
+            raise ValueError(f"ego_history: expected (batch={batch_size}, steps, 2) metres, got {history.shape}")
+        history = _last_steps(history.astype(np.float64), self.ego_history_steps, "ego_history")
+        if ego_history_mask is None:
+            valid = np.ones(history.shape[:2], dtype=bool)
+        else:
+            mask = _stacked(ego_history_mask)
+            mask = mask[None] if mask.ndim == 1 else mask
+            if mask.dtype != bool or mask.shape[:1] != (batch_size,):
+                raise ValueError(f"ego_history_mask: expected (batch={batch_size}, steps) bool, got {mask.shape} "
+                                 f"{mask.dtype}")  # fmt: skip
+            valid = _last_steps(mask[..., None], self.ego_history_steps, "ego_history_mask")[..., 0]
+        if not np.isfinite(history[valid]).all():
+            raise ValueError("ego_history: positions marked valid in ego_history_mask must be finite")
+        mean = np.asarray(self.ego_history_mean).reshape(-1, 2)
+        std = np.asarray(self.ego_history_std).reshape(-1, 2)
+        return np.where(valid[..., None], (history - mean) / std, 0.0).astype(np.float32)
 
     @staticmethod
     def _trajectory(trajectory: Any, trajectory_mask: Any, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -433,8 +574,11 @@ class OccVLAProcessor(ProcessorMixin):
         task: Task | None = None,
         question: str | list[str] | None = None,
         answer: str | list[str] | None = None,
+        command: str | list[str] | None = None,
         ego_status: Any = None,
         ego_status_valid: Any = None,
+        ego_history: Any = None,
+        ego_history_mask: Any = None,
         trajectory: Any = None,
         trajectory_mask: Any = None,
         occupancy: Any = None,
@@ -454,8 +598,13 @@ class OccVLAProcessor(ProcessorMixin):
             answer: training target(s): the meta-action text for planning, the answer for QA. Adds `labels`.
                 `text`, `question` and `answer` must not contain the image, `<traj>`, bos or eos tokens (a
                 `ValueError` names the field and sample).
+            command: planning only: high-level command(s) among `DRIVING_COMMANDS` ("turn left", "turn right", "go
+                straight"), written after the prompt (`COMMAND_PROMPT`); see `use_command` for its caveat.
             ego_status: (batch, F) or (F,) raw ego status in `EGO_STATUS_FEATURES` order; normalised.
             ego_status_valid: (batch, F) bool; invalid features (e.g. steering without CAN bus) become 0.
+            ego_history: (batch, H, 2) or (H, 2) past ego positions, metres, current ego frame, oldest first (the
+                rows' `past_trajectory`); the last `ego_history_steps` are normalised (ignored when it is 0).
+            ego_history_mask: (batch, H) bool valid past positions (False before the scene start); invalid become 0.
             trajectory: (batch, 6, 2) or (6, 2) future waypoints, metres, ego frame.
             trajectory_mask: (batch, 6) bool valid waypoints; defaults to all valid.
             occupancy: (batch, X, Y, Z) or (X, Y, Z) Occ3D class ids; passed through as uint8.
@@ -484,7 +633,7 @@ class OccVLAProcessor(ProcessorMixin):
 
         pixel_values = self._pixel_values(images)
         batch_size = pixel_values.shape[0]
-        prompts = self._prompts(text, task, question, batch_size)
+        prompts = self._prompts(text, task, question, batch_size, command)
         answers = None if answer is None else _as_batch(answer, "answer", batch_size)
         if answers is not None:
             self._check_no_special_tokens(answers, "answer")
@@ -492,6 +641,10 @@ class OccVLAProcessor(ProcessorMixin):
         data["pixel_values"] = pixel_values
         if ego_status is not None and self.use_ego_status:
             data["ego_status"] = self._ego_status(ego_status, ego_status_valid, batch_size)
+        if ego_history is not None and self.ego_history_steps > 0:
+            data["ego_history"] = self._ego_history(ego_history, ego_history_mask, batch_size)
+        elif ego_history_mask is not None and ego_history is None:
+            raise ValueError("ego_history_mask: given without ego_history")
         if trajectory is not None:
             data["trajectory"], data["trajectory_mask"] = self._trajectory(trajectory, trajectory_mask, batch_size)
         elif trajectory_mask is not None:
@@ -512,8 +665,10 @@ class OccVLAProcessor(ProcessorMixin):
     ) -> BatchFeature:
         """Process rows of the `planning`/`qa` dataset configs (a list of rows or a column batch) in one call.
 
-        Planning rows give `ego_status`(`_valid`), `trajectory`(`_mask`) and, when `training`, the target
-        `meta_action`; QA rows give `question` and, when `training`, `answer`. Rows carrying the occupancy columns
+        Planning rows give `ego_status`(`_valid`), `trajectory`(`_mask`) and, when `training`, the target built
+        from `meta_action` (and `reasoning`, for `planning_target="reasoning"`); QA rows give `question` and, when
+        `training`, `answer`. With `use_command`, planning prompts get the command of the row's trajectory; with
+        `ego_history_steps`, `past_trajectory`(`_mask`) give `ego_history`. Rows carrying the occupancy columns
         (`semantics`, `mask_camera`) also give `occupancy`/`occupancy_mask`. Training batches are right padded with
         labels; otherwise left padded without.
         """
@@ -527,7 +682,9 @@ class OccVLAProcessor(ProcessorMixin):
         required = ["images"]
         if task == "planning":
             required += ["ego_status", "ego_status_valid", "trajectory", "trajectory_mask"]
-            required += ["meta_action"] if training else []
+            required += ["past_trajectory", "past_trajectory_mask"] if self.ego_history_steps else []
+            if training:
+                required += ["meta_action", *(["reasoning"] if self.planning_target == "reasoning" else [])]
         else:
             required += ["question"] + (["answer"] if training else [])
         for index, row in enumerate(rows):
@@ -553,8 +710,16 @@ class OccVLAProcessor(ProcessorMixin):
             inputs["ego_status_valid"] = [np.asarray(valid, dtype=bool) for valid in column("ego_status_valid")]
             inputs["trajectory"] = column("trajectory")
             inputs["trajectory_mask"] = [np.asarray(mask, dtype=bool) for mask in column("trajectory_mask")]
+            if self.use_command:
+                inputs["command"] = [
+                    command_from_trajectory(np.asarray(points, np.float32), mask=np.asarray(mask, dtype=bool))
+                    for points, mask in zip(column("trajectory"), column("trajectory_mask"), strict=True)
+                ]
+            if self.ego_history_steps:
+                inputs["ego_history"] = [np.asarray(past, dtype=np.float32) for past in column("past_trajectory")]
+                inputs["ego_history_mask"] = [np.asarray(mask, dtype=bool) for mask in column("past_trajectory_mask")]
             if training:
-                inputs["answer"] = column("meta_action")
+                inputs["answer"] = [self.planning_answer(row) for row in rows]
         else:
             inputs["question"] = column("question")
             if training:
@@ -564,6 +729,19 @@ class OccVLAProcessor(ProcessorMixin):
             if all("mask_camera" in row for row in rows):
                 inputs["occupancy_mask"] = [np.asarray(mask, dtype=bool) for mask in column("mask_camera")]
         return self(**inputs)
+
+    def fit_ego_history_stats(self, past_trajectory: Any, past_trajectory_mask: Any = None) -> None:
+        """Set the ego-history statistics from a dataset's past positions (N, H, 2) and validity (N, H) bool."""
+        mask = None if past_trajectory_mask is None else _to_numpy(past_trajectory_mask)
+        self.ego_history_mean, self.ego_history_std = ego_history_statistics(
+            _to_numpy(past_trajectory), mask, self.ego_history_steps
+        )
+
+    def planning_answer(self, row: Mapping[str, Any]) -> str:
+        """The training answer of a planning row for `planning_target`."""
+        if self.planning_target == "reasoning":
+            return join_reasoning(row["reasoning"], row["meta_action"])
+        return row["meta_action"]
 
     def fit_ego_status_stats(self, ego_status: Any, ego_status_valid: Any = None) -> None:
         """Set the normalisation statistics from a dataset's ego status (N, F) and validity (N, F) bool."""
@@ -576,17 +754,22 @@ class OccVLAProcessor(ProcessorMixin):
         """Generated answer tokens (batch, new_tokens) and predicted waypoints (batch, 6, 2) -> one plan per sample.
 
         `generated_ids` holds only the generated tokens (slice off the prompt: `output[:, input_ids.shape[1]:]`).
-        Each plan is `{"meta_action": str, "trajectory": np.ndarray (6, 2) float32 metres}`; the meta-action is the
-        first line of the decoded text (parse it with `MetaAction.from_text` to check it against the vocabulary).
+        Each plan is `{"meta_action": str, "trajectory": np.ndarray (6, 2) float32 metres}`, plus `"reasoning": str`
+        for `planning_target="reasoning"`; the meta-action is the first line of the decoded text, or its last line
+        after the reasoning (parse it with `MetaAction.from_text` to check it against the vocabulary).
         """
         waypoints = _to_numpy(trajectory).astype(np.float32)
         texts = self.tokenizer.batch_decode(_to_numpy(generated_ids).tolist(), skip_special_tokens=True)
         if waypoints.shape != (len(texts), NUM_WAYPOINTS, 2):
             raise ValueError(f"trajectory: expected ({len(texts)}, {NUM_WAYPOINTS}, 2), got {waypoints.shape}")
-        return [
-            {"meta_action": (text.strip().splitlines() or [""])[0].strip(), "trajectory": points}
-            for text, points in zip(texts, waypoints)
-        ]
+        plans = []
+        for text, points in zip(texts, waypoints):
+            if self.planning_target == "reasoning":
+                reasoning, meta_action = split_reasoning(text)
+                plans.append({"meta_action": meta_action, "reasoning": reasoning, "trajectory": points})
+            else:
+                plans.append({"meta_action": (text.strip().splitlines() or [""])[0].strip(), "trajectory": points})
+        return plans
 
 
-__all__ = ["OccVLAProcessor", "ego_status_statistics"]
+__all__ = ["OccVLAProcessor", "ego_history_statistics", "ego_status_statistics"]

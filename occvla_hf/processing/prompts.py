@@ -7,3 +7,6 @@ DEFAULT_PLANNING_PROMPT: str = "Plan the next 3 seconds of the ego vehicle: give
 
 # QA prompt; `{question}` is replaced by the question. The answer is the nuScenes-QA answer text.
 DEFAULT_QA_PROMPT: str = "Answer the question about the driving scene: {question}"
+
+# A planning prompt with a high-level command (`DRIVING_COMMANDS`): the prompt, then the command.
+COMMAND_PROMPT: str = "{prompt} Command: {command}."

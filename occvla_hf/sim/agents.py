@@ -96,6 +96,9 @@ class SceneTrack:
     yaw: np.ndarray  # (K, N)
     velocity: np.ndarray  # (K, N, 2)
     attributes: list[list[str | None]]  # (K, N)
+    # (K,) the signal the ego faces (its front short of the stop line): state in TRAFFIC_LIGHT_STATES and the distance
+    # along the route from the ego origin to the stop line (m); None without a signal ahead
+    ego_signal: list[tuple[str, float] | None]
 
     @property
     def num_keyframes(self) -> int:
@@ -792,7 +795,19 @@ def simulate(world: World, agents: list[Agent], config: SimConfig) -> SceneTrack
     """Run the scene and sample it at keyframes. agents[0] is the ego."""
     num_steps = (config.num_keyframes - 1) * config.steps_per_keyframe + 2  # one past the last keyframe
     history = simulate_steps(world, agents, config.sim_step_s, num_steps)
-    return _keyframe_track(agents, config, history.xy, history.yaw, history.speed, history.active)
+    steps = np.arange(config.num_keyframes) * config.steps_per_keyframe
+    ego_s, times_s = history.s[steps, 0], steps * config.sim_step_s
+    signals = [_ego_signal(world, agents[0], float(s), float(t)) for s, t in zip(ego_s, times_s, strict=True)]
+    return _keyframe_track(agents, config, history.xy, history.yaw, history.speed, history.active, signals)
+
+
+def _ego_signal(world: World, ego: Agent, s: float, t: float) -> tuple[str, float] | None:
+    """The signal the ego faces at arc length `s` (its box centre) and time `t`: (state, stop-line distance from
+    the ego origin, m), or None when its route has no stop line or its front has passed it."""
+    lane = ego.lane
+    if lane is None or lane.stop_s is None or s + ego.size[0] / 2 >= lane.stop_s:
+        return None
+    return world.signal_state(lane.approach, t), float(lane.stop_s - (s - EGO_CENTER_AHEAD_M))
 
 
 def _keyframe_track(
@@ -802,6 +817,7 @@ def _keyframe_track(
     yaw_hist: np.ndarray,
     speed_hist: np.ndarray,
     active_hist: np.ndarray,
+    ego_signal: list[tuple[str, float] | None],
 ) -> SceneTrack:
     dt = config.sim_step_s
     steps = np.arange(config.num_keyframes) * config.steps_per_keyframe
@@ -827,6 +843,7 @@ def _keyframe_track(
         yaw=yaw_hist[steps][:, 1:],
         velocity=velocity_all[:, 1:],
         attributes=attributes,
+        ego_signal=ego_signal,
     )
 
 

@@ -1,7 +1,8 @@
 """Dataset generation: simulate, render and write scenes as a nuScenes dataroot with Occ3D and nuScenes-QA files.
 
 Layout of `out_dir` (what nuScenes, Occ3D-nuScenes and nuScenes-QA ship):
-    <version>/*.json                                   nuScenes tables
+    <version>/*.json                                   nuScenes tables, and traffic_light.json: the light the
+                                                       ego faces (TRAFFIC_LIGHT_TABLE)
     samples/CAM_*/<log>__CAM_*__<timestamp>.jpg        keyframe images
     samples/LIDAR_TOP/<log>__LIDAR_TOP__<timestamp>.pcd.bin
     maps/<token>.png                                   semantic prior (driveable area), 0.1 m/px
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from occvla_hf.constants import LIDAR_CHANNEL
+from occvla_hf.constants import LIDAR_CHANNEL, TRAFFIC_LIGHT_TABLE
 from occvla_hf.geometry import rotation_to_quaternion, yaw_to_quaternion
 from occvla_hf.sim.cameras import LIDAR_TRANSLATION_M, camera_rays, lidar_rays, lidar_rotation
 from occvla_hf.sim.categories import QA_STATUS_WORDS, qa_word_of
@@ -362,6 +363,16 @@ class _SceneWriter:
         )
         if self.prev_sample:
             self.out.tables["sample"][-2]["next"] = sample_token
+        signal = scene.track.ego_signal[k]
+        if signal is not None:
+            self.out.tables[TRAFFIC_LIGHT_TABLE].append(
+                {
+                    "token": self._token(TRAFFIC_LIGHT_TABLE, k),
+                    "sample_token": sample_token,
+                    "state": signal[0],
+                    "stop_line_m": signal[1],
+                }
+            )
         self.prev_sample = sample_token
         self.out.tables["sample_annotation"].extend(anns)
         qa_rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.index, 2, k]))

@@ -15,7 +15,7 @@ import numpy as np
 from nuscenes.utils.splits import create_splits_scenes
 from PIL import Image
 
-from occvla_hf.constants import CAMERA_NAMES, LIDAR_CHANNEL
+from occvla_hf.constants import CAMERA_NAMES, LIDAR_CHANNEL, TRAFFIC_LIGHT_TABLE
 from occvla_hf.sim.categories import NUSCENES_ATTRIBUTES, NUSCENES_CATEGORIES, NUSCENES_VISIBILITY
 from occvla_hf.sim.config import VERSIONS
 from occvla_hf.sim.layout import DRIVEABLE, GroundMap
@@ -34,6 +34,7 @@ TABLE_NAMES: tuple[str, ...] = (
     "sample_data",
     "sample_annotation",
     "map",
+    TRAFFIC_LIGHT_TABLE,  # ours, not a nuScenes table (the devkit does not load it)
 )
 VAL_EVERY: int = 5  # scene index i with i % VAL_EVERY == 1 takes the next validation name
 

@@ -24,8 +24,11 @@ ROW_COLUMNS: tuple[str, ...] = (
     "question",
     "answer",
     "meta_action",
+    "reasoning",
     "ego_status",
     "ego_status_valid",
+    "past_trajectory",
+    "past_trajectory_mask",
     "trajectory",
     "trajectory_mask",
     "semantics",
@@ -42,7 +45,7 @@ _SEQUENCE_PADDING: dict[str, int | None] = {
     "labels": IGNORE_INDEX,
 }
 # Per-sample keys stacked as they are; a batch has each either for every sample or for none.
-_STACKED_INPUTS: tuple[str, ...] = ("pixel_values", "ego_status", "trajectory", "trajectory_mask")
+_STACKED_INPUTS: tuple[str, ...] = ("pixel_values", "ego_status", "ego_history", "trajectory", "trajectory_mask")
 
 
 def row_task(row: Mapping[str, Any]) -> str:

@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from transformers import (
     set_seed,
 )
 
-from occvla_hf.constants import CAMERA_NAMES
+from occvla_hf.constants import CAMERA_NAMES, PLANNING_TARGETS
 from occvla_hf.data.load import load_configs
 from occvla_hf.data.occ3d import decode_mask, decode_semantics
 from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning, load_pretrained
@@ -132,6 +132,10 @@ class JointRecipe(Recipe):
             step, and grids are decoded only for the voxel loss (weight > 0). Unused without occupancy supervision.
         occupancy_weight_schedule: the occupancy weight per optimiser step (`OccupancyWeightSchedule`).
         data: the datasets (`DataRecipe`).
+        planning_target: the planning answer trained on, `meta_action` or `reasoning` (the row's reasoning text, then
+            the meta-action); set on the processor, which builds the answers and is saved with the model.
+        use_command: planning prompts carry the UniAD / VAD high-level command (derived from the future trajectory:
+            it leaks the ground truth, see `meta_action.command_from_trajectory`); set on the processor.
         freeze_vision_tower: train without updating the vision tower.
         lora: `peft.LoraConfig` fields (`r`, `lora_alpha`, `lora_dropout`, `target_modules` inside the language
             model); None: full fine-tuning.
@@ -150,6 +154,8 @@ class JointRecipe(Recipe):
     occupancy_latent_cache: str | None = None
     occupancy_weight_schedule: OccupancyWeightSchedule = field(default_factory=OccupancyWeightSchedule)
     data: DataRecipe
+    planning_target: Literal[PLANNING_TARGETS] = PLANNING_TARGETS[0]
+    use_command: bool = False
     freeze_vision_tower: bool = False
     lora: dict[str, Any] | None = None
     resume_from_checkpoint: str | bool | None = None
@@ -268,11 +274,13 @@ def build_model_and_processor(
             tokenizer=tokenizer,
             num_views=section.num_views if section.num_views is not None else len(CAMERA_NAMES),
             image_seq_length=(vision.image_size // vision.patch_size) ** 2,
+            ego_history_steps=config_kwargs.get("ego_history_steps", 0),
         )  # adds `<traj>` to the tokenizer: its id goes into the model config
         model = OccVLAForPlanning.from_vlm(
             path, num_views=processor.num_views, traj_token_id=processor.traj_token_id, **config_kwargs
         )
         processor.use_ego_status = model.config.use_ego_status
+        processor.trajectory_position = model.config.trajectory_position
         return model, processor, True
     tokenizer = build_tokenizer()
     text_config = dict(config_kwargs.pop("text_config", None) or {})
@@ -292,6 +300,8 @@ def check_processor_matches_model(processor: OccVLAProcessor, config: OccVLAConf
         "num_views": (processor.num_views, config.num_views),
         "image_seq_length": (processor.image_seq_length, config.image_seq_length),
         "use_ego_status": (processor.use_ego_status, config.use_ego_status),
+        "trajectory_position": (processor.trajectory_position, config.trajectory_position),
+        "ego_history_steps": (processor.ego_history_steps, config.ego_history_steps),
     }
     for name, (from_processor, from_config) in pairs.items():
         if from_processor != from_config:
@@ -376,18 +386,24 @@ def prepare_model(
 ) -> tuple[OccVLAForPlanning, OccVLAProcessor]:
     """The model and processor to train: built from `recipe.model` (new parameters seeded with `seed`), a new
     processor's ego-status statistics fitted on the planning rows of the training split (and a new trajectory head
-    set to the constant-velocity planner of that ego status), the occupancy VAE attached, the vision tower frozen
+    set to the constant-velocity planner of that ego status; its ego-history statistics too, with
+    `ego_history_steps`), the occupancy VAE attached, the vision tower frozen
     if asked."""
     vae = load_pretrained(OccupancyVAE, recipe.occupancy_vae) if recipe.occupancy_vae else None
     set_seed(seed)  # new parameters (heads, queries, LoRA) start the same in every run with this seed
     model, processor, new_processor = build_model_and_processor(recipe.model, vae)
     check_processor_matches_model(processor, model.config)
+    processor.planning_target, processor.use_command = recipe.planning_target, recipe.use_command
     if new_processor and "planning" in recipe.data.tasks:
         ego = _split(datasets, "planning", recipe.data.train_split).select_columns(["ego_status", "ego_status_valid"])
         ego = ego.with_format("numpy")[:]
         processor.fit_ego_status_stats(ego["ego_status"], np.asarray(ego["ego_status_valid"], dtype=bool))
         if model.config.use_ego_status:  # a new head starts as the constant-velocity planner
             model.trajectory_head.init_constant_velocity(processor.ego_status_mean, processor.ego_status_std)
+        if model.config.ego_history_steps:
+            columns = ["past_trajectory", "past_trajectory_mask"]
+            past = _split(datasets, "planning", recipe.data.train_split).select_columns(columns).with_format("numpy")[:]
+            processor.fit_ego_history_stats(past["past_trajectory"], np.asarray(past["past_trajectory_mask"], bool))
     if vae is not None:
         attach_occupancy_vae(model, vae)
     if recipe.occupancy_supervision and model.occupancy_vae is None:

@@ -26,6 +26,7 @@ from occvla_hf.data.load import load_configs
 from occvla_hf.data.nuscenes import NuScenesReader
 from occvla_hf.data.occ3d import decode_occupancy, occupancy_path
 from occvla_hf.data.schema import agent_boxes_arrays, config_features
+from occvla_hf.reasoning import generate_reasoning
 
 from .conftest import VERSION, linked_copy
 
@@ -73,13 +74,26 @@ def test_planning_row_holds_reader_fields_in_numpy_format(
     assert row["camera_intrinsics"].shape == (6, 3, 3) and row["camera_extrinsics"].shape == (6, 4, 4)
     for name in ("ego_status", "ego_status_valid", "trajectory", "trajectory_mask", "past_trajectory"):
         np.testing.assert_array_equal(row[name], expected[name])
-    assert row["meta_action"] == expected["meta_action"]
+    assert row["meta_action"] == expected["meta_action"] and row["reasoning"] == expected["reasoning"]
     boxes = agent_boxes_arrays(row["agent_boxes"])
     assert len(boxes) == 7 and all(step.shape[1] == 7 for step in boxes)
     for step, expected_step in zip(boxes, expected["agent_boxes"]):
         np.testing.assert_array_equal(step, expected_step)
     assert [list(names) for names in row["agent_categories"]] == expected["agent_categories"]
     assert row["images"].shape[0] == len(CAMERA_NAMES)
+
+
+def test_every_planning_row_has_its_reasoning_and_another_build_gives_the_same(
+    built_datasets: dict[str, DatasetDict], reader: NuScenesReader, sim_root: Path, tmp_path: Path
+):
+    again = build_dataset(sim_root, VERSION, configs=["planning"], cache_dir=tmp_path / "again")
+    for split, rows in built_datasets["planning"].items():
+        texts = rows["reasoning"]
+        assert len(texts) == len(rows) > 0 and all(text.startswith("Objects: ") for text in texts)
+        lights = [reader.traffic_lights.get(token) for token in rows["sample_token"]]
+        numpy_rows = rows.remove_columns("images").with_format("numpy")
+        assert [generate_reasoning(row, light) for row, light in zip(numpy_rows, lights, strict=True)] == texts
+        assert again["planning"][split]["reasoning"] == texts
 
 
 def test_images_are_the_six_camera_files_in_camera_order(

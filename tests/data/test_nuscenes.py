@@ -11,9 +11,10 @@ from nuscenes.eval.common.utils import quaternion_yaw
 from nuscenes.utils.splits import create_splits_scenes
 from pyquaternion import Quaternion
 
-from occvla_hf.constants import CAMERA_NAMES, NUM_PAST_WAYPOINTS, NUM_WAYPOINTS
-from occvla_hf.data.nuscenes import VERSION_SPLITS, NuScenesReader
+from occvla_hf.constants import CAMERA_NAMES, NUM_PAST_WAYPOINTS, NUM_WAYPOINTS, TRAFFIC_LIGHT_TABLE
+from occvla_hf.data.nuscenes import VERSION_SPLITS, NuScenesReader, read_traffic_lights
 from occvla_hf.meta_action import meta_action_from_trajectory
+from occvla_hf.reasoning import generate_reasoning
 
 from .conftest import VERSION, linked_copy
 
@@ -253,3 +254,39 @@ def test_camera_fields_refuse_filenames_outside_the_dataroot(
     (tables / "sample_data.json").write_text(json.dumps(records))
     with pytest.raises(ValueError, match=f"sample_data {camera_token}: filename: expected a path inside the dataroot"):
         NuScenesReader(root, VERSION).camera_fields(token)
+
+
+def test_reasoning_is_generated_from_the_record_and_the_sim_traffic_light(reader: NuScenesReader, sim_root: Path):
+    table = json.loads((sim_root / VERSION / f"{TRAFFIC_LIGHT_TABLE}.json").read_text())
+    assert table and set(reader.traffic_lights) == {record["sample_token"] for record in table}
+    lit = 0
+    for scene in reader.nusc.scene:
+        tokens = reader.scene_keyframes(scene["name"])
+        for token, record in zip(tokens, reader.planning_fields(scene["name"]), strict=True):
+            light = reader.traffic_lights.get(token)
+            assert record["reasoning"] == generate_reasoning(record, light)
+            assert (" light " in record["reasoning"]) == (light is not None)
+            lit += light is not None
+    assert lit == len(table)
+
+
+def test_a_dataroot_without_traffic_lights_reads_no_light(sim_root: Path, tmp_path: Path):
+    """nuScenes has no light state: without the sim's table every text is generated from the record alone."""
+    root = linked_copy(sim_root, tmp_path / "root", skip={VERSION})
+    linked_copy(sim_root / VERSION, root / VERSION, skip={f"{TRAFFIC_LIGHT_TABLE}.json"})
+    reader = NuScenesReader(root, VERSION)
+    assert reader.traffic_lights == {}
+    for scene in reader.nusc.scene:
+        for record in reader.planning_fields(scene["name"]):
+            assert record["reasoning"] == generate_reasoning(record) and " light " not in record["reasoning"]
+
+
+@pytest.mark.parametrize(
+    "record",
+    [{"sample_token": "a", "state": "blue", "stop_line_m": 3.0}, {"sample_token": "a", "state": "red"}],
+    ids=["bad-state", "missing-distance"],
+)
+def test_bad_traffic_light_records_name_the_file(tmp_path: Path, record: dict):
+    (tmp_path / f"{TRAFFIC_LIGHT_TABLE}.json").write_text(json.dumps([record]))
+    with pytest.raises(ValueError, match=rf"{TRAFFIC_LIGHT_TABLE}\.json: record 0"):
+        read_traffic_lights(tmp_path)

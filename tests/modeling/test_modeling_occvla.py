@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from huggingface_hub.errors import StrictDataclassClassValidationError
 
 from occvla_hf.modeling import OccVLAForPlanning
 from tests.conftest import TINY_GRID, StandInOccupancyVAE, make_batch, tiny_config
@@ -263,3 +264,124 @@ def test_generate_supports_beam_search_and_sampling(tiny_model: OccVLAForPlannin
     generated = tiny_model.generate(**batch, max_new_tokens=4, min_new_tokens=4, **strategy)
     assert generated.shape == (2, batch["input_ids"].shape[1] + 4)
     assert torch.equal(generated[:, : batch["input_ids"].shape[1]], batch["input_ids"])
+
+
+# ------------------------------------------------------------------------------------- trajectory after the text
+
+
+def after_text_model() -> OccVLAForPlanning:
+    torch.manual_seed(0)
+    model = OccVLAForPlanning(tiny_config(trajectory_position="after_text"))
+    model.set_occupancy_vae(StandInOccupancyVAE())
+    return model.eval()
+
+
+def left_padded_prompts(config, pad: int = 2) -> dict:
+    """Two planning prompts without <traj> (images, then text), the second shorter and left padded by `pad`."""
+    batch = make_batch(config, planning=False)
+    input_ids, attention_mask = batch["input_ids"].clone(), batch["attention_mask"].clone()
+    input_ids[1] = torch.cat([torch.zeros(pad, dtype=input_ids.dtype), input_ids[1, :-pad]])
+    attention_mask[1, :pad] = 0
+    return {**batch, "input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def teacher_forced_trajectory(model: OccVLAForPlanning, batch: dict, generated: torch.Tensor, eos: int) -> torch.Tensor:
+    """The trajectory of one forward over `[prompt | text | <traj>]` per sample (the training layout)."""
+    rows = []
+    for i in range(generated.shape[0]):
+        prompt = batch["input_ids"][i][batch["attention_mask"][i].bool()]
+        text = generated[i]
+        text = text[: int((text == eos).int().argmax())] if (text == eos).any() else text
+        input_ids = torch.cat([prompt, text, torch.tensor([model.config.traj_token_id])])[None]
+        token_type_ids = torch.zeros_like(input_ids)
+        token_type_ids[:, len(prompt) :] = 1
+        rows.append(
+            model(
+                input_ids=input_ids,
+                token_type_ids=token_type_ids,
+                pixel_values=batch["pixel_values"][i : i + 1],
+                ego_status=batch["ego_status"][i : i + 1],
+            ).trajectory
+        )
+    return torch.cat(rows)
+
+
+def test_after_text_plan_equals_one_teacher_forced_forward_over_prompt_text_and_traj() -> None:
+    model = after_text_model()
+    batch = left_padded_prompts(model.config)
+    sampling = {"do_sample": True, "temperature": 5.0, "max_new_tokens": 6}  # a random model repeats its argmax
+    torch.manual_seed(1)
+    first = model.plan(**batch, min_new_tokens=6, **sampling)
+    generated = first.sequences[:, batch["input_ids"].shape[1] :]
+    # Sample 0 stops after k >= 1 text tokens (its first token not seen before); sample 1 where it meets that token.
+    k = next(k for k in range(1, 6) if generated[0, k] not in generated[0, :k])
+    eos = int(generated[0, k])
+    lengths: list[int] = []
+    model.model.language_model.register_forward_pre_hook(
+        lambda module, args, kwargs: lengths.append(kwargs["inputs_embeds"].shape[1]), with_kwargs=True
+    )
+    torch.manual_seed(1)
+    plan = model.plan(**batch, eos_token_id=eos, **sampling)
+    generated = plan.sequences[:, batch["input_ids"].shape[1] :]
+    assert generated[0, k] == eos and not (generated[0, :k] == eos).any()
+    assert lengths[0] == batch["input_ids"].shape[1] and max(lengths[1:]) <= 2  # one prefill, then cached steps
+    assert len(lengths) == generated.shape[1] + 1  # the decoding steps and the one <traj> step
+    expected = teacher_forced_trajectory(model, batch, generated, eos)
+    torch.testing.assert_close(plan.trajectory, expected, rtol=0, atol=1e-6)
+    # The trajectory conditions on the text: the first plan (6 tokens for both samples) differs for sample 0.
+    assert not torch.allclose(first.trajectory[0], plan.trajectory[0])
+    full_text = teacher_forced_trajectory(model, batch, first.sequences[:, -6:], -1)
+    torch.testing.assert_close(first.trajectory, full_text, rtol=0, atol=1e-6)
+
+
+def test_after_text_plan_rejects_a_traj_prompt_and_beams() -> None:
+    model = after_text_model()
+    with pytest.raises(ValueError, match="the prompt has no <traj> token"):
+        model.plan(**make_batch(model.config), max_new_tokens=2)
+    with pytest.raises(ValueError, match="num_beams"):
+        model.plan(**make_batch(model.config, planning=False), max_new_tokens=2, num_beams=2)
+
+
+@pytest.mark.parametrize("trajectory_position", ["prompt", "after_text"])
+def test_occupancy_queries_change_nothing_in_either_trajectory_layout(trajectory_position: str) -> None:
+    torch.manual_seed(0)
+    model = OccVLAForPlanning(tiny_config(trajectory_position=trajectory_position))
+    model.set_occupancy_vae(StandInOccupancyVAE())
+    model.eval()
+    batch = make_batch(model.config)  # <traj> last: the end of the prompt, or after a 3-token answer
+    if trajectory_position == "after_text":
+        batch["token_type_ids"][:, -4:] = 1
+    without = model(**batch)
+    with_queries = model(**batch, occupancy=occupancy_targets(2))
+    torch.testing.assert_close(with_queries.logits, without.logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(with_queries.trajectory, without.trajectory, rtol=0, atol=1e-6)
+    calls: list[int] = []
+    model.occupancy_head.register_forward_hook(lambda module, args, output: calls.append(1))
+    plan_batch = batch if trajectory_position == "prompt" else make_batch(model.config, planning=False)
+    model.plan(**plan_batch, max_new_tokens=3)
+    assert calls == []
+
+
+# ------------------------------------------------------------------------------------------------- ego history
+
+
+@pytest.mark.parametrize("trajectory_position", ["prompt", "after_text"])
+def test_the_trajectory_head_reads_the_ego_history(trajectory_position: str) -> None:
+    torch.manual_seed(0)
+    model = OccVLAForPlanning(tiny_config(ego_history_steps=4, trajectory_position=trajectory_position)).eval()
+    hidden, status = model.config.text_config.hidden_size, model.config.ego_status_dim
+    assert model.trajectory_head.mlp[0].in_features == hidden + status + 4 * 2
+    batch = make_batch(model.config, planning=trajectory_position == "prompt")
+    history = torch.randn(2, 4, 2, generator=torch.Generator().manual_seed(1))
+    plan = model.plan(**batch, ego_history=history, max_new_tokens=2)
+    other = model.plan(**batch, ego_history=history.flip(1), max_new_tokens=2)
+    assert plan.trajectory.shape == (2, 6, 2) and not torch.allclose(plan.trajectory, other.trajectory)
+    with pytest.raises(ValueError, match=r"ego_history: required, \(2, 4, 2\), because config.ego_history_steps is 4"):
+        model.plan(**batch, max_new_tokens=2)
+    with pytest.raises(ValueError, match=r"ego_history: expected \(2, 4, 2\)"):
+        model.plan(**batch, ego_history=history[:, 1:], max_new_tokens=2)
+
+
+def test_ego_history_beyond_the_rows_is_rejected() -> None:
+    with pytest.raises(StrictDataclassClassValidationError, match=r"ego_history_steps: expected 0..4 \(the rows"):
+        tiny_config(ego_history_steps=5)

@@ -15,6 +15,8 @@ from transformers import AutoProcessor
 from occvla_hf.constants import CAMERA_NAMES, EGO_STATUS_FEATURES, IMAGE_TOKEN, TRAJ_TOKEN
 from occvla_hf.modeling import OccVLAConfig
 from occvla_hf.processing import OccVLAProcessor, ego_status_statistics
+from occvla_hf.processing.processing_occvla import ego_history_statistics
+from occvla_hf.reasoning import join_reasoning, split_reasoning
 
 from .conftest import IMAGE_SEQ_LENGTH, IMAGE_SIZE_PX
 
@@ -208,6 +210,8 @@ def test_from_model_config_matches_the_model(tokenizer, camera_images) -> None:
     assert int((batch["input_ids"] == tokenizer.image_token_id).sum()) == 8
     with pytest.raises(ValueError, match="traj_token_id"):
         OccVLAProcessor.from_model_config(tiny_model_config(tokenizer, traj_token_id=7), tokenizer)
+    after_text = tiny_model_config(tokenizer, trajectory_position="after_text")
+    assert OccVLAProcessor.from_model_config(after_text, tokenizer).trajectory_position == "after_text"
 
 
 # ---------------------------------------------------------------------------------------- ego status / targets
@@ -329,6 +333,114 @@ def test_from_rows_missing_column_raises_naming_it(make_processor) -> None:
         make_processor().from_rows([row], task="planning", training=False)
 
 
+REASONING = "Objects: none. Road: ego at 8.0 m/s, no lead vehicle. Decision: keep, straight, because the path is clear."
+
+
+def test_the_reasoning_target_is_the_reasoning_then_the_meta_action(make_processor, tokenizer) -> None:
+    rng = np.random.default_rng(7)
+    rows = [{**planning_row(rng), "reasoning": REASONING}, {**planning_row(rng), "meta_action": "stop, left turn"}]
+    rows[1]["reasoning"] = REASONING.replace("keep, straight", "stop, left turn")
+    processor = make_processor(planning_target="reasoning")
+    batch = processor.from_rows(rows, task="planning")
+    for row, labels in zip(rows, batch["labels"], strict=True):
+        answer = tokenizer.decode(labels[labels != -100], skip_special_tokens=True)
+        assert answer == f"{row['reasoning']}\n{row['meta_action']}"
+        assert answer == join_reasoning(row["reasoning"], row["meta_action"])
+    labels = make_processor().from_rows(rows, task="planning")["labels"][0]
+    assert tokenizer.decode(labels[labels != -100]) == "keep, straight" + tokenizer.eos_token
+    del rows[0]["reasoning"]
+    with pytest.raises(ValueError, match=r"rows\[0\]: missing columns \['reasoning'\]"):
+        processor.from_rows(rows, task="planning")
+    processor.from_rows(rows, task="planning", training=False)  # inference needs no target
+
+
+def test_after_text_layout_puts_traj_after_the_answer_where_the_labels_end_with_eos(
+    make_processor, camera_images, tokenizer
+) -> None:
+    processor = make_processor(num_views=1, trajectory_position="after_text")
+    batch = processor(images=camera_images(1, 1), answer="keep, straight", padding_side="right")
+    prompt = make_processor(num_views=1)(images=camera_images(1, 1))["input_ids"][0]
+    ids, labels = batch["input_ids"][0], batch["labels"][0]
+    answer = tokenizer.encode("keep, straight")
+    assert ids.tolist() == [*prompt[prompt != tokenizer.traj_token_id].tolist(), *answer, tokenizer.traj_token_id]
+    assert labels[labels != -100].tolist() == [*answer, tokenizer.eos_token_id]
+    assert batch["token_type_ids"][0].tolist() == [0] * (len(ids) - len(answer) - 1) + [1] * (len(answer) + 1)
+    inference = processor(images=camera_images(1, 1))["input_ids"][0]
+    assert tokenizer.traj_token_id not in inference.tolist()
+    qa = processor(images=camera_images(1, 1), question="Is there a bus?", answer="yes")
+    assert qa["input_ids"][0, -1] == tokenizer.eos_token_id  # QA keeps its layout
+
+
+def test_ego_history_is_the_last_steps_normalised_and_invalid_positions_are_zero(make_processor, camera_images) -> None:
+    past = np.array([[[-8.0, 0.5], [-6.0, 0.4], [-4.0, 0.2], [-2.0, 0.1]]], np.float32)  # (1, 4, 2), oldest first
+    mask = np.array([[False, True, False, True]])
+    processor = make_processor(
+        num_views=1, ego_history_steps=3, ego_history_mean=[-6.0, 0.0] * 3, ego_history_std=[2.0, 0.5] * 3
+    )
+    history = processor(images=camera_images(1, 1), ego_history=past, ego_history_mask=mask)["ego_history"]
+    expected = [[[0.0, 0.8], [0.0, 0.0], [2.0, 0.2]]]  # steps -1.5, -1.0 (invalid), -0.5 s
+    torch.testing.assert_close(history, torch.tensor(expected))
+    assert "ego_history" not in make_processor(num_views=1)(images=camera_images(1, 1), ego_history=past)
+    with pytest.raises(ValueError, match="ego_history: holds 2 past positions, ego_history_steps=3 needs 3"):
+        processor(images=camera_images(1, 1), ego_history=past[:, 2:])
+    with pytest.raises(ValueError, match=r"ego_history: expected \(batch=1, steps, 2\)"):
+        processor(images=camera_images(1, 1), ego_history=np.zeros((1, 4, 3)))
+    with pytest.raises(ValueError, match="ego_history_steps: expected an int in \\[0, 4\\]"):
+        make_processor(ego_history_steps=5)
+    with pytest.raises(ValueError, match="ego_history_mean: expected 6 finite values"):
+        make_processor(ego_history_steps=3, ego_history_mean=[0.0] * 4)
+
+
+def test_ego_history_statistics_hand_checked_and_rows_give_the_history(make_processor) -> None:
+    past = np.array([[[9.0, 9.0], [-4.0, 1.0], [-2.0, 0.0]], [[9.0, 9.0], [-2.0, 3.0], [np.nan, np.nan]]])
+    mask = np.array([[True, True, True], [True, True, False]])
+    mean, std = ego_history_statistics(past, mask, steps=2)
+    assert mean == [-3.0, 2.0, -2.0, 0.0] and std == [1.0, 1.0, 1.0, 1.0]  # the constant last step gets std 1
+    with pytest.raises(ValueError, match="past_trajectory: holds 3 past positions, ego_history_steps=4"):
+        ego_history_statistics(past, mask, steps=4)
+    processor = make_processor(ego_history_steps=2)
+    processor.fit_ego_history_stats(past, mask)
+    assert (processor.ego_history_mean, processor.ego_history_std) == (mean, std)
+    rng = np.random.default_rng(8)
+    row = {**planning_row(rng), "past_trajectory": past[0, :2].tolist() + [[-1.0, 0.0]]}
+    row["past_trajectory_mask"] = [True, True, True]
+    history = processor.from_rows([row], task="planning")["ego_history"]
+    torch.testing.assert_close(history, torch.tensor([[[-1.0, -1.0], [1.0, 0.0]]]))
+    del row["past_trajectory_mask"]
+    with pytest.raises(ValueError, match="past_trajectory_mask"):
+        processor.from_rows([row], task="planning", training=False)
+
+
+def test_a_command_follows_the_planning_prompt_and_rows_derive_it_from_the_future(
+    make_processor, camera_images, tokenizer
+) -> None:
+    processor = make_processor(num_views=1)
+    batch = processor(images=camera_images(2, 1), command=["turn left", "go straight"])
+    texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in batch["input_ids"]]
+    assert texts[0].startswith(processor.planning_prompt + " Command: turn left.")
+    assert texts[1].startswith(processor.planning_prompt + " Command: go straight.")
+    vocabulary = r"\('turn left', 'turn right', 'go straight'\)"
+    with pytest.raises(ValueError, match=rf"command: expected one of {vocabulary}, got 'u-turn'"):
+        processor(images=camera_images(1, 1), command="u-turn")
+    with pytest.raises(ValueError, match="command: only used with task='planning'"):
+        processor(images=camera_images(1, 1), question="Is there a bus?", command="turn left")
+    rng = np.random.default_rng(9)
+    row = {**planning_row(rng), "trajectory": [[2.0 * k, -0.5 * k] for k in range(1, 7)]}  # 3 m to the right
+    with_command = make_processor(use_command=True).from_rows([row], task="planning", training=False)
+    direct = make_processor()(images=[row["images"]], command="turn right", ego_status=[row["ego_status"]],
+                              ego_status_valid=[row["ego_status_valid"]])  # fmt: skip
+    torch.testing.assert_close(with_command["input_ids"], direct["input_ids"])
+    assert not torch.equal(make_processor().from_rows([row], task="planning", training=False)["input_ids"],
+                           direct["input_ids"])  # fmt: skip
+
+
+def test_split_reasoning_inverts_join_reasoning() -> None:
+    assert split_reasoning(join_reasoning(REASONING, "keep, straight")) == (REASONING, "keep, straight")
+    assert split_reasoning("  keep, straight \n") == ("", "keep, straight") and split_reasoning("") == ("", "")
+    with pytest.raises(ValueError, match="one line each"):
+        join_reasoning("a\nb", "keep, straight")
+
+
 # ----------------------------------------------------------------------------------------- post-processing
 
 
@@ -347,6 +459,9 @@ def test_post_process_plan_pairs_decoded_meta_action_with_waypoints(make_process
     np.testing.assert_array_equal(plans[1]["trajectory"], trajectory[1].numpy())
     with pytest.raises(ValueError, match="trajectory"):
         processor.post_process_plan(generated, trajectory[:1])
+    reasoned = torch.tensor([tokenizer.encode(join_reasoning(REASONING, "keep, straight")) + [tokenizer.eos_token_id]])
+    plan = make_processor(planning_target="reasoning").post_process_plan(reasoned, trajectory[:1])[0]
+    assert (plan["reasoning"], plan["meta_action"]) == (REASONING, "keep, straight")
 
 
 # ---------------------------------------------------------------------------------------------- save / load
@@ -356,10 +471,12 @@ def test_save_load_round_trip_and_auto_processor(make_processor, camera_images, 
     processor = make_processor(
         num_views=1, use_ego_status=False, ego_status_mean=[1.0] * F, ego_status_std=[2.0] * F,
         planning_prompt="Plan.", qa_prompt="Q: {question}", chat_template="{{ messages[0]['content'][0]['text'] }}",
+        planning_target="reasoning",
     )  # fmt: skip
     processor.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "processor_config.json").read_text())
     assert config["num_views"] == 1 and config["ego_status_std"] == [2.0] * F and config["qa_prompt"] == "Q: {question}"
+    assert config["planning_target"] == "reasoning"
     for loaded in (OccVLAProcessor.from_pretrained(tmp_path), AutoProcessor.from_pretrained(tmp_path)):
         assert type(loaded) is OccVLAProcessor
         assert loaded.to_dict() == processor.to_dict() and loaded.chat_template == processor.chat_template
@@ -423,6 +540,8 @@ def test_bad_inputs_raise_errors_naming_the_field(make_processor, case: str) -> 
         ({"qa_prompt": "no field"}, "qa_prompt"),
         ({"ego_status_mean": [0.0] * 5}, "ego_status_mean"),
         ({"ego_status_std": [0.0] * 6}, "ego_status_std"),
+        ({"planning_target": "thoughts"}, "planning_target"),
+        ({"trajectory_position": "end"}, "trajectory_position"),
     ],
 )
 def test_bad_settings_raise_naming_the_setting(make_processor, kwargs: dict, field: str) -> None:

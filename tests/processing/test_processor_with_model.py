@@ -8,6 +8,7 @@ import torch
 
 from occvla_hf.modeling import OccVLAForPlanning
 from occvla_hf.processing import OccVLAProcessor, build_tokenizer
+from occvla_hf.reasoning import split_reasoning
 from tests.conftest import TINY_GRID, TINY_TEXT_CONFIG, StandInOccupancyVAE, tiny_config
 
 
@@ -46,6 +47,18 @@ def test_plan_on_processor_output_returns_a_planning_output(model_and_processor)
     # Left padding must not change a sample's trajectory: plan the second sample alone.
     alone = processor(images=camera_images(2)[1:], text=["Plan the next 3 seconds."], ego_status=np.zeros((1, 6)))
     torch.testing.assert_close(model.plan(**alone, max_new_tokens=1).trajectory, plan.trajectory[1:], atol=1e-5, rtol=0)
+
+
+def test_plan_with_reasoning_returns_the_reasoning_and_the_meta_action_after_it(model_and_processor) -> None:
+    model, processor = model_and_processor
+    inputs = processor(images=camera_images(2), ego_status=np.zeros((2, 6), np.float32))
+    plan = model.plan(**inputs, tokenizer=processor.tokenizer, max_new_tokens=12, reasoning=True)
+    texts = processor.batch_decode(plan.sequences[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert [split_reasoning(text) for text in texts] == list(zip(plan.reasoning, plan.meta_action, strict=True))
+    assert model.plan(**inputs, max_new_tokens=12).reasoning is None
+    torch.testing.assert_close(model.plan(**inputs, max_new_tokens=12).trajectory, plan.trajectory)
+    with pytest.raises(ValueError, match="tokenizer: required with reasoning=True"):
+        model.plan(**inputs, reasoning=True)
 
 
 def test_qa_generate_on_processor_output(model_and_processor) -> None:

@@ -16,7 +16,14 @@ from nuscenes.utils.splits import create_splits_scenes
 from PIL import Image
 from pyquaternion import Quaternion
 
-from occvla_hf.constants import CAMERA_NAMES, OCC_CLASS_NAMES, OCC_GRID_SHAPE, QA_QUESTION_TYPES
+from occvla_hf.constants import (
+    CAMERA_NAMES,
+    OCC_CLASS_NAMES,
+    OCC_GRID_SHAPE,
+    QA_QUESTION_TYPES,
+    TRAFFIC_LIGHT_STATES,
+    TRAFFIC_LIGHT_TABLE,
+)
 from occvla_hf.sim import generate_dataset
 from occvla_hf.sim.categories import QA_CATEGORY_WORDS, QA_STATUS_WORDS, occ_class_of, qa_word_of
 from occvla_hf.sim.generate import scene_placement
@@ -310,3 +317,21 @@ def test_occupancy_files_follow_real_occ3d_conventions(nusc, dataroot):
     # Real files: about 9 % (lidar) and 7 % (camera). Ours are higher where buildings line the streets (their walls
     # return rays at every height), but well below the ~40 % of treating every free voxel in view as observed.
     assert camera_coverage < lidar_coverage < 0.3
+
+
+def test_the_traffic_light_table_records_the_signal_the_ego_faces(nusc, dataroot, scenes):
+    records = json.loads((dataroot / VERSION / f"{TRAFFIC_LIGHT_TABLE}.json").read_text())
+    by_sample = {record["sample_token"]: record for record in records}
+    assert len(by_sample) == len(records) == len({record["token"] for record in records})
+    expected = 0
+    for index, scene_record in enumerate(sorted(nusc.scene, key=lambda s: s["name"])):
+        token = scene_record["first_sample_token"]
+        for signal in scenes[index].track.ego_signal:
+            if signal is None:
+                assert token not in by_sample
+            else:
+                expected += 1
+                assert (by_sample[token]["state"], by_sample[token]["stop_line_m"]) == signal
+                assert signal[0] in TRAFFIC_LIGHT_STATES and signal[1] > 0.0
+            token = nusc.get("sample", token)["next"]
+    assert len(records) == expected

@@ -30,8 +30,14 @@ from occvla_hf.evaluation.baselines import constant_velocity_trajectories, has_v
 from occvla_hf.modeling import OccVLAForPlanning
 from occvla_hf.modeling.occupancy_vae import OccupancyVAE
 from occvla_hf.processing import OccVLAProcessor, build_tokenizer, ego_status_statistics
+from occvla_hf.processing.processing_occvla import ego_history_statistics
 from occvla_hf.training.collator import OccVLADataCollator
-from occvla_hf.training.joint import JointDataset, build_model_and_processor, train_joint
+from occvla_hf.training.joint import (
+    JointDataset,
+    build_model_and_processor,
+    check_processor_matches_model,
+    train_joint,
+)
 from occvla_hf.training.recipe import load_recipe
 from tests.conftest import IMAGE_SIZE_PX, TINY_MODEL_CONFIG
 
@@ -154,6 +160,31 @@ def test_a_new_model_starts_as_the_constant_velocity_planner(tiny_recipe, traini
         predicted = result.model.eval()(**inputs).trajectory.numpy()
     expected = constant_velocity_trajectories(np.asarray(rows["ego_status"], dtype=np.float32))
     np.testing.assert_allclose(predicted, expected, atol=1e-3)
+
+
+def test_the_reasoning_target_trains_on_the_reasoning_then_the_meta_action(tiny_recipe, training_data_dir):
+    """The options together: reasoning target, <traj> after the text, 2 s of ego history, the command prompt."""
+    config = {**TINY_MODEL_CONFIG, "trajectory_position": "after_text", "ego_history_steps": 4}
+    recipe = with_changes(tiny_recipe, model={"config": config}, training={"max_steps": 1}, occupancy_supervision=False)
+    result = train_joint({**recipe, "planning_target": "reasoning", "use_command": True})
+    processor = OccVLAProcessor.from_pretrained(result.output_dir)
+    assert processor.planning_target == result.processor.planning_target == "reasoning" and processor.use_command
+    assert (processor.trajectory_position, processor.ego_history_steps) == ("after_text", 4)
+    planning = load_configs(training_data_dir)["planning"]["mini_train"].with_format("numpy")[:]
+    expected = ego_history_statistics(planning["past_trajectory"], planning["past_trajectory_mask"].astype(bool), 4)
+    assert (processor.ego_history_mean, processor.ego_history_std) == expected and len(expected[0]) == 8
+    rows = JointDataset({"planning": load_configs(training_data_dir)["planning"]["mini_train"]})
+    batch = OccVLADataCollator(processor, occupancy_supervision=False)([rows[0], rows[1]])
+    for index, labels in enumerate(batch["labels"]):
+        row = rows[index]
+        expected = f"{row['reasoning']}\n{row['meta_action']}"
+        assert processor.tokenizer.decode(labels[labels != -100], skip_special_tokens=True) == expected
+    assert batch["ego_history"].shape == (2, 4, 2)
+    assert (batch["input_ids"] == processor.traj_token_id).sum(dim=1).tolist() == [1, 1]
+    plan = result.model.plan(**processor.from_rows([rows[0]], task="planning", training=False), max_new_tokens=4)
+    assert plan.trajectory.shape == (1, 6, 2) and torch.isfinite(plan.trajectory).all()
+    with pytest.raises(TypeError, match="planning_target: expected 'meta_action' or 'reasoning'"):
+        train_joint({**recipe, "planning_target": "thoughts"})
 
 
 def test_ablation_recipe_trains_without_any_occupancy_term(tiny_recipe):
@@ -307,3 +338,9 @@ def test_recipe_rejects_inconsistent_models(tiny_recipe):
         build_model_and_processor({"from_pretrained": "a", "from_vlm": "b"})
     with pytest.raises(ValueError, match="image_token_id"):
         train_joint(with_changes(tiny_recipe, model={"config": {**TINY_MODEL_CONFIG, "image_token_id": 7}}))
+    after_text = {**TINY_MODEL_CONFIG, "trajectory_position": "after_text"}
+    model, processor, _ = build_model_and_processor({"config": after_text})
+    assert processor.trajectory_position == model.config.trajectory_position == "after_text"
+    processor.trajectory_position = "prompt"
+    with pytest.raises(ValueError, match="trajectory_position: the processor has prompt, the model config after_text"):
+        check_processor_matches_model(processor, model.config)
