@@ -431,6 +431,8 @@ def _model_card_info(recipe: JointRecipe, args: TrainingArguments, model: torch.
         datasets=[str(recipe.data.path)],
         occupancy_supervision=recipe.occupancy_supervision,
         lora_rank=model.peft_config["default"].r if recipe.lora else None,
+        evaluation_data=str(recipe.data.path) if recipe.data.eval_split is not None else None,
+        evaluation_split=recipe.data.eval_split,
     )
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, ModelCard
 from transformers import (
     PaliGemmaConfig,
     PaliGemmaForConditionalGeneration,
@@ -138,6 +138,10 @@ def test_joint_output_folder_loads_back_with_its_processor_vae_and_card(joint_ru
     torch.testing.assert_close(got.occupancy_latent_loss, expected.occupancy_latent_loss)
     card = (output_dir / "README.md").read_text()
     assert "license: apache-2.0" in card and "Synthetic scenes" in card and "| ST-P3 |" in card
+    metadata = ModelCard(card).data  # what the Hub validates: no local path in it, the eval L2 in the model-index
+    assert metadata.datasets is None and metadata.base_model is None
+    assert str(training_data_dir) in card and str(training_data_dir) not in card.split("---")[1]
+    assert {result.metric_type for result in metadata.eval_results} == {"l2"}
     state = json.loads((output_dir / "trainer_state.json").read_text())
     assert state["global_step"] == 60
 
