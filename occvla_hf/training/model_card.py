@@ -20,14 +20,11 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from occvla_hf.constants import PLANNING_PROTOCOL_NAMES
+from occvla_hf.constants import DATA_SOURCE_LICENSES, DATA_SOURCES, PLANNING_PROTOCOL_NAMES
 from occvla_hf.evaluation.planning import PROTOCOLS, REPORT_HORIZONS_S
 
 # The template shipped at the repository root.
 MODEL_CARD_TEMPLATE: Path = Path(__file__).resolve().parents[1] / "model_card.md"
-TRAINING_DATA_SOURCES: tuple[str, ...] = ("nuscenes", "sim")
-# Licence of the weights by training data: nuScenes-derived weights follow the nuScenes terms of use.
-WEIGHTS_LICENSES: dict[str, str] = {"nuscenes": "cc-by-nc-sa-4.0", "sim": "apache-2.0"}
 CARD_TAGS: tuple[str, ...] = ("occvla", "vision-language-action", "autonomous-driving", "motion-planning", "occupancy")
 # `model-index` dataset type of evaluation data that is not a Hub dataset, by training data source.
 EVAL_DATASET_TYPES: dict[str, str] = {"nuscenes": "nuscenes", "sim": "occvla-hf-sim"}
@@ -74,8 +71,8 @@ class ModelCardInfo:
     evaluation_split: str | None = None
 
     def __post_init__(self) -> None:
-        if self.training_data not in TRAINING_DATA_SOURCES:
-            raise ValueError(f"training_data: expected one of {TRAINING_DATA_SOURCES}, got {self.training_data!r}")
+        if self.training_data not in DATA_SOURCES:
+            raise ValueError(f"training_data: expected one of {DATA_SOURCES}, got {self.training_data!r}")
         unknown = sorted(set(self.evaluation) - {"planning", "qa"})
         if unknown:
             raise ValueError(f"evaluation: expected 'planning' and/or 'qa' reports, got {unknown}")
@@ -189,7 +186,7 @@ def render_model_card(
     hub_datasets = [name for name in info.datasets if hub_id(name)]
     eval_results = _eval_results(info, eval_log)
     card_data = ModelCardData(
-        license=WEIGHTS_LICENSES[info.training_data],
+        license=DATA_SOURCE_LICENSES[info.training_data],  # nuScenes-derived weights: its terms of use
         library_name="transformers",
         pipeline_tag="image-text-to-text",
         tags=list(CARD_TAGS),

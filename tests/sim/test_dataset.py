@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -16,13 +17,21 @@ from nuscenes.utils.splits import create_splits_scenes
 from PIL import Image
 from pyquaternion import Quaternion
 
-from occvla_hf.constants import CAMERA_NAMES, OCC_CLASS_NAMES, OCC_GRID_SHAPE, QA_QUESTION_TYPES
+from occvla_hf.constants import (
+    CAMERA_NAMES,
+    OCC_CLASS_NAMES,
+    OCC_GRID_SHAPE,
+    PROJECT_LICENSE,
+    QA_QUESTION_TYPES,
+    SIM_PROVENANCE_FILE,
+)
 from occvla_hf.sim import generate_dataset
 from occvla_hf.sim.categories import QA_CATEGORY_WORDS, QA_STATUS_WORDS, occ_class_of, qa_word_of
 from occvla_hf.sim.generate import scene_placement
 from occvla_hf.sim.occupancy import voxel_centers
 from occvla_hf.sim.qa import QA_MIN_LIDAR_POINTS, QA_RANGE_M
 from occvla_hf.sim.render import CLASS_COLORS
+from occvla_hf.version import __version__
 
 from .conftest import CONFIG, NUM_SCENES, SEED, VERSION
 
@@ -310,3 +319,10 @@ def test_occupancy_files_follow_real_occ3d_conventions(nusc, dataroot):
     # Real files: about 9 % (lidar) and 7 % (camera). Ours are higher where buildings line the streets (their walls
     # return rays at every height), but well below the ~40 % of treating every free voxel in view as observed.
     assert camera_coverage < lidar_coverage < 0.3
+
+
+def test_dataroot_holds_the_provenance_marker(dataroot):
+    record = json.loads((dataroot / SIM_PROVENANCE_FILE).read_text())
+    assert record["generator"] == "occvla_hf.sim" and record["package_version"] == __version__
+    assert record["seed"] == SEED and record["num_scenes"] == NUM_SCENES and record["version"] == VERSION
+    assert record["license"] == PROJECT_LICENSE and record["config"] == dataclasses.asdict(CONFIG)

@@ -31,7 +31,7 @@ from occvla_hf.modeling import OccVLAForPlanning
 from occvla_hf.modeling.occupancy_vae import OccupancyVAE
 from occvla_hf.processing import OccVLAProcessor, build_tokenizer, ego_status_statistics
 from occvla_hf.training.collator import OccVLADataCollator
-from occvla_hf.training.joint import JointDataset, build_model_and_processor, train_joint
+from occvla_hf.training.joint import DataRecipe, JointDataset, build_model_and_processor, data_source, train_joint
 from occvla_hf.training.recipe import load_recipe
 from tests.conftest import IMAGE_SIZE_PX, TINY_MODEL_CONFIG
 
@@ -283,6 +283,16 @@ def test_recipe_starts_from_a_vlm_with_a_frozen_vision_tower_and_activation_chec
     losses = [entry for entry in result.log_history if "loss" in entry]
     assert len(losses) == 3 and all(np.isfinite(entry["loss"]) for entry in losses)
     assert f"Initialised from `{tiny_paligemma_dir}`" in (result.output_dir / "README.md").read_text()
+
+
+def test_the_recipe_reads_the_data_source_from_the_dataset_card(training_data_dir, tmp_path):
+    assert data_source(DataRecipe(path=str(training_data_dir))) == "sim"  # `data build` of the sim's dataroot
+    assert data_source(DataRecipe(path=str(training_data_dir), source="sim")) == "sim"
+    with pytest.raises(ValueError, match="records 'sim'"):
+        data_source(DataRecipe(path=str(training_data_dir), source="nuscenes"))
+    with pytest.raises(ValueError, match="records no source"):
+        data_source(DataRecipe(path=str(tmp_path)))
+    assert data_source(DataRecipe(path=str(tmp_path), source="nuscenes")) == "nuscenes"
 
 
 @pytest.mark.parametrize(
