@@ -36,9 +36,12 @@ _LAZY_EXPORTS: dict[str, str] = {
     "OccupancyMetricAccumulator": "occvla_hf.evaluation.occupancy",
     "generate_dataset": "occvla_hf.sim.generate",
     "save_with_remote_code": "occvla_hf.modeling.export",
+    "DrivingPlanningPipeline": "occvla_hf.pipelines",
 }
 # Modules whose classes the Auto classes must know once they are in use (registered by `occvla_hf.modeling`).
-_AUTO_REGISTERED_MODULES: frozenset[str] = frozenset({"occvla_hf.modeling", "occvla_hf.processing"})
+_AUTO_REGISTERED_MODULES: frozenset[str] = frozenset(
+    {"occvla_hf.modeling", "occvla_hf.processing", "occvla_hf.pipelines"}
+)
 
 __all__ = list(_LAZY_EXPORTS)
 

@@ -171,3 +171,12 @@ PLANNING_NORMALIZATIONS: tuple[str, ...] = ("valid_steps", "all_samples")
 
 # Configs of the datasets built by `occvla-hf data build` (one Hub dataset, one config per task).
 DATASET_CONFIG_NAMES: tuple[str, ...] = ("planning", "qa", "occupancy")
+
+# Licence of the package and of what it generates (the sim's scenes): the `license` of pyproject.toml, as a Hub id.
+PROJECT_LICENSE: str = "apache-2.0"
+# Where data (and the weights trained on it) comes from: real nuScenes keyframes or the sim's procedural scenes.
+DATA_SOURCES: tuple[str, ...] = ("nuscenes", "sim")
+# Licence of each source's data and of weights trained on it (nuScenes: its terms of use).
+DATA_SOURCE_LICENSES: dict[str, str] = {"nuscenes": "cc-by-nc-sa-4.0", "sim": PROJECT_LICENSE}
+# The provenance marker `occvla-hf sim` leaves in its dataroot (generator, package version, seed, settings; JSON).
+SIM_PROVENANCE_FILE: str = "occvla_sim.json"

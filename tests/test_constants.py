@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import tomllib
+
 from occvla_hf.constants import (
     CAMERA_NAMES,
     CAMERA_ROWS,
+    DATA_SOURCE_LICENSES,
+    DATA_SOURCES,
     NUSCENES_QA_ANSWERS,
     PLANNING_PROTOCOL_NAMES,
+    PROJECT_LICENSE,
     QA_MAX_COUNT,
     QA_OBJECTS,
     QA_STATUSES,
@@ -33,3 +40,9 @@ def test_qa_answers_are_counts_yes_no_objects_and_statuses() -> None:
         *QA_STATUSES,
     }
     assert "not standing" in QA_STATUSES
+
+
+def test_project_licence_is_the_one_pyproject_states() -> None:
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert pyproject["project"]["license"]["text"].lower() == PROJECT_LICENSE
+    assert DATA_SOURCE_LICENSES["sim"] == PROJECT_LICENSE and set(DATA_SOURCE_LICENSES) == set(DATA_SOURCES)

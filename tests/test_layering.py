@@ -24,6 +24,7 @@ DOWNSTREAM_OF_DATA = (
     "occvla_hf.demo_cli",
     "occvla_hf.pretrained",
     "occvla_hf.cli",
+    "occvla_hf.pipelines",
 )
 # package -> what its modules must not import (a name covers its submodules, except "occvla_hf": the root alone)
 RULES: dict[str, tuple[str, ...]] = {

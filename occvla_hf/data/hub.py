@@ -49,6 +49,7 @@ from occvla_hf.data.occ3d import (
     occupancy_path,
     read_occupancy,
 )
+from occvla_hf.data.provenance import read_dataroot_source
 from occvla_hf.data.schema import config_features
 from occvla_hf.version import __version__
 
@@ -243,9 +244,11 @@ def build_dataset(
 
     Returns:
         `{config: DatasetDict({split: Dataset})}` for the requested configs; a split with no row in a config (no
-        question or no occupancy label for any of its keyframes) is left out of that config's `DatasetDict`.
+        question or no occupancy label for any of its keyframes) is left out of that config's `DatasetDict`. Each
+        split's `DatasetInfo` records the source (nuScenes, or the sim's scenes: `data.provenance`).
     """
     root = check_dataroot(dataroot, version)
+    source = read_dataroot_source(root)
     if image_mode not in IMAGE_MODES:
         raise ValueError(f"image_mode: expected one of {IMAGE_MODES}, got {image_mode!r}")
     if on_missing_occ not in ON_MISSING_OCC:
@@ -298,6 +301,7 @@ def build_dataset(
             if dataset is None:
                 logger.warning("%s/%s: no rows (no question or occupancy label for its keyframes)", config, split)
             else:
+                source.record_in(dataset.info)
                 splits_built[split] = dataset
         built[config] = DatasetDict(splits_built)
     return built

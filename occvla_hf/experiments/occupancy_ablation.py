@@ -5,7 +5,7 @@ steps and seeds, evaluated on held-out sim scenes (a different seed range), prin
     python -m occvla_hf.experiments.occupancy_ablation run --data .device_data --seeds 0 1 2 --out results/
     python -m occvla_hf.experiments.occupancy_ablation report results/*.json
     python -m occvla_hf.experiments.occupancy_ablation card --model DIR --run results/occ_s0.json --setup S.md \
-        --findings F.md results/*.json
+        --findings F.md --dataset D --eval-dataset E results/*.json
 
 `run` trains stage 1 (configs/embedded_vae.yaml) unless `--vae` names a trained VAE, then stage 2 for every variant
 (`VARIANTS`: `occ` = configs/embedded_joint.yaml, `no_occ` = configs/embedded_joint_no_occ.yaml, and variants of
@@ -19,7 +19,7 @@ extrapolation of the ego status on the same held-out keyframes, those with a val
 over the runs of each variant (all seeds, and repeated rounds of the same seeds: GPU training is not bit-reproducible,
 so a rerun of a seed is another sample).
 `card` writes the model card of a shipped checkpoint (`DIR/README.md`): the package template filled from the run's
-training log, with the setup text, these tables and the findings text as its ablation section.
+training log and its planning and QA reports (the card's evaluation and `model-index`), with the setup text, these tables and the findings text as its ablation section.
 `--data` holds `train/` (the training scenes, an `occvla-hf data build` folder) and `eval/` (held-out scenes
 generated from another seed; all of its splits are evaluated; an `occupancy` config there may hold only the labels:
 `sample_token`, `semantics`, `mask_camera`, joined to the images of the planning rows).
@@ -595,6 +595,8 @@ def card(args: argparse.Namespace) -> None:
         model_name=model_dir.name,
         datasets=[args.dataset],
         occupancy_supervision=VARIANTS[run_report["variant"]].occupancy_supervision(),
+        evaluation={"planning": run_report["planning"], "qa": run_report["qa"]},
+        evaluation_data=args.eval_dataset,
     )
     rendered = render_model_card(
         info,
@@ -629,6 +631,9 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
     card_parser.add_argument("--setup", required=True, help="Markdown file: how the ablation was run")
     card_parser.add_argument("--findings", required=True, help="Markdown file: what it shows and why")
     card_parser.add_argument("--dataset", required=True, help="what the model was trained on, as the card names it")
+    card_parser.add_argument(
+        "--eval-dataset", required=True, help="what the run was evaluated on (its planning and QA reports)"
+    )
     card_parser.add_argument("--repo-id", default=None, help="path or Hub id in the card's usage snippet")
     card_parser.add_argument("files", nargs="+", help="the per-run JSON reports")
     card_parser.set_defaults(func=card)

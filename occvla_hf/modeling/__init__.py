@@ -1,9 +1,12 @@
 """Model and configuration classes; importing this package registers them, and the processor, with the transformers
-Auto classes (the one place of registration: the processor never imports the model, the model side may import the
-processor, which comes before it in the data flow)."""
+Auto classes, and the `driving-planning` pipeline with `PIPELINE_REGISTRY` (the one place of registration: the
+processor never imports the model, the model side may import the processor, which comes before it in the data flow).
+"""
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
+from transformers.pipelines import PIPELINE_REGISTRY
 
+from ..pipelines import PLANNING_TASK, DrivingPlanningPipeline
 from ..processing.processing_occvla import OccVLAProcessor
 from .configuration_occupancy_vae import OccupancyVAEConfig
 from .configuration_occvla import OccVLAConfig
@@ -17,6 +20,9 @@ AutoModel.register(OccVLAConfig, OccVLAModel, exist_ok=True)
 AutoModel.register(OccupancyVAEConfig, OccupancyVAE, exist_ok=True)
 AutoModelForImageTextToText.register(OccVLAConfig, OccVLAForPlanning, exist_ok=True)
 AutoProcessor.register(OccVLAConfig, OccVLAProcessor, exist_ok=True)
+PIPELINE_REGISTRY.register_pipeline(
+    PLANNING_TASK, pipeline_class=DrivingPlanningPipeline, pt_model=AutoModelForImageTextToText, type="multimodal"
+)
 
 __all__ = [
     "OccVLAConfig",

@@ -15,6 +15,11 @@ With `trajectory_position="after_text"` a planning sample is instead
 
 `<traj>` stands where the eos follows the answer: the answer still learns to end with eos, and `plan` feeds `<traj>`
 in place of the generated eos, so that the trajectory reads the same sequence in training and inference.
+
+Task routing: no text at all -> planning (the processor's planning prompt); `question=` or free `text` -> QA (a plain
+question is never a planning prompt); `task="planning"` with `text` gives a custom planning prompt. The chat template
+renders one user turn as the QA prompt, so `apply_chat_template` and the `image-text-to-text` pipeline's chat mode
+build the same input as `question=`.
 """
 
 from __future__ import annotations
@@ -28,7 +33,10 @@ import PIL.Image
 import torch
 from transformers import BatchFeature, PreTrainedConfig, ProcessorMixin, SiglipImageProcessorPil
 from transformers.image_processing_utils import BaseImageProcessor
+from transformers.image_utils import load_image
+from transformers.processing_utils import ProcessingKwargs, Unpack
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+from transformers.utils import PaddingStrategy
 
 from ..constants import (
     CAMERA_NAMES,
@@ -45,14 +53,20 @@ from ..constants import (
 )
 from ..meta_action import command_from_trajectory
 from ..reasoning import join_reasoning, split_reasoning
-from .prompts import COMMAND_PROMPT, DEFAULT_PLANNING_PROMPT, DEFAULT_QA_PROMPT
+from .prompts import COMMAND_PROMPT, DEFAULT_PLANNING_PROMPT, DEFAULT_QA_PROMPT, qa_chat_template
 
-CameraImage = PIL.Image.Image | np.ndarray | torch.Tensor  # PIL, numpy (H, W, 3) uint8, or torch (3, H, W) uint8
+# PIL, numpy (H, W, 3) uint8, torch (3, H, W) uint8, or a local path / URL (loaded with transformers' `load_image`)
+CameraImage = PIL.Image.Image | np.ndarray | torch.Tensor | str
 # One sample: views in CAMERA_NAMES order, or keyed by camera name.
 CameraImages = CameraImage | Sequence[CameraImage] | Mapping[str, CameraImage]
 Task = Literal["planning", "qa"]
 TASKS: tuple[str, ...] = ("planning", "qa")
 _MIN_STD: float = 1e-6
+# Shared text kwargs the fixed token layout honours; any other one given a value is refused (the layout cannot
+# truncate, and always writes bos, the attention mask and the token types).
+_TEXT_KWARGS: frozenset[str] = frozenset(
+    {"padding", "max_length", "pad_to_multiple_of", "padding_side", "return_tensors"}
+)
 
 
 def ego_status_statistics(
@@ -141,6 +155,8 @@ def _stacked(value: Any) -> np.ndarray:
 
 def _image_to_hwc_uint8(image: Any, field: str) -> np.ndarray:
     """One camera image -> (H, W, 3) uint8; PIL images are converted to RGB, arrays must already have 3 channels."""
+    if isinstance(image, str):
+        image = load_image(image)
     if isinstance(image, PIL.Image.Image):
         return np.asarray(image.convert("RGB"))
     if isinstance(image, torch.Tensor):
@@ -153,12 +169,14 @@ def _image_to_hwc_uint8(image: Any, field: str) -> np.ndarray:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"{field}: expected a numpy (H, W, 3) uint8 array, got {image.shape} {image.dtype}")
         return image
-    raise TypeError(f"{field}: expected a PIL image, numpy (H, W, 3) or torch (3, H, W) uint8, got {type(image)}")
+    raise TypeError(
+        f"{field}: expected a PIL image, numpy (H, W, 3) or torch (3, H, W) uint8, or a path/URL, got {type(image)}"
+    )
 
 
 def _is_single_image(value: Any) -> bool:
     """Whether `value` is one camera image (as opposed to a list or dict of them)."""
-    return isinstance(value, (PIL.Image.Image, np.ndarray, torch.Tensor))
+    return isinstance(value, (PIL.Image.Image, np.ndarray, torch.Tensor, str))
 
 
 def _is_sample(value: Any) -> bool:
@@ -200,6 +218,27 @@ def _batch_array(value: Any, field: str, sample_shape: tuple[int, ...] | None, b
     return array
 
 
+def _padded_length(lengths: list[int], text_kwargs: Mapping[str, Any]) -> int:
+    """Sequence length of a batch whose samples have `lengths` tokens, under the shared `padding` (default: longest),
+    `max_length` and `pad_to_multiple_of` kwargs. Nothing is ever truncated: a sample longer than `max_length` raises.
+    """
+    padding = text_kwargs.get("padding")
+    strategy = (
+        PaddingStrategy.LONGEST if padding is None or padding is True else PaddingStrategy(padding or "do_not_pad")
+    )
+    max_length, multiple = text_kwargs.get("max_length"), text_kwargs.get("pad_to_multiple_of")
+    longest = max(lengths)
+    if max_length is not None and longest > max_length:
+        raise ValueError(f"max_length: a sample has {longest} tokens (> {max_length}) and the layout cannot truncate")
+    if strategy is PaddingStrategy.DO_NOT_PAD and len(set(lengths)) > 1:
+        raise ValueError(f"padding: samples have {sorted(set(lengths))} tokens; a batch of them needs padding=True")
+    if strategy is PaddingStrategy.MAX_LENGTH:
+        if max_length is None:
+            raise ValueError("max_length: required with padding='max_length'")
+        longest = max_length
+    return longest if multiple is None else math.ceil(longest / multiple) * multiple
+
+
 class OccVLAProcessor(ProcessorMixin):
     r"""
     Builds OccVLA model inputs from camera images, a task prompt, ego status and (for training) targets.
@@ -210,8 +249,9 @@ class OccVLAProcessor(ProcessorMixin):
         tokenizer (`PreTrainedTokenizerBase`):
             Tokenizer with bos, eos and pad tokens; `<image>` and `<traj>` are added as special tokens if missing.
         chat_template (`str`, *optional*):
-            Jinja chat template; when set, the task prompt is rendered as one user turn with a generation prompt
-            before the layout above is built. The template must not write the bos token (the processor places it).
+            Jinja chat template turning a conversation into the prompt text (`apply_chat_template`, the
+            `image-text-to-text` pipeline's chat mode); defaults to `qa_chat_template(qa_prompt)`, one user turn
+            rendered as the QA prompt. It must not write the bos token (the processor places it).
         num_views (`int`, *optional*, defaults to 6):
             Camera views per sample: the first `num_views` cameras of `CAMERA_NAMES` (6 = all, 3 = the front three,
             1 = `CAM_FRONT` only).
@@ -282,6 +322,7 @@ class OccVLAProcessor(ProcessorMixin):
             )
         if "{question}" not in qa_prompt:
             raise ValueError(f"qa_prompt: expected a '{{question}}' field, got {qa_prompt!r}")
+        chat_template = qa_chat_template(qa_prompt) if chat_template is None else chat_template
         ego_status_mean, ego_status_std = _statistics(
             ego_status_mean, ego_status_std, len(EGO_STATUS_FEATURES), "ego_status"
         )
@@ -400,15 +441,18 @@ class OccVLAProcessor(ProcessorMixin):
             raise ValueError(f"{field}: all views of a sample must share one (H, W) size, got {sorted(sizes)}")
         return views
 
-    def _pixel_values(self, images: Any) -> np.ndarray:
-        """Images of one sample or a batch -> pixel values (batch, num_views, 3, H, W) float32."""
+    def _pixel_values(self, images: Any, images_kwargs: Mapping[str, Any]) -> np.ndarray:
+        """Images of one sample or a batch -> pixel values (batch, num_views, 3, H, W) float32; `images_kwargs` go to
+        the image processor."""
         samples = [images] if _is_sample(images) else list(images)
         if not samples:
             raise ValueError("images: expected at least one sample, got an empty list")
         views = [
             view for index, sample in enumerate(samples) for view in self._sample_views(sample, f"images[{index}]")
         ]
-        processed = self.image_processor(images=views, return_tensors="np", input_data_format="channels_last")
+        processed = self.image_processor(
+            images=views, return_tensors="np", input_data_format="channels_last", **images_kwargs
+        )
         pixel_values = processed["pixel_values"]  # (batch * num_views, 3, H, W)
         return pixel_values.reshape(len(samples), self.num_views, *pixel_values.shape[1:]).astype(np.float32)
 
@@ -436,9 +480,6 @@ class OccVLAProcessor(ProcessorMixin):
             if unknown:
                 raise ValueError(f"command: expected one of {DRIVING_COMMANDS}, got {unknown[0]!r}")
             prompts = [COMMAND_PROMPT.format(prompt=p, command=c) for p, c in zip(prompts, commands, strict=True)]
-        if self.chat_template is not None:
-            conversations = [[{"role": "user", "content": [{"type": "text", "text": p}]}] for p in prompts]
-            prompts = self.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False)
         return prompts
 
     def _check_no_special_tokens(self, texts: list[str], field: str) -> None:
@@ -452,9 +493,10 @@ class OccVLAProcessor(ProcessorMixin):
                     )
 
     def _token_ids(
-        self, prompts: list[str], answers: list[str] | None, task: str, padding_side: str
+        self, prompts: list[str], answers: list[str] | None, task: str, padding_side: str, text_kwargs: dict[str, Any]
     ) -> dict[str, np.ndarray]:
-        """Token ids, attention mask, token types and labels (batch, seq_len) following the layout above."""
+        """Token ids, attention mask, token types and labels (batch, seq_len) following the layout above, padded as
+        `text_kwargs` ask (`padding`, `max_length`, `pad_to_multiple_of`)."""
         image_ids = [self.image_token_id] * (self.num_views * self.image_seq_length)
         after_text = task == "planning" and self.trajectory_position == "after_text"
         prompt_end = (TRAJ_TOKEN if task == "planning" and not after_text else "") + "\n"
@@ -469,7 +511,7 @@ class OccVLAProcessor(ProcessorMixin):
             end = self.traj_token_id if after_text else self.tokenizer.eos_token_id  # labels end with eos either way
             suffixes = [ids + [end] for ids in encoded]
             suffix_labels = [ids + [self.tokenizer.eos_token_id] for ids in encoded]
-        seq_len = max(len(prefix) + len(suffix) for prefix, suffix in zip(prefixes, suffixes))
+        seq_len = _padded_length([len(prefix) + len(suffix) for prefix, suffix in zip(prefixes, suffixes)], text_kwargs)
         batch = {
             "input_ids": np.full((len(prompts), seq_len), self.tokenizer.pad_token_id, dtype=np.int64),
             "attention_mask": np.zeros((len(prompts), seq_len), dtype=np.int64),
@@ -570,6 +612,8 @@ class OccVLAProcessor(ProcessorMixin):
         self,
         images: CameraImages | Sequence[CameraImages] | None = None,
         text: str | list[str] | None = None,
+        videos: None = None,
+        audio: None = None,
         *,
         task: Task | None = None,
         question: str | list[str] | None = None,
@@ -585,15 +629,18 @@ class OccVLAProcessor(ProcessorMixin):
         occupancy_mask: Any = None,
         padding_side: Literal["left", "right"] | None = None,
         return_tensors: Literal["pt", "np"] = "pt",
+        **kwargs: Unpack[ProcessingKwargs],
     ) -> BatchFeature:
         """Process one sample or a batch.
 
         Args:
             images: per sample, `num_views` camera images in `CAMERA_NAMES` order (list) or a dict keyed by camera
                 name (names beyond `camera_names` are ignored); a single image when `num_views=1`; or a list of such.
-            text: full prompt(s) replacing the task template (a str is used for every sample).
-            task: `"planning"` (prompt ends with `<traj>`) or `"qa"`; default `"qa"` if `question` is given, else
-                `"planning"`.
+            text: full prompt(s), used verbatim (a str is used for every sample); a QA prompt unless
+                `task="planning"` (then `<traj>` is appended).
+            videos, audio: accepted for the shared processor signature; must be None (the model reads images).
+            task: `"planning"` (prompt ends with `<traj>`) or `"qa"`; default `"qa"` if `question` or `text` is
+                given, else `"planning"` (the processor's planning prompt).
             question: QA question(s), filled into `qa_prompt`.
             answer: training target(s): the meta-action text for planning, the answer for QA. Adds `labels`.
                 `text`, `question` and `answer` must not contain the image, `<traj>`, bos or eos tokens (a
@@ -611,6 +658,10 @@ class OccVLAProcessor(ProcessorMixin):
             occupancy_mask: (batch, X, Y, Z) bool camera-visibility mask.
             padding_side: `"left"` (generation) or `"right"` (training); defaults to right when `answer` is given.
             return_tensors: `"pt"` or `"np"`.
+            kwargs: the shared processing kwargs, flat or as `text_kwargs` / `images_kwargs`: `padding` (`True` /
+                `"longest"`, the default; `"max_length"`; `False` for samples of one length), `max_length` (never
+                truncates: longer samples raise), `pad_to_multiple_of`, `padding_side`; images kwargs go to the
+                image processor. Other text kwargs with a value raise.
 
         Returns:
             `BatchFeature` with `input_ids`, `attention_mask`, `token_type_ids` (batch, seq_len), `pixel_values`
@@ -620,24 +671,40 @@ class OccVLAProcessor(ProcessorMixin):
         """
         if images is None:
             raise ValueError("images: required (the model reads camera views)")
-        task = ("qa" if question is not None else "planning") if task is None else task
+        if videos is not None or audio is not None:
+            raise ValueError("videos/audio: expected None, OccVLA reads camera images only")
+        merged = self._merge_kwargs(ProcessingKwargs, **kwargs)
+        text_kwargs = {key: value for key, value in merged["text_kwargs"].items() if value is not None}
+        unsupported = sorted(set(text_kwargs) - _TEXT_KWARGS - {"truncation"})
+        if unsupported or text_kwargs.get("truncation") not in (None, False, "do_not_truncate"):
+            raise ValueError(
+                f"{unsupported or ['truncation']}: not supported (the token layout is fixed and never truncated); "
+                f"supported text kwargs: {sorted(_TEXT_KWARGS)}"
+            )
+        task = ("qa" if question is not None or text is not None else "planning") if task is None else task
         if task not in TASKS:
             raise ValueError(f"task: expected one of {TASKS}, got {task!r}")
         if task == "planning" and question is not None:
             raise ValueError("question: only used with task='qa'")
+        padding_side = text_kwargs.get("padding_side") if padding_side is None else padding_side
         padding_side = ("right" if answer is not None else "left") if padding_side is None else padding_side
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side: expected 'left' or 'right', got {padding_side!r}")
         if return_tensors not in ("pt", "np"):
             raise ValueError(f"return_tensors: expected 'pt' or 'np', got {return_tensors!r}")
 
-        pixel_values = self._pixel_values(images)
+        images_kwargs = {
+            key: value
+            for key, value in merged["images_kwargs"].items()
+            if value is not None and key != "return_tensors"
+        }
+        pixel_values = self._pixel_values(images, images_kwargs)
         batch_size = pixel_values.shape[0]
         prompts = self._prompts(text, task, question, batch_size, command)
         answers = None if answer is None else _as_batch(answer, "answer", batch_size)
         if answers is not None:
             self._check_no_special_tokens(answers, "answer")
-        data: dict[str, np.ndarray] = {**self._token_ids(prompts, answers, task, padding_side)}
+        data: dict[str, np.ndarray] = {**self._token_ids(prompts, answers, task, padding_side, text_kwargs)}
         data["pixel_values"] = pixel_values
         if ego_status is not None and self.use_ego_status:
             data["ego_status"] = self._ego_status(ego_status, ego_status_valid, batch_size)
@@ -770,6 +837,17 @@ class OccVLAProcessor(ProcessorMixin):
             else:
                 plans.append({"meta_action": (text.strip().splitlines() or [""])[0].strip(), "trajectory": points})
         return plans
+
+    def post_process_image_text_to_text(
+        self, generated_outputs: Any, skip_special_tokens: bool = True, **kwargs: Any
+    ) -> list[str]:
+        """Token ids (batch, seq_len) or (seq_len,) -> one decoded text per row (the image, `<traj>` and pad tokens
+        are special, so they are dropped by default); `kwargs` go to the tokenizer's `batch_decode`."""
+        ids = _to_numpy(generated_outputs)
+        if ids.ndim not in (1, 2):
+            raise ValueError(f"generated_outputs: expected (batch, seq_len) or (seq_len,) token ids, got {ids.shape}")
+        rows = ids[None] if ids.ndim == 1 else ids
+        return self.tokenizer.batch_decode(rows.tolist(), skip_special_tokens=skip_special_tokens, **kwargs)
 
 
 __all__ = ["OccVLAProcessor", "ego_history_statistics", "ego_status_statistics"]

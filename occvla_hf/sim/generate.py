@@ -14,6 +14,7 @@ scenes, version) whatever the number of worker processes.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import shutil
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from occvla_hf.constants import LIDAR_CHANNEL, TRAFFIC_LIGHT_TABLE
+from occvla_hf.constants import LIDAR_CHANNEL, PROJECT_LICENSE, SIM_PROVENANCE_FILE, TRAFFIC_LIGHT_TABLE
 from occvla_hf.geometry import rotation_to_quaternion, yaw_to_quaternion
 from occvla_hf.sim.cameras import LIDAR_TRANSLATION_M, camera_rays, lidar_rays, lidar_rotation
 from occvla_hf.sim.categories import QA_STATUS_WORDS, qa_word_of
@@ -61,10 +62,11 @@ from occvla_hf.sim.render import (
     shade_camera,
 )
 from occvla_hf.sim.scene import Scene, simulate_scene
+from occvla_hf.version import __version__
 
 QA_DIRNAME: str = "nuscenes_qa"
 OCC3D_DIRNAME: str = "gts"
-_OUTPUT_ENTRIES: tuple[str, ...] = ("samples", "maps", OCC3D_DIRNAME, QA_DIRNAME)
+_OUTPUT_ENTRIES: tuple[str, ...] = ("samples", "maps", OCC3D_DIRNAME, QA_DIRNAME, SIM_PROVENANCE_FILE)
 _EPOCH = dt.datetime(2026, 1, 5, 8, 0, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
 
 
@@ -168,6 +170,7 @@ def generate_dataset(
             tables[name].extend(records)
     write_tables(dataroot / version, tables)
     qa_files = _write_questions(dataroot / QA_DIRNAME, outputs, seed, version)
+    _write_provenance(dataroot, version=version, num_scenes=num_scenes, seed=seed, preset=preset, config=cfg)
     return GenerationSummary(
         dataroot=dataroot,
         version=version,
@@ -189,8 +192,29 @@ def _prepare(dataroot: Path, version: str, overwrite: bool) -> None:
             "pass overwrite=True (--overwrite) to replace it"
         )
     for path in existing:
-        shutil.rmtree(path)
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     dataroot.mkdir(parents=True, exist_ok=True)
+
+
+def _write_provenance(
+    dataroot: Path, *, version: str, num_scenes: int, seed: int, preset: str | None, config: SimConfig
+) -> None:
+    """The marker that says the dataroot holds procedural scenes, not nuScenes: generator, package version, seed,
+    settings and the licence of the output (the package's). `data build` reads it into the dataset card."""
+    record = {
+        "generator": "occvla_hf.sim",
+        "package_version": __version__,
+        "license": PROJECT_LICENSE,
+        "seed": seed,
+        "version": version,
+        "num_scenes": num_scenes,
+        "preset": preset,
+        "config": dataclasses.asdict(config),
+    }
+    (dataroot / SIM_PROVENANCE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def _write_questions(qa_dir: Path, outputs: list[SceneOutput], seed: int, version: str) -> tuple[Path, ...]:

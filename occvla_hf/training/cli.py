@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="train a stage (" + ", ".join(TRAINING_STAGES) + ") from a YAML recipe",
         description=__doc__.splitlines()[0],
-        epilog="Example: occvla-hf train vae --config configs/vae.yaml --training.max_steps 100 --model.latent_type kl",
+        epilog="Example: occvla-hf train vae --config vae --training.max_steps 100 --model.latent_type kl",
     )
     parser.add_argument(
         "stage", nargs="?", choices=sorted(TRAINING_STAGES), help="stage to run (default: the recipe's `stage:` key)"
@@ -38,12 +38,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--config",
         nargs=argparse.REMAINDER,
         required=True,
-        help="FILE [--section.key VALUE ...]: the YAML recipe, then overrides of its values",
+        help="FILE [--section.key VALUE ...]: the YAML recipe (a path, or a shipped recipe by name: joint, vae, "
+        "embedded_joint, ...), then overrides of its values",
     )
 
     def run(args: argparse.Namespace) -> int:
         if not args.config:
-            parser.error("--config: expected a YAML recipe file")
+            parser.error("--config: expected a YAML recipe file or a shipped recipe name")
         try:
             recipe = parse_recipe(load_recipe(args.config[0], args.config[1:], args.stage))
         except (ValueError, TypeError, FileNotFoundError) as error:

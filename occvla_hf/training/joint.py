@@ -33,9 +33,10 @@ from transformers import (
     set_seed,
 )
 
-from occvla_hf.constants import CAMERA_NAMES, PLANNING_TARGETS
+from occvla_hf.constants import CAMERA_NAMES, DATA_SOURCES, PLANNING_TARGETS
 from occvla_hf.data.load import load_configs
 from occvla_hf.data.occ3d import decode_mask, decode_semantics
+from occvla_hf.data.provenance import recorded_source
 from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning, load_pretrained
 from occvla_hf.modeling.occupancy_vae import OccupancyVAE
 from occvla_hf.processing import OccVLAProcessor, build_tokenizer
@@ -44,7 +45,7 @@ from occvla_hf.processing.processing_occvla import TASKS
 from .collator import OCCUPANCY_LATENT_COLUMN, OCCUPANCY_ROW_COLUMNS, ROW_COLUMNS, OccVLADataCollator
 from .latent_cache import OccupancyLatentCache, open_occupancy_latent_cache
 from .metrics import planning_l2_metrics
-from .model_card import TRAINING_DATA_SOURCES, ModelCardInfo
+from .model_card import ModelCardInfo
 from .recipe import Recipe, check_fields, check_training_arguments, parse_section, resolve_resume_checkpoint
 from .trainer import OccVLATrainer
 from .weight_schedule import OccupancyWeightSchedule
@@ -97,7 +98,8 @@ class DataRecipe:
 
     Args:
         path: an `occvla-hf data build` output folder or a Hub dataset id with the same configs.
-        source: `nuscenes` | `sim`, the licence the model card states.
+        source: `nuscenes` | `sim`, the licence and wording of the model card; default (None): the source the
+            dataset card records (`occvla-hf data build` writes it); when both are there they must agree.
         tasks: the dataset configs trained on (a subset of `planning`, `qa`); batches never mix tasks.
         train_split: split trained on.
         eval_split: split whose planning rows are scored during training (L2); None: no evaluation.
@@ -105,15 +107,15 @@ class DataRecipe:
     """
 
     path: str = field(metadata={"help": "an `occvla-hf data build` output folder or a Hub dataset id"})
-    source: str = "nuscenes"
+    source: str | None = None
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
     train_split: str = "train"
     eval_split: str | None = None
     max_eval_samples: int | None = None
 
     def __post_init__(self) -> None:
-        if self.source not in TRAINING_DATA_SOURCES:
-            raise ValueError(f"data.source: expected one of {TRAINING_DATA_SOURCES}, got {self.source!r}")
+        if self.source is not None and self.source not in DATA_SOURCES:
+            raise ValueError(f"data.source: expected one of {DATA_SOURCES} or null, got {self.source!r}")
         if not self.tasks or sorted(set(self.tasks) - set(TASKS)):
             raise ValueError(f"data.tasks: expected a non-empty subset of {TASKS}, got {self.tasks}")
 
@@ -444,15 +446,33 @@ def joint_datasets(
     return train_dataset, joint_rows(data.eval_split, {"planning": planning})
 
 
+def data_source(data: DataRecipe) -> str:
+    """The source of the training data: what its dataset card records (`data.provenance.recorded_source`), checked
+    against `data.source` when the recipe names one; the recipe's alone when the card records none."""
+    recorded = recorded_source(data.path)
+    if recorded is None:
+        if data.source is None:
+            raise ValueError(
+                f"data.source: {data.path!r} records no source (built before the record, or by other tools); "
+                f"name it in the recipe: one of {DATA_SOURCES}"
+            )
+        return data.source
+    if data.source is not None and data.source != recorded.name:
+        raise ValueError(f"data.source: the recipe says {data.source!r} but {data.path!r} records {recorded.name!r}")
+    return recorded.name
+
+
 def _model_card_info(recipe: JointRecipe, args: TrainingArguments, model: torch.nn.Module) -> ModelCardInfo:
     """What the model card states about the run: data licence, base model, occupancy supervision, LoRA rank."""
     return ModelCardInfo(
-        training_data=recipe.data.source,
+        training_data=data_source(recipe.data),
         model_name=args.hub_model_id or Path(args.output_dir).name,
         base_model=recipe.model.from_vlm or recipe.model.from_pretrained,
         datasets=[str(recipe.data.path)],
         occupancy_supervision=recipe.occupancy_supervision,
         lora_rank=model.peft_config["default"].r if recipe.lora else None,
+        evaluation_data=str(recipe.data.path) if recipe.data.eval_split is not None else None,
+        evaluation_split=recipe.data.eval_split,
     )
 
 
@@ -492,6 +512,7 @@ __all__ = [
     "attach_occupancy_vae",
     "build_model_and_processor",
     "check_processor_matches_model",
+    "data_source",
     "joint_datasets",
     "load_training_data",
     "prepare_model",

@@ -92,6 +92,30 @@ def merge_recipes(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[s
     return merged
 
 
+# The recipes shipped with the package: the repository's `configs/`, package data `occvla_hf/configs/` in a wheel.
+BUILTIN_RECIPES_DIR: Path = Path(__file__).resolve().parent.parent / "configs"
+_RECIPE_SUFFIX: str = ".yaml"
+
+
+def builtin_recipes() -> list[str]:
+    """Names of the shipped recipes (`joint`, `vae`, `embedded_joint`, ...)."""
+    return sorted(path.stem for path in BUILTIN_RECIPES_DIR.glob(f"*{_RECIPE_SUFFIX}"))
+
+
+def resolve_recipe(name_or_path: str | os.PathLike) -> Path:
+    """A recipe file: `name_or_path` itself when it exists, else the shipped recipe it names (`joint`,
+    `joint.yaml` or `configs/joint.yaml`, so that the documented paths work from an installed package too)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    name = path.name.removesuffix(_RECIPE_SUFFIX)
+    builtin = BUILTIN_RECIPES_DIR / f"{name}{_RECIPE_SUFFIX}"
+    names_a_builtin = path.parent in (Path("."), Path("configs")) and path.suffix in ("", _RECIPE_SUFFIX)
+    if names_a_builtin and builtin.is_file():
+        return builtin
+    raise FileNotFoundError(f"config: no recipe file at {path}, nor a built-in recipe of that name {builtin_recipes()}")
+
+
 def read_recipe_file(path: str | os.PathLike, _chain: Sequence[Path] = ()) -> dict[str, Any]:
     """The mapping of a recipe file, with its `extends:` parents merged in (see the module docstring)."""
     path = Path(path)
@@ -149,9 +173,9 @@ def _override(recipe: dict[str, Any], keys: Sequence[str], value: Any, token: st
 
 
 def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = (), stage: str | None = None) -> dict[str, Any]:
-    """Reads a recipe file (with its `extends:` parents), applies overrides and settles `stage` (the argument and
-    the `stage:` key must agree). Returns the mapping; `parse_recipe` turns it into the stage's dataclass."""
-    recipe = apply_overrides(read_recipe_file(path), overrides)
+    """Reads a recipe file or built-in recipe (`resolve_recipe`, with its `extends:` parents), applies overrides and
+    settles `stage` (the argument and the `stage:` key must agree). Returns the mapping; `parse_recipe` turns it into the stage's dataclass."""
+    recipe = apply_overrides(read_recipe_file(resolve_recipe(path)), overrides)
     recipe_stage = recipe.get("stage")
     if stage is not None and recipe_stage is not None and stage != recipe_stage:
         raise ValueError(f"stage: the command asks for {stage!r} but {path} is a {recipe_stage!r} recipe")
@@ -343,10 +367,12 @@ class Recipe:
 
 
 __all__ = [
+    "BUILTIN_RECIPES_DIR",
     "TRAINING_STAGES",
     "Recipe",
     "TrainingStage",
     "apply_overrides",
+    "builtin_recipes",
     "check_fields",
     "check_keys",
     "check_training_arguments",
@@ -355,6 +381,7 @@ __all__ = [
     "parse_recipe",
     "parse_section",
     "parse_value",
+    "resolve_recipe",
     "read_recipe_file",
     "run_recipe",
 ]

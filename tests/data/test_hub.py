@@ -13,10 +13,18 @@ from typing import ClassVar
 import numpy as np
 import pytest
 from datasets import DatasetDict, Image, List, load_dataset, load_from_disk
+from huggingface_hub import DatasetCard
 
 from occvla_hf.cli import main
-from occvla_hf.constants import CAMERA_NAMES, DATASET_CONFIG_NAMES, EGO_STATUS_FEATURES
+from occvla_hf.constants import (
+    CAMERA_NAMES,
+    DATASET_CONFIG_NAMES,
+    EGO_STATUS_FEATURES,
+    PROJECT_LICENSE,
+    SIM_PROVENANCE_FILE,
+)
 from occvla_hf.data import hub
+from occvla_hf.data.card import dataset_card
 from occvla_hf.data.cli import BUILD_CACHE_DIR
 from occvla_hf.data.hub import (
     build_dataset,
@@ -25,8 +33,10 @@ from occvla_hf.data.hub import (
 from occvla_hf.data.load import load_configs
 from occvla_hf.data.nuscenes import NuScenesReader
 from occvla_hf.data.occ3d import decode_occupancy, occupancy_path
+from occvla_hf.data.provenance import DataSource, read_dataroot_source, recorded_source
 from occvla_hf.data.schema import agent_boxes_arrays, config_features
 from occvla_hf.reasoning import generate_reasoning
+from occvla_hf.version import __version__
 
 from .conftest import VERSION, linked_copy
 
@@ -150,7 +160,7 @@ def test_saved_layout_round_trips_through_load_from_disk_and_load_dataset(
     }
 
 
-def test_dataset_card_lists_configs_fields_sizes_licence_and_citations(saved_dir: Path, built_datasets):
+def test_dataset_card_lists_configs_fields_sizes_and_the_sim_source(saved_dir: Path, built_datasets, sim_root: Path):
     card = (saved_dir / "README.md").read_text()
     for config, dataset_dict in built_datasets.items():
         assert f"config_name: {config}" in card and f"## Config `{config}`" in card
@@ -159,9 +169,50 @@ def test_dataset_card_lists_configs_fields_sizes_licence_and_citations(saved_dir
             assert f"| {config} | {split} | {len(dataset)} |" in card
         for name in config_features(config):
             assert f"| `{name}` |" in card
-    assert "license: cc-by-nc-sa-4.0" in card and "nuScenes terms of use" in card
+    # Built from the sim's dataroot: the card says so (licence, name, generator seed and version), and so does the
+    # dataset info of every split; the recipes read the source back from the card.
+    metadata = DatasetCard(card).data
+    assert metadata.license == PROJECT_LICENSE and "nuScenes" not in metadata.pretty_name
+    marker = json.loads((sim_root / SIM_PROVENANCE_FILE).read_text())
+    assert metadata.occvla_source == {
+        "name": "sim",
+        **{key: marker[key] for key in ("generator", "package_version", "seed", "num_scenes", "preset")},
+    }
+    assert marker["package_version"] == __version__ and marker["license"] == PROJECT_LICENSE
+    assert "Procedural driving scenes" in card and f"seed {marker['seed']}" in metadata.pretty_name
+    assert "Keyframes of nuScenes" not in card and "nuScenes terms of use" not in card
+    assert "caesar2020nuscenes" not in card
+    assert recorded_source(saved_dir) == DataSource(
+        "sim", {key: marker[key] for key in metadata.occvla_source if key != "name"}
+    )
+    for dataset_dict in load_configs(saved_dir).values():
+        for dataset in dataset_dict.values():
+            assert dataset.info.license == PROJECT_LICENSE and dataset.info.description.startswith("Procedural")
+            assert DataSource.from_info(dataset.info).sim == marker
+
+
+def test_dataset_card_of_nuscenes_data_states_its_licence_and_citations(built_datasets):
+    nuscenes = {
+        config: DatasetDict({s: d.flatten_indices() for s, d in splits.items()})
+        for config, splits in built_datasets.items()
+    }
+    for splits in nuscenes.values():
+        for dataset in splits.values():
+            DataSource("nuscenes").record_in(dataset.info)
+    card = dataset_card(nuscenes, version=VERSION, image_mode="path")
+    metadata = DatasetCard(card).data
+    assert metadata.license == "cc-by-nc-sa-4.0" and metadata.occvla_source == {"name": "nuscenes"}
+    assert "license: cc-by-nc-sa-4.0" in card and "nuScenes terms of use" in card and "Keyframes of nuScenes" in card
     for key in ("caesar2020nuscenes", "tian2023occ3d", "qian2024nuscenesqa"):
         assert key in card
+    DataSource("sim").record_in(next(iter(nuscenes["planning"].values())).info)
+    with pytest.raises(ValueError, match="different sources"):
+        dataset_card(nuscenes, version=VERSION, image_mode="path")
+
+
+def test_a_dataroot_without_the_sim_marker_is_nuscenes(tmp_path: Path):
+    assert read_dataroot_source(tmp_path) == DataSource("nuscenes")
+    assert recorded_source(tmp_path) is None  # no card
 
 
 def test_bytes_mode_embeds_the_jpeg_files(sim_root: Path, reader: NuScenesReader, tmp_path: Path):

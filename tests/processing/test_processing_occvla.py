@@ -90,22 +90,98 @@ def test_qa_layout_fills_the_template_and_has_no_traj_token(make_processor, came
     assert tokenizer.decode(ids[IMAGE_SEQ_LENGTH + 1 :]) == expected
 
 
-def test_text_replaces_the_template(make_processor, camera_images, tokenizer) -> None:
-    batch = make_processor(num_views=1)(images=camera_images(1, 1), text="Drive safely.")
+def test_text_replaces_the_template_and_a_plain_text_is_a_question(make_processor, camera_images, tokenizer) -> None:
+    processor = make_processor(num_views=1)
+    batch = processor(images=camera_images(1, 1), text="Drive safely.", task="planning")
     assert tokenizer.decode(batch["input_ids"][0, IMAGE_SEQ_LENGTH + 1 :]) == f"Drive safely.{TRAJ_TOKEN}\n"
-    batch = make_processor(num_views=1)(images=camera_images(1, 1), text="Describe the scene.", task="qa")
-    assert tokenizer.decode(batch["input_ids"][0, IMAGE_SEQ_LENGTH + 1 :]) == "Describe the scene.\n"
+    for task in ("qa", None):  # free text without a task is QA: no <traj>, so no ego status is needed
+        batch = processor(images=camera_images(1, 1), text="How many cars are to the front left?", task=task)
+        assert (
+            tokenizer.decode(batch["input_ids"][0, IMAGE_SEQ_LENGTH + 1 :]) == "How many cars are to the front left?\n"
+        )
+        assert processor.traj_token_id not in batch["input_ids"][0].tolist()
 
 
-def test_chat_template_renders_the_prompt_as_a_user_turn(make_processor, camera_images, tokenizer) -> None:
-    template = (
-        "{% for message in messages %}user: {{ message['content'][0]['text'] }}\n{% endfor %}"
-        "{% if add_generation_prompt %}model:{% endif %}"
-    )
-    processor = make_processor(num_views=1, chat_template=template)
-    ids = processor(images=camera_images(1, 1), question="Is there a bus?")["input_ids"][0]
-    prompt = processor.qa_prompt.format(question="Is there a bus?")
-    assert tokenizer.decode(ids[IMAGE_SEQ_LENGTH + 1 :]) == f"user: {prompt}\nmodel:\n"
+def test_chat_template_renders_one_user_turn_as_the_qa_prompt(make_processor, camera_images, tokenizer) -> None:
+    processor = make_processor(num_views=1)
+    views = camera_images(1, 1)
+    conversation = [
+        {
+            "role": "user",
+            "content": [{"type": "image", "image": views[0][0]}, {"type": "text", "text": "Is there a bus?"}],
+        }
+    ]
+    prompt = processor.apply_chat_template(conversation, add_generation_prompt=True)
+    assert prompt == processor.qa_prompt.format(question="Is there a bus?")
+    from_chat = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, return_dict=True)
+    from_question = processor(images=views, question="Is there a bus?")
+    assert set(from_chat) == set(from_question)
+    for key in from_question:
+        torch.testing.assert_close(from_chat[key], from_question[key])
+    with pytest.raises(Exception, match="one user turn"):
+        processor.apply_chat_template(conversation + [{"role": "assistant", "content": "yes"}])
+
+
+def test_custom_chat_template_is_kept_and_the_default_follows_the_qa_prompt(make_processor) -> None:
+    template = "{% for message in messages %}user: {{ message['content'][0]['text'] }}\n{% endfor %}"
+    assert make_processor(num_views=1, chat_template=template).chat_template == template
+    processor = make_processor(num_views=1, qa_prompt="Q: {question} A:")
+    assert processor.apply_chat_template([{"role": "user", "content": "Why {{ x }}?"}]) == "Q: Why {{ x }}? A:"
+
+
+def test_shared_padding_kwargs(make_processor, camera_images, tokenizer) -> None:
+    processor = make_processor(num_views=1)
+    images = camera_images(2, 1)
+    questions = ["Is there a bus?", "How many moving pedestrians are to the back left of the parked truck?"]
+    longest = processor(images=images, question=questions)
+    for kwargs in ({"padding": True}, {"padding": "longest"}, {"text_kwargs": {"padding": True}}):
+        torch.testing.assert_close(processor(images=images, question=questions, **kwargs), longest)
+    seq_len = longest["input_ids"].shape[1]
+    padded = processor(images=images, question=questions, padding="max_length", max_length=seq_len + 3)
+    assert padded["input_ids"].shape == (2, seq_len + 3)
+    assert (padded["input_ids"][:, :3] == tokenizer.pad_token_id).all()  # left padding for generation
+    torch.testing.assert_close(padded["input_ids"][:, 3:], longest["input_ids"])
+    multiple = processor(images=images, question=questions, pad_to_multiple_of=64)
+    assert multiple["input_ids"].shape[1] == -(-seq_len // 64) * 64
+    right = processor(images=images, question=questions, text_kwargs={"padding_side": "right"})
+    assert (right["attention_mask"][:, 0] == 1).all()
+    same = processor(images=images, question=["Why?", "Why?"], padding=False)
+    assert same["attention_mask"].all()
+    with pytest.raises(ValueError, match="padding=True"):
+        processor(images=images, question=questions, padding=False)
+    with pytest.raises(ValueError, match="max_length"):
+        processor(images=images, question=questions, max_length=seq_len - 1)
+    with pytest.raises(ValueError, match="truncation"):
+        processor(images=images, question=questions, truncation=True)
+    with pytest.raises(ValueError, match="return_offsets_mapping"):
+        processor(images=images, question=questions, return_offsets_mapping=True)
+    with pytest.raises(ValueError, match="videos/audio"):
+        processor(images=images, question=questions, videos=[[1]])
+
+
+def test_images_kwargs_reach_the_image_processor(make_processor, camera_images) -> None:
+    processor = make_processor(num_views=1)
+    batch = processor(images=camera_images(1, 1), question="Why?", images_kwargs={"size": {"height": 14, "width": 14}})
+    assert batch["pixel_values"].shape[-2:] == (14, 14)
+
+
+def test_image_paths_are_loaded(make_processor, camera_images, tmp_path: Path) -> None:
+    processor = make_processor(num_views=1)
+    view = camera_images(1, 1)[0][0]
+    PIL.Image.fromarray(view).save(tmp_path / "front.png")
+    from_path = processor(images=[str(tmp_path / "front.png")], question="Why?")
+    torch.testing.assert_close(from_path["pixel_values"], processor(images=[view], question="Why?")["pixel_values"])
+
+
+def test_post_process_image_text_to_text_decodes_each_row(make_processor, tokenizer) -> None:
+    processor = make_processor(num_views=1)
+    yes = [tokenizer.image_token_id, tokenizer.bos_token_id, *tokenizer.encode("yes"), tokenizer.eos_token_id]
+    no = tokenizer.encode("no")
+    rows = torch.tensor([yes, [tokenizer.pad_token_id] * (len(yes) - len(no)) + no])  # left padded
+    assert processor.post_process_image_text_to_text(rows) == ["yes", "no"]
+    assert processor.post_process_image_text_to_text(rows[0]) == ["yes"]
+    with pytest.raises(ValueError, match="generated_outputs"):
+        processor.post_process_image_text_to_text(rows[None])
 
 
 # ------------------------------------------------------------------------------------------ labels / padding

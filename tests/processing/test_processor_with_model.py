@@ -36,7 +36,10 @@ def camera_images(batch: int) -> list[list[np.ndarray]]:
 def test_plan_on_processor_output_returns_a_planning_output(model_and_processor) -> None:
     model, processor = model_and_processor
     inputs = processor(
-        images=camera_images(2), text=["Plan.", "Plan the next 3 seconds."], ego_status=np.zeros((2, 6), np.float32)
+        images=camera_images(2),
+        text=["Plan.", "Plan the next 3 seconds."],
+        task="planning",
+        ego_status=np.zeros((2, 6), np.float32),
     )
     assert inputs["pixel_values"].shape == (2, 6, 3, 28, 28)
     plan = model.plan(**inputs, tokenizer=processor.tokenizer, max_new_tokens=5)
@@ -45,7 +48,9 @@ def test_plan_on_processor_output_returns_a_planning_output(model_and_processor)
     decoded = processor.post_process_plan(plan.sequences[:, inputs["input_ids"].shape[1] :], plan.trajectory)
     assert [item["meta_action"] for item in decoded] == plan.meta_action
     # Left padding must not change a sample's trajectory: plan the second sample alone.
-    alone = processor(images=camera_images(2)[1:], text=["Plan the next 3 seconds."], ego_status=np.zeros((1, 6)))
+    alone = processor(
+        images=camera_images(2)[1:], text=["Plan the next 3 seconds."], task="planning", ego_status=np.zeros((1, 6))
+    )
     torch.testing.assert_close(model.plan(**alone, max_new_tokens=1).trajectory, plan.trajectory[1:], atol=1e-5, rtol=0)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -20,7 +21,9 @@ from occvla_hf.constants import (
     CAMERA_NAMES,
     OCC_CLASS_NAMES,
     OCC_GRID_SHAPE,
+    PROJECT_LICENSE,
     QA_QUESTION_TYPES,
+    SIM_PROVENANCE_FILE,
     TRAFFIC_LIGHT_STATES,
     TRAFFIC_LIGHT_TABLE,
 )
@@ -30,6 +33,7 @@ from occvla_hf.sim.generate import scene_placement
 from occvla_hf.sim.occupancy import voxel_centers
 from occvla_hf.sim.qa import QA_MIN_LIDAR_POINTS, QA_RANGE_M
 from occvla_hf.sim.render import CLASS_COLORS
+from occvla_hf.version import __version__
 
 from .conftest import CONFIG, NUM_SCENES, SEED, VERSION
 
@@ -335,3 +339,10 @@ def test_the_traffic_light_table_records_the_signal_the_ego_faces(nusc, dataroot
                 assert signal[0] in TRAFFIC_LIGHT_STATES and signal[1] > 0.0
             token = nusc.get("sample", token)["next"]
     assert len(records) == expected
+
+
+def test_dataroot_holds_the_provenance_marker(dataroot):
+    record = json.loads((dataroot / SIM_PROVENANCE_FILE).read_text())
+    assert record["generator"] == "occvla_hf.sim" and record["package_version"] == __version__
+    assert record["seed"] == SEED and record["num_scenes"] == NUM_SCENES and record["version"] == VERSION
+    assert record["license"] == PROJECT_LICENSE and record["config"] == dataclasses.asdict(CONFIG)

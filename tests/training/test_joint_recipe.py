@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, ModelCard
 from transformers import (
     PaliGemmaConfig,
     PaliGemmaForConditionalGeneration,
@@ -33,9 +33,11 @@ from occvla_hf.processing import OccVLAProcessor, build_tokenizer, ego_status_st
 from occvla_hf.processing.processing_occvla import ego_history_statistics
 from occvla_hf.training.collator import OccVLADataCollator
 from occvla_hf.training.joint import (
+    DataRecipe,
     JointDataset,
     build_model_and_processor,
     check_processor_matches_model,
+    data_source,
     train_joint,
 )
 from occvla_hf.training.recipe import load_recipe
@@ -144,6 +146,10 @@ def test_joint_output_folder_loads_back_with_its_processor_vae_and_card(joint_ru
     torch.testing.assert_close(got.occupancy_latent_loss, expected.occupancy_latent_loss)
     card = (output_dir / "README.md").read_text()
     assert "license: apache-2.0" in card and "Synthetic scenes" in card and "| ST-P3 |" in card
+    metadata = ModelCard(card).data  # what the Hub validates: no local path in it, the eval L2 in the model-index
+    assert metadata.datasets is None and metadata.base_model is None
+    assert str(training_data_dir) in card and str(training_data_dir) not in card.split("---")[1]
+    assert {result.metric_type for result in metadata.eval_results} == {"l2"}
     state = json.loads((output_dir / "trainer_state.json").read_text())
     assert state["global_step"] == 60
 
@@ -310,6 +316,16 @@ def test_recipe_starts_from_a_vlm_with_a_frozen_vision_tower_and_activation_chec
     losses = [entry for entry in result.log_history if "loss" in entry]
     assert len(losses) == 3 and all(np.isfinite(entry["loss"]) for entry in losses)
     assert f"Initialised from `{tiny_paligemma_dir}`" in (result.output_dir / "README.md").read_text()
+
+
+def test_the_recipe_reads_the_data_source_from_the_dataset_card(training_data_dir, tmp_path):
+    assert data_source(DataRecipe(path=str(training_data_dir))) == "sim"  # `data build` of the sim's dataroot
+    assert data_source(DataRecipe(path=str(training_data_dir), source="sim")) == "sim"
+    with pytest.raises(ValueError, match="records 'sim'"):
+        data_source(DataRecipe(path=str(training_data_dir), source="nuscenes"))
+    with pytest.raises(ValueError, match="records no source"):
+        data_source(DataRecipe(path=str(tmp_path)))
+    assert data_source(DataRecipe(path=str(tmp_path), source="nuscenes")) == "nuscenes"
 
 
 @pytest.mark.parametrize(

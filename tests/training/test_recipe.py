@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +18,14 @@ import yaml
 from occvla_hf.cli import main
 from occvla_hf.training.joint import DataRecipe, JointRecipe, ModelRecipe, build_model_and_processor, train_joint
 from occvla_hf.training.recipe import (
+    BUILTIN_RECIPES_DIR,
     apply_overrides,
+    builtin_recipes,
     load_recipe,
     merge_recipes,
     parse_recipe,
     read_recipe_file,
+    resolve_recipe,
     resolve_resume_checkpoint,
 )
 from occvla_hf.training.vae import VAERecipe, train_from_config
@@ -247,3 +254,43 @@ def test_resume_true_without_a_complete_checkpoint_names_the_folder(tmp_path: Pa
 @pytest.mark.parametrize("resume", [None, False, "some/checkpoint-3"])
 def test_resume_values_other_than_true_pass_through(tmp_path: Path, resume):
     assert resolve_resume_checkpoint(resume, tmp_path) == resume
+
+
+# ------------------------------------------------------------------------------------- shipped recipes
+
+
+def test_shipped_recipes_resolve_by_name_and_by_their_documented_path(tmp_path, monkeypatch):
+    names = builtin_recipes()
+    assert {"joint", "joint_no_occ", "vae", "embedded_joint", "embedded_vae"} <= set(names)
+    monkeypatch.chdir(tmp_path)  # no configs/ here: as after `pip install occvla-hf`
+    for spelling in ("joint", "joint.yaml", "configs/joint.yaml"):
+        assert resolve_recipe(spelling) == BUILTIN_RECIPES_DIR / "joint.yaml"
+    assert load_recipe("joint_no_occ")["occupancy_supervision"] is False  # its `extends: joint.yaml` resolves too
+    assert load_recipe("embedded_vae")["stage"] == "vae"
+    local = tmp_path / "joint.yaml"
+    local.write_text("stage: vae\n")
+    assert resolve_recipe("joint.yaml").resolve() == local  # a file of that name wins over the shipped recipe
+    with pytest.raises(FileNotFoundError, match="built-in recipe"):
+        resolve_recipe("jiont")
+    with pytest.raises(FileNotFoundError, match="no recipe file"):
+        resolve_recipe("elsewhere/joint.yaml")
+
+
+def test_the_wheel_ships_every_recipe(tmp_path):
+    """`pip wheel` of a copy of the source tree: the wheel holds configs/*.yaml (and the accelerate configs)."""
+    root = Path(__file__).resolve().parents[2]
+    source = tmp_path / "src"
+    shutil.copytree(
+        root,
+        source,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(".git", "__pycache__", "build", "*.egg-info", "tests", "benchmarks", ".*"),
+    )
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(source)]
+    subprocess.run([*command, "-w", str(tmp_path / "dist")], check=True, capture_output=True, timeout=300)
+    (wheel,) = (tmp_path / "dist").glob("occvla_hf-*.whl")
+    shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.startswith("occvla_hf/configs/")}
+    expected = {
+        f"occvla_hf/configs/{path.relative_to(root / 'configs')}" for path in (root / "configs").rglob("*.yaml")
+    }
+    assert expected and shipped == expected
