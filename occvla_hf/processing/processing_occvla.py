@@ -729,8 +729,13 @@ class OccVLAProcessor(ProcessorMixin):
         task: Task,
         training: bool = True,
         return_tensors: Literal["pt", "np"] = "pt",
+        normalize_images: bool = True,
     ) -> BatchFeature:
         """Process rows of the `planning`/`qa` dataset configs (a list of rows or a column batch) in one call.
+
+        `normalize_images=False` returns `pixel_values` resized but not rescaled or normalised, as uint8 (a quarter
+        of the bytes, and the float work left to `normalize_pixels` on the accelerator: what a training loader
+        wants); the model itself only takes normalised values.
 
         Planning rows give `ego_status`(`_valid`), `trajectory`(`_mask`) and, when `training`, the target built
         from `meta_action` (and `reasoning`, for `planning_target="reasoning"`); QA rows give `question` and, when
@@ -795,7 +800,28 @@ class OccVLAProcessor(ProcessorMixin):
             inputs["occupancy"] = column("semantics")
             if all("mask_camera" in row for row in rows):
                 inputs["occupancy_mask"] = [np.asarray(mask, dtype=bool) for mask in column("mask_camera")]
-        return self(**inputs)
+        if normalize_images:
+            return self(**inputs)
+        batch = self(**inputs, images_kwargs={"do_rescale": False, "do_normalize": False})
+        pixels = batch["pixel_values"]  # resized 0..255 integers in float32: exact in uint8
+        batch["pixel_values"] = pixels.to(torch.uint8) if return_tensors == "pt" else pixels.astype(np.uint8)
+        return batch
+
+    def normalize_pixels(self, pixel_values: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """(batch, num_views, 3, H, W) uint8 resized images (`from_rows(normalize_images=False)`) -> the
+        normalised `pixel_values` the model takes, in `dtype` on their device: the image processor's rescale and
+        mean/std, one fused multiply-add."""
+        if pixel_values.dtype != torch.uint8 or pixel_values.ndim != 5:
+            raise ValueError(
+                f"pixel_values: expected (batch, views, 3, H, W) uint8, got {tuple(pixel_values.shape)} "
+                f"{pixel_values.dtype}"
+            )
+        processor = self.image_processor
+        mean = torch.tensor(processor.image_mean, dtype=torch.float32, device=pixel_values.device)
+        std = torch.tensor(processor.image_std, dtype=torch.float32, device=pixel_values.device)
+        scale = (processor.rescale_factor / std).view(3, 1, 1)
+        shift = (-mean / std).view(3, 1, 1)
+        return torch.addcmul(shift, pixel_values.to(torch.float32), scale).to(dtype)
 
     def fit_ego_history_stats(self, past_trajectory: Any, past_trajectory_mask: Any = None) -> None:
         """Set the ego-history statistics from a dataset's past positions (N, H, 2) and validity (N, H) bool."""

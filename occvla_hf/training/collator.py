@@ -93,12 +93,16 @@ class OccVLADataCollator:
             (the ablation: same data, no occupancy term).
         pad_token_id: pad id for processed samples without a processor.
         pad_to_multiple_of: round the padded length of processed samples up to a multiple of this.
+        normalize_images: `False` leaves the rows' `pixel_values` as resized uint8 (`processor.from_rows`'s
+            `normalize_images`): a quarter of the bytes and of the loader's work; `OccVLATrainer` normalises them on
+            the device.
     """
 
     processor: OccVLAProcessor | None = None
     occupancy_supervision: bool = True
     pad_token_id: int | None = None
     pad_to_multiple_of: int | None = None
+    normalize_images: bool = True
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         if not features:
@@ -131,7 +135,9 @@ class OccVLADataCollator:
         rows, sample_mask = _with_placeholder_targets(rows, ("semantics", OCCUPANCY_LATENT_COLUMN), "mask_camera")
         latents = [row.get(OCCUPANCY_LATENT_COLUMN) for row in rows]
         rows = [_without(row, (OCCUPANCY_LATENT_COLUMN,)) for row in rows]
-        batch = dict(self.processor.from_rows(rows, task=tasks.pop(), training=True))
+        batch = dict(
+            self.processor.from_rows(rows, task=tasks.pop(), training=True, normalize_images=self.normalize_images)
+        )
         if all(latent is not None for latent in latents):
             stacked = [{OCCUPANCY_LATENT_COLUMN: torch.as_tensor(latent)} for latent in latents]
             batch["occupancy_latents"] = _stack(stacked, OCCUPANCY_LATENT_COLUMN)

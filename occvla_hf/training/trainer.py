@@ -240,6 +240,20 @@ class OccVLATrainer(Trainer):
         return loss.detach(), outputs.trajectory.detach().float(), targets
 
     # --- data ---
+    def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The Trainer's device placement; uint8 `pixel_values` (a collator with `normalize_images=False`) are then
+        normalised on the device by the processor (`OccVLAProcessor.normalize_pixels`)."""
+        inputs = super()._prepare_inputs(inputs)
+        pixels = inputs.get("pixel_values")
+        if isinstance(pixels, torch.Tensor) and pixels.dtype == torch.uint8:
+            if not isinstance(self.processing_class, OccVLAProcessor):
+                raise ValueError(
+                    "pixel_values: uint8 images need the trainer's processing_class (an OccVLAProcessor) to be "
+                    "normalised on the device"
+                )
+            inputs["pixel_values"] = self.processing_class.normalize_pixels(pixels)
+        return inputs
+
     def _set_signature_columns_if_needed(self) -> None:
         """Keeps the dataset-row columns the collator reads next to the model's inputs (`remove_unused_columns`)."""
         if self._signature_columns is None:

@@ -385,6 +385,24 @@ def test_from_rows_planning_matches_the_direct_call(make_processor, tokenizer) -
     torch.testing.assert_close(processor.from_rows(columns, task="planning")["input_ids"], batch["input_ids"])
 
 
+def test_uint8_pixels_normalised_later_equal_the_normalised_rows(make_processor) -> None:
+    rng = np.random.default_rng(5)
+    rows = [planning_row(rng), planning_row(rng)]
+    processor = make_processor(num_views=6)
+    normalised = processor.from_rows(rows, task="planning")
+    resized = processor.from_rows(rows, task="planning", normalize_images=False)
+    assert resized["pixel_values"].dtype == torch.uint8
+    assert resized["pixel_values"].shape == normalised["pixel_values"].shape
+    torch.testing.assert_close(processor.normalize_pixels(resized["pixel_values"]), normalised["pixel_values"])
+    assert all(torch.equal(resized[key], normalised[key]) for key in normalised if key != "pixel_values")
+    assert (
+        processor.from_rows(rows, task="planning", normalize_images=False, return_tensors="np")["pixel_values"].dtype
+        == np.uint8
+    )
+    with pytest.raises(ValueError, match="pixel_values: expected .* uint8"):
+        processor.normalize_pixels(normalised["pixel_values"])
+
+
 def test_from_rows_qa_for_inference_is_left_padded_without_labels(make_processor, tokenizer) -> None:
     rng = np.random.default_rng(3)
     rows = [

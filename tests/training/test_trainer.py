@@ -501,6 +501,39 @@ def test_trainer_batches_a_dataset_with_tasks_by_task(tmp_path):
     assert sorted("trajectory" in batch for batch in batches) == [False] * 3 + [True] * 2
 
 
+def test_uint8_images_normalised_on_the_device_train_like_normalised_ones(tmp_path):
+    """A collator with `normalize_images=False` sends resized uint8 images and the trainer normalises them
+    (`_prepare_inputs`): the loss curve is the one of normalised batches."""
+
+    def run(normalize_images: bool) -> list[float]:
+        model, processor = row_model_and_processor()
+        trainer = OccVLATrainer(
+            model=model,
+            args=training_args(
+                tmp_path, max_steps=3, per_device_train_batch_size=2, train_sampling_strategy="sequential"
+            ),
+            train_dataset=dataset_rows(6, "planning"),
+            processing_class=processor,
+            data_collator=OccVLADataCollator(processor, normalize_images=normalize_images),
+        )
+        batch = next(iter(trainer.get_train_dataloader()))
+        assert batch["pixel_values"].dtype == (torch.float32 if normalize_images else torch.uint8)
+        trainer.train()
+        return [entry["loss"] for entry in train_logs(trainer)]
+
+    on_device, in_loader = run(False), run(True)
+    assert len(on_device) == 3
+    assert on_device == pytest.approx(in_loader, rel=1e-5)
+
+
+def test_uint8_images_need_the_processor_to_be_normalised(tmp_path):
+    model, processor = row_model_and_processor()
+    trainer = OccVLATrainer(model=model, args=training_args(tmp_path))
+    batch = OccVLADataCollator(processor, normalize_images=False)(dataset_rows(2, "planning"))
+    with pytest.raises(ValueError, match="pixel_values: uint8 images need the trainer's processing_class"):
+        trainer._prepare_inputs(batch)
+
+
 # ------------------------------------------------------------------------------------- model card and Hub
 
 
