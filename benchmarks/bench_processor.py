@@ -3,6 +3,9 @@
 Rows: 1 and 6 views, batch 1 and 8, inference (prompt only) and training (answer, ego status, trajectory and an
 Occ3D grid); images as PIL (what `datasets` decodes) or numpy. The image processor is SigLIP at 224 px (the PIL
 backend when torchvision is missing). Every number is the median of `--repeats` runs after one warm-up run.
+A second table times a training loader's batch at the at-scale shape (64 planning rows of six 400 x 225 JPEG views,
+`from_rows`) with the images normalised in the loader, and resized only (uint8) with the normalisation
+(`normalize_pixels`) timed apart, as the trainer runs it on the device with `normalize_images_on_device`.
 
     python benchmarks/bench_processor.py
 """
@@ -10,6 +13,7 @@ backend when torchvision is missing). Every number is the median of `--repeats` 
 from __future__ import annotations
 
 import argparse
+import io
 import platform
 import statistics
 
@@ -24,6 +28,8 @@ from occvla_hf.evaluation.timing import call_times_ms
 from occvla_hf.processing import OccVLAProcessor, build_tokenizer
 
 IMAGE_HW_PX = (900, 1600)
+SCALE_IMAGE_HW_PX = (225, 400)
+LOADER_BATCH = 64
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -59,6 +65,39 @@ def main() -> None:
                         }
                     ms = median_ms(lambda: processor(**kwargs), args.repeats)  # noqa: B023
                     print(f"| {num_views} | {batch} | {mode} | {kind} | {ms:.1f} | {ms / batch:.1f} |")
+    loader_table(image_processor, tokenizer, rng, args.repeats)
+
+
+def jpeg(rng: np.random.Generator) -> bytes:
+    """The bytes of a 400 x 225 JPEG camera view (decoded per batch, as a loader reads an image column)."""
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(rng.integers(0, 256, (*SCALE_IMAGE_HW_PX, 3), dtype=np.uint8)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def loader_table(image_processor, tokenizer, rng: np.random.Generator, repeats: int) -> None:
+    processor = OccVLAProcessor(image_processor, tokenizer, num_views=6, image_seq_length=196)
+    encoded = [[jpeg(rng) for _ in range(6)] for _ in range(LOADER_BATCH)]
+    row = {
+        "ego_status": np.zeros(len(EGO_STATUS_FEATURES), dtype=np.float32),
+        "ego_status_valid": [True] * len(EGO_STATUS_FEATURES),
+        "trajectory": np.zeros((6, 2), dtype=np.float32),
+        "trajectory_mask": [True] * 6,
+        "meta_action": "decelerate, keep lane",
+    }
+
+    def rows() -> list[dict]:
+        return [{**row, "images": [PIL.Image.open(io.BytesIO(view)) for view in views]} for views in encoded]
+
+    normalised = median_ms(lambda: processor.from_rows(rows(), task="planning"), repeats)
+    resized = median_ms(lambda: processor.from_rows(rows(), task="planning", normalize_images=False), repeats)
+    pixels = processor.from_rows(rows(), task="planning", normalize_images=False)["pixel_values"]
+    normalise = median_ms(lambda: processor.normalize_pixels(pixels), repeats)
+    print(f"\n| training batch ({LOADER_BATCH} rows x 6 JPEG views, 400 x 225) | ms / batch |")
+    print("|---|---|")
+    print(f"| normalised in the loader | {normalised:.0f} |")
+    print(f"| resized only, uint8 (normalize_images_on_device) | {resized:.0f} |")
+    print(f"| normalize_pixels of that batch, here on the CPU (the trainer runs it on the device) | {normalise:.0f} |")
 
 
 if __name__ == "__main__":
