@@ -31,7 +31,14 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
-from occvla_hf.constants import CAMERA_NAMES, EGO_STATUS_FEATURES, NUM_OCC_CLASSES, NUM_WAYPOINTS, WAYPOINT_STEP_S
+from occvla_hf.constants import (
+    CAMERA_NAMES,
+    EGO_STATUS_FEATURES,
+    NUM_OCC_CLASSES,
+    NUM_PAST_WAYPOINTS,
+    NUM_WAYPOINTS,
+    WAYPOINT_STEP_S,
+)
 from occvla_hf.data.geometry import ego_kinematics, pose_matrix
 from occvla_hf.evaluation.baselines import constant_velocity_trajectories
 from occvla_hf.evaluation.closed_loop_metrics import (
@@ -73,6 +80,8 @@ class Observation:
         time_s: simulation time.
         images: six (H, W, 3) uint8 images in CAMERA_NAMES order, or None for planners that need none.
         ego_status: (6,) raw ego status in EGO_STATUS_FEATURES order; `ego_status_valid` (6,) bool flags it.
+        past_trajectory: (4, 2) the ego's actual positions 2.0, 1.5, 1.0 and 0.5 s ago in its current frame, metres
+            (the rows' `past_trajectory`); `past_trajectory_mask` (4,) False before the scene start.
         command: the route at the next junction: "straight", "left" or "right".
         prompt: the planning prompt (None: the processor's template).
         world: the running world (privileged ground truth: only `ExpertPlanner` reads it).
@@ -83,6 +92,8 @@ class Observation:
     images: tuple[np.ndarray, ...] | None
     ego_status: np.ndarray
     ego_status_valid: np.ndarray
+    past_trajectory: np.ndarray
+    past_trajectory_mask: np.ndarray
     command: str
     prompt: str | None
     world: ClosedLoopWorld
@@ -110,15 +121,31 @@ def ego_status(world: ClosedLoopWorld) -> tuple[np.ndarray, np.ndarray]:
     return status, status_valid
 
 
+def past_trajectory(world: ClosedLoopWorld) -> tuple[np.ndarray, np.ndarray]:
+    """(4, 2) ego positions at the previous 4 keyframe times (oldest first) in the current ego frame, metres, and
+    (4,) validity (False before the scene start), as the planning rows' `past_trajectory`."""
+    times_s = world.time_s - WAYPOINT_STEP_S * np.arange(NUM_PAST_WAYPOINTS, 0, -1)
+    valid = times_s > -1e-9
+    points = np.zeros((NUM_PAST_WAYPOINTS, 2))
+    if valid.any():
+        (origin,), (yaw,) = world.ego_poses(np.array([world.time_s]))
+        past_xy, _ = world.ego_poses(times_s[valid])
+        points[valid] = world_to_frame_2d(past_xy, origin, float(yaw))
+    return points, valid
+
+
 def observe(world: ClosedLoopWorld, with_images: bool, prompt: str | None = None) -> Observation:
     """The observation of a running world."""
     status, valid = ego_status(world)
+    past, past_valid = past_trajectory(world)
     return Observation(
         scenario=world.scene.scenario.name,
         time_s=world.time_s,
         images=tuple(world.render()) if with_images else None,
         ego_status=status,
         ego_status_valid=valid,
+        past_trajectory=past,
+        past_trajectory_mask=past_valid,
         command=world.scene.command,
         prompt=prompt,
         world=world,
@@ -149,7 +176,8 @@ class ConstantVelocityPlanner:
 
 
 class OccVLAPlanner:
-    """An `OccVLAForPlanning` and its `OccVLAProcessor`: images + ego status + prompt -> `model.plan` trajectory."""
+    """An `OccVLAForPlanning` and its `OccVLAProcessor`: images + ego status (+ ego history, for a processor with
+    `ego_history_steps`) + prompt -> `model.plan` trajectory."""
 
     needs_images = True
 
@@ -172,6 +200,8 @@ class OccVLAPlanner:
             task="planning",
             ego_status=np.stack([obs.ego_status for obs in observations]),
             ego_status_valid=np.stack([obs.ego_status_valid for obs in observations]),
+            ego_history=np.stack([obs.past_trajectory for obs in observations]),
+            ego_history_mask=np.stack([obs.past_trajectory_mask for obs in observations]),
         )
         with torch.inference_mode():
             plan = self.model.plan(**model_inputs(inputs, self.model))

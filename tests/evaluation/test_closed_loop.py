@@ -3,6 +3,7 @@ observation against the dataset, the OccVLA adapter and the `eval closed-loop` c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -143,6 +144,9 @@ def test_observation_at_the_logged_pose_is_the_dataset_row(training_data_dir: Pa
         np.testing.assert_array_equal(image, np.asarray(stored.convert("RGB")), err_msg=camera)
     np.testing.assert_array_equal(obs.ego_status_valid, row["ego_status_valid"])
     np.testing.assert_allclose(obs.ego_status, row["ego_status"], atol=1e-4)
+    np.testing.assert_array_equal(obs.past_trajectory_mask, row["past_trajectory_mask"])
+    np.testing.assert_allclose(obs.past_trajectory, row["past_trajectory"], atol=1e-3)
+    assert obs.past_trajectory_mask.any()
     assert obs.ego_status_valid[:5].all() and not obs.ego_status_valid[5]  # no CAN bus: no steering
 
 
@@ -159,6 +163,29 @@ def test_occvla_adapter_drives_from_the_rendered_cameras():
         np.testing.assert_allclose(plans[0], plans[1], atol=1e-4)
         world.drive(plans[0])
     assert world.step_index == scene.start_step + 4
+
+
+def test_occvla_adapter_feeds_the_ego_history_to_a_model_that_reads_it():
+    """A model with `ego_history_steps=2` plans from the observation's past positions (the trajectory changes with
+    them), where it would otherwise fail for a missing `ego_history`."""
+    from occvla_hf.training.joint import build_model_and_processor
+    from tests.conftest import TINY_MODEL_CONFIG
+
+    torch.manual_seed(0)
+    model, processor, _ = build_model_and_processor({"config": {**TINY_MODEL_CONFIG, "ego_history_steps": 2}})
+    with torch.no_grad():  # a head that reads its inputs, ego history included (a new head outputs a constant)
+        for layer in model.trajectory_head.mlp:
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.normal_(std=0.5)
+    planner = OccVLAPlanner(model.eval(), processor)
+    config = SimConfig(scale=0.05)
+    world = ClosedLoopWorld(logged_scene(Scenario("free_driving", 0), config, *scene_setup(3, config)))
+    obs = observe(world, with_images=True)
+    assert obs.past_trajectory_mask[-2:].all()  # the 2 steps the model reads (the scene started 1 s ago)
+    moved = dataclasses.replace(obs, past_trajectory=obs.past_trajectory + 1.0)
+    plans = planner.plan([obs, moved])
+    assert plans.shape == (2, NUM_WAYPOINTS, 2) and np.isfinite(plans).all()
+    assert not np.allclose(plans[0], plans[1])
 
 
 def test_cli_drives_a_scenario_and_writes_the_report_and_a_gif(tmp_path: Path, capsys):
