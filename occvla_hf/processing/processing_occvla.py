@@ -807,6 +807,12 @@ class OccVLAProcessor(ProcessorMixin):
         batch["pixel_values"] = pixels.to(torch.uint8) if return_tensors == "pt" else pixels.astype(np.uint8)
         return batch
 
+    def resized_pixels(self, images: Any) -> np.ndarray:
+        """Images of one sample or a batch (as `__call__` takes them) -> (batch, num_views, 3, H, W) uint8: resized by
+        the image processor, neither rescaled nor normalised (what `normalize_pixels` takes, and what
+        `training.image_cache` stores)."""
+        return self._pixel_values(images, {"do_rescale": False, "do_normalize": False}).astype(np.uint8)
+
     def normalize_pixels(self, pixel_values: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """(batch, num_views, 3, H, W) uint8 resized images (`from_rows(normalize_images=False)`) -> the
         normalised `pixel_values` the model takes, in `dtype` on their device: the image processor's rescale and

@@ -43,6 +43,7 @@ from occvla_hf.processing import OccVLAProcessor, build_tokenizer
 from occvla_hf.processing.processing_occvla import TASKS
 
 from .collator import OCCUPANCY_LATENT_COLUMN, OCCUPANCY_ROW_COLUMNS, ROW_COLUMNS, OccVLADataCollator
+from .image_cache import ImageCache, open_image_cache
 from .latent_cache import OccupancyLatentCache, open_occupancy_latent_cache
 from .metrics import planning_l2_metrics
 from .model_card import ModelCardInfo
@@ -145,7 +146,10 @@ class JointRecipe(Recipe):
         gradient_norm_steps: log each loss term's gradient norm on the shared layers this often (`OccVLATrainer`);
             0 never.
         normalize_images_on_device: the loader hands over resized uint8 images and the trainer normalises them on
-            the device (same values; a quarter of the bytes and a third of the loader's CPU time).
+            the device (same values; a quarter of the bytes and less of the loader's CPU time).
+        image_cache: a folder of the resized camera views per split (`<folder>/<split>/`, `training.image_cache`,
+            built on first use by the main process, checked against the processor after that): the loader then
+            decodes and resizes no image.
         training: `transformers.TrainingArguments` fields; `output_dir` is required.
     """
 
@@ -165,6 +169,7 @@ class JointRecipe(Recipe):
     resume_from_checkpoint: str | bool | None = None
     gradient_norm_steps: int = 0
     normalize_images_on_device: bool = False
+    image_cache: str | None = None
     training: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -198,6 +203,8 @@ class JointDataset(torch.utils.data.Dataset):
         datasets: task name (`planning`, `qa`) -> rows of that dataset config.
         occupancy: rows of the `occupancy` config (compressed grids), or None for no occupancy grids.
         occupancy_latents: cached VAE latents of the occupancy targets, or None.
+        images: resized camera views of every row's keyframe (`training.image_cache`), or None: with a cache the
+            `images` column is never read, and each row's `images` are its keyframe's cached (H, W, 3) uint8 views.
     """
 
     def __init__(
@@ -205,16 +212,24 @@ class JointDataset(torch.utils.data.Dataset):
         datasets: Mapping[str, Dataset],
         occupancy: Dataset | None = None,
         occupancy_latents: OccupancyLatentCache | None = None,
+        images: ImageCache | None = None,
     ) -> None:
         unknown = sorted(set(datasets) - set(TASKS))
         if unknown or not datasets:
             raise ValueError(f"datasets: expected tasks among {TASKS}, got {sorted(datasets)}")
         if "planning" in datasets:
             datasets = {**datasets, "planning": datasets["planning"].filter(bool, input_columns="meta_action")}
+        if images is not None:
+            for rows in datasets.values():
+                images.check(rows["sample_token"])
+        skipped = {"images"} if images is not None else set()
         self.datasets = {
-            task: rows.select_columns([c for c in rows.column_names if c in ROW_COLUMNS or c == "sample_token"])
+            task: rows.select_columns(
+                [c for c in rows.column_names if (c in ROW_COLUMNS or c == "sample_token") and c not in skipped]
+            )
             for task, rows in datasets.items()
         }
+        self.images = images
         self.index = [(task, row) for task, rows in self.datasets.items() for row in range(len(rows))]
         self.tasks = [task for task, _ in self.index]
         self.occupancy = None if occupancy is None else occupancy.select_columns(list(OCCUPANCY_ROW_COLUMNS))
@@ -229,6 +244,8 @@ class JointDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         task, row_index = self.index[index]
         row = {**self.datasets[task][row_index], "task": task}
+        if self.images is not None:
+            row["images"] = list(self.images[row["sample_token"]].transpose(0, 2, 3, 1))  # V x (H, W, 3)
         token = row.get("sample_token") if task == "planning" else None
         occupancy_row = self.occupancy_rows.get(token)
         if occupancy_row is not None:
@@ -370,7 +387,7 @@ def train_joint(recipe: JointRecipe | Mapping[str, Any]) -> JointTrainingResult:
     datasets = load_training_data(recipe.data.path, recipe.dataset_configs)
     model, processor = prepare_model(recipe, datasets, seed=args.seed)
     trained_model = apply_lora(model, recipe.lora) if recipe.lora else model
-    train_dataset, eval_dataset = joint_datasets(recipe, datasets, model, args)
+    train_dataset, eval_dataset = joint_datasets(recipe, datasets, model, args, processor)
     trainer = OccVLATrainer(
         model=trained_model,
         args=args,
@@ -423,7 +440,11 @@ def prepare_model(
 
 
 def joint_datasets(
-    recipe: JointRecipe, datasets: Mapping[str, DatasetDict], model: OccVLAForPlanning, args: TrainingArguments
+    recipe: JointRecipe,
+    datasets: Mapping[str, DatasetDict],
+    model: OccVLAForPlanning,
+    args: TrainingArguments,
+    processor: OccVLAProcessor,
 ) -> tuple[JointDataset, JointDataset | None]:
     """(training rows of every task, planning rows of the eval split or None), with occupancy targets when the
     recipe supervises occupancy: the grids, or with `occupancy_latent_cache` the latents of `model`'s VAE (the
@@ -431,16 +452,21 @@ def joint_datasets(
     data = recipe.data
 
     def joint_rows(split: str, task_rows: Mapping[str, Dataset]) -> JointDataset:
+        images = None
+        if recipe.image_cache:
+            path = Path(recipe.image_cache) / split
+            with args.main_process_first(local=False, desc=f"image cache {path}"):
+                images = open_image_cache(list(task_rows.values()), processor, path)
         if not recipe.occupancy_supervision:
-            return JointDataset(task_rows)
+            return JointDataset(task_rows, images=images)
         occupancy = _split(datasets, "occupancy", split)
         if not recipe.occupancy_latent_cache:
-            return JointDataset(task_rows, occupancy)
+            return JointDataset(task_rows, occupancy, images=images)
         path = Path(recipe.occupancy_latent_cache) / f"{split}.safetensors"
         with args.main_process_first(local=False, desc=f"occupancy latent cache {path}"):
             latents = open_occupancy_latent_cache(occupancy, model.occupancy_vae, path, device=args.device)
         grids = occupancy if model.config.occupancy_voxel_loss_weight > 0 else None  # the voxel loss reads grids
-        return JointDataset(task_rows, grids, latents)
+        return JointDataset(task_rows, grids, latents, images)
 
     train_rows = {task: _split(datasets, task, data.train_split) for task in data.tasks}
     train_dataset = joint_rows(data.train_split, train_rows)

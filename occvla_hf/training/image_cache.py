@@ -1,0 +1,163 @@
+"""Camera views resized once: the processor's resize of every keyframe's views, stored as uint8, so that a training
+loader decodes and resizes nothing.
+
+A cache folder holds `images.npy`, a numpy array (N, num_views, 3, H, W) uint8 read as a memory map, and
+`index.json`: the sample token of each of its N rows and the image settings it was made with (`cache_settings`).
+The resize is the processor's own (`OccVLAProcessor.resized_pixels`), so a cached row gives the same pixel values as
+its images. QA rows share their keyframe's entry (joined by `sample_token`). A cache is checked against the processor
+when opened: made with other settings, it is refused.
+
+    python -m occvla_hf.training.image_cache DATA MODEL_OR_PROCESSOR OUT --split train val
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from datasets import Dataset
+from tqdm.auto import tqdm
+
+from occvla_hf.processing import OccVLAProcessor
+
+IMAGES_FILE: str = "images.npy"
+INDEX_FILE: str = "index.json"
+BUILD_BATCH: int = 32
+
+
+def cache_settings(processor: OccVLAProcessor) -> dict[str, Any]:
+    """What the cached pixels depend on: the views and the image processor's resize."""
+    image_processor = processor.image_processor
+    size = image_processor.size
+    return {
+        "num_views": processor.num_views,
+        "height": int(size["height"]),
+        "width": int(size["width"]),
+        "resample": int(image_processor.resample),
+        "image_processor": type(image_processor).__name__,
+    }
+
+
+class ImageCache:
+    """An image cache folder (module docstring), read-only: `cache[token]` is a (num_views, 3, H, W) uint8 array."""
+
+    def __init__(self, path: str | os.PathLike, processor: OccVLAProcessor) -> None:
+        path = Path(path)
+        index_file = path / INDEX_FILE
+        if not index_file.is_file():
+            raise FileNotFoundError(f"{index_file}: no image cache index (build it with build_image_cache)")
+        index = json.loads(index_file.read_text())
+        expected = cache_settings(processor)
+        if index.get("settings") != expected:
+            raise ValueError(f"{path}: made with image settings {index.get('settings')}, the processor has {expected}")
+        self.path = path
+        self._images: np.ndarray | None = None
+        tokens = index["sample_tokens"]
+        shape = (len(tokens), expected["num_views"], 3, expected["height"], expected["width"])
+        if self.images.shape != shape or self.images.dtype != np.uint8:
+            raise ValueError(
+                f"{path / IMAGES_FILE}: expected {shape} uint8, got {self.images.shape} {self.images.dtype}"
+            )
+        self.rows = {token: row for row, token in enumerate(tokens)}
+
+    @property
+    def images(self) -> np.ndarray:
+        """(N, V, 3, H, W) uint8 memory map, opened on first access (also in each data loader worker)."""
+        if self._images is None:
+            self._images = np.load(self.path / IMAGES_FILE, mmap_mode="r")
+        return self._images
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_images": None}  # a worker maps the file itself instead of receiving a copy
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __contains__(self, token: object) -> bool:
+        return token in self.rows
+
+    def __getitem__(self, token: str) -> np.ndarray:
+        return np.array(self.images[self.rows[token]])
+
+    def check(self, sample_tokens: Sequence[str]) -> None:
+        """ValueError naming the first sample token the cache does not hold."""
+        missing = [token for token in dict.fromkeys(sample_tokens) if token not in self.rows]
+        if missing:
+            raise ValueError(f"{self.path}: no cached images for {len(missing)} sample tokens, e.g. {missing[0]!r}")
+
+
+def _keyframe_rows(datasets: Sequence[Dataset]) -> dict[str, tuple[int, int]]:
+    """sample token -> (dataset, row) of its first row among `datasets`."""
+    first: dict[str, tuple[int, int]] = {}
+    for number, rows in enumerate(datasets):
+        for row, token in enumerate(rows["sample_token"]):
+            first.setdefault(token, (number, row))
+    return first
+
+
+def build_image_cache(
+    datasets: Sequence[Dataset], processor: OccVLAProcessor, path: str | os.PathLike, batch_size: int = BUILD_BATCH
+) -> ImageCache:
+    """Resizes the views of every keyframe of `datasets` (rows with `sample_token` and `images`) into a new cache at
+    `path`; the index is written last, so a cache interrupted while building has none and is rebuilt."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    settings = cache_settings(processor)
+    first = _keyframe_rows(datasets)
+    tokens = list(first)
+    shape = (len(tokens), settings["num_views"], 3, settings["height"], settings["width"])
+    images = np.lib.format.open_memmap(path / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=shape)
+    for start in tqdm(range(0, len(tokens), batch_size), desc=f"image cache {path.name}", unit="batch"):
+        batch = [
+            datasets[number][row]["images"] for number, row in (first[t] for t in tokens[start : start + batch_size])
+        ]
+        images[start : start + len(batch)] = processor.resized_pixels(batch)
+    images.flush()
+    del images
+    index = {"settings": settings, "sample_tokens": tokens}
+    (path / INDEX_FILE).write_text(json.dumps(index))
+    print(f"{path}: {len(tokens)} keyframes, {np.prod(shape) / 2**30:.1f} GiB", flush=True)
+    return ImageCache(path, processor)
+
+
+def open_image_cache(
+    datasets: Sequence[Dataset], processor: OccVLAProcessor, path: str | os.PathLike, **build_kwargs: Any
+) -> ImageCache:
+    """The cache at `path`, checked against the processor and the rows' sample tokens, or a new one
+    (`build_image_cache`) when it has no index yet."""
+    if not (Path(path) / INDEX_FILE).is_file():
+        return build_image_cache(datasets, processor, path, **build_kwargs)
+    cache = ImageCache(path, processor)
+    for rows in datasets:
+        cache.check(rows["sample_token"])
+    return cache
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Builds (or checks) `<out>/<split>/` for each `--split` of the planning and QA configs of a dataset."""
+    import argparse
+
+    from occvla_hf.data.load import load_configs
+
+    parser = argparse.ArgumentParser(prog="python -m occvla_hf.training.image_cache", description=main.__doc__)
+    parser.add_argument("data", help="a `data build` folder or a Hub dataset id")
+    parser.add_argument("processor", help="a model or processor folder (its image settings are cached)")
+    parser.add_argument("out", help="cache folder: <out>/<split>/")
+    parser.add_argument("--split", nargs="+", default=["train"], help="splits to cache")
+    parser.add_argument("--configs", nargs="+", default=["planning", "qa"], help="dataset configs whose keyframes")
+    args = parser.parse_args(argv)
+    processor = OccVLAProcessor.from_pretrained(args.processor)
+    configs: Mapping[str, Any] = load_configs(args.data, args.configs)
+    for split in args.split:
+        rows = [splits[split] for splits in configs.values() if split in splits]
+        if not rows:
+            raise ValueError(f"--split: {split!r} is in none of the configs {args.configs}")
+        open_image_cache(rows, processor, Path(args.out) / split)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""The image cache: the processor's resize stored once, served by `JointDataset`, checked, and trained on with the
+same losses as decoding the images."""
+
+from __future__ import annotations
+
+import copy
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from occvla_hf.data.load import load_configs
+from occvla_hf.training.collator import OccVLADataCollator
+from occvla_hf.training.image_cache import INDEX_FILE, ImageCache, build_image_cache, open_image_cache
+from occvla_hf.training.joint import JointDataset, build_model_and_processor, train_joint
+from tests.conftest import TINY_MODEL_CONFIG
+
+
+@pytest.fixture
+def task_rows(training_data_dir):
+    configs = load_configs(training_data_dir, ["planning", "qa"])
+    return {task: splits["mini_train"] for task, splits in configs.items()}
+
+
+@pytest.fixture
+def processor():
+    return build_model_and_processor({"config": TINY_MODEL_CONFIG})[1]
+
+
+def test_cache_holds_the_processors_resize_of_each_keyframe_once(task_rows, processor, tmp_path):
+    cache = build_image_cache(list(task_rows.values()), processor, tmp_path / "train", batch_size=4)
+    planning = task_rows["planning"]
+    assert len(cache) == len(set(planning["sample_token"]))  # the QA rows share their keyframe's entry
+    assert set(task_rows["qa"]["sample_token"]) <= set(cache.rows)
+    for index in (0, len(planning) - 1):
+        row = planning[index]
+        expected = processor.resized_pixels([row["images"]])[0]
+        assert cache[row["sample_token"]].dtype == np.uint8
+        np.testing.assert_array_equal(cache[row["sample_token"]], expected)
+    copied = pickle.loads(pickle.dumps(cache))  # a data loader worker maps the file itself
+    assert copied._images is None
+    np.testing.assert_array_equal(copied[planning[0]["sample_token"]], cache[planning[0]["sample_token"]])
+
+
+def test_joint_dataset_with_the_cache_gives_the_same_batches(task_rows, processor, tmp_path):
+    cache = open_image_cache(list(task_rows.values()), processor, tmp_path / "train")
+    plain, cached = JointDataset(task_rows), JointDataset(task_rows, images=cache)
+    assert "images" not in cached.datasets["planning"].column_names
+    collator = OccVLADataCollator(processor)
+    for task in ("planning", "qa"):
+        indices = [i for i, t in enumerate(plain.tasks) if t == task][:3]
+        expected = collator([plain[i] for i in indices])
+        batch = collator([cached[i] for i in indices])
+        assert batch.keys() == expected.keys()
+        for key in expected:
+            assert torch.equal(batch[key], expected[key]), (task, key)
+
+
+def test_cache_is_checked_against_the_processor_and_the_rows(task_rows, processor, tmp_path):
+    path = tmp_path / "train"
+    build_image_cache([task_rows["planning"]], processor, path)
+    other = copy.deepcopy(processor)
+    other.image_processor.size = {"height": 32, "width": 32}
+    with pytest.raises(ValueError, match="made with image settings"):
+        ImageCache(path, other)
+    with pytest.raises(ValueError, match="no cached images for 1 sample tokens, e.g. 'missing'"):
+        ImageCache(path, processor).check(["missing"])
+    with pytest.raises(FileNotFoundError, match="no image cache index"):
+        ImageCache(tmp_path / "none", processor)
+    (path / INDEX_FILE).unlink()  # interrupted before the index: built again
+    assert len(open_image_cache([task_rows["planning"]], processor, path)) == len(ImageCache(path, processor))
+    assert json.loads((path / INDEX_FILE).read_text())["settings"]["height"] == processor.image_processor.size["height"]
+
+
+def test_recipe_with_the_image_cache_trains_on_the_same_losses(tiny_recipe, tmp_path):
+    decoded = copy.deepcopy(tiny_recipe)
+    decoded["training"].update(max_steps=3, per_device_train_batch_size=2, output_dir=str(tmp_path / "decoded"))
+    decoded["data"]["tasks"] = ["planning"]  # every batch has every term
+    cached = copy.deepcopy(decoded)
+    cached["training"]["output_dir"] = str(tmp_path / "cached")
+    cached["image_cache"] = str(tmp_path / "images")
+    cached["normalize_images_on_device"] = True
+    logs = {}
+    for name, recipe in (("decoded", decoded), ("cached", cached)):
+        history = train_joint(recipe).log_history
+        logs[name] = [entry for entry in history if "loss" in entry and "train_loss" not in entry]
+    assert (tmp_path / "images" / "mini_train" / INDEX_FILE).is_file()
+    assert len(logs["cached"]) == len(logs["decoded"]) == 3
+    for plain, with_cache in zip(logs["decoded"], logs["cached"]):
+        assert plain.keys() == with_cache.keys()
+        for key in ("loss", "lm_loss", "trajectory_loss", "occupancy_latent_loss"):
+            assert with_cache[key] == pytest.approx(plain[key], rel=1e-5), key
