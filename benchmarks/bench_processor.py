@@ -4,8 +4,9 @@ Rows: 1 and 6 views, batch 1 and 8, inference (prompt only) and training (answer
 Occ3D grid); images as PIL (what `datasets` decodes) or numpy. The image processor is SigLIP at 224 px (the PIL
 backend when torchvision is missing). Every number is the median of `--repeats` runs after one warm-up run.
 A second table times a training loader's batch at the at-scale shape (64 planning rows of six 400 x 225 JPEG views,
-`from_rows`) with the images normalised in the loader, and resized only (uint8) with the normalisation
-(`normalize_pixels`) timed apart, as the trainer runs it on the device with `normalize_images_on_device`.
+`from_rows`) with the images normalised in the loader, resized only (uint8) with the normalisation (`normalize_pixels`)
+timed apart, as the trainer runs it on the device with `normalize_images_on_device`, and from views resized once
+(what `training.image_cache` serves).
 
     python benchmarks/bench_processor.py
 """
@@ -92,11 +93,15 @@ def loader_table(image_processor, tokenizer, rng: np.random.Generator, repeats: 
     normalised = median_ms(lambda: processor.from_rows(rows(), task="planning"), repeats)
     resized = median_ms(lambda: processor.from_rows(rows(), task="planning", normalize_images=False), repeats)
     pixels = processor.from_rows(rows(), task="planning", normalize_images=False)["pixel_values"]
+    cached_views = [list(sample.transpose(0, 2, 3, 1)) for sample in pixels.numpy()]  # what `image_cache` serves
+    cached_rows = [{**row, "images": views} for views in cached_views]
+    cached = median_ms(lambda: processor.from_rows(cached_rows, task="planning", normalize_images=False), repeats)
     normalise = median_ms(lambda: processor.normalize_pixels(pixels), repeats)
     print(f"\n| training batch ({LOADER_BATCH} rows x 6 JPEG views, 400 x 225) | ms / batch |")
     print("|---|---|")
     print(f"| normalised in the loader | {normalised:.0f} |")
     print(f"| resized only, uint8 (normalize_images_on_device) | {resized:.0f} |")
+    print(f"| resized once (`image_cache`), uint8 | {cached:.0f} |")
     print(f"| normalize_pixels of that batch, here on the CPU (the trainer runs it on the device) | {normalise:.0f} |")
 
 
