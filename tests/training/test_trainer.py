@@ -238,7 +238,8 @@ def test_data_parallel_step_matches_one_process(tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                "--module", "tests.training.ddp_worker", str(output)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
-    subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, timeout=300, capture_output=True)
+    run = subprocess.run(command, cwd=REPO_ROOT, env=env, timeout=300, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-4000:]
     one_batch, one_batch_log, _ = one_step(per_device_batch=4)
     assert_same_step(one_batch, load_file(output))
     with safe_open(output, framework="pt") as data_parallel:
@@ -252,7 +253,8 @@ def test_fully_sharded_training_matches_one_process_and_resumes_from_its_sharded
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                "--module", "tests.training.fsdp_worker", str(sharded)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
-    subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, timeout=600, capture_output=True)
+    run = subprocess.run(command, cwd=REPO_ROOT, env=env, timeout=600, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-4000:]
     one_process_logs = fsdp_worker.train(tmp_path / "one_process", per_device_batch=4)
     logs = json.loads((sharded / "logs.json").read_text())
     assert len(logs["run"]) == len(one_process_logs) == 2
