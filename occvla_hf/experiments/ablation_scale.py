@@ -14,7 +14,9 @@ of the training scenes; occupancy of every keyframe). Images stay in the dataroo
 
 Variants (`VARIANTS`, recipe overrides of `configs/scale_joint.yaml`): `occ`, `no_occ`, `occ_xattn` (the paper's
 occupancy transformer, `occupancy_module: cross_attention`), `occ_10pct` / `no_occ_10pct` (trained on
-`train_10pct/`), and `occ_w<λ>`, the λ_occ (`occupancy_loss_weight`) sweep. `run` trains and evaluates them like
+`train_10pct/`), `occ_w<λ>`, the λ_occ (`occupancy_loss_weight`) sweep, and the planner variants: `occ_reasoning`
+(reasoning + meta-action as the planning target), `occ_after_text` (that, with the trajectory read after the
+generated text), `occ_history` (2 s of ego history to the head) and `occ_no_ego` (no ego status). `run` trains and evaluates them like
 `occupancy_ablation` (the same runner, stage 1 included): one JSON per run with the keys of
 `benchmarks/results/ablation_occupancy/` plus `planning_hard`, planning on the **hard subset** of the held-out
 keyframes (`evaluation.baselines.hard_keyframes`: logged future more than 1 m from constant velocity), also in
@@ -75,6 +77,17 @@ VARIANTS: dict[str, Variant] = {
     "no_occ_10pct": Variant(
         SCALE_RECIPE, _NO_OCC, "without occupancy, 10 % of the labels", train_data=LABEL_SCARCE_DIR
     ),
+    # Reasoning supervision and the planner's inputs (each with occupancy, one setting changed):
+    "occ_reasoning": Variant(
+        SCALE_RECIPE, ("--planning_target", "reasoning"), "occupancy, reasoning + meta-action target"
+    ),
+    "occ_after_text": Variant(
+        SCALE_RECIPE,
+        ("--planning_target", "reasoning", "--model.config.trajectory_position", "after_text"),
+        "occupancy, reasoning, trajectory after the text",
+    ),
+    "occ_history": Variant(SCALE_RECIPE, ("--model.config.ego_history_steps", "4"), "occupancy, 2 s ego history"),
+    "occ_no_ego": Variant(SCALE_RECIPE, ("--model.config.use_ego_status", "false"), "occupancy, no ego status"),
     **{
         f"occ_w{weight:g}": Variant(
             SCALE_RECIPE, ("--model.config.occupancy_loss_weight", str(weight)), f"occupancy, λ_occ {weight:g}"

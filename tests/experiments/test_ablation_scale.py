@@ -15,7 +15,7 @@ from occvla_hf.evaluation.baselines import hard_keyframes
 from occvla_hf.experiments import ablation_scale
 from occvla_hf.experiments.ablation_scale import LAMBDA_OCC_SWEEP, SCALE_RECIPE, VARIANTS, hard_subset, scale_tables
 from occvla_hf.experiments.label_scarcity import labelled_scenes
-from occvla_hf.training.joint import build_model_and_processor
+from occvla_hf.training.joint import JointRecipe, build_model_and_processor
 from occvla_hf.training.recipe import load_recipe
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +35,12 @@ def test_variants_are_recipe_overrides_of_one_recipe() -> None:
     ]
     assert recipes["occ_xattn"]["model"]["config"]["occupancy_module"] == "cross_attention"
     assert recipes["occ_w0.1"]["model"]["config"]["occupancy_loss_weight"] == 0.1
+    assert recipes["occ_reasoning"]["planning_target"] == "reasoning"
+    assert recipes["occ_after_text"]["model"]["config"]["trajectory_position"] == "after_text"
+    assert recipes["occ_history"]["model"]["config"]["ego_history_steps"] == 4
+    assert recipes["occ_no_ego"]["model"]["config"]["use_ego_status"] is False
+    for name in ("occ_reasoning", "occ_after_text", "occ_history", "occ_no_ego"):  # each is a valid recipe
+        assert JointRecipe.from_dict(recipes[name]).model.config == recipes[name]["model"]["config"]
     assert {name for name, variant in VARIANTS.items() if variant.train_data != "train"} == {
         "occ_10pct",
         "no_occ_10pct",
