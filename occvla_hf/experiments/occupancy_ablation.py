@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -331,6 +332,15 @@ def run_ablation(
     (out / f"{CV_VARIANT}.json").write_text(json.dumps(baseline, indent=1))
     jobs = [(name, seed) for seed in args.seeds for name in args.variants]
 
+    def evaluate_or_report(name: str, seed: int) -> None:
+        """`evaluate`; a failure is printed and kept in `<variant>_s<seed>.error.txt`, and the other runs go on."""
+        try:
+            evaluate(name, seed)
+        except Exception:  # noqa: BLE001 (any failure of one run's evaluation is reported, not fatal)
+            message = traceback.format_exc()
+            (out / f"{name}_s{seed}.error.txt").write_text(message)
+            print(f"{name} seed {seed}: evaluation failed\n{message}", flush=True)
+
     def evaluate(name: str, seed: int) -> None:
         model_dir = runs_dir / f"{name}_s{seed}"
         if not (model_dir / "config.json").is_file():
@@ -368,7 +378,7 @@ def run_ablation(
         out=out,
         parallel=args.parallel,
         joint_overrides=shlex.split(args.joint_overrides),
-        on_finished=evaluate,
+        on_finished=evaluate_or_report,
     )
 
 

@@ -73,10 +73,19 @@ def cars_per_camera(row: Mapping[str, Any]) -> np.ndarray:
 @torch.inference_mode()
 def probe_features(model, processor, rows: Dataset, batch_size: int = 32) -> dict[str, np.ndarray]:
     """The feature sets of the module docstring on the planning rows, float32 arrays: `traj` (N, D), `vision`
-    (N, V, D) and `lm_image` (N, V, D)."""
+    (N, V, D) and `lm_image` (N, V, D). Without `traj` for `trajectory_position="after_text"`, whose prompt has no
+    `<traj>` (its state exists only after the generated text)."""
     config = model.config
     views, per_view = config.num_views, config.image_seq_length
-    parts: dict[str, list[np.ndarray]] = {"traj": [], "vision": [], "lm_image": []}
+    in_prompt = config.trajectory_position != "after_text"
+    parts: dict[str, list[np.ndarray]] = (
+        {"traj": [], "vision": [], "lm_image": []}
+        if in_prompt
+        else {
+            "vision": [],
+            "lm_image": [],
+        }
+    )
     for start in range(0, len(rows), batch_size):
         inputs = model_inputs(
             processor.from_rows(rows[start : start + batch_size], task="planning", training=False), model
@@ -91,7 +100,8 @@ def probe_features(model, processor, rows: Dataset, batch_size: int = 32) -> dic
         ).last_hidden_state  # (batch, length, D)
         image = hidden[input_ids == config.image_token_id].reshape(batch, views, per_view, -1)
         vision = model.model.get_image_features(inputs["pixel_values"]).reshape(batch, views, per_view, -1)
-        parts["traj"].append(hidden[input_ids == config.traj_token_id].float().cpu().numpy())
+        if in_prompt:
+            parts["traj"].append(hidden[input_ids == config.traj_token_id].float().cpu().numpy())
         parts["lm_image"].append(image.float().mean(dim=2).cpu().numpy())
         parts["vision"].append(vision.float().mean(dim=2).cpu().numpy())
     return {name: np.concatenate(arrays) for name, arrays in parts.items()}
@@ -162,7 +172,8 @@ def fit_scene_mask(scene_names: Sequence[str]) -> np.ndarray:
 
 def probe_report(model, processor, rows: Dataset, batch_size: int = 32) -> dict[str, Any]:
     """The probes of the module docstring on planning rows: {target: {features: ridge_probe report}}; the lead
-    distance probe is None when fewer than `MIN_PROBE_SAMPLES` fitting or test keyframes have a lead vehicle."""
+    distance probe is None when fewer than `MIN_PROBE_SAMPLES` fitting or test keyframes have a lead vehicle, or for
+    an `after_text` model."""
     features = probe_features(model, processor, rows, batch_size=batch_size)
     columns = rows.select_columns(
         ["scene_name", "agent_boxes", "agent_categories", "camera_intrinsics", "camera_to_keyframe_ego"]
@@ -174,7 +185,8 @@ def probe_report(model, processor, rows: Dataset, batch_size: int = 32) -> dict[
     has_lead = ~np.isnan(lead)
     report: dict[str, Any] = {"num_keyframes": len(table), "num_with_lead": int(has_lead.sum())}
     f, t = fit & has_lead, ~fit & has_lead
-    enough = min(f.sum(), t.sum()) >= MIN_PROBE_SAMPLES  # else None: too few keyframes with a lead vehicle
+    # None: too few keyframes with a lead vehicle, or no `<traj>` state in the prompt (`probe_features`)
+    enough = min(f.sum(), t.sum()) >= MIN_PROBE_SAMPLES and "traj" in features
     report["lead_distance_m"] = {
         "traj": ridge_probe(features["traj"][f], lead[f], features["traj"][t], lead[t], scenes[f]) if enough else None
     }

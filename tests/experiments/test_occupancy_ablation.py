@@ -48,3 +48,43 @@ def test_experiment_help_lists_the_experiments(capsys: pytest.CaptureFixture) ->
         main(["experiment", "--help"])
     out = capsys.readouterr().out
     assert "occupancy_ablation" in out and "ablation_scale" in out
+
+
+def test_a_failed_evaluation_is_kept_and_the_other_runs_go_on(tmp_path: Path, monkeypatch) -> None:
+    """Each run is evaluated as it ends (`on_finished`); one that fails leaves `<run>.error.txt` with the traceback,
+    and the next run is still evaluated and reported."""
+    import argparse
+    import json
+
+    from occvla_hf.experiments import occupancy_ablation
+
+    runs = tmp_path / "runs"
+    for name in ("occ_s0", "no_occ_s0"):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "config.json").write_text("{}")
+        (runs / name / "trainer_state.json").write_text(json.dumps({"log_history": []}))
+    l2 = {"stp3": {"l2_avg_m": 0.5}}
+    baseline = {"variant": "constant_velocity", "planning_with_velocity": l2}
+
+    def fake_evaluate_run(model_dir: Path, *args, **kwargs) -> dict:
+        if model_dir.name == "occ_s0":
+            raise RuntimeError("out of memory")
+        return {"planning": l2, "planning_with_velocity": l2, "qa": {"overall": {"accuracy_pct": 50.0}}}
+
+    def fake_train_runs(variants, jobs, *, on_finished, **kwargs) -> None:
+        for name, seed in jobs:
+            on_finished(name, seed)
+
+    monkeypatch.setattr(occupancy_ablation, "held_out_rows", lambda *args: None)
+    monkeypatch.setattr(occupancy_ablation, "constant_velocity_report", lambda *args: baseline)
+    monkeypatch.setattr(occupancy_ablation, "evaluate_run", fake_evaluate_run)
+    monkeypatch.setattr(occupancy_ablation, "train_runs", fake_train_runs)
+    args = argparse.Namespace(
+        out=str(tmp_path / "out"), data=str(tmp_path), runs=str(runs), vae=str(tmp_path), variants=["occ", "no_occ"],
+        seeds=[0], held_out="eval", parallel=1, joint_overrides="", latency_repeats=1, probes=False,
+    )  # fmt: skip
+    occupancy_ablation.run_ablation(VARIANTS, args, vae_recipe="unused.yaml")
+    out = tmp_path / "out"
+    assert "RuntimeError: out of memory" in (out / "occ_s0.error.txt").read_text()
+    assert not (out / "occ_s0.json").exists()
+    assert json.loads((out / "no_occ_s0.json").read_text())["variant"] == "no_occ"

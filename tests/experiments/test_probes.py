@@ -116,3 +116,16 @@ def test_probe_features_and_report_on_a_tiny_model(training_data_dir: Path) -> N
         len(rows) * len(CAMERA_NAMES)
     )
     assert all(set(probe) >= {"r2", "rmse", "alpha"} for probe in probes)
+
+
+def test_an_after_text_model_has_no_traj_probe(training_data_dir: Path) -> None:
+    planning = load_configs(training_data_dir, ["planning"])["planning"]
+    rows = concatenate_datasets(list(planning.values()))
+    torch.manual_seed(0)
+    model, processor, _ = build_model_and_processor(
+        {"config": {**TINY_MODEL_CONFIG, "trajectory_position": "after_text"}}
+    )
+    features = probe_features(model.eval(), processor, rows.select(range(4)), batch_size=2)
+    assert set(features) == {"vision", "lm_image"}
+    report = probe_report(model, processor, rows)
+    assert report["lead_distance_m"]["traj"] is None and report["cars_per_camera"]["vision"] is not None
