@@ -35,7 +35,6 @@ _LAZY_EXPORTS: dict[str, str] = {
     "QAAccuracyAccumulator": "occvla_hf.evaluation.qa",
     "OccupancyMetricAccumulator": "occvla_hf.evaluation.occupancy",
     "generate_dataset": "occvla_hf.sim.generate",
-    "save_with_remote_code": "occvla_hf.modeling.export",
     "DrivingPlanningPipeline": "occvla_hf.pipelines",
 }
 # Modules whose classes the Auto classes must know once they are in use (registered by `occvla_hf.modeling`).
