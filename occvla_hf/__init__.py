@@ -19,6 +19,7 @@ _LAZY_EXPORTS: dict[str, str] = {
     "OccupancyVAE": "occvla_hf.modeling",
     "OccupancyVAEConfig": "occvla_hf.modeling",
     "PlanningOutput": "occvla_hf.modeling",
+    "default_lora_config": "occvla_hf.modeling",
     "OccVLAProcessor": "occvla_hf.processing",
     "build_tokenizer": "occvla_hf.processing",
     "OccVLATrainer": "occvla_hf.training.trainer",
