@@ -31,10 +31,8 @@ def test_one_config_folder_is_read_as_that_config(training_data_dir: Path):
 
 
 def test_the_default_split_is_the_validation_split(training_data_dir: Path):
-    assert load_split(training_data_dir, "planning")["sample_token"] == (
-        load_configs(training_data_dir)["planning"]["mini_val"]["sample_token"]
-    )
     splits = load_configs(training_data_dir)["planning"]
+    assert load_split(training_data_dir, "planning")["sample_token"] == splits["mini_val"]["sample_token"]
     with pytest.raises(ValueError, match=r"expected exactly one validation split of \('mini_val', 'val'\)"):
         pick_split(DatasetDict(train=splits["mini_train"]), None, "planning of a train-only folder")
     assert pick_split(splits, "mini_train", "planning")[0] == "mini_train"
