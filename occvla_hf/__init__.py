@@ -19,6 +19,7 @@ _LAZY_EXPORTS: dict[str, str] = {
     "OccupancyVAE": "occvla_hf.modeling",
     "OccupancyVAEConfig": "occvla_hf.modeling",
     "PlanningOutput": "occvla_hf.modeling",
+    "default_lora_config": "occvla_hf.modeling",
     "OccVLAProcessor": "occvla_hf.processing",
     "build_tokenizer": "occvla_hf.processing",
     "OccVLATrainer": "occvla_hf.training.trainer",
@@ -35,7 +36,6 @@ _LAZY_EXPORTS: dict[str, str] = {
     "QAAccuracyAccumulator": "occvla_hf.evaluation.qa",
     "OccupancyMetricAccumulator": "occvla_hf.evaluation.occupancy",
     "generate_dataset": "occvla_hf.sim.generate",
-    "save_with_remote_code": "occvla_hf.modeling.export",
     "DrivingPlanningPipeline": "occvla_hf.pipelines",
 }
 # Modules whose classes the Auto classes must know once they are in use (registered by `occvla_hf.modeling`).

@@ -60,6 +60,15 @@ OCC_RANGE_MAX_M: tuple[float, float, float] = (40.0, 40.0, 5.4)
 # ground plane of the ego frame.
 OCC_GROUND_LAYER: int = 0
 
+# Official splits of each nuScenes version (names as the devkit's `create_splits_scenes` returns them): the dataset
+# builds' splits. The second split of a version is its validation split (what evaluation reads by default).
+NUSCENES_VERSION_SPLITS: dict[str, tuple[str, ...]] = {
+    "v1.0-mini": ("mini_train", "mini_val"),
+    "v1.0-trainval": ("train", "val"),
+    "v1.0-test": ("test",),
+}
+VALIDATION_SPLITS: tuple[str, ...] = tuple(splits[1] for splits in NUSCENES_VERSION_SPLITS.values() if len(splits) > 1)
+
 # Planning: six future waypoints at 2 Hz (3 s), ego frame (x forward, y left), metres.
 NUM_WAYPOINTS: int = 6
 WAYPOINT_STEP_S: float = 0.5

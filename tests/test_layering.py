@@ -39,6 +39,7 @@ LEAF_MODULES: tuple[str, ...] = (
     "occvla_hf.geometry",
     "occvla_hf.meta_action",
     "occvla_hf.reasoning",
+    "occvla_hf.remote_code",
 )
 LEAF_MAY_IMPORT: tuple[str, ...] = ("occvla_hf.constants",)
 LEAF_EXTRA_IMPORTS: dict[str, tuple[str, ...]] = {

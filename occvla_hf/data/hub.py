@@ -226,7 +226,7 @@ def build_dataset(
         occ3d_root: Occ3D-nuScenes `gts` folder (`<scene>/<token>/labels.npz`); needed for `occupancy`.
         qa_root: folder with `NuScenes_{train,val}_questions.json`; needed for `qa`. Questions join keyframes by
             sample token whatever file they come from; questions about other keyframes are ignored.
-        splits: official split names (default: the version's, see `nuscenes.VERSION_SPLITS`); splits without any
+        splits: official split names (default: the version's, see `constants.NUSCENES_VERSION_SPLITS`); splits without any
             scene in the dataroot are left out.
         configs: subset of `DATASET_CONFIG_NAMES` (default: `planning`, plus `qa` / `occupancy` when their root
             is given).

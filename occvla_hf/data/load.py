@@ -6,7 +6,8 @@ experiments and the latent cache.
   (`<config>/<split>-*.parquet`, through `datasets.load_dataset` and the card's config table);
 * an Arrow folder of one config (`DatasetDict.save_to_disk`, e.g. `<out>/arrow/occupancy`): the one config asked for;
 * a Hub dataset id (`user/nuscenes-occvla`): `datasets.load_dataset(id, config)` per config.
-`load_split(source, config, split)` is one split of one of them. Errors name the source, the configs and the splits
+`load_split(source, config, split)` is one split of one of them (`split=None`: its validation split, `val` or
+`mini_val`; `pick_split` does the same on a loaded `DatasetDict`). Errors name the source, the configs and the splits
 found.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
-from occvla_hf.constants import DATASET_CONFIG_NAMES
+from occvla_hf.constants import DATASET_CONFIG_NAMES, VALIDATION_SPLITS
 
 # Folder of a `data build` output holding one `DatasetDict.save_to_disk` folder per config.
 ARROW_DIR: str = "arrow"
@@ -67,12 +68,25 @@ def load_configs(source: str | os.PathLike, configs: Sequence[str] | None = None
     return {config: load_dataset(str(path), config) for config in wanted}
 
 
-def load_split(source: str | os.PathLike, config: str, split: str) -> Dataset:
-    """One split of one config of `source` (see `load_configs`)."""
-    splits = load_configs(source, [config])[config]
+def pick_split(splits: DatasetDict, split: str | None, where: str) -> tuple[str, Dataset]:
+    """(name, rows) of `split` of `splits` (`where`: the config and source, for errors); `None` picks the validation
+    split, the one of `VALIDATION_SPLITS` the dict holds."""
+    if split is None:
+        found = [name for name in VALIDATION_SPLITS if name in splits]
+        if len(found) != 1:
+            raise ValueError(
+                f"split: {where} has splits {sorted(splits)}, expected exactly one validation split of "
+                f"{VALIDATION_SPLITS}; name the split"
+            )
+        split = found[0]
     if split not in splits:
-        raise ValueError(f"split: {config!r} of {str(source)!r} has splits {sorted(splits)}, not {split!r}")
-    return splits[split]
+        raise ValueError(f"split: {where} has splits {sorted(splits)}, not {split!r}")
+    return split, splits[split]
 
 
-__all__ = ["ARROW_DIR", "load_configs", "load_split"]
+def load_split(source: str | os.PathLike, config: str, split: str | None = None) -> Dataset:
+    """One split of one config of `source` (see `load_configs`); `None`: its validation split."""
+    return pick_split(load_configs(source, [config])[config], split, f"{config!r} of {str(source)!r}")[1]
+
+
+__all__ = ["ARROW_DIR", "load_configs", "load_split", "pick_split"]

@@ -53,6 +53,7 @@ from occvla_hf.constants import (
     NUM_BOX_STEPS,
     NUM_PAST_WAYPOINTS,
     NUM_WAYPOINTS,
+    NUSCENES_VERSION_SPLITS,
     TRAFFIC_LIGHT_TABLE,
 )
 from occvla_hf.data.geometry import (
@@ -65,12 +66,6 @@ from occvla_hf.data.geometry import (
 from occvla_hf.meta_action import meta_action_from_trajectory
 from occvla_hf.reasoning import TrafficLight, generate_reasoning
 
-# Official splits built for each nuScenes version (names as `create_splits_scenes` returns them).
-VERSION_SPLITS: dict[str, tuple[str, ...]] = {
-    "v1.0-mini": ("mini_train", "mini_val"),
-    "v1.0-trainval": ("train", "val"),
-    "v1.0-test": ("test",),
-}
 _STEERING_INDEX = EGO_STATUS_FEATURES.index("steering")
 _CAN_BUS_SCENE_NAME = re.compile(r"^scene-\d{4}$")
 
@@ -149,7 +144,7 @@ class NuScenesReader:
         of the dataroot is in any requested split.
         """
         official = create_splits_scenes()
-        splits = tuple(splits) if splits is not None else VERSION_SPLITS.get(self.version, ())
+        splits = tuple(splits) if splits is not None else NUSCENES_VERSION_SPLITS.get(self.version, ())
         unknown = [split for split in splits if split not in official]
         if unknown or not splits:
             raise ValueError(f"splits: expected names among {sorted(official)}, got {list(splits)}")

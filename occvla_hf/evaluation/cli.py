@@ -14,7 +14,9 @@ from occvla_hf.cli import model_argument
 
 from ..constants import PLANNING_NORMALIZATIONS, PLANNING_PROTOCOL_NAMES
 
-DEFAULT_SPLIT = "val"
+# The baseline row of the planning tables and its key under the report's "baselines" (`runner.evaluate_constant_velocity`).
+CONSTANT_VELOCITY = "constant velocity"
+SPLIT_HELP = "dataset split (default: its validation split, val or mini_val)"
 # --dtype choice -> torch dtype name.
 DTYPES: dict[str, str] = {"bf16": "bfloat16", "fp32": "float32"}
 
@@ -29,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     plan = subparsers.add_parser("plan", help="plan one sample and draw it (BEV + six cameras)")
     _add_model_and_data(plan)
-    plan.add_argument("--split", default=DEFAULT_SPLIT)
+    plan.add_argument("--split", help=SPLIT_HELP)
     plan.add_argument("--sample", required=True, help="sample token, or the row index in the split")
     plan.add_argument("--out", required=True, help="PNG path of the BEV picture; the camera mosaic goes next to it")
     plan.set_defaults(func=_run_plan)
@@ -37,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_open_loop_task(evaluate: argparse.ArgumentParser) -> None:
     _add_model_and_data(evaluate)
-    evaluate.add_argument("--split", default=DEFAULT_SPLIT, help="dataset split (mini: mini_val)")
+    evaluate.add_argument("--split", help=SPLIT_HELP)
     evaluate.add_argument("--batch-size", type=int, default=8)
     evaluate.add_argument(
         "--no-ego-status",
@@ -50,7 +52,7 @@ def _add_open_loop_task(evaluate: argparse.ArgumentParser) -> None:
         default=PLANNING_NORMALIZATIONS[0],
         help="planning: divide per-step values by the valid steps (default) or by all samples (UniAD's tables)",
     )
-    evaluate.add_argument("--report", help="JSON report path (default: <model>/eval_<task>_<split>.json)")
+    evaluate.add_argument("--report", help="JSON report path (default: ./eval_<task>_<split>.json)")
     evaluate.set_defaults(func=_run_eval)
 
 
@@ -125,6 +127,13 @@ def _add_model_and_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=sorted(DTYPES), help="default: bf16 on GPU, fp32 on CPU")
 
 
+def _load_split(args: argparse.Namespace, config: str):
+    """(split name, rows) of `--data`, `--split` (default: the validation split)."""
+    from ..data.load import load_configs, pick_split
+
+    return pick_split(load_configs(args.data, [config])[config], args.split, f"{config!r} of {args.data!r}")
+
+
 def _load(args: argparse.Namespace):
     import torch
 
@@ -136,7 +145,6 @@ def _load(args: argparse.Namespace):
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from ..data.load import load_split
     from . import runner
     from .planning import format_planning_table
     from .qa import format_qa_table
@@ -144,14 +152,19 @@ def _run_eval(args: argparse.Namespace) -> int:
     model, processor = _load(args)
     if args.no_ego_status and model.config.use_ego_status:
         raise SystemExit("--no-ego-status: this model was trained with ego status (config.use_ego_status=True)")
-    dataset = load_split(args.data, args.task, args.split)
+    split, dataset = _load_split(args, args.task)
+    baselines = {}
     if args.task == "planning":
         metrics = runner.evaluate_planning(
             model, processor, dataset, batch_size=args.batch_size, normalization=args.normalization
         )
+        baselines[CONSTANT_VELOCITY] = runner.evaluate_constant_velocity(dataset, normalization=args.normalization)
         name = Path(str(args.model)).name + ("" if model.config.use_ego_status else " (no ego status)")
         table = "\n\n".join(
-            format_planning_table({name: metrics[protocol]}, title=f"{label} protocol")
+            format_planning_table(
+                {name: metrics[protocol], CONSTANT_VELOCITY: baselines[CONSTANT_VELOCITY][protocol]},
+                title=f"{label} protocol",
+            )
             for protocol, label in PLANNING_PROTOCOL_NAMES.items()
         )
         table += f"\nmeta-action accuracy: {metrics['meta_action_accuracy_pct']:.1f}%"
@@ -165,13 +178,14 @@ def _run_eval(args: argparse.Namespace) -> int:
         "task": args.task,
         "model": str(args.model),
         "data": str(args.data),
-        "split": args.split,
+        "split": split,
         "num_rows": len(dataset),
         "use_ego_status": model.config.use_ego_status,
         "dtype": str(model.dtype),
         "metrics": metrics,
+        **({"baselines": baselines} if baselines else {}),
     }
-    path = Path(args.report) if args.report else Path(args.model) / f"eval_{args.task}_{args.split}.json"
+    path = Path(args.report) if args.report else Path(f"eval_{args.task}_{split}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(table)
@@ -183,20 +197,19 @@ def _run_plan(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from ..data.load import load_split
     from ..data.schema import agent_boxes_arrays
     from .planning import evaluate_planning_sample
     from .plots import plot_bev, plot_camera_mosaic, save_png
     from .runner import model_inputs, row_agents
 
     model, processor = _load(args)
-    dataset = load_split(args.data, "planning", args.split)
+    split, dataset = _load_split(args, "planning")
     if args.sample.isdigit():
         index = int(args.sample)
     else:
         tokens = dataset["sample_token"]
         if args.sample not in tokens:
-            raise SystemExit(f"--sample: no row with sample token {args.sample!r} in split {args.split!r}")
+            raise SystemExit(f"--sample: no row with sample token {args.sample!r} in split {split!r}")
         index = tokens.index(args.sample)
     if not 0 <= index < len(dataset):
         raise SystemExit(f"--sample: row index {index} outside [0, {len(dataset)})")

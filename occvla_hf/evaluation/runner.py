@@ -19,6 +19,7 @@ from ..data.occ3d import decode_occupancy
 from ..data.schema import agent_boxes_arrays
 from ..modeling import OccVLAForPlanning, load_pretrained
 from ..processing import OccVLAProcessor
+from .baselines import constant_velocity_trajectories
 from .occupancy import OccupancyMetricAccumulator
 from .planning import PlanningMetricAccumulator
 from .qa import QAAccuracyAccumulator
@@ -122,6 +123,21 @@ def evaluate_planning(
     report["meta_action_accuracy_pct"] = 100.0 * correct / total
     report["skipped_no_future"] = skipped
     return report
+
+
+def evaluate_constant_velocity(dataset: Dataset, *, normalization: str = "valid_steps") -> dict[str, Any]:
+    """`evaluate_planning`'s L2 and collision report (both protocols) of the constant-velocity baseline
+    (`baselines.constant_velocity_trajectories` of the rows' raw ego status, zero where a row marks it invalid, as at
+    a scene's first keyframe) on the rows `evaluate_planning` scores: those with a valid future step."""
+    rows = dataset.select(np.flatnonzero(np.asarray(dataset["trajectory_mask"], dtype=bool).any(axis=1)))
+    ego_status = np.asarray(rows["ego_status"], dtype=np.float32) * np.asarray(rows["ego_status_valid"], dtype=bool)
+    accumulator = PlanningMetricAccumulator(normalization)
+    accumulator.update(
+        pred=constant_velocity_trajectories(ego_status),
+        mask=np.asarray(rows["trajectory_mask"], dtype=bool),
+        **planning_targets(rows),
+    )
+    return accumulator.compute()
 
 
 @torch.inference_mode()

@@ -48,15 +48,14 @@ from datasets import Dataset, concatenate_datasets
 
 from occvla_hf.constants import PLANNING_PROTOCOL_NAMES, QA_HOPS, QA_QUESTION_TYPES
 from occvla_hf.data.load import load_configs
-from occvla_hf.evaluation.baselines import constant_velocity_trajectories, has_velocity
-from occvla_hf.evaluation.planning import PlanningMetricAccumulator
+from occvla_hf.evaluation.baselines import has_velocity
 from occvla_hf.evaluation.runner import (
+    evaluate_constant_velocity,
     evaluate_occupancy,
     evaluate_planning,
     evaluate_qa,
     load_model_and_processor,
     model_inputs,
-    planning_targets,
 )
 from occvla_hf.evaluation.timing import call_times_ms
 from occvla_hf.experiments.probes import probe_report
@@ -143,18 +142,6 @@ def held_out_occupancy_rows(data_dir: Path, planning: Dataset, held_out: str = H
 # ------------------------------------------------------------------------------------------------ evaluation
 
 PLANNING_SUBSETS: dict[str, Callable[[Dataset], Dataset]] = {"planning_with_velocity": velocity_keyframes}
-
-
-def evaluate_constant_velocity(rows: Dataset) -> dict[str, Any]:
-    """`evaluate_planning`'s L2 and collision report for the constant-velocity extrapolation of the raw ego status
-    on `velocity_keyframes` rows."""
-    accumulator = PlanningMetricAccumulator()
-    accumulator.update(
-        pred=constant_velocity_trajectories(np.asarray(rows["ego_status"], dtype=np.float32)),
-        mask=np.asarray(rows["trajectory_mask"], dtype=bool),
-        **planning_targets(rows),
-    )
-    return accumulator.compute()
 
 
 def constant_velocity_report(planning: Dataset, subsets: PlanningSubsets = PLANNING_SUBSETS) -> dict[str, Any]:

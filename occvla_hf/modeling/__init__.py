@@ -11,6 +11,7 @@ from ..processing.processing_occvla import OccVLAProcessor
 from .configuration_occupancy_vae import OccupancyVAEConfig
 from .configuration_occvla import OccVLAConfig
 from .loading import load_pretrained
+from .lora import default_lora_config
 from .modeling_occvla import OccVLAForPlanning, OccVLAModel, OccVLAOutput, PlanningOutput
 from .occupancy_vae import OccupancyVAE, OccupancyVAEOutput
 
@@ -33,5 +34,6 @@ __all__ = [
     "OccupancyVAEConfig",
     "OccupancyVAEOutput",
     "PlanningOutput",
+    "default_lora_config",
     "load_pretrained",
 ]

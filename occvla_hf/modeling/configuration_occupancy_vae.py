@@ -6,13 +6,14 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 from ..constants import NUM_OCC_CLASSES, OCC_FREE_CLASS, OCC_GRID_SHAPE
+from ..remote_code import RemoteCodeMixin
 
 LATENT_TYPES: tuple[str, ...] = ("vq", "kl")
 VQ_UPDATES: tuple[str, ...] = ("ema", "straight_through")
 
 
 @strict
-class OccupancyVAEConfig(PreTrainedConfig):
+class OccupancyVAEConfig(RemoteCodeMixin, PreTrainedConfig):
     r"""
     Configuration of [`OccupancyVAE`]: a BEV autoencoder over semantic occupancy grids, in the spirit of the scene
     tokenizers of OccWorld and OccLLaMA. The height axis is folded into channels (`Z * class_embedding_dim`), a 2D
@@ -103,6 +104,10 @@ class OccupancyVAEConfig(PreTrainedConfig):
         if self.class_weights is not None:
             self.class_weights = [float(weight) for weight in self.class_weights]
         super().__post_init__(**kwargs)
+
+    @classmethod
+    def _auto_classes(cls) -> dict[str, type]:
+        return {"AutoConfig": OccupancyVAEConfig}
 
     @property
     def downsample_factor(self) -> int:

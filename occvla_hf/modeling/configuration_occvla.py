@@ -8,6 +8,7 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from ..constants import EGO_STATUS_FEATURES, NUM_OCC_CLASSES, NUM_PAST_WAYPOINTS, NUM_WAYPOINTS, WAYPOINT_STEP_S
+from ..remote_code import RemoteCodeMixin
 from .configuration_occupancy_vae import OccupancyVAEConfig
 
 # Where the planning `<traj>` token sits (`constants.TRAJECTORY_POSITIONS`).
@@ -17,7 +18,7 @@ OccupancyModule = Literal["lm_queries", "cross_attention"]
 
 
 @strict
-class OccVLAConfig(PreTrainedConfig):
+class OccVLAConfig(RemoteCodeMixin, PreTrainedConfig):
     r"""
     Configuration of [`OccVLAForPlanning`].
 
@@ -171,6 +172,10 @@ class OccVLAConfig(PreTrainedConfig):
         self.num_occupancy_queries_hw = tuple(self.num_occupancy_queries_hw)
         self.occupancy_latent_shape = tuple(self.occupancy_latent_shape)
         self.vision_config.projection_dim = self.text_config.hidden_size
+
+    @classmethod
+    def _auto_classes(cls) -> dict[str, type]:
+        return {"AutoConfig": OccVLAConfig}
 
     @property
     def image_seq_length(self) -> int:

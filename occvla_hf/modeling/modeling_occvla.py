@@ -24,6 +24,7 @@ from transformers.utils import logging
 
 from ..constants import EGO_STATUS_FEATURES, EGO_VELOCITY_FEATURES
 from ..reasoning import split_reasoning
+from ..remote_code import RemoteCodeMixin
 from .configuration_occupancy_vae import OccupancyVAEConfig
 from .configuration_occvla import OccVLAConfig
 from .loading import load_pretrained
@@ -262,7 +263,7 @@ def occupancy_query_mask_functions(is_query: torch.Tensor, is_image: torch.Tenso
     return or_fn, and_fn
 
 
-class OccVLAPreTrainedModel(PreTrainedModel):
+class OccVLAPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
     config: OccVLAConfig
     config_class = OccVLAConfig
     base_model_prefix = "model"
@@ -280,6 +281,13 @@ class OccVLAPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = False
+
+    @classmethod
+    def _auto_classes(cls) -> dict[str, type]:
+        return {"AutoModel": OccVLAModel, "AutoModelForImageTextToText": OccVLAForPlanning}
+
+    def _auto_map_owner(self) -> OccVLAConfig:
+        return self.config
 
 
 class OccVLAModel(OccVLAPreTrainedModel):

@@ -19,6 +19,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from ..remote_code import RemoteCodeMixin
 from .configuration_occupancy_vae import OccupancyVAEConfig
 
 
@@ -282,13 +283,20 @@ class OccupancyVectorQuantizer(nn.Module):
             self.ema_sum[dead] = replacements
 
 
-class OccupancyVAEPreTrainedModel(PreTrainedModel):
+class OccupancyVAEPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
     config: OccupancyVAEConfig
     config_class = OccupancyVAEConfig
     base_model_prefix = "occupancy_vae"
     main_input_name = "voxels"
     supports_gradient_checkpointing = False
     _no_split_modules = ("OccupancyEncoder", "OccupancyDecoder", "OccupancyVectorQuantizer")
+
+    @classmethod
+    def _auto_classes(cls) -> dict[str, type]:
+        return {"AutoModel": OccupancyVAE}
+
+    def _auto_map_owner(self) -> OccupancyVAEConfig:
+        return self.config
 
     def _init_weights(self, module: nn.Module) -> None:
         """PyTorch's default conv init (fan-in scaled), unit-variance class embedding, VQ-VAE codebook."""

@@ -53,6 +53,7 @@ from ..constants import (
 )
 from ..meta_action import command_from_trajectory
 from ..reasoning import join_reasoning, split_reasoning
+from ..remote_code import RemoteCodeMixin
 from .prompts import COMMAND_PROMPT, DEFAULT_PLANNING_PROMPT, DEFAULT_QA_PROMPT, qa_chat_template
 
 # PIL, numpy (H, W, 3) uint8, torch (3, H, W) uint8, or a local path / URL (loaded with transformers' `load_image`)
@@ -239,7 +240,7 @@ def _padded_length(lengths: list[int], text_kwargs: Mapping[str, Any]) -> int:
     return longest if multiple is None else math.ceil(longest / multiple) * multiple
 
 
-class OccVLAProcessor(ProcessorMixin):
+class OccVLAProcessor(RemoteCodeMixin, ProcessorMixin):
     r"""
     Builds OccVLA model inputs from camera images, a task prompt, ego status and (for training) targets.
 
@@ -285,6 +286,8 @@ class OccVLAProcessor(ProcessorMixin):
             (`meta_action.command_from_trajectory`, `COMMAND_PROMPT`). The command is derived from the future
             trajectory, so on nuScenes (and the sim) it leaks the ground truth, as it does for UniAD and VAD.
     """
+
+    _auto_map_persists = False  # `from_pretrained` drops a processor's `auto_map`
 
     def __init__(
         self,
@@ -351,6 +354,10 @@ class OccVLAProcessor(ProcessorMixin):
         self.ego_history_std = ego_history_std
         self.use_command = use_command
         super().__init__(image_processor, tokenizer, chat_template=chat_template)
+
+    @classmethod
+    def _auto_classes(cls) -> dict[str, type]:
+        return {"AutoProcessor": OccVLAProcessor}
 
     @classmethod
     def from_model_config(

@@ -15,7 +15,6 @@ Command line: `occvla-hf train joint --config configs/joint.yaml [--section.key 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ from occvla_hf.constants import CAMERA_NAMES, DATA_SOURCES, PLANNING_TARGETS
 from occvla_hf.data.load import load_configs
 from occvla_hf.data.occ3d import decode_mask, decode_semantics
 from occvla_hf.data.provenance import recorded_source
-from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning, load_pretrained
+from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning, default_lora_config, load_pretrained
 from occvla_hf.modeling.occupancy_vae import OccupancyVAE
 from occvla_hf.processing import OccVLAProcessor, build_tokenizer
 from occvla_hf.processing.processing_occvla import TASKS
@@ -54,14 +53,6 @@ from .weight_schedule import OccupancyWeightSchedule
 logger = logging.getLogger(__name__)
 
 STAGE_NAME: str = "joint"
-# Modules new to OccVLA that LoRA runs train fully (peft `modules_to_save`); the language model gets adapters.
-LORA_TRAINED_MODULES: tuple[str, ...] = (
-    "trajectory_head",
-    "occupancy_head",
-    "occupancy_queries",
-    "occupancy_transformer",
-)
-DEFAULT_LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 # ---------------------------------------------------------------------------------------------------- recipe
@@ -346,13 +337,9 @@ def attach_occupancy_vae(model: OccVLAForPlanning, vae: OccupancyVAE) -> None:
 
 
 def apply_lora(model: OccVLAForPlanning, section: Mapping[str, Any]) -> torch.nn.Module:
-    """Wraps the model in peft LoRA adapters on the language model's `target_modules`; the new heads and occupancy
-    queries train fully (`LORA_TRAINED_MODULES`), everything else (vision tower, projector, embeddings) is frozen."""
-    kwargs = dict(section)
-    targets = kwargs.pop("target_modules", DEFAULT_LORA_TARGETS)
-    kwargs.setdefault("modules_to_save", list(LORA_TRAINED_MODULES))
-    pattern = rf"model\.language_model\..*\.({'|'.join(re.escape(name) for name in targets)})"
-    peft_model = get_peft_model(model, LoraConfig(target_modules=pattern, **kwargs))
+    """Wraps the model in peft LoRA adapters, `default_lora_config(**section)`: adapters on the language model's
+    `target_modules`, the new heads and occupancy queries trained fully, everything else frozen."""
+    peft_model = get_peft_model(model, default_lora_config(**section))
     trainable, total = peft_model.get_nb_trainable_parameters()
     logger.info("LoRA: %d of %d parameters trainable (%.2f%%)", trainable, total, 100 * trainable / total)
     return peft_model

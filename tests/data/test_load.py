@@ -7,8 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from datasets import DatasetDict
 
-from occvla_hf.data.load import ARROW_DIR, load_configs, load_split
+from occvla_hf.data.load import ARROW_DIR, load_configs, load_split, pick_split
 
 
 def test_build_folder_arrow_and_parquet_give_the_same_rows(training_data_dir: Path, tmp_path: Path):
@@ -27,6 +28,14 @@ def test_one_config_folder_is_read_as_that_config(training_data_dir: Path):
     assert rows["sample_token"] == load_configs(training_data_dir)["occupancy"]["mini_train"]["sample_token"]
     with pytest.raises(ValueError, match="name exactly one"):
         load_configs(folder)
+
+
+def test_the_default_split_is_the_validation_split(training_data_dir: Path):
+    splits = load_configs(training_data_dir)["planning"]
+    assert load_split(training_data_dir, "planning")["sample_token"] == splits["mini_val"]["sample_token"]
+    with pytest.raises(ValueError, match=r"expected exactly one validation split of \('mini_val', 'val'\)"):
+        pick_split(DatasetDict(train=splits["mini_train"]), None, "planning of a train-only folder")
+    assert pick_split(splits, "mini_train", "planning")[0] == "mini_train"
 
 
 def test_errors_name_the_source_the_configs_and_the_splits(training_data_dir: Path, tmp_path: Path):

@@ -11,8 +11,14 @@ from nuscenes.eval.common.utils import quaternion_yaw
 from nuscenes.utils.splits import create_splits_scenes
 from pyquaternion import Quaternion
 
-from occvla_hf.constants import CAMERA_NAMES, NUM_PAST_WAYPOINTS, NUM_WAYPOINTS, TRAFFIC_LIGHT_TABLE
-from occvla_hf.data.nuscenes import VERSION_SPLITS, NuScenesReader, read_traffic_lights
+from occvla_hf.constants import (
+    CAMERA_NAMES,
+    NUM_PAST_WAYPOINTS,
+    NUM_WAYPOINTS,
+    NUSCENES_VERSION_SPLITS,
+    TRAFFIC_LIGHT_TABLE,
+)
+from occvla_hf.data.nuscenes import NuScenesReader, read_traffic_lights
 from occvla_hf.meta_action import meta_action_from_trajectory
 from occvla_hf.reasoning import generate_reasoning
 
@@ -40,7 +46,7 @@ def _scene_tokens(reader: NuScenesReader, scene_name: str) -> list[str]:
 def test_split_keyframes_equal_devkit_keyframe_counts(reader: NuScenesReader):
     official = create_splits_scenes()
     split_scenes = reader.split_scenes()
-    assert set(split_scenes) <= set(VERSION_SPLITS[VERSION])
+    assert set(split_scenes) <= set(NUSCENES_VERSION_SPLITS[VERSION])
     total = 0
     for split, scene_names in split_scenes.items():
         devkit_count = sum(

@@ -9,6 +9,8 @@ import pytest
 from PIL import Image
 
 from occvla_hf.cli import main
+from occvla_hf.data.load import load_split
+from occvla_hf.evaluation.runner import evaluate_constant_velocity
 from occvla_hf.training.joint import train_joint
 from tests.conftest import TINY_MODEL_CONFIG
 
@@ -59,6 +61,21 @@ def test_eval_cli_writes_a_well_formed_report(task, checkpoint, training_data_di
     else:
         assert metrics["num_samples"] == report["num_rows"]
         assert 0 <= metrics["camera_miou"] <= 1 and 0 <= metrics["iou"] <= 1
+
+
+def test_eval_defaults_to_the_validation_split_and_writes_the_report_here(
+    checkpoint, training_data_dir, tmp_path, monkeypatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", "planning", "--model", str(checkpoint), "--data", str(training_data_dir)]) == 0
+    report = json.loads((tmp_path / "eval_planning_mini_val.json").read_text())
+    assert report["split"] == "mini_val" and not list(checkpoint.glob("eval_*.json"))
+    baseline = report["baselines"]["constant velocity"]
+    assert baseline["num_samples"] == report["metrics"]["num_samples"]  # the same keyframes as the model
+    assert baseline == evaluate_constant_velocity(load_split(training_data_dir, "planning", "mini_val"))
+    stp3_table = capsys.readouterr().out.split("UniAD protocol")[0]
+    cells = f"{baseline['stp3']['l2_1s_m']:6.2f} {baseline['stp3']['l2_2s_m']:6.2f}"
+    assert any(line.startswith("constant velocity") and cells in line for line in stp3_table.splitlines())
 
 
 def test_eval_is_deterministic(checkpoint, training_data_dir, tmp_path) -> None:

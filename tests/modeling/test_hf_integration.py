@@ -1,10 +1,8 @@
-"""Round trips and base models: from_vlm, save/load, Auto classes, trust_remote_code folders."""
+"""Round trips and base models: from_vlm, save/load, Auto classes (self-contained folders: tests/test_remote_code.py)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -17,7 +15,6 @@ from transformers import (
 )
 
 from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning, OccVLAModel
-from occvla_hf.modeling.export import save_with_remote_code
 from tests.conftest import StandInOccupancyVAE, make_batch, tiny_config
 
 
@@ -115,26 +112,6 @@ def test_inference_export_drops_occupancy_modules_only_on_request(tmp_path: Path
     out = loaded(**batch)
     torch.testing.assert_close(out.logits, expected.logits, rtol=0, atol=0)
     torch.testing.assert_close(out.trajectory, expected.trajectory, rtol=0, atol=0)
-
-
-def test_remote_code_folder_loads_in_a_fresh_process_without_the_package(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    model = OccVLAForPlanning(tiny_config()).eval()
-    batch = make_batch(model.config)
-    save_with_remote_code(model, tmp_path / "ckpt")
-    torch.save({"batch": batch, "logits": model(**batch).logits}, tmp_path / "expected.pt")
-    script = f"""
-import sys, torch
-sys.modules["occvla_hf"] = None  # make importing the package fail: the folder's code must suffice
-from transformers import AutoModelForImageTextToText
-model = AutoModelForImageTextToText.from_pretrained({str(tmp_path / "ckpt")!r}, trust_remote_code=True).eval()
-saved = torch.load({str(tmp_path / "expected.pt")!r}, weights_only=True)
-torch.testing.assert_close(model(**saved["batch"]).logits, saved["logits"], rtol=0, atol=1e-6)
-print(type(model).__name__, type(model).__module__)
-"""
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.startswith("OccVLAForPlanning transformers_modules.")
 
 
 def test_stand_in_vae_is_kept_frozen_after_loading_weights() -> None:

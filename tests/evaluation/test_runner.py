@@ -1,0 +1,46 @@
+"""The runner's constant-velocity baseline on hand-made planning rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from datasets import Dataset
+
+from occvla_hf.constants import EGO_STATUS_FEATURES, NUM_BOX_STEPS, NUM_WAYPOINTS, WAYPOINT_STEP_S
+from occvla_hf.evaluation.runner import evaluate_constant_velocity
+
+
+def planning_rows() -> Dataset:
+    """Three keyframes without other agents: (a) 2 m/s straight ahead, logged exactly at constant velocity; (b) an
+    invalid velocity of 5 m/s (a scene start), logged 1 m to the left at every step; (c) no future step."""
+    times_s = WAYPOINT_STEP_S * np.arange(1, NUM_WAYPOINTS + 1)
+    exact = np.stack([2.0 * times_s, np.zeros(NUM_WAYPOINTS)], axis=1)
+    left = np.tile([0.0, 1.0], (NUM_WAYPOINTS, 1))
+    status = np.zeros((3, len(EGO_STATUS_FEATURES)), np.float32)
+    status[:, 0] = [2.0, 5.0, 3.0]
+    valid = np.ones((3, len(EGO_STATUS_FEATURES)), bool)
+    valid[1] = False
+    masks = np.ones((3, NUM_WAYPOINTS), bool)
+    masks[2] = False
+    return Dataset.from_dict(
+        {
+            "ego_status": status.tolist(),
+            "ego_status_valid": valid.tolist(),
+            "trajectory": [exact.tolist(), left.tolist(), exact.tolist()],
+            "trajectory_mask": masks.tolist(),
+            "meta_action": ["keep, straight", "stop, straight", ""],
+            "agent_boxes": [[[] for _ in range(NUM_BOX_STEPS)]] * 3,
+            "agent_categories": [[[] for _ in range(NUM_BOX_STEPS)]] * 3,
+            "agent_instances": [[[] for _ in range(NUM_BOX_STEPS)]] * 3,
+        }
+    )
+
+
+def test_constant_velocity_is_scored_on_the_rows_with_a_future_and_stands_still_without_a_velocity() -> None:
+    report = evaluate_constant_velocity(planning_rows())
+    assert report["num_samples"] == 2  # (c) has no future step
+    # (a) is exact, (b) stands still (its velocity is invalid) 1 m from its log: 0.5 m at every step, both protocols.
+    for protocol in ("stp3", "uniad"):
+        for horizon in ("1s", "2s", "3s", "avg"):
+            assert report[protocol][f"l2_{horizon}_m"] == pytest.approx(0.5, abs=1e-6)
+            assert report[protocol][f"collision_{horizon}_pct"] == 0.0
