@@ -945,7 +945,8 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         reasoning. Extra keyword arguments go to `generate` (greedy by default). With `num_beams` (prompt layout
         only) / `num_return_sequences`, `trajectory` has one row per returned sequence, lined up with `sequences`
         (batch * num_return_sequences rows, the sequences of sample 0 first); in the prompt layout the trajectory
-        depends only on the prompt, so the rows of one sample are equal.
+        depends only on the prompt, so the rows of one sample are equal. Both layouts plan on a static cache
+        (`cache_implementation="static"` here or in `generation_config`), compiled by `generate` on accelerators.
         """
         if reasoning and tokenizer is None:
             raise ValueError("tokenizer: required with reasoning=True (the reasoning is decoded text)")
