@@ -379,8 +379,9 @@ class OccVLAModel(OccVLAPreTrainedModel):
         """A 2D `attention_mask` covers the cached and the new tokens; `token_type_ids` the prompt (prefill).
 
         The mask is checked against the cache where its length is a host int (no cache, dynamic cache); a static
-        cache's length is a device tensor (see `is_prefill`)."""
-        if attention_mask is not None and attention_mask.dim() == 2 and isinstance(past_seen, int):
+        cache's length is a device tensor (see `is_prefill`). Prepared masks (4D, or one per layer type) pass."""
+        padding_mask = isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2
+        if padding_mask and isinstance(past_seen, int):
             expected = (batch, past_seen + text_length)
             if tuple(attention_mask.shape) != expected:
                 shape = tuple(attention_mask.shape)
@@ -442,6 +443,9 @@ class OccVLAModel(OccVLAPreTrainedModel):
                 raise ValueError("input_ids: required with occupancy queries to locate the image tokens")
             if not prefill:
                 raise ValueError("cache: occupancy queries are a training-time prefill input, not a decoding one")
+            if attention_mask is not None and getattr(attention_mask, "ndim", None) != 2:
+                raise ValueError("attention_mask: occupancy queries extend the 2D padding mask (batch, sequence), not "
+                                 "a prepared one")  # fmt: skip
             num_queries = self.config.num_occupancy_queries
             queries = self.occupancy_queries.weight.to(inputs_embeds.dtype).unsqueeze(0).expand(batch, -1, -1)
             inputs_embeds = torch.cat([inputs_embeds, queries], dim=1)
@@ -461,23 +465,26 @@ class OccVLAModel(OccVLAPreTrainedModel):
             or_fn, and_fn = occupancy_query_mask_functions(is_query, is_image)
             use_cache = False
 
-        mask_kwargs: dict[str, Any] = {
-            "config": self.config.get_text_config(),
-            "inputs_embeds": inputs_embeds,
-            "attention_mask": attention_mask,
-            "cache": cache,
-            "position_ids": position_ids,
-            "or_mask_function": or_fn,
-            "and_mask_function": and_fn,
-        }
-        if token_type_ids is not None and prefill:
-            mask_kwargs["block_sequence_ids"] = torch.where(token_type_ids == 0, 0, -1)
-        causal_mask: Any = create_causal_mask(**mask_kwargs)
-        if getattr(self.config.text_config, "sliding_window", None) is not None:
-            causal_mask = {
-                "full_attention": causal_mask,
-                "sliding_attention": create_sliding_window_causal_mask(**mask_kwargs),
+        if isinstance(attention_mask, Mapping):
+            causal_mask: Any = attention_mask  # one mask per layer type, from `create_masks_for_generate`
+        else:
+            mask_kwargs: dict[str, Any] = {
+                "config": self.config.get_text_config(),
+                "inputs_embeds": inputs_embeds,
+                "attention_mask": attention_mask,
+                "cache": cache,
+                "position_ids": position_ids,
+                "or_mask_function": or_fn,
+                "and_mask_function": and_fn,
             }
+            if token_type_ids is not None and prefill:
+                mask_kwargs["block_sequence_ids"] = torch.where(token_type_ids == 0, 0, -1)
+            causal_mask = create_causal_mask(**mask_kwargs)
+            if getattr(self.config.text_config, "sliding_window", None) is not None:
+                causal_mask = {
+                    "full_attention": causal_mask,
+                    "sliding_attention": create_sliding_window_causal_mask(**mask_kwargs),
+                }
 
         outputs = self.language_model(
             attention_mask=causal_mask,
