@@ -6,7 +6,15 @@ prefill alone, and decoding the 6 waypoints as text instead (what a text-waypoin
 Timed with `occvla_hf.evaluation.timing` (CUDA events on GPU); every number is the median of `--repeats` runs after
 `--warmup` runs.
 
+`--fast`: the real-time planning path instead, at 6 views. The decoding step (ms per token, from generating 1 + 16
+tokens against 1) of OccVLA beside PaliGemma with the default dynamic cache and with `cache_implementation="static"`
+(which transformers compiles on CUDA, with CUDA graphs); `plan()` (8 tokens) at batch 1 and plans/s at batch 32 on
+that path against the dynamic one; the batch-8 prefill with FlexAttention against SDPA (TFLOP/s, % of the dense bf16
+peak); and real Gemma-2 layers (attention-logit soft-capping, which SDPA cannot express) with FlexAttention against
+eager, in the prefill and the static-cache decoding step.
+
     python benchmarks/bench_inference.py --device cuda --dtype bf16
+    python benchmarks/bench_inference.py --device cuda --dtype bf16 --fast
     python benchmarks/bench_inference.py --tiny --device cpu        # smoke run on a tiny config
 """
 
@@ -20,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 import transformers
-from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration
+from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration, PreTrainedModel
 
 from occvla_hf.evaluation.timing import call_times_ms, synchronize
 from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning
@@ -28,6 +36,10 @@ from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning
 GENERATE_TOKENS = 32
 META_ACTION_TOKENS = 8  # "decelerate, left lane change" and an end token, in a Gemma-sized vocabulary
 TEXT_PROMPT_TOKENS = 24
+DECODE_STEPS = 16  # decoding steps timed beyond the first generated token, for the per-step rows of --fast
+PREFILL_BATCH, THROUGHPUT_BATCH = 8, 32  # --fast rows
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense, SXM
+STATIC_CACHE = {"cache_implementation": "static"}  # transformers compiles the decoding step on accelerators
 
 # Gemma-2-2B sizes in Gemma layers: transformers runs Gemma-2 layers with eager attention only (SDPA cannot express
 # their attention-logit soft-capping), so the SDPA comparison uses the same shapes without soft-capping.
@@ -64,6 +76,14 @@ TINY_TEXT = dict(
 TINY_VISION = dict(
     SIGLIP_SO400M, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=56
 )
+# PaliGemma-2's text layers: Gemma-2-2B's soft-capping, scaling and sliding window, over the sizes above.
+GEMMA2_LAYERS = dict(
+    model_type="gemma2",
+    attn_logit_softcapping=50.0,
+    final_logit_softcapping=30.0,
+    query_pre_attn_scalar=256,
+    sliding_window=4096,
+)
 
 
 @dataclass
@@ -75,6 +95,11 @@ class Timer:
     def __call__(self, fn: Callable[[], object]) -> float:
         """Median milliseconds of `fn()`."""
         return self.pair(fn, None)[0]
+
+    def medians(self, fns: list[Callable[[], object]]) -> list[float]:
+        """Median milliseconds of each function, all run alternately."""
+        times = call_times_ms(fns, repeats=self.repeats, warmup=self.warmup, device=self.device)
+        return [statistics.median(bucket) for bucket in times]
 
     def pair(self, fn_a: Callable[[], object], fn_b: Callable[[], object] | None) -> tuple[float, float]:
         """Median milliseconds of `fn_a()` and `fn_b()`, run alternately so that drift (clocks, host load) hits
@@ -95,17 +120,37 @@ def waypoint_text_tokens() -> int:
     return len(re.findall(r"\d|[^\d]+", text)) + 1
 
 
-def build_models(tiny: bool, num_views: int, dtype: torch.dtype, device: torch.device):
+def occvla_config(tiny: bool, num_views: int, gemma2: bool = False) -> OccVLAConfig:
+    """The benchmark shape (tiny or PaliGemma-2-3B), in Gemma layers or, with `gemma2`, in real Gemma-2 layers."""
     text, vision = (TINY_TEXT, TINY_VISION) if tiny else (GEMMA2_2B, SIGLIP_SO400M)
-    image_token_id, traj_token_id = text["vocab_size"] - 2, text["vocab_size"] - 1
-    occvla_config = OccVLAConfig(
+    config = OccVLAConfig(
         vision_config=vision,
-        text_config=text,
-        image_token_id=image_token_id,
-        traj_token_id=traj_token_id,
+        text_config={**text, **(GEMMA2_LAYERS if gemma2 else {})},
+        image_token_id=text["vocab_size"] - 2,
+        traj_token_id=text["vocab_size"] - 1,
         num_views=num_views,
     )
-    occvla_config.text_config.use_bidirectional_attention = True  # as PaliGemma's config sets it
+    config.text_config.use_bidirectional_attention = True  # as PaliGemma's config sets it
+    return config
+
+
+def build_occvla(config: OccVLAConfig, dtype: torch.dtype, device: torch.device) -> OccVLAForPlanning:
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = OccVLAForPlanning(config).to(dtype).eval()
+    _fixed_length_decoding(model)
+    return model
+
+
+def _fixed_length_decoding(model: PreTrainedModel) -> None:
+    model.generation_config.pad_token_id = 0
+    model.generation_config.eos_token_id = None  # fixed-length decoding for every model
+
+
+def build_models(tiny: bool, num_views: int, dtype: torch.dtype, device: torch.device):
+    text, vision = (TINY_TEXT, TINY_VISION) if tiny else (GEMMA2_2B, SIGLIP_SO400M)
+    config = occvla_config(tiny, num_views)
+    image_token_id = config.image_token_id
     paligemma_config = PaliGemmaConfig(
         vision_config=vision,
         text_config=text,
@@ -114,13 +159,10 @@ def build_models(tiny: bool, num_views: int, dtype: torch.dtype, device: torch.d
         hidden_size=text["hidden_size"],
         vocab_size=text["vocab_size"],
     )
-    torch.manual_seed(0)
+    occvla = build_occvla(config, dtype, device)
     with torch.device(device):
-        occvla = OccVLAForPlanning(occvla_config).to(dtype).eval()
         paligemma = PaliGemmaForConditionalGeneration(paligemma_config).to(dtype).eval()
-    for model in (occvla, paligemma):
-        model.generation_config.pad_token_id = 0
-        model.generation_config.eos_token_id = None  # fixed-length decoding for both models
+    _fixed_length_decoding(paligemma)
     return occvla, paligemma
 
 
@@ -169,9 +211,18 @@ def run(args: argparse.Namespace) -> list[tuple[str, ...]]:
     return rows
 
 
-def _generate(model, inputs: dict, tokens: int) -> Callable[[], object]:
+def _generate(model, inputs: dict, tokens: int, **kwargs) -> Callable[[], object]:
     """Fixed-length greedy decoding of `tokens` tokens."""
-    return lambda: model.generate(**inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+    return lambda: model.generate(**inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, **kwargs)
+
+
+def _prefill(model, inputs: dict) -> Callable[[], object]:
+    return lambda: model(**inputs, use_cache=True, logits_to_keep=1)
+
+
+def _plan(model: OccVLAForPlanning, inputs: dict, **kwargs) -> Callable[[], object]:
+    tokens = META_ACTION_TOKENS
+    return lambda: model.plan(**inputs, max_new_tokens=tokens, min_new_tokens=tokens, **kwargs)
 
 
 def _measure(occvla, paligemma, batch: int, timer: Timer, dtype: torch.dtype, device: torch.device) -> list:
@@ -182,12 +233,9 @@ def _measure(occvla, paligemma, batch: int, timer: Timer, dtype: torch.dtype, de
     base = paligemma_inputs(ours, cfg.image_token_id, cfg.traj_token_id)
     text_only = {**{k: v for k, v in ours.items() if k != "ego_status"}, "input_ids": base["input_ids"]}
 
-    def prefill(model, inputs: dict) -> Callable[[], object]:
-        return lambda: model(**inputs, use_cache=True, logits_to_keep=1)
-
-    prefill_ours, prefill_base = timer.pair(prefill(occvla, ours), prefill(paligemma, base))
+    prefill_ours, prefill_base = timer.pair(_prefill(occvla, ours), _prefill(paligemma, base))
     rows = [_row("prefill", views, batch, prefill_ours, prefill_base)]
-    prefill_text, prefill_base = timer.pair(prefill(occvla, text_only), prefill(paligemma, base))
+    prefill_text, prefill_base = timer.pair(_prefill(occvla, text_only), _prefill(paligemma, base))
     rows.append(_row("prefill, no <traj>", views, batch, prefill_text, prefill_base))  # the pure VLM path
     if views == 1:
         return rows
@@ -197,14 +245,111 @@ def _measure(occvla, paligemma, batch: int, timer: Timer, dtype: torch.dtype, de
     generated = batch * GENERATE_TOKENS
     rows.append(_row(f"generate {GENERATE_TOKENS} tok", views, batch, gen_ours, gen_base, tokens=generated))
     text_tokens = waypoint_text_tokens()
-    plan_ms, text_plan_ms = timer.pair(
-        lambda: occvla.plan(**ours, max_new_tokens=META_ACTION_TOKENS, min_new_tokens=META_ACTION_TOKENS),
-        _generate(occvla, ours, META_ACTION_TOKENS + text_tokens),
-    )
+    plan_ms, text_plan_ms = timer.pair(_plan(occvla, ours), _generate(occvla, ours, META_ACTION_TOKENS + text_tokens))
     rows.append(_row("plan() vs text waypoints", views, batch, plan_ms, text_plan_ms))
     text_traj_ms = timer(_generate(occvla, ours, text_tokens))
     rows.append(_row("trajectory: head vs text", views, batch, prefill_ours, text_traj_ms))
     return rows
+
+
+def decode_step_ms(timer: Timer, runs: list[tuple[object, dict]], **kwargs) -> list[float]:
+    """Milliseconds per decoding step of each (model, inputs), timed alternately: generating 1 + DECODE_STEPS tokens
+    against 1 token, so that the prefill cancels out."""
+    fns = []
+    for model, inputs in runs:
+        fns += [_generate(model, inputs, 1 + DECODE_STEPS, **kwargs), _generate(model, inputs, 1, **kwargs)]
+    medians = timer.medians(fns)
+    return [(long - short) / DECODE_STEPS for long, short in zip(medians[::2], medians[1::2], strict=True)]
+
+
+def prefill_flops(model: OccVLAForPlanning, batch: int) -> float:
+    """Matmul FLOPs of a planning prefill (`make_inputs`): towers, projector, attention, LM head at one position."""
+    config = model.config
+    vision, text = config.vision_config, config.text_config
+    patches, views = config.image_seq_length, config.num_views
+    vision_params = sum(p.numel() for p in model.model.vision_tower.parameters())
+    vision_fwd = (
+        batch * views * (2 * vision_params * patches + 4 * vision.num_hidden_layers * patches**2 * vision.hidden_size)
+    )
+    projector_fwd = batch * views * patches * 2 * vision.hidden_size * text.hidden_size
+    seq = views * patches + TEXT_PROMPT_TOKENS
+    lm_params = sum(p.numel() for p in model.model.language_model.parameters()) - text.vocab_size * text.hidden_size
+    attention_width = text.num_attention_heads * text.head_dim
+    lm_fwd = batch * (2 * lm_params * seq + 4 * text.num_hidden_layers * seq**2 * attention_width)
+    return vision_fwd + projector_fwd + lm_fwd + batch * 2 * text.hidden_size * text.vocab_size
+
+
+def run_fast(args: argparse.Namespace) -> list[tuple[str, ...]]:
+    """The rows of `--fast` (see the module docstring), 6 views."""
+    device = torch.device(args.device)
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
+    timer = Timer(device, args.warmup, args.repeats)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = next((value for key, value in PEAK_BF16_TFLOPS.items() if key in name), None)
+    occvla, paligemma = build_models(args.tiny, 6, dtype, device)
+    rows = []
+    with torch.inference_mode():
+        ours = make_inputs(occvla, 1, dtype, device)
+        base = paligemma_inputs(ours, occvla.config.image_token_id, occvla.config.traj_token_id)
+        for label, kwargs in (("dynamic cache", {}), ("static cache", STATIC_CACHE)):
+            ours_ms, base_ms = decode_step_ms(timer, [(occvla, ours), (paligemma, base)], **kwargs)
+            rows.append(
+                _fast_row(f"decode step, {label}", 1, ours_ms, "PaliGemma", base_ms, f"{1000 / ours_ms:.0f} tok/s")
+            )
+        for batch in (1, THROUGHPUT_BATCH):
+            inputs = ours if batch == 1 else make_inputs(occvla, batch, dtype, device)
+            static_ms, dynamic_ms = timer.pair(_plan(occvla, inputs, **STATIC_CACHE), _plan(occvla, inputs))
+            plans = f"{batch * 1000 / static_ms:.1f} plans/s"
+            rows.append(_fast_row("plan(), static cache", batch, static_ms, "dynamic cache", dynamic_ms, plans))
+        if device.type != "cuda":  # torch's CPU flex-attention kernels do not build for every shape here
+            flex_rows = (
+                "prefill, flex attention",
+                "Gemma-2 prefill, flex attention",
+                "Gemma-2 decode step, static cache",
+            )
+            return rows + [(name, "-", "n/a", "-", "n/a", "-", "CUDA only") for name in flex_rows]
+        inputs = make_inputs(occvla, PREFILL_BATCH, dtype, device)
+        flex_ms, sdpa_ms = _attention_pair(timer, occvla, _prefill(occvla, inputs), "flex_attention", "sdpa")
+        tflops = prefill_flops(occvla, PREFILL_BATCH) / (flex_ms / 1000) / 1e12
+        share = f", {100 * tflops / peak:.0f} % of peak" if peak else ""
+        rows.append(
+            _fast_row(
+                "prefill, flex attention", PREFILL_BATCH, flex_ms, "SDPA", sdpa_ms, f"{tflops:.1f} TFLOP/s{share}"
+            )
+        )
+        occvla = paligemma = None  # room for the Gemma-2 model
+        gemma2 = build_occvla(occvla_config(args.tiny, 6, gemma2=True), dtype, device)
+        flex_ms, eager_ms = _attention_pair(timer, gemma2, _prefill(gemma2, inputs), "flex_attention", "eager")
+        rows.append(_fast_row("Gemma-2 prefill, flex attention", PREFILL_BATCH, flex_ms, "eager", eager_ms, "-"))
+        step = {}
+        for implementation in ("flex_attention", "eager"):
+            gemma2.set_attn_implementation(implementation)
+            step[implementation] = decode_step_ms(timer, [(gemma2, ours)], **STATIC_CACHE)[0]
+        flex_ms, eager_ms = step["flex_attention"], step["eager"]
+        rows.append(_fast_row("Gemma-2 decode step, static cache", 1, flex_ms, "eager", eager_ms, "flex attention"))
+    return rows
+
+
+def _attention_pair(timer: Timer, model: PreTrainedModel, fn: Callable[[], object], impl_a: str, impl_b: str):
+    """Median milliseconds of `fn()` with attention implementation `impl_a` and `impl_b` (switched in between, so
+    timed one after the other, not alternately); the model is left on `impl_b`."""
+    medians = []
+    for implementation in (impl_a, impl_b):
+        model.set_attn_implementation(implementation)
+        medians.append(timer(fn))
+    return tuple(medians)
+
+
+def _fast_row(name: str, batch: int, ours_ms: float, reference: str, reference_ms: float, throughput: str):
+    return (
+        name,
+        str(batch),
+        f"{ours_ms:.2f}",
+        reference,
+        f"{reference_ms:.2f}",
+        f"{ours_ms / reference_ms:.3f}",
+        throughput,
+    )
 
 
 def profile_prefill(args: argparse.Namespace) -> None:
@@ -246,6 +391,7 @@ def main() -> None:
     parser.add_argument(
         "--profile-prefill", action="store_true", help="kernel tables of the batch-1 prefills, then exit"
     )
+    parser.add_argument("--fast", action="store_true", help="the real-time planning path's rows instead")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
@@ -257,6 +403,18 @@ def main() -> None:
     )
     if args.profile_prefill:
         profile_prefill(args)
+        return
+    if args.fast:
+        compiled = "compiled, CUDA graphs" if args.device.startswith("cuda") else "not compiled off CUDA"
+        print(
+            f"# fast path: 6 views; static cache: decoding step {compiled}; decode step = (1 + {DECODE_STEPS} "
+            f"tokens - 1 token) / {DECODE_STEPS}"
+        )
+        header = ("measurement", "batch", "OccVLA ms", "reference", "reference ms", "ratio", "OccVLA throughput")
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for row in run_fast(args):
+            print("| " + " | ".join(row) + " |")
         return
     header = ("measurement", "views", "batch", "OccVLA ms", "reference ms", "ratio", "OccVLA tok/s")
     print("| " + " | ".join(header) + " |")

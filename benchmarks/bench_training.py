@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from benchmarks.bench_inference import GEMMA2_2B, SIGLIP_SO400M, TINY_TEXT, TINY_VISION
+from benchmarks.bench_inference import GEMMA2_2B, PEAK_BF16_TFLOPS, SIGLIP_SO400M, TINY_TEXT, TINY_VISION
 from occvla_hf.evaluation.timing import call_times_ms, synchronize
 from occvla_hf.experiments.ablation_scale import SCALE_RECIPE, SCALE_VAE_RECIPE
 from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning
@@ -46,7 +46,6 @@ from occvla_hf.training.recipe import load_recipe
 
 TEXT_TOKENS = 64
 ANSWER_TOKENS = 16
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense, SXM
 SHAPES = ("full", "scale", "tiny")
 MODES = ("none", "grids", "latents")
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32, "bf16-autocast": torch.float32}  # -> weight dtype

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 import pytest
@@ -26,6 +27,21 @@ def test_bench_inference_tiny_prints_every_row(monkeypatch, capsys) -> None:
         "prefill", "prefill, no <traj>",  # 1 view
         "prefill", "prefill, no <traj>", "generate 32 tok", "plan() vs text waypoints", "trajectory: head vs text",
     ]  # fmt: skip
+
+
+def test_bench_inference_fast_path_tiny_prints_every_row(monkeypatch, capsys) -> None:
+    argv = ["--tiny", "--fast", "--device", "cpu", "--dtype", "fp32", "--warmup", "0", "--repeats", "1"]
+    rows = run_main(bench_inference, argv, monkeypatch, capsys)
+    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[1:]]
+    assert [(row[0], row[1]) for row in cells] == [
+        ("decode step, dynamic cache", "1"), ("decode step, static cache", "1"),
+        ("plan(), static cache", "1"), ("plan(), static cache", "32"),
+        ("prefill, flex attention", "-"), ("Gemma-2 prefill, flex attention", "-"),
+        ("Gemma-2 decode step, static cache", "-"),
+    ]  # fmt: skip
+    assert all(row[-1] == "CUDA only" for row in cells[4:])  # flex attention rows: CUDA only
+    assert [row[3] for row in cells[:4]] == ["PaliGemma", "PaliGemma", "dynamic cache", "dynamic cache"]
+    assert all(math.isfinite(float(row[2])) and math.isfinite(float(row[4])) for row in cells[:4])
 
 
 @pytest.mark.parametrize("shape_args, dtype", [(["--tiny"], "fp32"), (["--shape", "tiny"], "bf16-autocast")])

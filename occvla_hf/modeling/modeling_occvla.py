@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedConfig, PreTrainedModel
 from transformers.cache_utils import Cache
+from transformers.generation.configuration_utils import ALL_STATIC_CACHE_IMPLEMENTATIONS
 from transformers.masking_utils import create_causal_mask, create_masks_for_generate, create_sliding_window_causal_mask
 from transformers.modeling_outputs import ModelOutput
 from transformers.utils import logging
@@ -263,6 +264,20 @@ def occupancy_query_mask_functions(is_query: torch.Tensor, is_image: torch.Tenso
     return or_fn, and_fn
 
 
+def is_prefill(cache: Cache | None, pixel_values: torch.Tensor | None) -> bool:
+    """Whether a forward call starts its sequences (the prompt: bidirectional prefix, `<traj>`), decided on the host.
+
+    Images come with the prompt only, so a call with `pixel_values` or without cached tokens is a prefill. A static
+    cache keeps its length on the device (so that a compiled decoding step does not recompile as it grows): reading
+    it would stall every step and break the graph, so an initialised static cache without images means decoding, as
+    in transformers' PaliGemma.
+    """
+    if cache is None or pixel_values is not None:
+        return True
+    seen = cache.get_seq_length()
+    return seen == 0 if isinstance(seen, int) else not cache.is_initialized
+
+
 class OccVLAPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
     config: OccVLAConfig
     config_class = OccVLAConfig
@@ -365,16 +380,21 @@ class OccVLAModel(OccVLAPreTrainedModel):
         attention_mask: torch.Tensor | None,
         token_type_ids: torch.Tensor | None,
         batch: int,
-        past_seen: int,
+        past_seen: int | torch.Tensor,
         text_length: int,
+        prefill: bool,
     ) -> None:
-        """A 2D `attention_mask` covers the cached and the new tokens; `token_type_ids` the prompt (prefill)."""
-        if attention_mask is not None and attention_mask.dim() == 2:
+        """A 2D `attention_mask` covers the cached and the new tokens; `token_type_ids` the prompt (prefill).
+
+        The mask is checked against the cache where its length is a host int (no cache, dynamic cache); a static
+        cache's length is a device tensor (see `is_prefill`). Prepared masks (4D, or one per layer type) pass."""
+        padding_mask = isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2
+        if padding_mask and isinstance(past_seen, int):
             expected = (batch, past_seen + text_length)
             if tuple(attention_mask.shape) != expected:
                 shape = tuple(attention_mask.shape)
                 raise ValueError(f"attention_mask: expected {expected} (batch, cached + new tokens), got {shape}")
-        if token_type_ids is not None and past_seen == 0 and tuple(token_type_ids.shape) != (batch, text_length):
+        if token_type_ids is not None and prefill and tuple(token_type_ids.shape) != (batch, text_length):
             raise ValueError(
                 f"token_type_ids: expected {(batch, text_length)} like input_ids, got {tuple(token_type_ids.shape)}"
             )
@@ -405,8 +425,9 @@ class OccVLAModel(OccVLAPreTrainedModel):
             inputs_embeds = self.get_input_embeddings()(input_ids)
         batch, text_length = inputs_embeds.shape[:2]
 
+        prefill = is_prefill(cache, pixel_values)
         past_seen = cache.get_seq_length() if cache is not None else 0
-        self._check_masks(attention_mask, token_type_ids, batch, past_seen, text_length)
+        self._check_masks(attention_mask, token_type_ids, batch, past_seen, text_length, prefill)
         if position_ids is None:
             position_ids = (torch.arange(text_length, device=inputs_embeds.device) + past_seen + 1).unsqueeze(0)
 
@@ -428,8 +449,11 @@ class OccVLAModel(OccVLAPreTrainedModel):
         if lm_queries:
             if input_ids is None:
                 raise ValueError("input_ids: required with occupancy queries to locate the image tokens")
-            if cache is not None and cache.get_seq_length() > 0:
+            if not prefill:
                 raise ValueError("cache: occupancy queries are a training-time prefill input, not a decoding one")
+            if attention_mask is not None and getattr(attention_mask, "ndim", None) != 2:
+                raise ValueError("attention_mask: occupancy queries extend the 2D padding mask (batch, sequence), not "
+                                 "a prepared one")  # fmt: skip
             num_queries = self.config.num_occupancy_queries
             queries = self.occupancy_queries.weight.to(inputs_embeds.dtype).unsqueeze(0).expand(batch, -1, -1)
             inputs_embeds = torch.cat([inputs_embeds, queries], dim=1)
@@ -449,24 +473,26 @@ class OccVLAModel(OccVLAPreTrainedModel):
             or_fn, and_fn = occupancy_query_mask_functions(is_query, is_image)
             use_cache = False
 
-        mask_kwargs: dict[str, Any] = {
-            "config": self.config.get_text_config(),
-            "inputs_embeds": inputs_embeds,
-            "attention_mask": attention_mask,
-            "cache": cache,
-            "position_ids": position_ids,
-            "or_mask_function": or_fn,
-            "and_mask_function": and_fn,
-        }
-        is_prefill = cache is None or not cache.is_initialized or pixel_values is not None
-        if token_type_ids is not None and is_prefill:
-            mask_kwargs["block_sequence_ids"] = torch.where(token_type_ids == 0, 0, -1)
-        causal_mask: Any = create_causal_mask(**mask_kwargs)
-        if getattr(self.config.text_config, "sliding_window", None) is not None:
-            causal_mask = {
-                "full_attention": causal_mask,
-                "sliding_attention": create_sliding_window_causal_mask(**mask_kwargs),
+        if isinstance(attention_mask, Mapping):
+            causal_mask: Any = attention_mask  # one mask per layer type, from `create_masks_for_generate`
+        else:
+            mask_kwargs: dict[str, Any] = {
+                "config": self.config.get_text_config(),
+                "inputs_embeds": inputs_embeds,
+                "attention_mask": attention_mask,
+                "cache": cache,
+                "position_ids": position_ids,
+                "or_mask_function": or_fn,
+                "and_mask_function": and_fn,
             }
+            if token_type_ids is not None and prefill:
+                mask_kwargs["block_sequence_ids"] = torch.where(token_type_ids == 0, 0, -1)
+            causal_mask = create_causal_mask(**mask_kwargs)
+            if getattr(self.config.text_config, "sliding_window", None) is not None:
+                causal_mask = {
+                    "full_attention": causal_mask,
+                    "sliding_attention": create_sliding_window_causal_mask(**mask_kwargs),
+                }
 
         outputs = self.language_model(
             attention_mask=causal_mask,
@@ -606,6 +632,7 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
                 "occupancy: targets need the occupancy VAE (to encode them, or to decode for the voxel loss); call "
                 "set_occupancy_vae() first"
             )
+        prefill = is_prefill(cache, pixel_values)  # before the LM fills the cache
         features = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
@@ -620,7 +647,7 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         )
         hidden = features.last_hidden_state
         logits = self.forward_lm_head(hidden, labels, logits_to_keep)
-        predicted_trajectory = self.forward_trajectory_head(input_ids, hidden, ego_status, cache, ego_history)
+        predicted_trajectory = self.forward_trajectory_head(input_ids, hidden, ego_status, ego_history, prefill)
         occupancy_latent = None if not with_queries else self.occupancy_head(features.occupancy_hidden_state)
 
         terms: dict[str, torch.Tensor | None] = dict.fromkeys(LOSS_TERMS)
@@ -680,13 +707,13 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         input_ids: torch.Tensor | None,
         hidden: torch.Tensor,
         ego_status: torch.Tensor | None,
-        cache: Cache | None = None,
         ego_history: torch.Tensor | None = None,
+        prefill: bool = True,
     ) -> torch.Tensor | None:
         """Waypoints (batch, num_waypoints, 2), metres, from the `<traj>` token's hidden state (+ ego status and
-        history); None without a `<traj>` token or while decoding (the token was in the prefill)."""
-        decoding = cache is not None and cache.get_seq_length() > hidden.shape[1]
-        traj_hidden = None if input_ids is None or decoding else self._trajectory_hidden(input_ids, hidden)
+        history); None without a `<traj>` token or while decoding (`prefill` False: the token was in the prompt, and
+        a decoding step stays free of the host sync that finding it costs)."""
+        traj_hidden = None if input_ids is None or not prefill else self._trajectory_hidden(input_ids, hidden)
         if traj_hidden is None:
             return None
         return self._trajectory_from_hidden(traj_hidden, ego_status, ego_history)
@@ -933,7 +960,8 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         reasoning. Extra keyword arguments go to `generate` (greedy by default). With `num_beams` (prompt layout
         only) / `num_return_sequences`, `trajectory` has one row per returned sequence, lined up with `sequences`
         (batch * num_return_sequences rows, the sequences of sample 0 first); in the prompt layout the trajectory
-        depends only on the prompt, so the rows of one sample are equal.
+        depends only on the prompt, so the rows of one sample are equal. Both layouts plan on a static cache
+        (`cache_implementation="static"` here or in `generation_config`), compiled by `generate` on accelerators.
         """
         if reasoning and tokenizer is None:
             raise ValueError("tokenizer: required with reasoning=True (the reasoning is decoded text)")
@@ -996,6 +1024,11 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
             )
         if generate_kwargs.get("num_beams", 1) != 1:
             raise ValueError("num_beams: trajectory_position='after_text' plans with greedy or sampled decoding")
+        if self._generation_setting(generate_kwargs, "cache_implementation") in ALL_STATIC_CACHE_IMPLEMENTATIONS:
+            # `generate` sizes a static cache for its own steps; the <traj> step writes one token more than they do.
+            needed = input_ids.shape[1] + inputs["max_new_tokens"] + 1
+            ceiling = self._generation_setting(generate_kwargs, "max_cache_len") or 0
+            generate_kwargs = {**generate_kwargs, "max_cache_len": max(needed, ceiling)}
         output = self.generate(**inputs, **generate_kwargs, return_dict_in_generate=True, use_cache=True)
         sequences, cache = output.sequences, output.cache
         repeats = sequences.shape[0] // input_ids.shape[0]  # num_return_sequences
@@ -1004,7 +1037,7 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         prompt_mask = prompt_mask.repeat_interleave(repeats, dim=0)
         generated = sequences[:, input_ids.shape[1] :]  # (N, T)
         num_new = generated.shape[1]
-        eos = generate_kwargs.get("eos_token_id", self.generation_config.eos_token_id)
+        eos = self._generation_setting(generate_kwargs, "eos_token_id")
         eos_ids = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
         ended = torch.isin(generated, torch.tensor(eos_ids, dtype=generated.dtype, device=generated.device))
         text_length = torch.where(ended.any(dim=1), ended.int().argmax(dim=1), num_new)  # (N,)
@@ -1022,6 +1055,13 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
             for name in ("ego_status", "ego_history")
         )
         return sequences, self._trajectory_from_hidden(features.last_hidden_state[:, -1], ego_status, ego_history)
+
+    def _generation_setting(self, generate_kwargs: Mapping[str, Any], name: str) -> Any:
+        """A `generate` setting as `generate` resolves it: the keyword argument, else the `generation_config` passed,
+        else the model's."""
+        if name in generate_kwargs:
+            return generate_kwargs[name]
+        return getattr(generate_kwargs.get("generation_config") or self.generation_config, name, None)
 
     # --- conversion ---
     def without_occupancy_modules(self) -> OccVLAForPlanning:

@@ -66,6 +66,19 @@ def test_plan_with_reasoning_returns_the_reasoning_and_the_meta_action_after_it(
         model.plan(**inputs, reasoning=True)
 
 
+def test_static_cache_plan_with_reasoning_equals_the_dynamic_cache_plan(model_and_processor) -> None:
+    model, processor = model_and_processor
+    inputs = processor(images=camera_images(2), text=["Plan.", "Plan the next 3 seconds."], task="planning",
+                       ego_status=np.zeros((2, 6), np.float32))  # fmt: skip
+    assert not inputs["attention_mask"].all()  # left padded
+    kwargs = {"tokenizer": processor.tokenizer, "max_new_tokens": 12, "min_new_tokens": 12, "reasoning": True}
+    dynamic = model.plan(**inputs, **kwargs)
+    static = model.plan(**inputs, **kwargs, cache_implementation="static")
+    assert torch.equal(static.sequences, dynamic.sequences)
+    assert (static.reasoning, static.meta_action) == (dynamic.reasoning, dynamic.meta_action)
+    torch.testing.assert_close(static.trajectory, dynamic.trajectory, rtol=0, atol=1e-6)
+
+
 def test_qa_generate_on_processor_output(model_and_processor) -> None:
     model, processor = model_and_processor
     inputs = processor(images=camera_images(2), question=["How many cars are there?", "Is there a bus?"])

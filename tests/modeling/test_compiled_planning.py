@@ -1,0 +1,145 @@
+"""The fast planning path: static cache, a decoding step that compiles into one graph without host syncs, and
+compiled planning equal to the eager dynamic-cache path."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch.nn.attention.flex_attention import flex_attention
+from transformers import CompileConfig, StaticCache
+from transformers.integrations.flex_attention import WrappedFlexAttention
+
+from occvla_hf.modeling import OccVLAForPlanning
+from tests.conftest import TINY_GRID, TINY_TEXT_CONFIG, StandInOccupancyVAE, make_batch, tiny_config
+
+LAYOUTS = ["prompt", "after_text"]
+NEW_TOKENS = 6
+
+
+def layout_model(trajectory_position: str) -> OccVLAForPlanning:
+    torch.manual_seed(0)
+    return OccVLAForPlanning(tiny_config(trajectory_position=trajectory_position)).eval()
+
+
+def layout_batch(model: OccVLAForPlanning) -> dict:
+    return make_batch(model.config, planning=model.config.trajectory_position == "prompt")
+
+
+def plan(model: OccVLAForPlanning, batch: dict, **kwargs):
+    return model.plan(**batch, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, **kwargs)
+
+
+def static_decode_step_kwargs(model: OccVLAForPlanning, batch: dict) -> dict:
+    """The keyword arguments of the first decoding step of a static-cache `generate`, with a copy of its cache."""
+    captured: list[dict] = []
+
+    def record(module, args, kwargs) -> None:
+        if kwargs["input_ids"].shape[1] == 1 and not captured:
+            captured.append({**kwargs, "cache": copy.deepcopy(kwargs["cache"])})
+
+    handle = model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        model.generate(**batch, max_new_tokens=3, do_sample=False, cache_implementation="static")
+    finally:
+        handle.remove()
+    return captured[0]
+
+
+def test_static_cache_decoding_step_is_one_graph_without_host_syncs() -> None:
+    model = layout_model("prompt")
+    step = static_decode_step_kwargs(model, layout_batch(model))
+    assert isinstance(step["cache"], StaticCache)
+    with torch.profiler.profile() as profiler:
+        model(**copy.deepcopy(step))
+    assert not [event for event in profiler.events() if event.name == "aten::_local_scalar_dense"]  # .item() etc.
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(model.forward)(**step)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+
+
+@pytest.mark.parametrize("trajectory_position", LAYOUTS)
+def test_static_cache_plan_from_the_generation_config_equals_the_dynamic_cache_plan(trajectory_position: str) -> None:
+    model = layout_model(trajectory_position)
+    batch = layout_batch(model)
+    eager = plan(model, batch)
+    caches: list[type] = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: caches.append(type(kwargs["cache"])), with_kwargs=True)
+    model.generation_config.cache_implementation = "static"
+    static = plan(model, batch)
+    assert caches and set(caches) == {StaticCache}
+    assert torch.equal(static.sequences, eager.sequences)
+    torch.testing.assert_close(static.trajectory, eager.trajectory, rtol=0, atol=1e-6)
+    again = plan(model, batch)  # the static cache is sized again; the after-text step still fits
+    assert torch.equal(again.sequences, eager.sequences)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trajectory_position", LAYOUTS)
+def test_compiled_plan_equals_the_eager_plan(trajectory_position: str) -> None:
+    model = layout_model(trajectory_position)
+    batch = layout_batch(model)
+    eager = plan(model, batch)
+    compile_config = CompileConfig(fullgraph=True, mode="default")  # fullgraph: a graph break would raise
+    compile_config._compile_all_devices = True  # transformers compiles on accelerators only unless told
+    torch._dynamo.reset()
+    compiled = plan(model, batch, cache_implementation="static", compile_config=compile_config)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # the decoding steps ran compiled
+    assert torch.equal(compiled.sequences, eager.sequences)
+    torch.testing.assert_close(compiled.trajectory, eager.trajectory, rtol=0, atol=1e-6)
+
+
+# ------------------------------------------------------------------- Gemma-2 layers through FlexAttention
+
+GEMMA2_TEXT_CONFIG = {
+    **TINY_TEXT_CONFIG,
+    "model_type": "gemma2",
+    "attn_logit_softcapping": 0.01,  # a tiny random model's attention scores are small: cap them hard
+    "final_logit_softcapping": 3.0,
+    "query_pre_attn_scalar": 8,
+    "sliding_window": 8,  # shorter than the sequence, so the sliding layers' masks differ from the full ones
+}
+
+
+def gemma2_model(**text_overrides) -> OccVLAForPlanning:
+    torch.manual_seed(0)
+    model = OccVLAForPlanning(tiny_config(text_config={**GEMMA2_TEXT_CONFIG, **text_overrides}))
+    model.set_occupancy_vae(StandInOccupancyVAE())
+    return model.eval()
+
+
+@pytest.mark.slow
+def test_gemma2_flex_attention_equals_eager_in_the_training_forward_and_in_generation(monkeypatch) -> None:
+    # transformers compiles flex attention; torch's CPU kernel fails to build for the decoding shapes, so the test runs
+    # the uncompiled flex_attention (the same masks and score modifications: block mask, soft-capping).
+    monkeypatch.setattr(WrappedFlexAttention, "__call__", lambda self: flex_attention)
+    model = gemma2_model()
+    batch = make_batch(model.config, text_length=10)
+    batch["attention_mask"][1, :2] = 0  # left padding
+    occupancy = torch.randint(0, 18, (2, *TINY_GRID), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    outputs, generated = {}, {}
+    for implementation in ("eager", "flex_attention"):
+        model.set_attn_implementation(implementation)
+        with torch.no_grad():  # flex attention has no backward on CPU
+            outputs[implementation] = model(**batch, occupancy=occupancy)
+        generated[implementation] = model.generate(**batch, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    eager, flex = outputs["eager"], outputs["flex_attention"]
+    for name in ("logits", "trajectory", "occupancy_latent"):
+        torch.testing.assert_close(getattr(flex, name), getattr(eager, name), rtol=0, atol=1e-5, msg=name)
+    assert torch.equal(generated["flex_attention"], generated["eager"])
+    uncapped = gemma2_model(attn_logit_softcapping=None)
+    uncapped.set_attn_implementation("eager")
+    with torch.no_grad():
+        assert not torch.allclose(uncapped(**batch).logits, eager.logits, atol=1e-3)  # the capping is compared
+
+
+def test_gemma2_static_cache_plan_equals_the_dynamic_cache_plan() -> None:
+    # A static cache gets one prepared mask per layer type (full and sliding) from `create_masks_for_generate`.
+    model = gemma2_model()
+    model.set_attn_implementation("eager")
+    batch = make_batch(model.config, text_length=10)
+    dynamic = plan(model, batch)
+    static = plan(model, batch, cache_implementation="static")
+    assert torch.equal(static.sequences, dynamic.sequences)
+    torch.testing.assert_close(static.trajectory, dynamic.trajectory, rtol=0, atol=1e-6)
