@@ -92,14 +92,17 @@ def probe_features(model, processor, rows: Dataset, batch_size: int = 32) -> dic
         )
         input_ids = inputs["input_ids"]
         batch = len(input_ids)
-        hidden = model.model(
+        outputs = model.model(
             input_ids=input_ids,
             pixel_values=inputs["pixel_values"],
             attention_mask=inputs["attention_mask"],
             token_type_ids=inputs.get("token_type_ids"),
-        ).last_hidden_state  # (batch, length, D)
-        image = hidden[input_ids == config.image_token_id].reshape(batch, views, per_view, -1)
-        vision = model.model.get_image_features(inputs["pixel_values"]).reshape(batch, views, per_view, -1)
+            output_hidden_states=[0],  # the LM's input: the projector output at the image tokens
+        )
+        hidden = outputs.last_hidden_state  # (batch, length, D)
+        is_image = input_ids == config.image_token_id
+        image = hidden[is_image].reshape(batch, views, per_view, -1)
+        vision = outputs.hidden_states[0][is_image].reshape(batch, views, per_view, -1)
         if in_prompt:
             parts["traj"].append(hidden[input_ids == config.traj_token_id].float().cpu().numpy())
         parts["lm_image"].append(image.float().mean(dim=2).cpu().numpy())

@@ -56,6 +56,8 @@ from ..reasoning import join_reasoning, split_reasoning
 from ..remote_code import RemoteCodeMixin
 from .prompts import COMMAND_PROMPT, DEFAULT_PLANNING_PROMPT, DEFAULT_QA_PROMPT, qa_chat_template
 
+# Image-processor settings that resize only (no rescale, no normalisation): the uint8 pixels of `resized_pixels`.
+RESIZE_ONLY: dict[str, bool] = {"do_rescale": False, "do_normalize": False}
 # PIL, numpy (H, W, 3) uint8, torch (3, H, W) uint8, or a local path / URL (loaded with transformers' `load_image`)
 CameraImage = PIL.Image.Image | np.ndarray | torch.Tensor | str
 # One sample: views in CAMERA_NAMES order, or keyed by camera name.
@@ -809,7 +811,7 @@ class OccVLAProcessor(RemoteCodeMixin, ProcessorMixin):
                 inputs["occupancy_mask"] = [np.asarray(mask, dtype=bool) for mask in column("mask_camera")]
         if normalize_images:
             return self(**inputs)
-        batch = self(**inputs, images_kwargs={"do_rescale": False, "do_normalize": False})
+        batch = self(**inputs, images_kwargs=RESIZE_ONLY)
         pixels = batch["pixel_values"]  # resized 0..255 integers in float32: exact in uint8
         batch["pixel_values"] = pixels.to(torch.uint8) if return_tensors == "pt" else pixels.astype(np.uint8)
         return batch
@@ -818,7 +820,7 @@ class OccVLAProcessor(RemoteCodeMixin, ProcessorMixin):
         """Images of one sample or a batch (as `__call__` takes them) -> (batch, num_views, 3, H, W) uint8: resized by
         the image processor, neither rescaled nor normalised (what `normalize_pixels` takes, and what
         `training.image_cache` stores)."""
-        return self._pixel_values(images, {"do_rescale": False, "do_normalize": False}).astype(np.uint8)
+        return self._pixel_values(images, RESIZE_ONLY).astype(np.uint8)
 
     def normalize_pixels(self, pixel_values: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """(batch, num_views, 3, H, W) uint8 resized images (`from_rows(normalize_images=False)`) -> the

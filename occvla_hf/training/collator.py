@@ -94,8 +94,8 @@ class OccVLADataCollator:
         pad_token_id: pad id for processed samples without a processor.
         pad_to_multiple_of: round the padded length of processed samples up to a multiple of this.
         normalize_images: `False` leaves the rows' `pixel_values` as resized uint8 (`processor.from_rows`'s
-            `normalize_images`): a quarter of the bytes and of the loader's work; `OccVLATrainer` normalises them on
-            the device.
+            `normalize_images`): a quarter of the bytes, and the float work moves off the loader; `OccVLATrainer`
+            normalises them on the device.
     """
 
     processor: OccVLAProcessor | None = None

@@ -109,12 +109,12 @@ def build_image_cache(
     settings = cache_settings(processor)
     first = _keyframe_rows(datasets)
     tokens = list(first)
+    images_only = [rows.select_columns(["images"]) for rows in datasets]  # no other column is decoded
     shape = (len(tokens), settings["num_views"], 3, settings["height"], settings["width"])
     images = np.lib.format.open_memmap(path / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=shape)
     for start in tqdm(range(0, len(tokens), batch_size), desc=f"image cache {path.name}", unit="batch"):
-        batch = [
-            datasets[number][row]["images"] for number, row in (first[t] for t in tokens[start : start + batch_size])
-        ]
+        keyframes = (first[token] for token in tokens[start : start + batch_size])
+        batch = [images_only[number][row]["images"] for number, row in keyframes]
         images[start : start + len(batch)] = processor.resized_pixels(batch)
     images.flush()
     del images
@@ -127,14 +127,11 @@ def build_image_cache(
 def open_image_cache(
     datasets: Sequence[Dataset], processor: OccVLAProcessor, path: str | os.PathLike, **build_kwargs: Any
 ) -> ImageCache:
-    """The cache at `path`, checked against the processor and the rows' sample tokens, or a new one
-    (`build_image_cache`) when it has no index yet."""
+    """The cache at `path`, checked against the processor, or a new one of `datasets` (`build_image_cache`) when it
+    has no index yet. Whether it holds given rows is `ImageCache.check` (`JointDataset` calls it)."""
     if not (Path(path) / INDEX_FILE).is_file():
         return build_image_cache(datasets, processor, path, **build_kwargs)
-    cache = ImageCache(path, processor)
-    for rows in datasets:
-        cache.check(rows["sample_token"])
-    return cache
+    return ImageCache(path, processor)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -156,7 +153,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows = [splits[split] for splits in configs.values() if split in splits]
         if not rows:
             raise ValueError(f"--split: {split!r} is in none of the configs {args.configs}")
-        open_image_cache(rows, processor, Path(args.out) / split)
+        cache = open_image_cache(rows, processor, Path(args.out) / split)
+        for split_rows in rows:
+            cache.check(split_rows["sample_token"])
 
 
 if __name__ == "__main__":

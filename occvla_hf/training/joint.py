@@ -47,7 +47,7 @@ from .latent_cache import OccupancyLatentCache, open_occupancy_latent_cache
 from .metrics import planning_l2_metrics
 from .model_card import ModelCardInfo
 from .recipe import Recipe, check_fields, check_training_arguments, parse_section, resolve_resume_checkpoint
-from .trainer import OccVLATrainer
+from .trainer import OccVLATrainer, check_gradient_norm_steps
 from .weight_schedule import OccupancyWeightSchedule
 
 logger = logging.getLogger(__name__)
@@ -165,8 +165,7 @@ class JointRecipe(Recipe):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.gradient_norm_steps < 0:
-            raise ValueError(f"gradient_norm_steps: expected >= 0, got {self.gradient_norm_steps}")
+        check_gradient_norm_steps(self.gradient_norm_steps)
         if self.lora is not None:
             check_fields(self.lora, LoraConfig, "lora")
         check_training_arguments(self.training)

@@ -47,6 +47,12 @@ class _TermMeans:
         return {name: total / count for name, total, count in zip(LOSS_TERMS, sums, counts) if count > 0}
 
 
+def check_gradient_norm_steps(value: object) -> None:
+    """ValueError unless `value` is an int >= 0 (`OccVLATrainer`'s `gradient_norm_steps`, also a recipe key)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"gradient_norm_steps: expected an int >= 0, got {value!r}")
+
+
 class OccVLATrainer(Trainer):
     """`Trainer` for `OccVLAForPlanning`: trains on the model's loss with the scheduled occupancy weight (see the
     module docstring), logs each term next to the total (`lm_loss`, `trajectory_loss`, `occupancy_latent_loss`,
@@ -76,8 +82,7 @@ class OccVLATrainer(Trainer):
         gradient_norm_steps: int = 0,
         **kwargs: Any,
     ) -> None:
-        if isinstance(gradient_norm_steps, bool) or not isinstance(gradient_norm_steps, int) or gradient_norm_steps < 0:
-            raise ValueError(f"gradient_norm_steps: expected an int >= 0, got {gradient_norm_steps!r}")
+        check_gradient_norm_steps(gradient_norm_steps)
         if kwargs.get("compute_loss_func") is not None:
             raise ValueError("compute_loss_func: OccVLATrainer computes the loss itself; subclass compute_loss instead")
         processor = kwargs.get("processing_class")

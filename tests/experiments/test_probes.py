@@ -107,6 +107,10 @@ def test_probe_features_and_report_on_a_tiny_model(training_data_dir: Path) -> N
     assert features["traj"].shape == (len(rows), width)
     assert features["vision"].shape == features["lm_image"].shape == (len(rows), views, width)
     assert all(np.isfinite(array).all() for array in features.values())
+    with torch.no_grad():  # `vision` is the projector output, read from the LM's input in the same forward
+        pixels = processor.from_rows(rows[:5], task="planning", training=False)["pixel_values"]
+        projected = model.model.get_image_features(pixels).reshape(5, views, -1, width).mean(dim=2)
+    np.testing.assert_allclose(features["vision"][:5], projected.numpy(), rtol=1e-5, atol=1e-6)
     report = probe_report(model, processor, rows)
     assert report["num_keyframes"] == len(rows)
     lead = report["lead_distance_m"]["traj"]

@@ -92,3 +92,16 @@ def test_recipe_with_the_image_cache_trains_on_the_same_losses(tiny_recipe, tmp_
         assert plain.keys() == with_cache.keys()
         for key in ("loss", "lm_loss", "trajectory_loss", "occupancy_latent_loss"):
             assert with_cache[key] == pytest.approx(plain[key], rel=1e-5), key
+
+
+def test_command_line_builds_then_checks_each_split(training_data_dir, processor, tmp_path):
+    from occvla_hf.training.image_cache import main
+
+    processor.save_pretrained(tmp_path / "processor")
+    argv = [str(training_data_dir), str(tmp_path / "processor"), str(tmp_path / "images"), "--split", "mini_train"]
+    main(argv)
+    cache = ImageCache(tmp_path / "images" / "mini_train", processor)
+    main(argv)  # present: opened and checked, not rebuilt
+    assert ImageCache(tmp_path / "images" / "mini_train", processor).rows == cache.rows
+    with pytest.raises(ValueError, match="--split: 'test' is in none of the configs"):
+        main([*argv[:3], "--split", "test"])

@@ -336,6 +336,7 @@ def test_the_recipe_reads_the_data_source_from_the_dataset_card(training_data_di
         ({"data": {"path": "x", "source": "carla"}}, "data.source"),
         ({"data": {"path": "x", "tasks": ["occupancy"]}}, "data.tasks"),
         ({"stage": "vae"}, "stage"),
+        ({"gradient_norm_steps": -1}, "gradient_norm_steps: expected an int >= 0"),
     ],
 )
 def test_recipe_rejects_bad_values_before_loading_anything(tiny_recipe, changes, message):
