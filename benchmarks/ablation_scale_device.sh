@@ -10,27 +10,48 @@
 # stage 1 (configs/scale_vae.yaml, VAE_STEPS steps), the latent cache, then `ablation_scale run` of VARIANTS x SEEDS
 # (the first run also caches the resized views for all),
 # one at a time (each evaluated while the next one trains), STEPS steps each, with JOINT_OVERRIDES. HELDOUT_SCENES,
-# VAE_OVERRIDES and LATENT_DEVICE (cuda) make it small enough for a CPU check.
+# VAE_OVERRIDES and LATENT_DEVICE (cuda) make it small enough for a CPU check. SIDE_COMMAND (optional) is a GPU
+# measurement that runs while the GPU would idle: during the sim and the build, on the last SIDE_CPUS cores (the data
+# stages get the others), output in results/side.log; stage 1 waits for it. nvidia-smi samples the GPU's use every
+# 5 s into results/gpu_use.csv.
 set -u
 phase=${1:?phase: start | wait}
 wait_s=${2:-560}
 : "${TRAIN_SCENES:=190}" "${VAE_STEPS:=2000}" "${STEPS:=1000}" "${VARIANTS:=no_occ occ_xattn occ}" "${SEEDS:=0 1}"
 : "${JOINT_OVERRIDES:=}" "${VAE_OVERRIDES:=}" "${HELDOUT_SCENES:=40}" "${LATENT_DEVICE:=cuda}"
+: "${SIDE_COMMAND:=}" "${SIDE_CPUS:=4}"
 : "${WORK:=/tmp/occvla_scale}"  # outside the checkout: a call re-syncs the checkout and deletes what git would not keep
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 quiet='it/s\]|s/it\]|examples/s\]|chunk/s\]|ba/s\]|batch/s\]|s/batch\]|scene/s\]'
 log=$WORK/runs/pipeline.log
 
 pipeline() {
-  local workers
+  local workers side_pid="" sampler_pid=""
   workers=$(nproc)
   mkdir -p $WORK/runs/results
+  if command -v nvidia-smi > /dev/null; then
+    nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 > $WORK/runs/results/gpu_use.csv &
+    sampler_pid=$!
+  fi
+  if [ -n "$SIDE_COMMAND" ]; then
+    workers=$((workers - SIDE_CPUS))
+    taskset -c "$workers-$((workers + SIDE_CPUS - 1))" bash -c "$SIDE_COMMAND" > $WORK/runs/results/side.log 2>&1 &
+    side_pid=$!
+    taskset -p -c "0-$((workers - 1))" $$ > /dev/null  # the data stages keep off the side command's cores
+  fi
   {
     nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
     python3 -c "import torch, transformers, datasets; print(torch.__version__, transformers.__version__, datasets.__version__)"
     echo "cpus $workers; TRAIN_SCENES=$TRAIN_SCENES VAE_STEPS=$VAE_STEPS STEPS=$STEPS VARIANTS=$VARIANTS SEEDS=$SEEDS"
   } > $WORK/runs/results/device.txt 2>&1
   stage() { echo "[$(date +%T)] $*"; }
+  side_done() {  # stage 1 has the GPU to itself: wait for the side command, then give its cores back
+    [ -n "$side_pid" ] || return 0
+    stage wait for the side command
+    wait "$side_pid"
+    stage "side command exit $?"
+    taskset -p -c "0-$(($(nproc --all) - 1))" $$ > /dev/null
+  }
   stage sim train &&
     python3 -m occvla_hf.cli sim --preset scale --scenes "$TRAIN_SCENES" --out $WORK/sim/train --workers "$workers" &&
     stage sim eval &&
@@ -38,6 +59,7 @@ pipeline() {
       --workers "$workers" &&
     stage build &&
     python3 -m occvla_hf.experiments.ablation_scale prepare --sim $WORK/sim --out $WORK/data --workers "$workers" &&
+    side_done &&
     stage vae &&
     python3 -m occvla_hf.cli train vae --config configs/scale_vae.yaml --training.output_dir $WORK/runs/vae \
       --dataset $WORK/data/train --training.max_steps "$VAE_STEPS" $VAE_OVERRIDES &&
@@ -52,6 +74,7 @@ pipeline() {
       --joint-overrides "--occupancy_latent_cache $WORK/runs/latents --image_cache $WORK/runs/images \
         --training.max_steps $STEPS $JOINT_OVERRIDES"
   stage "pipeline exit $?"
+  [ -z "$sampler_pid" ] || kill "$sampler_pid"
   touch $WORK/runs/done
 }
 
@@ -69,7 +92,8 @@ case "$phase" in
         .whl/*.whl || exit 1
     fi
     rm -rf $WORK/sim $WORK/data $WORK/runs && mkdir -p $WORK/runs
-    export WORK TRAIN_SCENES VAE_STEPS STEPS VARIANTS SEEDS JOINT_OVERRIDES VAE_OVERRIDES HELDOUT_SCENES LATENT_DEVICE
+    export WORK TRAIN_SCENES VAE_STEPS STEPS VARIANTS SEEDS JOINT_OVERRIDES VAE_OVERRIDES HELDOUT_SCENES LATENT_DEVICE \
+      SIDE_COMMAND SIDE_CPUS
     setsid bash "$0" pipeline > "$log" 2>&1 < /dev/null &
     ;;
   wait) ;;

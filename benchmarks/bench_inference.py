@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -279,55 +279,50 @@ def prefill_flops(model: OccVLAForPlanning, batch: int) -> float:
     return vision_fwd + projector_fwd + lm_fwd + batch * 2 * text.hidden_size * text.vocab_size
 
 
-def run_fast(args: argparse.Namespace) -> list[tuple[str, ...]]:
-    """The rows of `--fast` (see the module docstring), 6 views."""
+def run_fast(args: argparse.Namespace) -> Iterator[tuple[str, ...]]:
+    """The rows of `--fast` (see the module docstring), 6 views, each as soon as it is measured."""
     device = torch.device(args.device)
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
     timer = Timer(device, args.warmup, args.repeats)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = next((value for key, value in PEAK_BF16_TFLOPS.items() if key in name), None)
     occvla, paligemma = build_models(args.tiny, 6, dtype, device)
-    rows = []
     with torch.inference_mode():
         ours = make_inputs(occvla, 1, dtype, device)
         base = paligemma_inputs(ours, occvla.config.image_token_id, occvla.config.traj_token_id)
         for label, kwargs in (("dynamic cache", {}), ("static cache", STATIC_CACHE)):
             ours_ms, base_ms = decode_step_ms(timer, [(occvla, ours), (paligemma, base)], **kwargs)
-            rows.append(
-                _fast_row(f"decode step, {label}", 1, ours_ms, "PaliGemma", base_ms, f"{1000 / ours_ms:.0f} tok/s")
-            )
+            yield _fast_row(f"decode step, {label}", 1, ours_ms, "PaliGemma", base_ms, f"{1000 / ours_ms:.0f} tok/s")
         for batch in (1, THROUGHPUT_BATCH):
             inputs = ours if batch == 1 else make_inputs(occvla, batch, dtype, device)
             static_ms, dynamic_ms = timer.pair(_plan(occvla, inputs, **STATIC_CACHE), _plan(occvla, inputs))
             plans = f"{batch * 1000 / static_ms:.1f} plans/s"
-            rows.append(_fast_row("plan(), static cache", batch, static_ms, "dynamic cache", dynamic_ms, plans))
+            yield _fast_row("plan(), static cache", batch, static_ms, "dynamic cache", dynamic_ms, plans)
         if device.type != "cuda":  # torch's CPU flex-attention kernels do not build for every shape here
             flex_rows = (
                 "prefill, flex attention",
                 "Gemma-2 prefill, flex attention",
                 "Gemma-2 decode step, static cache",
             )
-            return rows + [(name, "-", "n/a", "-", "n/a", "-", "CUDA only") for name in flex_rows]
+            yield from ((name, "-", "n/a", "-", "n/a", "-", "CUDA only") for name in flex_rows)
+            return
         inputs = make_inputs(occvla, PREFILL_BATCH, dtype, device)
         flex_ms, sdpa_ms = _attention_pair(timer, occvla, _prefill(occvla, inputs), "flex_attention", "sdpa")
         tflops = prefill_flops(occvla, PREFILL_BATCH) / (flex_ms / 1000) / 1e12
         share = f", {100 * tflops / peak:.0f} % of peak" if peak else ""
-        rows.append(
-            _fast_row(
-                "prefill, flex attention", PREFILL_BATCH, flex_ms, "SDPA", sdpa_ms, f"{tflops:.1f} TFLOP/s{share}"
-            )
+        yield _fast_row(
+            "prefill, flex attention", PREFILL_BATCH, flex_ms, "SDPA", sdpa_ms, f"{tflops:.1f} TFLOP/s{share}"
         )
         occvla = paligemma = None  # room for the Gemma-2 model
         gemma2 = build_occvla(occvla_config(args.tiny, 6, gemma2=True), dtype, device)
         flex_ms, eager_ms = _attention_pair(timer, gemma2, _prefill(gemma2, inputs), "flex_attention", "eager")
-        rows.append(_fast_row("Gemma-2 prefill, flex attention", PREFILL_BATCH, flex_ms, "eager", eager_ms, "-"))
+        yield _fast_row("Gemma-2 prefill, flex attention", PREFILL_BATCH, flex_ms, "eager", eager_ms, "-")
         step = {}
         for implementation in ("flex_attention", "eager"):
             gemma2.set_attn_implementation(implementation)
             step[implementation] = decode_step_ms(timer, [(gemma2, ours)], **STATIC_CACHE)[0]
         flex_ms, eager_ms = step["flex_attention"], step["eager"]
-        rows.append(_fast_row("Gemma-2 decode step, static cache", 1, flex_ms, "eager", eager_ms, "flex attention"))
-    return rows
+        yield _fast_row("Gemma-2 decode step, static cache", 1, flex_ms, "eager", eager_ms, "flex attention")
 
 
 def _attention_pair(timer: Timer, model: PreTrainedModel, fn: Callable[[], object], impl_a: str, impl_b: str):
@@ -414,7 +409,7 @@ def main() -> None:
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
         for row in run_fast(args):
-            print("| " + " | ".join(row) + " |")
+            print("| " + " | ".join(row) + " |", flush=True)
         return
     header = ("measurement", "views", "batch", "OccVLA ms", "reference ms", "ratio", "OccVLA tok/s")
     print("| " + " | ".join(header) + " |")

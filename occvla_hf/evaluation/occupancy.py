@@ -177,6 +177,15 @@ class OccupancyMetricAccumulator:
             confusion = self.confusion
         return OccupancyMetrics.from_confusion(confusion, self.class_names, self.free_class)
 
+    def voxel_counts(self, use_camera_mask: bool = False) -> dict[str, dict[str, int]]:
+        """Per class name: ground-truth voxels (`gt`), predicted voxels (`pred`) and their overlap (`tp`), which tell
+        a class the prediction misses (`pred` 0) from one it invents (`gt` 0) when its IoU is 0."""
+        confusion = (self.confusion_camera if use_camera_mask else self.confusion).numpy()
+        return {
+            name: {"gt": int(confusion[i].sum()), "pred": int(confusion[:, i].sum()), "tp": int(confusion[i, i])}
+            for i, name in enumerate(self.class_names)
+        }
+
     def summary(self) -> dict[str, float]:
         """Flat floats: `miou`, `iou`, `iou_<class>` over every voxel and, when masks were given, `camera_*`."""
         flat = self.compute(use_camera_mask=False).to_dict()

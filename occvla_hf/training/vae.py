@@ -262,10 +262,16 @@ def train_vae(
         indices = np.linspace(0, len(scored_rows) - 1, max_eval_samples).round().astype(int).tolist()
         scored_rows = scored_rows.select(indices)
     model.eval()
-    metrics = evaluate_reconstruction(model, scored_rows, batch_size=training_args.per_device_eval_batch_size).summary()
+    accumulator = evaluate_reconstruction(model, scored_rows, batch_size=training_args.per_device_eval_batch_size)
+    metrics = accumulator.summary()
     if trainer.is_world_process_zero():
         scored = "eval" if eval_rows is not None else "train"
-        report = {"split": scored, "num_samples": len(scored_rows), **_json_floats(metrics)}
+        report = {
+            "split": scored,
+            "num_samples": len(scored_rows),
+            **_json_floats(metrics),
+            "voxel_counts": accumulator.voxel_counts(),
+        }
         (output_dir / METRICS_FILE).write_text(json.dumps(report, indent=2) + "\n")
         logger.info(
             "reconstruction on %s (%d samples): mIoU %.4f, IoU %.4f (camera mask: mIoU %.4f, IoU %.4f)",

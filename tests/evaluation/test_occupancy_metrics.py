@@ -75,6 +75,17 @@ def test_camera_mask_restricts_the_voxels_counted():
     assert unmasked.num_voxels == 10
 
 
+def test_voxel_counts_tell_a_missed_class_from_an_invented_one():
+    accumulator = toy_accumulator()
+    accumulator.update(PRED, GT, CAMERA)
+    counts = accumulator.voxel_counts()
+    # Class c: 1 ground-truth voxel, predicted once elsewhere: IoU 0 with both a miss and a false positive.
+    assert counts["c"] == {"gt": 1, "pred": 1, "tp": 0}
+    assert counts["a"] == {"gt": 3, "pred": 3, "tp": 2} and counts["free"] == {"gt": 4, "pred": 4, "tp": 2}
+    # Inside the camera mask c occurs on neither side.
+    assert accumulator.voxel_counts(use_camera_mask=True)["c"] == {"gt": 0, "pred": 0, "tp": 0}
+
+
 def test_accumulate_then_divide_differs_from_averaging_samples():
     accumulator = toy_accumulator()
     sample_a = (np.array([0, 0, 1, 1, 3, 3]), np.array([0, 0, 1, 1, 3, 3]))  # perfect: per-sample mIoU 1

@@ -181,6 +181,8 @@ def test_training_raises_reconstruction_miou_well_above_trivial_baselines(tmp_pa
     assert result.metrics["camera_iou"] > 0.8
     report = json.loads((result.output_dir / METRICS_FILE).read_text())
     assert report["split"] == "eval" and report["camera_miou"] == pytest.approx(result.metrics["camera_miou"])
+    voxels = report["num_samples"] * GRID[0] * GRID[1] * GRID[2]  # every voxel of the scored grids
+    assert sum(count["gt"] for count in report["voxel_counts"].values()) == voxels
     logged_terms = {key for entry in result.log_history for key in entry}
     assert {"loss", "ce_loss", "lovasz_loss", "commitment_loss", "perplexity"} <= logged_terms
 
