@@ -70,7 +70,7 @@ pipeline() {
     stage ablation &&
     python3 -m occvla_hf.experiments.ablation_scale run --data $WORK/data --vae $WORK/runs/vae \
       --variants $VARIANTS --seeds $SEEDS --parallel 1 --runs $WORK/runs --out $WORK/runs/results \
-      --latency-repeats 20 --probes \
+      --latency-repeats 20 --probes --eval-workers 4 \
       --joint-overrides "--occupancy_latent_cache $WORK/runs/latents --image_cache $WORK/runs/images \
         --training.max_steps $STEPS $JOINT_OVERRIDES"
   stage "pipeline exit $?"

@@ -42,6 +42,9 @@ def _add_open_loop_task(evaluate: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--split", help=SPLIT_HELP)
     evaluate.add_argument("--batch-size", type=int, default=8)
     evaluate.add_argument(
+        "--num-workers", type=int, default=0, help="loader processes that decode and tokenize the next batches"
+    )
+    evaluate.add_argument(
         "--no-ego-status",
         action="store_true",
         help="state that the model plans without ego status (its config must say so); recorded in the report",
@@ -156,7 +159,12 @@ def _run_eval(args: argparse.Namespace) -> int:
     baselines = {}
     if args.task == "planning":
         metrics = runner.evaluate_planning(
-            model, processor, dataset, batch_size=args.batch_size, normalization=args.normalization
+            model,
+            processor,
+            dataset,
+            batch_size=args.batch_size,
+            normalization=args.normalization,
+            num_workers=args.num_workers,
         )
         baselines[CONSTANT_VELOCITY] = runner.evaluate_constant_velocity(dataset, normalization=args.normalization)
         name = Path(str(args.model)).name + ("" if model.config.use_ego_status else " (no ego status)")
@@ -169,10 +177,14 @@ def _run_eval(args: argparse.Namespace) -> int:
         )
         table += f"\nmeta-action accuracy: {metrics['meta_action_accuracy_pct']:.1f}%"
     elif args.task == "qa":
-        metrics = runner.evaluate_qa(model, processor, dataset, batch_size=args.batch_size)
+        metrics = runner.evaluate_qa(
+            model, processor, dataset, batch_size=args.batch_size, num_workers=args.num_workers
+        )
         table = format_qa_table({Path(str(args.model)).name: metrics})
     else:
-        metrics = runner.evaluate_occupancy(model, processor, dataset, batch_size=args.batch_size)
+        metrics = runner.evaluate_occupancy(
+            model, processor, dataset, batch_size=args.batch_size, num_workers=args.num_workers
+        )
         table = "\n".join(f"{key}: {value:.2f}" for key, value in metrics.items() if not key.startswith("iou_"))
     report = {
         "task": args.task,

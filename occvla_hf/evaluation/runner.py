@@ -6,13 +6,16 @@ the metric accumulators of this package; `occvla-hf eval` is a thin layer over t
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import math
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from datasets import Dataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data.occ3d import decode_occupancy
@@ -38,11 +41,42 @@ def load_model_and_processor(
     return model, OccVLAProcessor.from_pretrained(model_path)
 
 
-def _batches(dataset: Dataset, batch_size: int, description: str) -> Iterator[dict[str, list]]:
+class _PreparedBatches(torch.utils.data.Dataset):
+    """Item `i`: the `i`-th slice of `batch_size` rows of `dataset` (a column batch) and `prepare` of it."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, prepare: Callable[[dict[str, list]], Any]) -> None:
+        self.dataset, self.batch_size, self.prepare = dataset, batch_size, prepare
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.dataset) / self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[dict[str, list], Any]:
+        rows = self.dataset[index * self.batch_size : (index + 1) * self.batch_size]
+        return rows, self.prepare(rows)
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+def prepared_batches(
+    dataset: Dataset,
+    batch_size: int,
+    prepare: Callable[[dict[str, list]], Any],
+    *,
+    num_workers: int = 0,
+    description: str = "batches",
+) -> Iterator[tuple[dict[str, list], Any]]:
+    """`(rows, prepare(rows))` for consecutive slices of `batch_size` rows of `dataset`, in order. With
+    `num_workers` > 0, that many loader processes prepare the next batches (decode images, tokenize) while the model
+    runs on this one; the results are the same."""
     if batch_size < 1:
         raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
-    for start in tqdm(range(0, len(dataset), batch_size), desc=description, unit="batch"):
-        yield dataset[start : start + batch_size]
+    if num_workers < 0:
+        raise ValueError(f"num_workers: expected >= 0, got {num_workers}")
+    batches = _PreparedBatches(dataset, batch_size, prepare)
+    loader = DataLoader(batches, batch_size=None, num_workers=num_workers, collate_fn=_as_is)
+    yield from tqdm(loader, desc=description, unit="batch", total=len(batches))
 
 
 def model_inputs(inputs: Any, model: OccVLAForPlanning) -> dict[str, torch.Tensor]:
@@ -88,41 +122,91 @@ def evaluate_planning(
     batch_size: int = 8,
     max_new_tokens: int | None = None,
     normalization: str = "valid_steps",
+    subsets: Mapping[str, Collection[str]] | None = None,
+    num_workers: int = 0,
 ) -> dict[str, Any]:
     """L2 and collision (ST-P3 and UniAD protocols, per meta-action) plus meta-action accuracy on planning rows.
 
     A processor with `planning_target="reasoning"` plans with `reasoning=True` (the meta-action follows the
     reasoning); `max_new_tokens` None takes `plan`'s default for that target.
     Rows without a valid future step are skipped (counted in `skipped_no_future`); `normalization` is
-    `PlanningMetricAccumulator`'s.
+    `PlanningMetricAccumulator`'s. `subsets` (name -> sample tokens) adds `report["subsets"][name]`, the same report
+    on the rows of those tokens, from the same plans: each row is planned once. `num_workers` loader
+    processes prepare the batches (`prepared_batches`).
     """
     if model.config.use_ego_status != processor.use_ego_status:
         raise ValueError(
             f"use_ego_status: the model says {model.config.use_ego_status}, the processor {processor.use_ego_status}"
         )
-    accumulator = PlanningMetricAccumulator(normalization)
-    correct = total = skipped = 0
-    for batch in _batches(dataset, batch_size, "planning"):
-        masks = np.asarray(batch["trajectory_mask"], dtype=bool)
-        keep = [i for i in range(len(masks)) if masks[i].any()]
-        skipped += len(masks) - len(keep)
-        if not keep:
+    tokens = {name: frozenset(subset) for name, subset in (subsets or {}).items()}
+    scores = {name: _PlanningScore(normalization) for name in (None, *tokens)}
+    prepare = partial(_planning_inputs, processor)
+    for batch, (keep, inputs) in prepared_batches(
+        dataset, batch_size, prepare, num_workers=num_workers, description="planning"
+    ):
+        valid = np.zeros(len(batch["trajectory_mask"]), dtype=bool)
+        valid[keep] = True
+        members = {None: np.ones(len(valid), dtype=bool)}
+        for name, subset in tokens.items():
+            members[name] = np.array([token in subset for token in batch["sample_token"]], dtype=bool)
+        for name, score in scores.items():
+            score.skipped += int((members[name] & ~valid).sum())
+        if inputs is None:
             continue
-        rows = {name: [values[i] for i in keep] for name, values in batch.items()}
-        inputs = processor.from_rows(rows, task="planning", training=False)
+        rows = _take(batch, keep)
         plan = model.plan(
             **model_inputs(inputs, model),
             tokenizer=processor.tokenizer,
             max_new_tokens=max_new_tokens,
             reasoning=processor.planning_target == "reasoning",
         )
-        accumulator.update(pred=plan.trajectory.float().cpu().numpy(), mask=masks[keep], **planning_targets(rows))
-        correct += sum(p == t for p, t in zip(plan.meta_action, rows["meta_action"], strict=True))
-        total += len(keep)
-    report = accumulator.compute()
-    report["meta_action_accuracy_pct"] = 100.0 * correct / total
-    report["skipped_no_future"] = skipped
+        pred = plan.trajectory.float().cpu().numpy()
+        for name, score in scores.items():
+            chosen = np.flatnonzero(members[name][keep])
+            if len(chosen):
+                score.update(pred[chosen], [plan.meta_action[j] for j in chosen], _take(rows, chosen))
+    report = scores.pop(None).report()
+    if subsets is not None:
+        report["subsets"] = {name: score.report() for name, score in scores.items()}
     return report
+
+
+def _planning_inputs(processor: OccVLAProcessor, batch: dict[str, list]) -> tuple[np.ndarray, Any]:
+    """The indices of the rows of `batch` with a valid future step, and the processor's inputs of those rows (None
+    without any)."""
+    keep = np.flatnonzero(np.asarray(batch["trajectory_mask"], dtype=bool).any(axis=1))
+    if not len(keep):
+        return keep, None
+    return keep, processor.from_rows(_take(batch, keep), task="planning", training=False)
+
+
+class _PlanningScore:
+    """`evaluate_planning`'s running metrics of one set of rows: the accumulator, meta-action hits, skipped rows."""
+
+    def __init__(self, normalization: str) -> None:
+        self.accumulator = PlanningMetricAccumulator(normalization)
+        self.correct = self.total = self.skipped = 0
+
+    def update(self, pred: np.ndarray, meta_actions: Sequence[str], rows: Mapping[str, Sequence[Any]]) -> None:
+        """Adds planned rows: `pred` (rows, 6, 2) waypoints and meta-actions against the rows' logged ones."""
+        mask = np.asarray(rows["trajectory_mask"], dtype=bool)
+        self.accumulator.update(pred=pred, mask=mask, **planning_targets(rows))
+        self.correct += sum(p == t for p, t in zip(meta_actions, rows["meta_action"], strict=True))
+        self.total += len(meta_actions)
+
+    def report(self) -> dict[str, Any]:
+        """The accumulator's report plus `meta_action_accuracy_pct` and `skipped_no_future`."""
+        if not self.total:
+            raise ValueError("dataset: no planning row with a valid future step to score")
+        report = self.accumulator.compute()
+        report["meta_action_accuracy_pct"] = 100.0 * self.correct / self.total
+        report["skipped_no_future"] = self.skipped
+        return report
+
+
+def _take(rows: Mapping[str, Sequence[Any]], indices: Sequence[int] | np.ndarray) -> dict[str, list]:
+    """The rows at `indices` of a column batch."""
+    return {name: [values[i] for i in indices] for name, values in rows.items()}
 
 
 def evaluate_constant_velocity(dataset: Dataset, *, normalization: str = "valid_steps") -> dict[str, Any]:
@@ -148,11 +232,13 @@ def evaluate_qa(
     *,
     batch_size: int = 8,
     max_new_tokens: int = 8,
+    num_workers: int = 0,
 ) -> dict[str, Any]:
-    """nuScenes-QA accuracy (overall, per hop, per question type) of greedy answers."""
+    """nuScenes-QA accuracy (overall, per hop, per question type) of greedy answers; `num_workers` loader processes
+    prepare the batches (`prepared_batches`)."""
     accumulator = QAAccuracyAccumulator()
-    for batch in _batches(dataset, batch_size, "qa"):
-        inputs = processor.from_rows(batch, task="qa", training=False)
+    prepare = partial(processor.from_rows, task="qa", training=False)
+    for batch, inputs in prepared_batches(dataset, batch_size, prepare, num_workers=num_workers, description="qa"):
         generated = model.generate(**model_inputs(inputs, model), max_new_tokens=max_new_tokens, do_sample=False)
         answers = processor.batch_decode(generated[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         accumulator.update(
@@ -168,19 +254,25 @@ def evaluate_occupancy(
     dataset: Dataset,
     *,
     batch_size: int = 4,
+    num_workers: int = 0,
 ) -> dict[str, Any]:
-    """Occ3D mIoU / IoU of the occupancy decoded from the occupancy queries through the frozen VAE decoder."""
+    """Occ3D mIoU / IoU of the occupancy decoded from the occupancy queries through the frozen VAE decoder;
+    `num_workers` loader processes prepare the batches (`prepared_batches`)."""
     if model.occupancy_vae is None or model.occupancy_head is None:
         raise ValueError("model: occupancy evaluation needs the occupancy head and VAE (not an inference export)")
     accumulator = OccupancyMetricAccumulator()
-    for batch in _batches(dataset, batch_size, "occupancy"):
-        batch = decode_occupancy(batch)
-        questions = [OCCUPANCY_PROMPT_QUESTION] * len(batch["images"])
-        inputs = processor(images=batch["images"], question=questions)
+    prepare = partial(_occupancy_inputs, processor)
+    for _, (inputs, semantics, mask_camera) in prepared_batches(
+        dataset, batch_size, prepare, num_workers=num_workers, description="occupancy"
+    ):
         logits = model(**model_inputs(inputs, model), return_occupancy=True).occupancy_logits
-        accumulator.update(
-            logits.argmax(dim=1).cpu(),
-            torch.as_tensor(np.stack(batch["semantics"])),
-            torch.as_tensor(np.stack(batch["mask_camera"])),
-        )
+        accumulator.update(logits.argmax(dim=1).cpu(), semantics, mask_camera)
     return {"num_samples": accumulator.num_samples, **accumulator.summary()}
+
+
+def _occupancy_inputs(processor: OccVLAProcessor, batch: dict[str, list]) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """The processor's inputs of occupancy rows (their images under `OCCUPANCY_PROMPT_QUESTION`) and their decoded
+    labels: semantics and camera masks, (batch, X, Y, Z) each."""
+    batch = decode_occupancy(batch)
+    inputs = processor(images=batch["images"], question=[OCCUPANCY_PROMPT_QUESTION] * len(batch["images"]))
+    return inputs, torch.as_tensor(np.stack(batch["semantics"])), torch.as_tensor(np.stack(batch["mask_camera"]))

@@ -38,6 +38,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -184,28 +185,38 @@ def evaluate_run(
     subsets: PlanningSubsets = PLANNING_SUBSETS,
     latency_repeats: int = LATENCY_REPEATS,
     probes: bool = False,
+    num_workers: int = 0,
 ) -> dict[str, Any]:
     """Planning, QA, occupancy and latency report of one trained checkpoint on the held-out scenes; each key of
     `subsets` (default `planning_with_velocity`: the keyframes of the constant-velocity comparison) is planning on
-    the held-out rows that subset keeps. `probes` adds `experiments.probes.probe_report` (key `probes`)."""
+    the held-out rows that subset keeps (from the same plans). `probes` adds `experiments.probes.probe_report` (key
+    `probes`). `num_workers` loader processes prepare the batches of each evaluation."""
     model, processor = load_model_and_processor(model_dir)
     planning_rows = held_out_rows(data_dir, "planning", held_out)
     occupancy_rows = held_out_occupancy_rows(data_dir, planning_rows, held_out)
-    subset_reports = {
-        key: evaluate_planning(model, processor, select(planning_rows), batch_size=32)
-        for key, select in subsets.items()
-    }
+    planning = evaluate_planning(
+        model,
+        processor,
+        planning_rows,
+        batch_size=32,
+        subsets={key: select(planning_rows)["sample_token"] for key, select in subsets.items()},
+        num_workers=num_workers,
+    )
+    subset_reports = planning.pop("subsets")
+    qa_rows = held_out_rows(data_dir, "qa", held_out)
     report = {
-        "planning": evaluate_planning(model, processor, planning_rows, batch_size=32),
+        "planning": planning,
         **subset_reports,
-        "qa": evaluate_qa(model, processor, held_out_rows(data_dir, "qa", held_out), batch_size=64),
-        "occupancy": None if occupancy_rows is None else evaluate_occupancy(model, processor, occupancy_rows),
+        "qa": evaluate_qa(model, processor, qa_rows, batch_size=64, num_workers=num_workers),
+        "occupancy": None
+        if occupancy_rows is None
+        else evaluate_occupancy(model, processor, occupancy_rows, num_workers=num_workers),
         "latency": plan_latency_ms(model, processor, planning_rows, repeats=latency_repeats),
         "device": torch.cuda.get_device_name() if model.device.type == "cuda" else "cpu",
         "num_parameters": sum(p.numel() for p in model.parameters()),
     }
     if probes:
-        report["probes"] = probe_report(model, processor, planning_rows)
+        report["probes"] = probe_report(model, processor, planning_rows, num_workers=num_workers)
     return report
 
 
@@ -268,8 +279,9 @@ def train_runs(
     on_finished: Callable[[str, int], None] | None = None,
 ) -> None:
     """Trains every (variant, seed) of `jobs` into `runs_dir/<variant>_s<seed>`, `parallel` processes at a time,
-    each logging to `out/train_<variant>_s<seed>.log`. `on_finished(variant, seed)` runs as each one ends, once the
-    next ones have started (so that its evaluation overlaps their training)."""
+    each logging to `out/train_<variant>_s<seed>.log`. `on_finished(variant, seed)` runs as each one ends, on one
+    background thread (one evaluation at a time, in the order the runs end), so that it overlaps the next runs'
+    training and never holds back the start of a run; this returns once every evaluation has returned."""
     pending = list(jobs)
     running: list[tuple[subprocess.Popen, IO[str], str, int, float]] = []
 
@@ -284,21 +296,21 @@ def train_runs(
                 (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log, name, seed, time.perf_counter())
             )
 
-    start_pending()
-    while running:
-        time.sleep(2)
-        finished = [job for job in running if job[0].poll() is not None]
-        for job in finished:
-            running.remove(job)
-            process, log, name, seed, started = job
-            log.close()
-            print(
-                f"{name} seed {seed}: exit {process.returncode} after {time.perf_counter() - started:.0f} s", flush=True
-            )
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="evaluate") as evaluations:
         start_pending()
-        for _, _, name, seed, _ in finished:
+        while running:
+            time.sleep(2)
+            finished = [job for job in running if job[0].poll() is not None]
+            for job in finished:
+                running.remove(job)
+                process, log, name, seed, started = job
+                log.close()
+                seconds = time.perf_counter() - started
+                print(f"{name} seed {seed}: exit {process.returncode} after {seconds:.0f} s", flush=True)
+            start_pending()
             if on_finished is not None:
-                on_finished(name, seed)
+                for _, _, name, seed, _ in finished:
+                    evaluations.submit(on_finished, name, seed)
 
 
 def run_ablation(
@@ -343,6 +355,7 @@ def run_ablation(
                 subsets=subsets,
                 latency_repeats=args.latency_repeats,
                 probes=args.probes,
+                num_workers=args.eval_workers,
             ),
         }
         state = json.loads((model_dir / "trainer_state.json").read_text())
@@ -385,6 +398,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, variants: Mapping[str, Va
     parser.add_argument("--latency-repeats", type=int, default=LATENCY_REPEATS, help="timed `plan` calls per run")
     parser.add_argument(
         "--probes", action="store_true", help="add linear probes of the held-out states (`experiments.probes`)"
+    )
+    parser.add_argument(
+        "--eval-workers", type=int, default=0, help="loader processes preparing the evaluation batches of each run"
     )
     parser.add_argument("--out", required=True, help="folder for the per-run JSON reports and logs")
 

@@ -41,6 +41,10 @@ def test_eval_cli_writes_a_well_formed_report(task, checkpoint, training_data_di
     report_path = tmp_path / f"{task}.json"
     argv = ["eval", task, "--model", str(checkpoint), "--data", str(training_data_dir), "--split", "mini_val"]
     assert main([*argv, "--batch-size", "3", "--report", str(report_path)]) == 0
+    workers_path = tmp_path / f"{task}_workers.json"
+    assert main([*argv, "--batch-size", "3", "--num-workers", "2", "--report", str(workers_path)]) == 0
+    # loader processes prepare the batches; the metrics are the same
+    assert json.loads(workers_path.read_text())["metrics"] == json.loads(report_path.read_text())["metrics"]
     report = json.loads(report_path.read_text())
     assert report["task"] == task and report["split"] == "mini_val" and report["num_rows"] > 0
     metrics = report["metrics"]
@@ -126,3 +130,16 @@ def test_plan_cli_draws_bev_and_cameras(checkpoint, training_data_dir, tmp_path,
             assert image.format == "PNG" and image.size[0] > 300 and image.size[1] > 300
     printed = capsys.readouterr().out
     assert "meta-action:" in printed and "mean L2" in printed
+
+
+def test_planning_subsets_score_the_same_plans_as_their_rows_alone(checkpoint, training_data_dir) -> None:
+    """`evaluate_planning(subsets=...)` plans every row once; each subset's report equals the report of planning
+    only that subset's rows (one row per batch, so that the two runs compute every plan alike)."""
+    from occvla_hf.evaluation.runner import evaluate_planning, load_model_and_processor
+
+    model, processor = load_model_and_processor(checkpoint, device="cpu")
+    rows = load_split(training_data_dir, "planning", "mini_val")
+    odd = rows.select(range(1, len(rows), 2))
+    report = evaluate_planning(model, processor, rows, batch_size=1, subsets={"odd": odd["sample_token"]})
+    assert report.pop("subsets") == {"odd": evaluate_planning(model, processor, odd, batch_size=1)}
+    assert report == evaluate_planning(model, processor, rows, batch_size=1)  # the full report is unchanged

@@ -4,6 +4,7 @@ reports, its variants and training commands, and the `occvla-hf experiment` comm
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,38 @@ def test_experiment_help_lists_the_experiments(capsys: pytest.CaptureFixture) ->
     assert "occupancy_ablation" in out and "ablation_scale" in out
 
 
+def test_an_evaluation_never_holds_back_the_next_runs(tmp_path: Path, monkeypatch) -> None:
+    """`train_runs` evaluates on a background thread: while the first run's evaluation is still going, the second
+    run ends and the third one starts (one training process at a time)."""
+    import threading
+
+    from occvla_hf.experiments import occupancy_ablation
+
+    def fake_command(variant, seed, out_dir, *args) -> list[str]:  # a "training" that only leaves a marker
+        return [sys.executable, "-c", f"open({str(out_dir) + '.started'!r}, 'w').close()"]
+
+    monkeypatch.setattr(occupancy_ablation, "train_command", fake_command)
+    third_started = threading.Event()
+    evaluated = []
+
+    def on_finished(name: str, seed: int) -> None:
+        if seed == 0:  # the first run's evaluation lasts until the third run has started
+            deadline = time.monotonic() + 60
+            while not (tmp_path / "runs" / "occ_s2.started").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if (tmp_path / "runs" / "occ_s2.started").exists():
+                third_started.set()
+        evaluated.append(seed)
+
+    (tmp_path / "runs").mkdir()
+    occupancy_ablation.train_runs(
+        VARIANTS, [("occ", 0), ("occ", 1), ("occ", 2)], data_dir=tmp_path, runs_dir=tmp_path / "runs",
+        vae_dir=tmp_path, out=tmp_path, parallel=1, joint_overrides=[], on_finished=on_finished,
+    )  # fmt: skip
+    assert third_started.is_set()
+    assert evaluated == [0, 1, 2]  # every evaluation ran, one at a time, in the order the runs ended
+
+
 def test_a_failed_evaluation_is_kept_and_the_other_runs_go_on(tmp_path: Path, monkeypatch) -> None:
     """Each run is evaluated as it ends (`on_finished`); one that fails leaves `<run>.error.txt` with the traceback,
     and the next run is still evaluated and reported."""
@@ -81,7 +114,7 @@ def test_a_failed_evaluation_is_kept_and_the_other_runs_go_on(tmp_path: Path, mo
     monkeypatch.setattr(occupancy_ablation, "train_runs", fake_train_runs)
     args = argparse.Namespace(
         out=str(tmp_path / "out"), data=str(tmp_path), runs=str(runs), vae=str(tmp_path), variants=["occ", "no_occ"],
-        seeds=[0], held_out="eval", parallel=1, joint_overrides="", latency_repeats=1, probes=False,
+        seeds=[0], held_out="eval", parallel=1, joint_overrides="", latency_repeats=1, probes=False, eval_workers=0,
     )  # fmt: skip
     occupancy_ablation.run_ablation(VARIANTS, args, vae_recipe="unused.yaml")
     out = tmp_path / "out"
