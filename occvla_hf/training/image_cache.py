@@ -13,6 +13,7 @@ when opened: made with other settings, it is refused.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -100,10 +101,17 @@ def _keyframe_rows(datasets: Sequence[Dataset]) -> dict[str, tuple[int, int]]:
 
 
 def build_image_cache(
-    datasets: Sequence[Dataset], processor: OccVLAProcessor, path: str | os.PathLike, batch_size: int = BUILD_BATCH
+    datasets: Sequence[Dataset],
+    processor: OccVLAProcessor,
+    path: str | os.PathLike,
+    batch_size: int = BUILD_BATCH,
+    num_workers: int = 0,
 ) -> ImageCache:
     """Resizes the views of every keyframe of `datasets` (rows with `sample_token` and `images`) into a new cache at
-    `path`; the index is written last, so a cache interrupted while building has none and is rebuilt."""
+    `path`, in `num_workers` processes (0: this one), each writing its batches into the array file; the index is
+    written last, so a cache interrupted while building has none and is rebuilt."""
+    if num_workers < 0:
+        raise ValueError(f"num_workers: expected >= 0, got {num_workers}")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     settings = cache_settings(processor)
@@ -111,17 +119,51 @@ def build_image_cache(
     tokens = list(first)
     images_only = [rows.select_columns(["images"]) for rows in datasets]  # no other column is decoded
     shape = (len(tokens), settings["num_views"], 3, settings["height"], settings["width"])
-    images = np.lib.format.open_memmap(path / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=shape)
-    for start in tqdm(range(0, len(tokens), batch_size), desc=f"image cache {path.name}", unit="batch"):
-        keyframes = (first[token] for token in tokens[start : start + batch_size])
-        batch = [images_only[number][row]["images"] for number, row in keyframes]
-        images[start : start + len(batch)] = processor.resized_pixels(batch)
-    images.flush()
-    del images
+    np.lib.format.open_memmap(path / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=shape).flush()
+    jobs = [
+        (start, [first[token] for token in tokens[start : start + batch_size]])
+        for start in range(0, len(tokens), batch_size)
+    ]
+    writer = _BatchWriter(path / IMAGES_FILE, images_only, processor)
+    with tqdm(total=len(jobs), desc=f"image cache {path.name}", unit="batch") as progress:
+        if num_workers == 0:
+            for job in jobs:
+                progress.update(writer(job))
+        else:
+            with multiprocessing.Pool(num_workers, initializer=_set_pool_writer, initargs=(writer,)) as pool:
+                for done in pool.imap_unordered(_pool_write, jobs):
+                    progress.update(done)
     index = {"settings": settings, "sample_tokens": tokens}
     (path / INDEX_FILE).write_text(json.dumps(index))
     print(f"{path}: {len(tokens)} keyframes, {np.prod(shape) / 2**30:.1f} GiB", flush=True)
     return ImageCache(path, processor)
+
+
+class _BatchWriter:
+    """Resizes one batch of keyframes ((dataset, row) of each) and writes it at its rows of the cache's array file."""
+
+    def __init__(self, array_path: Path, images_only: Sequence[Dataset], processor: OccVLAProcessor) -> None:
+        self.array_path, self.images_only, self.processor = array_path, images_only, processor
+
+    def __call__(self, job: tuple[int, Sequence[tuple[int, int]]]) -> int:
+        start, keyframes = job
+        batch = [self.images_only[number][row]["images"] for number, row in keyframes]
+        images = np.load(self.array_path, mmap_mode="r+")
+        images[start : start + len(batch)] = self.processor.resized_pixels(batch)
+        images.flush()
+        return 1
+
+
+_POOL_WRITER: _BatchWriter | None = None  # a pool process's writer, handed over once when the process starts
+
+
+def _set_pool_writer(writer: _BatchWriter) -> None:
+    global _POOL_WRITER
+    _POOL_WRITER = writer
+
+
+def _pool_write(job: tuple[int, Sequence[tuple[int, int]]]) -> int:
+    return _POOL_WRITER(job)
 
 
 def open_image_cache(
@@ -146,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("out", help="cache folder: <out>/<split>/")
     parser.add_argument("--split", nargs="+", default=["train"], help="splits to cache")
     parser.add_argument("--configs", nargs="+", default=["planning", "qa"], help="dataset configs whose keyframes")
+    parser.add_argument("--workers", type=int, default=0, help="processes that resize the views")
     args = parser.parse_args(argv)
     processor = OccVLAProcessor.from_pretrained(args.processor)
     configs: Mapping[str, Any] = load_configs(args.data, args.configs)
@@ -153,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows = [splits[split] for splits in configs.values() if split in splits]
         if not rows:
             raise ValueError(f"--split: {split!r} is in none of the configs {args.configs}")
-        cache = open_image_cache(rows, processor, Path(args.out) / split)
+        cache = open_image_cache(rows, processor, Path(args.out) / split, num_workers=args.workers)
         for split_rows in rows:
             cache.check(split_rows["sample_token"])
 

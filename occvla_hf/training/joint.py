@@ -442,7 +442,9 @@ def joint_datasets(
         if recipe.image_cache:
             path = Path(recipe.image_cache) / split
             with args.main_process_first(local=False, desc=f"image cache {path}"):
-                images = open_image_cache(list(task_rows.values()), processor, path)
+                images = open_image_cache(
+                    list(task_rows.values()), processor, path, num_workers=args.dataloader_num_workers
+                )
         if not recipe.occupancy_supervision:
             return JointDataset(task_rows, images=images)
         occupancy = _split(datasets, "occupancy", split)

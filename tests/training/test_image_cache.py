@@ -44,6 +44,14 @@ def test_cache_holds_the_processors_resize_of_each_keyframe_once(task_rows, proc
     np.testing.assert_array_equal(copied[planning[0]["sample_token"]], cache[planning[0]["sample_token"]])
 
 
+def test_worker_processes_build_the_same_cache(task_rows, processor, tmp_path):
+    serial = build_image_cache(list(task_rows.values()), processor, tmp_path / "serial", batch_size=3)
+    pooled = build_image_cache(list(task_rows.values()), processor, tmp_path / "pooled", batch_size=3, num_workers=2)
+    assert pooled.rows == serial.rows
+    np.testing.assert_array_equal(pooled.images, serial.images)
+    assert all(serial.images[i].any() for i in range(len(serial)))  # every batch was written
+
+
 def test_joint_dataset_with_the_cache_gives_the_same_batches(task_rows, processor, tmp_path):
     cache = open_image_cache(list(task_rows.values()), processor, tmp_path / "train")
     plain, cached = JointDataset(task_rows), JointDataset(task_rows, images=cache)
