@@ -16,7 +16,8 @@ Variants (`VARIANTS`, recipe overrides of `configs/scale_joint.yaml`): `occ`, `n
 occupancy transformer, `occupancy_module: cross_attention`), `occ_10pct` / `no_occ_10pct` (trained on
 `train_10pct/`), `occ_w<λ>`, the λ_occ (`occupancy_loss_weight`) sweep, and the planner variants: `occ_reasoning`
 (reasoning + meta-action as the planning target), `occ_after_text` (that, with the trajectory read after the
-generated text), `occ_history` (2 s of ego history to the head) and `occ_no_ego` (no ego status). `run` trains and evaluates them like
+generated text), `occ_history` (2 s of ego history to the head) and `occ_no_ego` (no ego status; its pair
+`no_occ_no_ego`, where the planner must read the scene). `run` trains and evaluates them like
 `occupancy_ablation` (the same runner, stage 1 included): one JSON per run with the keys of
 `benchmarks/results/ablation_occupancy/` plus `planning_hard`, planning on the **hard subset** of the held-out
 keyframes (`evaluation.baselines.hard_keyframes`: logged future more than 1 m from constant velocity), also in
@@ -88,6 +89,10 @@ VARIANTS: dict[str, Variant] = {
     ),
     "occ_history": Variant(SCALE_RECIPE, ("--model.config.ego_history_steps", "4"), "occupancy, 2 s ego history"),
     "occ_no_ego": Variant(SCALE_RECIPE, ("--model.config.use_ego_status", "false"), "occupancy, no ego status"),
+    # Its pair: without ego status the planner has to read the scene, where occupancy supervision can matter.
+    "no_occ_no_ego": Variant(
+        SCALE_RECIPE, (*_NO_OCC, "--model.config.use_ego_status", "false"), "without occupancy, no ego status"
+    ),
     **{
         f"occ_w{weight:g}": Variant(
             SCALE_RECIPE, ("--model.config.occupancy_loss_weight", str(weight)), f"occupancy, λ_occ {weight:g}"

@@ -32,6 +32,7 @@ def test_variants_are_recipe_overrides_of_one_recipe() -> None:
     assert [name for name, recipe in recipes.items() if not recipe["occupancy_supervision"]] == [
         "no_occ",
         "no_occ_10pct",
+        "no_occ_no_ego",
     ]
     assert recipes["occ_xattn"]["model"]["config"]["occupancy_module"] == "cross_attention"
     assert recipes["occ_w0.1"]["model"]["config"]["occupancy_loss_weight"] == 0.1
@@ -39,7 +40,8 @@ def test_variants_are_recipe_overrides_of_one_recipe() -> None:
     assert recipes["occ_after_text"]["model"]["config"]["trajectory_position"] == "after_text"
     assert recipes["occ_history"]["model"]["config"]["ego_history_steps"] == 4
     assert recipes["occ_no_ego"]["model"]["config"]["use_ego_status"] is False
-    for name in ("occ_reasoning", "occ_after_text", "occ_history", "occ_no_ego"):  # each is a valid recipe
+    assert recipes["no_occ_no_ego"]["model"]["config"]["use_ego_status"] is False
+    for name in ("occ_reasoning", "occ_after_text", "occ_history", "occ_no_ego", "no_occ_no_ego"):  # valid recipes
         assert JointRecipe.from_dict(recipes[name]).model.config == recipes[name]["model"]["config"]
     assert {name for name, variant in VARIANTS.items() if variant.train_data != "train"} == {
         "occ_10pct",
