@@ -15,6 +15,8 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
+from ..class_labels import label_names
+from ..data.keyframes import require_images
 from ..data.occ3d import decode_occupancy
 from ..data.schema import agent_boxes_arrays
 from ..modeling import OccVLAForPlanning, load_pretrained
@@ -117,7 +119,8 @@ def evaluate_planning(
             reasoning=processor.planning_target == "reasoning",
         )
         accumulator.update(pred=plan.trajectory.float().cpu().numpy(), mask=masks[keep], **planning_targets(rows))
-        correct += sum(p == t for p, t in zip(plan.meta_action, rows["meta_action"], strict=True))
+        truth = label_names("meta_action", rows["meta_action"])  # a built dataset stores class ids
+        correct += sum(p == t for p, t in zip(plan.meta_action, truth, strict=True))
         total += len(keep)
     report = accumulator.compute()
     report["meta_action_accuracy_pct"] = 100.0 * correct / total
@@ -149,7 +152,9 @@ def evaluate_qa(
     batch_size: int = 8,
     max_new_tokens: int = 8,
 ) -> dict[str, Any]:
-    """nuScenes-QA accuracy (overall, per hop, per question type) of greedy answers."""
+    """nuScenes-QA accuracy (overall, per hop, per question type) of greedy answers on QA rows with their images
+    (the `qa` config stores none: `data.join_keyframes(rows, planning_rows)` or `data.load_split(source, "qa")`)."""
+    require_images(dataset, "dataset")
     accumulator = QAAccuracyAccumulator()
     for batch in _batches(dataset, batch_size, "qa"):
         inputs = processor.from_rows(batch, task="qa", training=False)

@@ -47,6 +47,7 @@ import torch
 from datasets import Dataset, concatenate_datasets
 
 from occvla_hf.constants import PLANNING_PROTOCOL_NAMES, QA_HOPS, QA_QUESTION_TYPES
+from occvla_hf.data.keyframes import join_keyframes
 from occvla_hf.data.load import load_configs
 from occvla_hf.evaluation.baselines import has_velocity
 from occvla_hf.evaluation.runner import (
@@ -198,7 +199,9 @@ def evaluate_run(
     report = {
         "planning": evaluate_planning(model, processor, planning_rows, batch_size=32),
         **subset_reports,
-        "qa": evaluate_qa(model, processor, held_out_rows(data_dir, "qa", held_out), batch_size=64),
+        "qa": evaluate_qa(
+            model, processor, join_keyframes(held_out_rows(data_dir, "qa", held_out), planning_rows), batch_size=64
+        ),
         "occupancy": None if occupancy_rows is None else evaluate_occupancy(model, processor, occupancy_rows),
         "latency": plan_latency_ms(model, processor, planning_rows, repeats=latency_repeats),
         "device": torch.cuda.get_device_name() if model.device.type == "cuda" else "cpu",
