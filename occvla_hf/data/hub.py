@@ -54,7 +54,7 @@ from occvla_hf.data.occ3d import (
     read_occupancy,
 )
 from occvla_hf.data.provenance import read_dataroot_source
-from occvla_hf.data.schema import CONFIGS_WITH_CAMERAS, IMAGES_CONFIG, config_features
+from occvla_hf.data.schema import CONFIGS_WITH_CAMERAS, IMAGES_CONFIG, KEYFRAME_COLUMNS, config_features
 from occvla_hf.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class _Sources:
 
 def _keyframe_row(fields: dict) -> dict:
     """The keyframe columns of a row from `NuScenesReader.camera_fields`."""
-    return {name: fields[name] for name in ("sample_token", "scene_name", "timestamp")}
+    return {name: fields[name] for name in KEYFRAME_COLUMNS}
 
 
 def _camera_row(fields: dict, image_mode: str, dataroot: Path) -> dict:

@@ -65,6 +65,7 @@ def _camera_features() -> dict:
     }
 
 
+KEYFRAME_COLUMNS: tuple[str, ...] = tuple(_keyframe_features())
 CAMERA_COLUMNS: tuple[str, ...] = tuple(_camera_features())
 # Configs whose rows hold the camera columns.
 CONFIGS_WITH_CAMERAS: tuple[str, ...] = ("planning", "occupancy")
@@ -155,6 +156,7 @@ __all__ = [
     "CONFIGS_WITH_CAMERAS",
     "FIELD_DESCRIPTIONS",
     "IMAGES_CONFIG",
+    "KEYFRAME_COLUMNS",
     "agent_boxes_arrays",
     "config_columns",
     "config_features",
