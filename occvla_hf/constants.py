@@ -138,6 +138,36 @@ NUSCENES_QA_ANSWERS: tuple[str, ...] = (
     *sorted(QA_OBJECTS + QA_STATUSES),
 )
 
+# (nuScenes category, description, Occ3D class name): all 23 official detection-era categories, the ones nuScenes
+# annotations use. The order is that of the `agent_categories` class labels of the built datasets (id = index):
+# append, never reorder.
+NUSCENES_CATEGORIES: tuple[tuple[str, str, str], ...] = (
+    ("human.pedestrian.adult", "Adult subcategory.", "pedestrian"),
+    ("human.pedestrian.child", "Child subcategory.", "pedestrian"),
+    ("human.pedestrian.wheelchair", "Wheelchairs.", "others"),
+    ("human.pedestrian.stroller", "Strollers.", "others"),
+    ("human.pedestrian.personal_mobility", "Scooters, skateboards, segways.", "others"),
+    ("human.pedestrian.police_officer", "Police officer.", "pedestrian"),
+    ("human.pedestrian.construction_worker", "Construction worker.", "pedestrian"),
+    ("animal", "All animals.", "others"),
+    ("vehicle.car", "Vehicle designed primarily for personal use.", "car"),
+    ("vehicle.motorcycle", "Gasoline or electric powered 2-wheeled vehicle.", "motorcycle"),
+    ("vehicle.bicycle", "Human or electric powered 2-wheeled vehicle.", "bicycle"),
+    ("vehicle.bus.bendy", "Bendy bus subcategory.", "bus"),
+    ("vehicle.bus.rigid", "Rigid bus subcategory.", "bus"),
+    ("vehicle.truck", "Vehicles primarily designed to haul cargo.", "truck"),
+    ("vehicle.construction", "Vehicles primarily designed for construction.", "construction_vehicle"),
+    ("vehicle.emergency.ambulance", "All types of ambulances.", "car"),
+    ("vehicle.emergency.police", "All types of police vehicles.", "car"),
+    ("vehicle.trailer", "Any vehicle trailer.", "trailer"),
+    ("movable_object.barrier", "Temporary road barrier placed in the scene to redirect traffic.", "barrier"),
+    ("movable_object.trafficcone", "All types of traffic cones.", "traffic_cone"),
+    ("movable_object.pushable_pullable", "Objects that a pedestrian may push or pull.", "others"),
+    ("movable_object.debris", "Movable object that is left on the driveable surface.", "others"),
+    ("static_object.bicycle_rack", "Area or device intended to park or secure bicycles.", "others"),
+)
+NUSCENES_CATEGORY_NAMES: tuple[str, ...] = tuple(name for name, _, _ in NUSCENES_CATEGORIES)
+
 # Agent boxes (datasets, collision metric, plots): one row per box, ego frame of the current keyframe, metres/radians.
 BOX_FIELDS: tuple[str, ...] = ("x", "y", "z", "length", "width", "height", "yaw")
 

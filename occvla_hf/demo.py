@@ -22,6 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
+from occvla_hf.class_labels import label_name
 from occvla_hf.constants import NUM_WAYPOINTS, WAYPOINT_STEP_S
 from occvla_hf.demo_cli import DEFAULT_DEMO_SEED, PNG_NAME
 from occvla_hf.evaluation.baselines import constant_velocity_trajectories, has_velocity
@@ -123,7 +124,7 @@ def run_demo(
     model = load_pretrained(OccVLAForPlanning, model_path, dtype=torch.float32).eval()
     processor = OccVLAProcessor.from_pretrained(model_path)
     with tempfile.TemporaryDirectory(prefix="occvla-demo-") as tmp:
-        rows, questions = _demo_rows(Path(tmp), seed, num_scenes, say)
+        rows, questions, keyframes = _demo_rows(Path(tmp), seed, num_scenes, say)
         inputs = processor.from_rows(rows[:], task="planning", training=False)
         plan = model.plan(**model_inputs(inputs, model), tokenizer=processor.tokenizer)
         pred = plan.trajectory.float().numpy()  # (N, 6, 2)
@@ -136,7 +137,7 @@ def run_demo(
         _report_plan(say, row, plan.meta_action[shown], pred[shown], gt[shown], errors_m[shown], len(rows))
         say(f"Mean L2 over the {len(rows)} keyframes of {num_scenes} scenes: {errors_m.mean():.2f} m "
             f"(constant velocity: {baseline_mean_l2_m:.2f} m)")  # fmt: skip
-        asked, answers = _answer_questions(model, processor, questions, row["sample_token"])
+        asked, answers = _answer_questions(model, processor, questions, keyframes, row["sample_token"])
         for question, answer, truth in zip(asked["question"], answers, asked["answer"]):
             say(f"  Q: {question}\n  A: {answer} (ground truth: {truth})")
         title = f"{plan.meta_action[shown]} | L2 @3 s {errors_m[shown, -1]:.2f} m"
@@ -145,7 +146,7 @@ def run_demo(
         return DemoResult(
             sample_token=row["sample_token"],
             meta_action=plan.meta_action[shown],
-            gt_meta_action=row["meta_action"],
+            gt_meta_action=label_name("meta_action", row["meta_action"]),
             trajectory=pred[shown],
             gt_trajectory=gt[shown],
             l2_m=errors_m[shown],
@@ -161,9 +162,10 @@ def run_demo(
         )
 
 
-def _demo_rows(tmp: Path, seed: int, num_scenes: int, say: Callable[[str], None]) -> tuple[Dataset, Dataset]:
+def _demo_rows(tmp: Path, seed: int, num_scenes: int, say: Callable[[str], None]) -> tuple[Dataset, Dataset, Dataset]:
     """Generates the sim scenes under `tmp` and builds them: (the planning rows of every keyframe with a full 3 s
-    future and a valid ego velocity, the QA rows of all keyframes)."""
+    future and a valid ego velocity, the QA rows of all keyframes, the planning rows of all keyframes: what holds
+    the QA rows' images)."""
     # the data builder loads nuscenes-devkit and datasets: only when needed
     from datasets import are_progress_bars_disabled, concatenate_datasets, disable_progress_bars, enable_progress_bars
 
@@ -198,7 +200,7 @@ def _demo_rows(tmp: Path, seed: int, num_scenes: int, say: Callable[[str], None]
             f"seed {seed}: the demo scenes have no keyframe with a full {NUM_WAYPOINTS}-step future and a valid "
             "ego velocity"
         )
-    return planning.select(np.flatnonzero(plannable)), questions
+    return planning.select(np.flatnonzero(plannable)), questions, planning
 
 
 def _report_plan(
@@ -212,7 +214,7 @@ def _report_plan(
 ) -> None:
     """Prints the plan of the keyframe shown (`row`): meta-action, (6, 2) waypoints and the (6,) L2 at 1/2/3 s."""
     say(f"Keyframe {row['sample_token']} of {row['scene_name']} ({num_planned} keyframes planned)")
-    say(f"  meta-action:  {meta_action!r} (ground truth {row['meta_action']!r})")
+    say(f"  meta-action:  {meta_action!r} (ground truth {label_name('meta_action', row['meta_action'])!r})")
     say(f"  trajectory:   {_format_trajectory(trajectory)} m")
     say(f"  ground truth: {_format_trajectory(gt_trajectory)} m")
     horizons = {f"{(t + 1) * WAYPOINT_STEP_S:g} s": l2_m[t] for t in (1, 3, 5)}
@@ -220,13 +222,15 @@ def _report_plan(
 
 
 def _answer_questions(
-    model: OccVLAForPlanning, processor: OccVLAProcessor, questions: Dataset, sample_token: str
+    model: OccVLAForPlanning, processor: OccVLAProcessor, questions: Dataset, keyframes: Dataset, sample_token: str
 ) -> tuple[Dataset, list[str]]:
-    """(the first `NUM_DEMO_QUESTIONS` QA rows about the keyframe `sample_token`, the model's greedy answers)."""
+    """(the first `NUM_DEMO_QUESTIONS` QA rows about the keyframe `sample_token`, with its images from its row of
+    `keyframes`, the model's greedy answers)."""
+    from occvla_hf.data.keyframes import join_keyframes
     from occvla_hf.evaluation.runner import model_inputs
 
     about_row = np.flatnonzero(np.asarray(questions["sample_token"]) == sample_token)
-    asked = questions.select(about_row[:NUM_DEMO_QUESTIONS])
+    asked = join_keyframes(questions.select(about_row[:NUM_DEMO_QUESTIONS]), keyframes, where="questions")
     if not len(asked):
         return asked, []
     qa_inputs = processor.from_rows(asked[:], task="qa", training=False)

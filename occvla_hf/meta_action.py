@@ -82,6 +82,10 @@ def all_meta_actions() -> list[MetaAction]:
     return [MetaAction(speed, path) for speed in SPEED_ACTIONS for path in PATH_ACTIONS]
 
 
+# The text of every meta-action in `all_meta_actions` order: the names of the datasets' `meta_action` class label.
+META_ACTION_NAMES: tuple[str, ...] = tuple(action.to_text() for action in all_meta_actions())
+
+
 def _valid_waypoints(trajectory: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Validate inputs and return the valid waypoints with the origin prepended (K+1, 2) and their times (K+1,)."""
     trajectory = np.asarray(trajectory, dtype=np.float64)

@@ -62,6 +62,7 @@ from typing import Any
 
 import numpy as np
 
+from .class_labels import CLASS_LABEL_NAMES, is_class_id, label_name, label_names
 from .constants import (
     BOX_FIELDS,
     CAMERA_NAMES,
@@ -228,6 +229,11 @@ def _names(value: Any, name: str, counts: list[int]) -> list[list[str]]:
     out = []
     for t, step in enumerate(_steps(value, name)):
         names = list(step) if not isinstance(step, (str, bytes)) else None
+        if names is not None and name in CLASS_LABEL_NAMES:
+            try:
+                names = label_names(name, names)  # the class ids of a built dataset, or names
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"{name}[{t}]: {error}") from error
         if names is None or len(names) != counts[t] or not all(isinstance(n, str) for n in names):
             raise ValueError(f"{name}[{t}]: expected {counts[t]} strings, one per box of agent_boxes[{t}]")
         out.append([str(n) for n in names])
@@ -251,8 +257,12 @@ def _parse_row(row: Mapping[str, Any]) -> _Row:
     if not np.isfinite(trajectory[mask]).all():
         raise ValueError("trajectory: valid waypoints must be finite (NaN or inf found)")
     text = _field(row, "meta_action")
+    if is_class_id(text):
+        text = label_name("meta_action", text)  # the class id of a built dataset
     if not isinstance(text, str):
-        raise TypeError(f"meta_action: expected a string ('<speed>, <path>' or ''), got {type(text).__name__}")
+        raise TypeError(
+            f"meta_action: expected a string ('<speed>, <path>' or '') or its class id, got {type(text).__name__}"
+        )
     try:
         meta_action = MetaAction.from_text(text) if text.strip() else None
     except ValueError as error:

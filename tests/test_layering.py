@@ -2,8 +2,9 @@
 
 dataset -> processor -> model -> trainer -> evaluation: `data/` and `sim/` never import the processor, the model or
 anything after them (nor the package root, whose public names load the model); `sim/` never imports `data/`; the
-processor never imports the model; the leaf modules import only `constants` (the reasoning annotations also the
-two leaves below them, `geometry` and `meta_action`); and no package module imports `benchmarks/` (which only
+processor never imports the model; the leaf modules import only `constants` (the class labels also `meta_action`,
+whose texts they name; the reasoning annotations also the leaves below them, `geometry`, `meta_action` and
+`class_labels`); and no package module imports `benchmarks/` (which only
 measures and prints) or `tests/`.
 """
 
@@ -38,12 +39,14 @@ LEAF_MODULES: tuple[str, ...] = (
     "occvla_hf.version",
     "occvla_hf.geometry",
     "occvla_hf.meta_action",
+    "occvla_hf.class_labels",
     "occvla_hf.reasoning",
     "occvla_hf.remote_code",
 )
 LEAF_MAY_IMPORT: tuple[str, ...] = ("occvla_hf.constants",)
 LEAF_EXTRA_IMPORTS: dict[str, tuple[str, ...]] = {
-    "occvla_hf.reasoning": ("occvla_hf.geometry", "occvla_hf.meta_action"),
+    "occvla_hf.class_labels": ("occvla_hf.meta_action",),
+    "occvla_hf.reasoning": ("occvla_hf.geometry", "occvla_hf.meta_action", "occvla_hf.class_labels"),
 }
 
 

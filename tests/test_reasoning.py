@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from occvla_hf.class_labels import label_name
 from occvla_hf.constants import (
     CAMERA_NAMES,
     CAMERA_YAWS_DEG,
@@ -322,7 +323,8 @@ def _bad(field: str, value) -> dict:
         (_bad("agent_boxes", [[[12.0, 0.0, 0.8, 4.6, 1.9, 1.7, 0.0], [1.0]]] * 7), r"agent_boxes\[0\]: expected"),
         (_bad("agent_boxes", [[[np.nan, 0.0, 0.8, 4.6, 1.9, 1.7, 0.0]]] * 7), r"agent_boxes\[0\]: .*finite"),
         (_bad("agent_categories", [["vehicle.car", "vehicle.car"]] * 7), r"agent_categories\[0\]: expected 1 str"),
-        (_bad("agent_categories", [[3]] * 7), r"agent_categories\[0\]"),
+        (_bad("agent_categories", [[3.0]] * 7), r"agent_categories\[0\]: .*class id \(int\) or a name"),
+        (_bad("agent_categories", [[99]] * 7), r"agent_categories\[0\]: .*class id 99 outside"),
         (_bad("agent_instances", "lead"), r"agent_instances: expected 7 steps"),
         (_bad("ego_status", [10.0, 0.0, 0.0]), r"ego_status: expected shape \(6,\)"),
         (_bad("ego_status", [np.nan, 0.0, 0.0, 0.0, 0.0, 0.0]), r"ego_status: valid entries must be finite"),
@@ -387,8 +389,9 @@ def test_every_sim_row_gets_a_reasoning_text(training_data_dir: Path) -> None:
             text = generate_reasoning(row)
             assert generate_reasoning(numpy_row) == text
             assert text.startswith("Objects: ") and " Road: ego " in text
-            decision = f"Decision: {row['meta_action']}," if row["meta_action"] else "Decision: unknown"
+            meta_action = label_name("meta_action", row["meta_action"])  # stored as its class id
+            decision = f"Decision: {meta_action}," if meta_action else "Decision: unknown"
             assert decision in text and len(text.split()) <= REASONING_MAX_WORDS
-            assert any(path in text for path in PATH_ACTIONS) or not row["meta_action"]
+            assert any(path in text for path in PATH_ACTIONS) or not meta_action
             count += 1
     assert count == sum(len(split) for split in planning.values()) > 0

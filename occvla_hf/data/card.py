@@ -6,9 +6,15 @@ from __future__ import annotations
 from datasets import DatasetDict
 from huggingface_hub import DatasetCardData
 
-from occvla_hf.constants import PROJECT_LICENSE
+from occvla_hf.class_labels import CLASS_LABEL_NAMES, NO_LABEL
+from occvla_hf.constants import OCC_CLASS_NAMES, OCC_RANGE_MAX_M, OCC_RANGE_MIN_M, OCC_VOXEL_SIZE_M, PROJECT_LICENSE
+from occvla_hf.data.keyframes import IMAGE_COLUMN
+from occvla_hf.data.occ3d import occupancy_storage
 from occvla_hf.data.provenance import CARD_SOURCE_KEY, DataSource
-from occvla_hf.data.schema import FIELD_DESCRIPTIONS
+from occvla_hf.data.schema import FIELD_DESCRIPTIONS, IMAGES_CONFIG
+
+# The card's YAML key of how the occupancy columns are stored (`occ3d.occupancy_storage`, plus the class names).
+CARD_OCCUPANCY_KEY: str = "occvla_occupancy_encoding"
 
 _INTROS: dict[str, str] = {
     "nuscenes": """\
@@ -36,13 +42,55 @@ _USAGE = """\
 
 ```python
 from datasets import load_dataset
-from occvla_hf.data import decode_occupancy
+from occvla_hf.data import decode_occupancy, join_keyframes
 
 planning = load_dataset(PATH, "planning")  # PATH: this repository id, or the local folder
 occupancy = load_dataset(PATH, "occupancy").with_transform(decode_occupancy)  # arrays on access
+qa = join_keyframes(load_dataset(PATH, "qa", split=SPLIT), planning[SPLIT])  # questions with their images
 ```
 
 `datasets` caches a local folder by its name: after rebuilding one, load it with `download_mode="force_redownload"`.
+"""
+
+_QA_IMAGES = f"""\
+### Images of the QA rows
+
+A keyframe's six images (and its camera calibration) are stored once, in its `{IMAGES_CONFIG}` row; the `qa` rows hold
+none and name their keyframe by `sample_token`. `occvla_hf.data.join_keyframes(qa_split, {IMAGES_CONFIG}_split)` joins
+them (a lazy view: the images are read from the {IMAGES_CONFIG} rows on access, a question whose keyframe has no row is
+an error naming its sample_token); without the package:
+
+```python
+row_of = {{token: i for i, token in enumerate(planning[SPLIT]["sample_token"])}}
+images = planning[SPLIT][row_of[qa[SPLIT][0]["sample_token"]]]["images"]  # the six views of the first question
+```
+"""
+
+_OCCUPANCY = """\
+### Decoding the occupancy
+
+`semantics`, `mask_camera` and `mask_lidar` are raw zstd frames (not `.npy` files, so not for `np.load`), as the
+card's YAML (`{key}`) states:
+
+- `semantics` decompresses to {voxels:,} bytes: the (200, 200, 16) uint8 Occ3D class ids in C order over
+  (x, y, z): {grid}.
+- each mask decompresses to {mask_bytes:,} bytes: the (200, 200, 16) bool grid bit-packed by
+  `np.packbits(mask, axis=None, bitorder="big")`. `mask_camera` is the standard evaluation mask.
+- classes: {classes}.
+
+With the package, `occvla_hf.data.decode_occupancy` (a batch transform) decodes them; with numpy and pyarrow alone:
+
+```python
+import numpy as np
+import pyarrow as pa
+
+zstd = pa.Codec("zstd")
+row = occupancy[SPLIT][0]
+semantics = np.frombuffer(zstd.decompress(row["semantics"], decompressed_size={voxels}, asbytes=True), np.uint8)
+semantics = semantics.reshape(200, 200, 16)
+packed = np.frombuffer(zstd.decompress(row["mask_camera"], decompressed_size={mask_bytes}, asbytes=True), np.uint8)
+mask_camera = np.unpackbits(packed, bitorder="big").reshape(200, 200, 16).astype(bool)
+```
 """
 
 _IMAGE_NOTES: dict[str, str] = {
@@ -50,6 +98,7 @@ _IMAGE_NOTES: dict[str, str] = {
     "written by `save_to_disk` and the shards uploaded by `push_to_hub` embed the bytes).",
     "bytes": "(JPEG bytes embedded).",
 }
+_QA_IMAGE_NOTE = f"QA rows take theirs from the `{IMAGES_CONFIG}` row of their keyframe (see below)."
 
 _LICENCES: dict[str, str] = {
     "nuscenes": """\
@@ -97,7 +146,8 @@ _CITATIONS = """\
 def bytes_per_row(dataset_dict: DatasetDict) -> dict[str, float]:
     """Arrow bytes per row of each split, images left out (they are paths or JPEG bytes depending on the build)."""
     return {
-        split: dataset.data.table.drop_columns(["images"]).nbytes / max(len(dataset), 1)
+        split: dataset.data.table.drop_columns([c for c in [IMAGE_COLUMN] if c in dataset.column_names]).nbytes
+        / max(len(dataset), 1)
         for split, dataset in dataset_dict.items()
     }
 
@@ -125,6 +175,7 @@ def dataset_card(datasets: dict[str, DatasetDict], *, version: str, image_mode: 
         pretty_name=title,
         tags=_TAGS[source.name],
         **{CARD_SOURCE_KEY: source.card_record()},
+        **({CARD_OCCUPANCY_KEY: _occupancy_record()} if "occupancy" in datasets else {}),
         configs=[
             {
                 "config_name": config,
@@ -137,7 +188,9 @@ def dataset_card(datasets: dict[str, DatasetDict], *, version: str, image_mode: 
         f"# {title}\n",
         _INTROS[source.name].format(**fields),
         _USAGE,
-        f"Images: built with `image_mode={image_mode!r}` {_IMAGE_NOTES[image_mode]}\n",
+        f"Images: built with `image_mode={image_mode!r}` {_IMAGE_NOTES[image_mode]}"
+        + (f" {_QA_IMAGE_NOTE}" if "qa" in datasets else "")
+        + "\n",
         "## Sizes\n",
         "| config | split | rows | keyframes | Arrow bytes per row (without images) |\n|---|---|---|---|---|",
     ]
@@ -147,6 +200,7 @@ def dataset_card(datasets: dict[str, DatasetDict], *, version: str, image_mode: 
             keyframes = len(dataset.unique("sample_token"))
             sections.append(f"| {config} | {split} | {len(dataset)} | {keyframes} | {per_row[split]:,.0f} |")
     sections.append("")
+    sections += _details(datasets)
     for config, dataset_dict in datasets.items():
         features = next(iter(dataset_dict.values())).features if dataset_dict else {}
         sections.append(f"## Config `{config}`\n\n| field | description |\n|---|---|")
@@ -154,3 +208,50 @@ def dataset_card(datasets: dict[str, DatasetDict], *, version: str, image_mode: 
         sections.append("")
     sections += [_LICENCES[source.name]] + ([_CITATIONS] if source.name == "nuscenes" else [])
     return f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(sections) + "\n"
+
+
+def _occupancy_record() -> dict:
+    """The card's `CARD_OCCUPANCY_KEY` entry: each occupancy column's storage and the Occ3D class names."""
+    return {"columns": occupancy_storage(), "class_names": list(OCC_CLASS_NAMES)}
+
+
+def _class_label_section(labelled: list[str]) -> str:
+    """What the card says about the class-label columns `labelled`."""
+    lines = [
+        "### Class labels\n",
+        f"`{'`, `'.join(labelled)}` are `datasets.ClassLabel` columns stored as ids:",
+        "`features[name].int2str(id)` gives the name.",
+    ]
+    if "agent_categories" in labelled:
+        lines.append(
+            "The per-box labels of `agent_categories` decode with\n`features['agent_categories'].feature.feature`."
+        )
+    if "meta_action" in labelled:
+        lines.append(f"A `meta_action` of {NO_LABEL} marks a keyframe without future waypoints (no label).")
+    if "num_hop" in labelled:
+        lines.append("`num_hop` ids are the hop counts: 0 = H0, 1 = H1.")
+    return "\n".join(lines) + "\n"
+
+
+def _details(datasets: dict[str, DatasetDict]) -> list[str]:
+    """The card sections on the QA images, the class labels and the occupancy of the configs in `datasets`."""
+    columns = {name for dataset_dict in datasets.values() for split in dataset_dict.values() for name in split.features}
+    labelled = [name for name in CLASS_LABEL_NAMES if name in columns]
+    sections = [_QA_IMAGES] if "qa" in datasets else []
+    if labelled:
+        sections.append(_class_label_section(labelled))
+    if "occupancy" in datasets:
+        storage = occupancy_storage()
+        grid = ", ".join(
+            f"{axis} in [{low:g}, {high:g}] m" for axis, low, high in zip("xyz", OCC_RANGE_MIN_M, OCC_RANGE_MAX_M)
+        )
+        sections.append(
+            _OCCUPANCY.format(
+                key=CARD_OCCUPANCY_KEY,
+                voxels=storage["semantics"]["decompressed_bytes"],
+                mask_bytes=storage["mask_camera"]["decompressed_bytes"],
+                grid=f"{grid}, {OCC_VOXEL_SIZE_M:g} m voxels, ego frame",
+                classes=", ".join(f"{i} {name}" for i, name in enumerate(OCC_CLASS_NAMES)),
+            )
+        )
+    return sections

@@ -3,11 +3,14 @@
 Three configs, one `DatasetDict` each, with the official nuScenes splits as splits (`mini_train`/`mini_val` for
 v1.0-mini, `train`/`val` for v1.0-trainval, `test` for v1.0-test):
 
-* `planning`: one row per keyframe.
-* `qa`: one row per nuScenes-QA question, with its keyframe's common columns.
+* `planning`: one row per keyframe, with its camera images.
+* `qa`: one row per nuScenes-QA question, with its keyframe's `sample_token` (and scene, time) but no image: the
+  images of a keyframe are stored once, in its planning row (`occvla_hf.data.keyframes.join_keyframes`), so `qa` is
+  built with `planning`.
 * `occupancy`: one row per keyframe with Occ3D labels.
 
-The row format (columns, features, what each holds) is `occvla_hf.data.schema`'s.
+The row format (columns, features, what each holds) is `occvla_hf.data.schema`'s; class-label columns are written as
+ids (`occvla_hf.class_labels`).
 
 Building is generator-based (`Dataset.from_generator`, Arrow written in small batches, memory flat) and chunked by
 scenes: each chunk is cached under its own fingerprint of the inputs, so an interrupted build resumes at the first
@@ -36,6 +39,7 @@ from huggingface_hub import HfApi
 from PIL import Image
 from tqdm.auto import tqdm
 
+from occvla_hf.class_labels import label_id
 from occvla_hf.constants import (
     CAMERA_NAMES,
     DATASET_CONFIG_NAMES,
@@ -50,7 +54,7 @@ from occvla_hf.data.occ3d import (
     read_occupancy,
 )
 from occvla_hf.data.provenance import read_dataroot_source
-from occvla_hf.data.schema import config_features
+from occvla_hf.data.schema import CONFIGS_WITH_CAMERAS, IMAGES_CONFIG, KEYFRAME_COLUMNS, config_features
 from occvla_hf.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -59,7 +63,7 @@ IMAGE_MODES: tuple[str, ...] = ("path", "bytes")
 ON_MISSING_OCC: tuple[str, ...] = ("skip", "error")
 ON_CORRUPT: tuple[str, ...] = ("skip", "error")
 # Bump when the row content changes, so that cached chunks of older builds are not reused.
-_FORMAT_REVISION = 3
+_FORMAT_REVISION = 4
 _WRITER_BATCH_SIZE = 100
 _MAX_PARQUET_SHARD_BYTES = 500 * 2**20
 # A complete JPEG ends with the end-of-image marker (0xFF is byte-stuffed elsewhere), allowing for trailing padding.
@@ -79,21 +83,30 @@ class _Sources:
     skipped_images: frozenset[str]
 
 
-def _common_row(fields: dict, image_mode: str, dataroot: Path) -> dict:
-    """The common columns of a keyframe from `NuScenesReader.camera_fields`."""
+def _keyframe_row(fields: dict) -> dict:
+    """The keyframe columns of a row from `NuScenesReader.camera_fields`."""
+    return {name: fields[name] for name in KEYFRAME_COLUMNS}
+
+
+def _camera_row(fields: dict, image_mode: str, dataroot: Path) -> dict:
+    """The keyframe and camera columns of a keyframe from `NuScenesReader.camera_fields`."""
     images = [
         path if image_mode == "path" else {"bytes": Path(path).read_bytes(), "path": os.path.relpath(path, dataroot)}
         for path in fields["image_paths"]
     ]
     return {
-        "sample_token": fields["sample_token"],
-        "scene_name": fields["scene_name"],
-        "timestamp": fields["timestamp"],
+        **_keyframe_row(fields),
         "images": images,
         "camera_intrinsics": fields["camera_intrinsics"],
         "camera_extrinsics": fields["camera_extrinsics"],
         "camera_to_keyframe_ego": fields["camera_to_keyframe_ego"],
     }
+
+
+def _planning_labels(record: dict) -> dict:
+    """A planning record of `NuScenesReader.planning_fields` with its class-label columns as ids."""
+    categories = [[label_id("agent_categories", name) for name in step] for step in record["agent_categories"]]
+    return {**record, "meta_action": label_id("meta_action", record["meta_action"]), "agent_categories": categories}
 
 
 def _generate_rows(config: str, scene_names: list[str], sources: _Sources) -> Iterator[dict]:
@@ -107,21 +120,21 @@ def _generate_rows(config: str, scene_names: list[str], sources: _Sources) -> It
                 continue
             if token in sources.skipped_images or (config == "occupancy" and token in sources.skipped_occupancy):
                 continue
-            common = _common_row(reader.camera_fields(token), sources.image_mode, reader.dataroot)
+            fields = reader.camera_fields(token)
             if config == "planning":
-                yield {**common, **planning[k]}
+                yield {**_camera_row(fields, sources.image_mode, reader.dataroot), **_planning_labels(planning[k])}
             elif config == "qa":
                 for question in sources.questions[token]:
                     yield {
-                        **common,
+                        **_keyframe_row(fields),
                         "question": question.question,
                         "answer": question.answer,
-                        "template_type": question.template_type,
+                        "template_type": label_id("template_type", question.template_type),
                         "num_hop": question.num_hop,
                     }
             else:
                 arrays = read_occupancy(occupancy_path(sources.occ3d_root, scene_name, token))
-                yield {**common, **encode_occupancy(arrays)}
+                yield {**_camera_row(fields, sources.image_mode, reader.dataroot), **encode_occupancy(arrays)}
 
 
 def _image_problem(path: Path) -> str | None:
@@ -370,7 +383,7 @@ def _chunk_dataset(
             split=split,
             keyframes=chunk_keyframes,
             skipped_images=sorted(token for _, token in chunk_keyframes if token in sources.skipped_images),
-            images=[image_signatures[token] for _, token in chunk_keyframes],
+            images=[image_signatures[token] for _, token in chunk_keyframes] if config in CONFIGS_WITH_CAMERAS else [],
             labels=_file_signature(labels),
         ),
         writer_batch_size=_WRITER_BATCH_SIZE,
@@ -399,6 +412,10 @@ def _resolve_configs(
         raise ValueError("configs: 'qa' needs qa_root (the folder of NuScenes_{train,val}_questions.json)")
     if "occupancy" in configs and occ3d_root is None:
         raise ValueError("configs: 'occupancy' needs occ3d_root (the Occ3D-nuScenes gts folder)")
+    if "qa" in configs and IMAGES_CONFIG not in configs:
+        raise ValueError(
+            f"configs: 'qa' needs {IMAGES_CONFIG!r}, whose rows hold the images of the questions' keyframes"
+        )
     return tuple(name for name in DATASET_CONFIG_NAMES if name in configs)
 
 

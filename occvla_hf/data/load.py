@@ -7,8 +7,9 @@ experiments and the latent cache.
 * an Arrow folder of one config (`DatasetDict.save_to_disk`, e.g. `<out>/arrow/occupancy`): the one config asked for;
 * a Hub dataset id (`user/nuscenes-occvla`): `datasets.load_dataset(id, config)` per config.
 `load_split(source, config, split)` is one split of one of them (`split=None`: its validation split, `val` or
-`mini_val`; `pick_split` does the same on a loaded `DatasetDict`). Errors name the source, the configs and the splits
-found.
+`mini_val`; `pick_split` does the same on a loaded `DatasetDict`), QA rows joined with their keyframes' images (from
+the `planning` rows of the same split, `keyframes.join_keyframes`); `load_configs` returns the rows as stored.
+Errors name the source, the configs and the splits found.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
 from occvla_hf.constants import DATASET_CONFIG_NAMES, VALIDATION_SPLITS
+from occvla_hf.data.keyframes import IMAGE_COLUMN, join_keyframes
+from occvla_hf.data.schema import CONFIGS_WITH_CAMERAS, IMAGES_CONFIG
 
 # Folder of a `data build` output holding one `DatasetDict.save_to_disk` folder per config.
 ARROW_DIR: str = "arrow"
@@ -84,9 +87,21 @@ def pick_split(splits: DatasetDict, split: str | None, where: str) -> tuple[str,
     return split, splits[split]
 
 
+def load_named_split(source: str | os.PathLike, config: str, split: str | None = None) -> tuple[str, Dataset]:
+    """(name, rows) of one split of one config of `source` (see `load_configs`); `None`: its validation split. Rows
+    without images (the `qa` config's) come joined with those of their keyframe's `planning` row of that split."""
+    where = f"{config!r} of {str(source)!r}"
+    name, rows = pick_split(load_configs(source, [config])[config], split, where)
+    if config in CONFIGS_WITH_CAMERAS or IMAGE_COLUMN in rows.column_names:
+        return name, rows
+    images_where = f"{IMAGES_CONFIG!r} of {str(source)!r}"
+    _, keyframes = pick_split(load_configs(source, [IMAGES_CONFIG])[IMAGES_CONFIG], name, images_where)
+    return name, join_keyframes(rows, keyframes, where=f"{where}, split {name!r}")
+
+
 def load_split(source: str | os.PathLike, config: str, split: str | None = None) -> Dataset:
-    """One split of one config of `source` (see `load_configs`); `None`: its validation split."""
-    return pick_split(load_configs(source, [config])[config], split, f"{config!r} of {str(source)!r}")[1]
+    """One split of one config of `source` (`load_named_split`: QA rows come with their keyframes' images)."""
+    return load_named_split(source, config, split)[1]
 
 
-__all__ = ["ARROW_DIR", "load_configs", "load_split", "pick_split"]
+__all__ = ["ARROW_DIR", "load_configs", "load_named_split", "load_split", "pick_split"]

@@ -12,6 +12,8 @@ sizes). Exact round trip:
 
 `decode_semantics` / `decode_mask` invert them (zstd through pyarrow's codec, no extra dependency);
 `decode_occupancy` decodes the three columns of a batch, for `Dataset.with_transform` or a batched `map`.
+`occupancy_storage()` states the same as data (the dataset card's YAML carries it). The bytes are raw zstd frames,
+not .npy files: `np.frombuffer` of the decompressed bytes, not `np.load`, gives the arrays.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from occvla_hf.constants import NUM_OCC_CLASSES, OCC_GRID_SHAPE
+from occvla_hf.constants import NUM_OCC_CLASSES, OCC_FREE_CLASS, OCC_GRID_SHAPE
 
 OCC_ZSTD_LEVEL: int = 9
 OCC_MASK_NAMES: tuple[str, ...] = ("mask_camera", "mask_lidar")
@@ -77,6 +79,31 @@ def read_occupancy(path: str | os.PathLike) -> dict[str, np.ndarray]:
             raise ValueError(f"{path}: {name}: expected bool or 0/1 values, got {mask.dtype}")
         result[name] = mask.astype(bool)
     return result
+
+
+def occupancy_storage() -> dict[str, dict[str, object]]:
+    """How each stored occupancy column holds its array (module docstring): codec, decompressed size, dtype, shape,
+    memory order, and the values (semantics) or the bit packing (masks)."""
+    semantics = {
+        "codec": "zstd",
+        "decompressed_bytes": _NUM_VOXELS,
+        "dtype": "uint8",
+        "shape": list(OCC_GRID_SHAPE),
+        "order": "C",
+        "values": f"Occ3D class ids 0..{NUM_OCC_CLASSES - 1} ({OCC_FREE_CLASS} = free)",
+    }
+    masks = {
+        name: {
+            "codec": "zstd",
+            "decompressed_bytes": _NUM_VOXELS // 8,
+            "dtype": "bool",
+            "shape": list(OCC_GRID_SHAPE),
+            "order": "C",
+            "bit_packing": "numpy.packbits(mask, axis=None, bitorder='big'): 8 voxels per byte",
+        }
+        for name in OCC_MASK_NAMES
+    }
+    return {"semantics": semantics, **masks}
 
 
 def encode_semantics(semantics: np.ndarray) -> bytes:

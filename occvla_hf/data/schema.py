@@ -1,26 +1,31 @@
 """The dataset row schema: the columns of each config, their `Features`, what each holds, and the decoders.
 
 Three configs (`DATASET_CONFIG_NAMES`), one row per keyframe (`planning`, `occupancy`) or per nuScenes-QA question
-(`qa`), each with the common keyframe columns first:
+(`qa`). Every row starts with the keyframe columns; the keyframe configs then hold its camera columns, once per
+keyframe, and QA rows none: they take them from the `IMAGES_CONFIG` row of the same `sample_token`
+(`occvla_hf.data.keyframes.join_keyframes`).
 
-  common      sample_token str, scene_name str, timestamp int64 (us), images: 6 images in CAMERA_NAMES order
-              (PIL on access), camera_intrinsics (6, 3, 3) float32, camera_extrinsics (6, 4, 4) float32 camera->ego
-              (calibrated, ego at the camera's time), camera_to_keyframe_ego (6, 4, 4) float32 camera->ego at the
-              keyframe (what projections onto the BEV use; see `occvla_hf.data.nuscenes`)
-  planning    ego_status (6,) float32 [vx, vy m/s, ax, ay m/s^2, yaw_rate rad/s, steering rad] with
-              ego_status_valid (6,) bool; trajectory (6, 2) float32 m, ego frame (x forward, y left), one waypoint
-              per keyframe (nominally 0.5 s), trajectory_mask (6,) bool; past_trajectory (4, 2) float32 (oldest
-              first), past_trajectory_mask (4,); meta_action str ("<speed>, <path>", "" without future);
-              reasoning str (critical objects, road, decision: `occvla_hf.reasoning`);
+  keyframe    sample_token str, scene_name str, timestamp int64 (us)
+  camera      images: 6 images in CAMERA_NAMES order (PIL on access), camera_intrinsics (6, 3, 3) float32,
+              camera_extrinsics (6, 4, 4) float32 camera->ego (calibrated, ego at the camera's time),
+              camera_to_keyframe_ego (6, 4, 4) float32 camera->ego at the keyframe (what projections onto the BEV use;
+              see `occvla_hf.data.nuscenes`)
+  planning    keyframe + camera columns, then ego_status (6,) float32 [vx, vy m/s, ax, ay m/s^2, yaw_rate rad/s,
+              steering rad] with ego_status_valid (6,) bool; trajectory (6, 2) float32 m, ego frame (x forward,
+              y left), one waypoint per keyframe (nominally 0.5 s), trajectory_mask (6,) bool; past_trajectory (4, 2)
+              float32 (oldest first), past_trajectory_mask (4,); meta_action class label ("<speed>, <path>", -1
+              without future); reasoning str (critical objects, road, decision: `occvla_hf.reasoning`);
               agent_boxes: 7 lists (t = 0..6 keyframes) of rows [x, y, z, length, width, height, yaw] (BOX_FIELDS)
-              in the current ego frame, every annotation of that keyframe; agent_categories: 7 lists of full
-              nuScenes category names; agent_instances: 7 lists of instance tokens
-  qa          question str, answer str, template_type str (QA_QUESTION_TYPES), num_hop int32 (0 or 1)
-  occupancy   semantics, mask_camera, mask_lidar: compressed bytes; `decode_occupancy` gives (200, 200, 16) uint8
-              and bool arrays (see `occvla_hf.data.occ3d`)
+              in the current ego frame, every annotation of that keyframe; agent_categories: 7 lists of class labels
+              of full nuScenes category names; agent_instances: 7 lists of instance tokens
+  qa          keyframe columns, then question str, answer str, template_type class label (QA_QUESTION_TYPES),
+              num_hop class label (QA_HOPS: id 0 = H0, 1 = H1)
+  occupancy   keyframe + camera columns, then semantics, mask_camera, mask_lidar: compressed bytes;
+              `decode_occupancy` gives (200, 200, 16) uint8 and bool arrays (see `occvla_hf.data.occ3d`)
 
-With `dataset.with_format("numpy")` the arrays come back as numpy arrays of the shapes above; with the default format
-they are nested lists. `agent_boxes_arrays(row["agent_boxes"])` gives the 7 box arrays (N_t, 7) in either format.
+Class labels are stored as ids (`occvla_hf.class_labels`: names, `label_name` to read either form). With
+`dataset.with_format("numpy")` the arrays come back as numpy arrays of the shapes above; with the default format they
+are nested lists. `agent_boxes_arrays(row["agent_boxes"])` gives the 7 box arrays (N_t, 7) in either format.
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from datasets import Array2D, Array3D, Features, Image, List, Value
+from datasets import Array2D, Array3D, ClassLabel, Features, Image, List, Value
 
+from occvla_hf.class_labels import CLASS_LABEL_NAMES
 from occvla_hf.constants import (
     BOX_FIELDS,
     CAMERA_NAMES,
@@ -38,22 +44,41 @@ from occvla_hf.constants import (
     NUM_BOX_STEPS,
     NUM_PAST_WAYPOINTS,
     NUM_WAYPOINTS,
+    QA_HOPS,
     QA_QUESTION_TYPES,
 )
 from occvla_hf.data.occ3d import OCC_ARRAY_NAMES, decode_occupancy
 
 
-def config_features(config: str) -> Features:
-    """Explicit `Features` of a config (column order = row format order)."""
-    common = {
-        "sample_token": Value("string"),
-        "scene_name": Value("string"),
-        "timestamp": Value("int64"),
+def _keyframe_features() -> dict:
+    """The columns every row starts with: the keyframe it is about."""
+    return {"sample_token": Value("string"), "scene_name": Value("string"), "timestamp": Value("int64")}
+
+
+def _camera_features() -> dict:
+    """A keyframe's camera columns: stored once per keyframe (planning and occupancy rows); QA rows join them."""
+    return {
         "images": List(Image(), length=len(CAMERA_NAMES)),
         "camera_intrinsics": Array3D((len(CAMERA_NAMES), 3, 3), "float32"),
         "camera_extrinsics": Array3D((len(CAMERA_NAMES), 4, 4), "float32"),
         "camera_to_keyframe_ego": Array3D((len(CAMERA_NAMES), 4, 4), "float32"),
     }
+
+
+KEYFRAME_COLUMNS: tuple[str, ...] = tuple(_keyframe_features())
+CAMERA_COLUMNS: tuple[str, ...] = tuple(_camera_features())
+# Configs whose rows hold the camera columns.
+CONFIGS_WITH_CAMERAS: tuple[str, ...] = ("planning", "occupancy")
+# The config whose rows hold the camera columns of every keyframe of a split: where QA rows get their images.
+IMAGES_CONFIG: str = "planning"
+
+
+def _class_label(column: str) -> ClassLabel:
+    return ClassLabel(names=list(CLASS_LABEL_NAMES[column]))
+
+
+def config_features(config: str) -> Features:
+    """Explicit `Features` of a config (column order = row format order)."""
     specific = {
         "planning": {
             "ego_status": List(Value("float32"), length=len(EGO_STATUS_FEATURES)),
@@ -62,23 +87,24 @@ def config_features(config: str) -> Features:
             "trajectory_mask": List(Value("bool"), length=NUM_WAYPOINTS),
             "past_trajectory": Array2D((NUM_PAST_WAYPOINTS, 2), "float32"),
             "past_trajectory_mask": List(Value("bool"), length=NUM_PAST_WAYPOINTS),
-            "meta_action": Value("string"),
+            "meta_action": _class_label("meta_action"),
             "reasoning": Value("string"),
             "agent_boxes": List(List(List(Value("float32"), length=len(BOX_FIELDS))), length=NUM_BOX_STEPS),
-            "agent_categories": List(List(Value("string")), length=NUM_BOX_STEPS),
+            "agent_categories": List(List(_class_label("agent_categories")), length=NUM_BOX_STEPS),
             "agent_instances": List(List(Value("string")), length=NUM_BOX_STEPS),
         },
         "qa": {
             "question": Value("string"),
             "answer": Value("string"),
-            "template_type": Value("string"),
-            "num_hop": Value("int32"),
+            "template_type": _class_label("template_type"),
+            "num_hop": _class_label("num_hop"),
         },
         "occupancy": {name: Value("binary") for name in OCC_ARRAY_NAMES},
     }
     if config not in specific:
         raise ValueError(f"config: expected one of {DATASET_CONFIG_NAMES}, got {config!r}")
-    return Features({**common, **specific[config]})
+    cameras = _camera_features() if config in CONFIGS_WITH_CAMERAS else {}
+    return Features({**_keyframe_features(), **cameras, **specific[config]})
 
 
 def agent_boxes_arrays(agent_boxes: Sequence) -> list[np.ndarray]:
@@ -102,17 +128,18 @@ FIELD_DESCRIPTIONS: dict[str, str] = {
     "trajectory_mask": "(6,) bool, False past the end of the scene",
     "past_trajectory": "(4, 2) float32 past ego positions (-2.0 to -0.5 s, oldest first), same frame",
     "past_trajectory_mask": "(4,) bool, False before the start of the scene",
-    "meta_action": "'<speed>, <path>' driving decision derived from the trajectory ('' without future waypoints)",
+    "meta_action": "class label: the '<speed>, <path>' driving decision derived from the trajectory (-1 without "
+    "future waypoints)",
     "reasoning": "critical objects, road situation and the decision with its reason, generated from this row (and "
     "the sim's traffic light) by occvla_hf.reasoning.generate_reasoning",
     "agent_boxes": f"7 lists (t = 0..6 keyframes) of boxes [{', '.join(BOX_FIELDS)}] in the current ego frame "
     "(metres, radians): every annotation of that keyframe",
-    "agent_categories": "7 lists of full nuScenes category names matching agent_boxes",
+    "agent_categories": "7 lists of class labels (full nuScenes category names) matching agent_boxes",
     "agent_instances": "7 lists of nuScenes instance tokens matching agent_boxes",
     "question": "nuScenes-QA question",
     "answer": "nuScenes-QA answer (as a string)",
-    "template_type": f"question type, one of {', '.join(QA_QUESTION_TYPES)}",
-    "num_hop": "reasoning hops, 0 (H0) or 1 (H1)",
+    "template_type": f"class label: the question type, one of {', '.join(QA_QUESTION_TYPES)}",
+    "num_hop": f"class label: reasoning hops, {', '.join(f'{i} ({name})' for i, name in enumerate(QA_HOPS))}",
     "semantics": "zstd-compressed (200, 200, 16) uint8 Occ3D class ids (17 = free); decode with decode_occupancy",
     "mask_camera": "zstd-compressed bit-packed (200, 200, 16) bool camera visibility mask (evaluation mask)",
     "mask_lidar": "zstd-compressed bit-packed (200, 200, 16) bool lidar visibility mask",
@@ -125,7 +152,11 @@ def config_columns(config: str) -> tuple[str, ...]:
 
 
 __all__ = [
+    "CAMERA_COLUMNS",
+    "CONFIGS_WITH_CAMERAS",
     "FIELD_DESCRIPTIONS",
+    "IMAGES_CONFIG",
+    "KEYFRAME_COLUMNS",
     "agent_boxes_arrays",
     "config_columns",
     "config_features",

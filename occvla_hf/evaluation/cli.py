@@ -131,10 +131,10 @@ def _add_model_and_data(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_split(args: argparse.Namespace, config: str):
-    """(split name, rows) of `--data`, `--split` (default: the validation split)."""
-    from ..data.load import load_configs, pick_split
+    """(split name, rows) of `--data`, `--split` (default: the validation split); QA rows with their images."""
+    from ..data.load import load_named_split
 
-    return pick_split(load_configs(args.data, [config])[config], args.split, f"{config!r} of {args.data!r}")
+    return load_named_split(args.data, config, args.split)
 
 
 def _load(args: argparse.Namespace):
@@ -209,6 +209,7 @@ def _run_plan(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from ..class_labels import label_name
     from ..data.schema import agent_boxes_arrays
     from .planning import evaluate_planning_sample
     from .plots import plot_bev, plot_camera_mosaic, save_png
@@ -234,7 +235,8 @@ def _run_plan(args: argparse.Namespace) -> int:
     result = evaluate_planning_sample(pred, gt, mask, **row_agents(row))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    title = f"{row['sample_token'][:8]}  pred: {plan.meta_action[0]}  gt: {row['meta_action']}"
+    gt_meta_action = label_name("meta_action", row["meta_action"])
+    title = f"{row['sample_token'][:8]}  pred: {plan.meta_action[0]}  gt: {gt_meta_action}"
     save_png(
         plot_bev(
             pred_trajectory=pred,
@@ -260,7 +262,7 @@ def _run_plan(args: argparse.Namespace) -> int:
         cameras,
     )
     l2 = np.linalg.norm(pred - gt, axis=-1)[mask]
-    print(f"meta-action: {plan.meta_action[0]!r} (ground truth {row['meta_action']!r})")
+    print(f"meta-action: {plan.meta_action[0]!r} (ground truth {gt_meta_action!r})")
     print("trajectory (m): " + " ".join(f"({x:.2f},{y:.2f})" for x, y in pred))
     print(f"mean L2 over valid steps: {l2.mean():.2f} m" if l2.size else "no valid ground-truth step")
     print(f"wrote {out} and {cameras}")

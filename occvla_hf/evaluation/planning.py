@@ -72,6 +72,7 @@ import cv2
 import numpy as np
 from nuscenes.eval.detection.utils import category_to_detection_name
 
+from occvla_hf.class_labels import label_name, label_names
 from occvla_hf.constants import BOX_FIELDS, NUM_WAYPOINTS, PLANNING_NORMALIZATIONS, WAYPOINT_STEP_S
 
 # Ego box of the published metric (nuScenes' Renault Zoe), metres; its centre lies EGO_CENTER_OFFSET_M ahead.
@@ -118,7 +119,8 @@ def _is_agent_for_protocol(category: str, protocol: str) -> bool:
 def protocol_agent_mask(categories: Sequence[str], protocol: str) -> np.ndarray:
     """(N,) bool: which agents `protocol` counts as obstacles (classes in the module docstring)."""
     _check_protocol(protocol)
-    return np.array([_is_agent_for_protocol(category, protocol) for category in categories], dtype=bool)
+    names = label_names("agent_categories", categories)  # class ids of a built dataset, or names
+    return np.array([_is_agent_for_protocol(name, protocol) for name in names], dtype=bool)
 
 
 def protocol_obstacles(
@@ -558,7 +560,8 @@ class PlanningMetricAccumulator:
             )
             self._overall.add(result)
             if meta_actions is not None:
-                self._by_meta_action.setdefault(meta_actions[i], _PlanningCounts()).add(result)
+                name = label_name("meta_action", meta_actions[i])  # a built dataset stores the class id
+                self._by_meta_action.setdefault(name, _PlanningCounts()).add(result)
 
     def compute(self) -> dict:
         """The JSON-ready report.

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Polygon, Rectangle
 from nuscenes.eval.detection.utils import category_to_detection_name
 
+from occvla_hf.class_labels import label_names
 from occvla_hf.constants import (
     CAMERA_NAMES,
     CAMERA_ROWS,
@@ -205,7 +206,11 @@ def _draw_agent_boxes(
         raise ValueError(f"agent_boxes: expected {NUM_WAYPOINTS + 1} steps (t = 0 first), got {len(agent_boxes)}")
     classes: set[int] = set()
     for t, boxes in enumerate(agent_boxes):
-        names = agent_categories[t] if agent_categories is not None else ["others"] * len(boxes)
+        names = (
+            label_names("agent_categories", agent_categories[t])
+            if agent_categories is not None
+            else ["others"] * len(boxes)
+        )
         for corners, name in zip(box_corners_xy(boxes), names, strict=True):
             class_id = category_class_id(name)
             classes.add(class_id)

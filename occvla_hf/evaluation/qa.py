@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from occvla_hf.class_labels import is_class_id, label_name
 from occvla_hf.constants import QA_HOPS, QA_QUESTION_TYPES
 
 _NUMBER_WORDS = {
@@ -81,6 +82,8 @@ class QAAccuracyAccumulator:
                 f"{len(predictions)}, {len(answers)}, {len(template_types)}, {len(num_hops)}"
             )
         for prediction, answer, template_type, num_hop in zip(predictions, answers, template_types, num_hops):
+            if is_class_id(template_type):
+                template_type = label_name("template_type", template_type)  # the class id of a built dataset
             if template_type not in QA_QUESTION_TYPES:
                 raise ValueError(f"template_type: expected one of {QA_QUESTION_TYPES}, got {template_type!r}")
             index = QA_QUESTION_TYPES.index(template_type), QA_HOPS.index(_hop_name(num_hop))

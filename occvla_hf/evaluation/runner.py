@@ -18,6 +18,8 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..class_labels import label_names
+from ..data.keyframes import require_images
 from ..data.occ3d import decode_occupancy
 from ..data.schema import agent_boxes_arrays
 from ..modeling import OccVLAForPlanning, load_pretrained
@@ -191,7 +193,8 @@ class _PlanningScore:
         """Adds planned rows: `pred` (rows, 6, 2) waypoints and meta-actions against the rows' logged ones."""
         mask = np.asarray(rows["trajectory_mask"], dtype=bool)
         self.accumulator.update(pred=pred, mask=mask, **planning_targets(rows))
-        self.correct += sum(p == t for p, t in zip(meta_actions, rows["meta_action"], strict=True))
+        truth = label_names("meta_action", rows["meta_action"])  # a built dataset stores class ids
+        self.correct += sum(p == t for p, t in zip(meta_actions, truth, strict=True))
         self.total += len(meta_actions)
 
     def report(self) -> dict[str, Any]:
@@ -234,8 +237,10 @@ def evaluate_qa(
     max_new_tokens: int = 8,
     num_workers: int = 0,
 ) -> dict[str, Any]:
-    """nuScenes-QA accuracy (overall, per hop, per question type) of greedy answers; `num_workers` loader processes
-    prepare the batches (`prepared_batches`)."""
+    """nuScenes-QA accuracy (overall, per hop, per question type) of greedy answers on QA rows with their images
+    (the `qa` config stores none: `data.join_keyframes(rows, planning_rows)` or `data.load_split(source, "qa")`);
+    `num_workers` loader processes prepare the batches (`prepared_batches`)."""
+    require_images(dataset, "dataset")
     accumulator = QAAccuracyAccumulator()
     prepare = partial(processor.from_rows, task="qa", training=False)
     for batch, inputs in prepared_batches(dataset, batch_size, prepare, num_workers=num_workers, description="qa"):

@@ -48,6 +48,7 @@ import torch
 from datasets import Dataset, concatenate_datasets
 
 from occvla_hf.constants import PLANNING_PROTOCOL_NAMES, QA_HOPS, QA_QUESTION_TYPES
+from occvla_hf.data.keyframes import join_keyframes
 from occvla_hf.data.load import load_configs
 from occvla_hf.evaluation.baselines import has_velocity
 from occvla_hf.evaluation.runner import (
@@ -203,7 +204,7 @@ def evaluate_run(
         num_workers=num_workers,
     )
     subset_reports = planning.pop("subsets")
-    qa_rows = held_out_rows(data_dir, "qa", held_out)
+    qa_rows = join_keyframes(held_out_rows(data_dir, "qa", held_out), planning_rows)
     report = {
         "planning": planning,
         **subset_reports,

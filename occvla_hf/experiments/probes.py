@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 
+from occvla_hf.class_labels import label_names
 from occvla_hf.constants import CAMERA_NAMES
 from occvla_hf.data.schema import agent_boxes_arrays
 from occvla_hf.evaluation.runner import model_inputs, prepared_batches
@@ -44,7 +45,7 @@ FIT_SCENE_FRACTION: float = 0.75
 def lead_distance_m(row: Mapping[str, Any]) -> float | None:
     """Distance (m) along x to the lead vehicle at the current keyframe, None without one (module docstring)."""
     boxes = agent_boxes_arrays(row["agent_boxes"])[0]
-    categories = list(row["agent_categories"][0])
+    categories = label_names("agent_categories", row["agent_categories"][0])
     x, y = boxes[:, 0], boxes[:, 1]
     vehicle = np.array([c.startswith("vehicle.") for c in categories], dtype=bool)
     ahead = vehicle & (x > 0) & (np.abs(y) < LEAD_LANE_HALF_WIDTH_M) & (x <= PROBE_RANGE_M)
@@ -54,7 +55,9 @@ def lead_distance_m(row: Mapping[str, Any]) -> float | None:
 def cars_per_camera(row: Mapping[str, Any]) -> np.ndarray:
     """(num_cameras,) int: the `vehicle.car` boxes within range whose centre projects into each camera's image."""
     boxes = agent_boxes_arrays(row["agent_boxes"])[0]
-    cars = np.array([c == "vehicle.car" for c in row["agent_categories"][0]], dtype=bool)
+    cars = np.array(
+        [c == "vehicle.car" for c in label_names("agent_categories", row["agent_categories"][0])], dtype=bool
+    )
     centres = boxes[cars & (np.hypot(boxes[:, 0], boxes[:, 1]) <= PROBE_RANGE_M), :3].astype(np.float64)
     intrinsics = np.asarray(row["camera_intrinsics"], dtype=np.float64)  # (V, 3, 3)
     to_ego = np.asarray(row["camera_to_keyframe_ego"], dtype=np.float64)  # (V, 4, 4) camera -> ego

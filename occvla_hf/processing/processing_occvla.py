@@ -38,6 +38,7 @@ from transformers.processing_utils import ProcessingKwargs, Unpack
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from transformers.utils import PaddingStrategy
 
+from ..class_labels import label_name
 from ..constants import (
     CAMERA_NAMES,
     DRIVING_COMMANDS,
@@ -847,9 +848,10 @@ class OccVLAProcessor(RemoteCodeMixin, ProcessorMixin):
 
     def planning_answer(self, row: Mapping[str, Any]) -> str:
         """The training answer of a planning row for `planning_target`."""
+        meta_action = label_name("meta_action", row["meta_action"])  # a built dataset stores the class id
         if self.planning_target == "reasoning":
-            return join_reasoning(row["reasoning"], row["meta_action"])
-        return row["meta_action"]
+            return join_reasoning(row["reasoning"], meta_action)
+        return meta_action
 
     def fit_ego_status_stats(self, ego_status: Any, ego_status_valid: Any = None) -> None:
         """Set the normalisation statistics from a dataset's ego status (N, F) and validity (N, F) bool."""

@@ -1,41 +1,15 @@
 """nuScenes taxonomy (categories, attributes, visibility levels) and the agent types the world spawns.
 
-The tables written to `category.json`, `attribute.json` and `visibility.json` come from here, as does the mapping of
-every nuScenes category to its Occ3D-nuScenes class (the lidarseg 16-class mapping) and to its nuScenes-QA word.
+The tables written to `attribute.json` and `visibility.json` come from here (`category.json` from
+`constants.NUSCENES_CATEGORIES`, which the datasets' class labels share), as does the mapping of every nuScenes
+category to its Occ3D-nuScenes class (the lidarseg 16-class mapping) and to its nuScenes-QA word.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from occvla_hf.constants import OCC_CLASS_NAMES, QA_OBJECTS
-
-# (nuScenes category, description, Occ3D class name): all 23 official detection-era categories.
-NUSCENES_CATEGORIES: tuple[tuple[str, str, str], ...] = (
-    ("human.pedestrian.adult", "Adult subcategory.", "pedestrian"),
-    ("human.pedestrian.child", "Child subcategory.", "pedestrian"),
-    ("human.pedestrian.wheelchair", "Wheelchairs.", "others"),
-    ("human.pedestrian.stroller", "Strollers.", "others"),
-    ("human.pedestrian.personal_mobility", "Scooters, skateboards, segways.", "others"),
-    ("human.pedestrian.police_officer", "Police officer.", "pedestrian"),
-    ("human.pedestrian.construction_worker", "Construction worker.", "pedestrian"),
-    ("animal", "All animals.", "others"),
-    ("vehicle.car", "Vehicle designed primarily for personal use.", "car"),
-    ("vehicle.motorcycle", "Gasoline or electric powered 2-wheeled vehicle.", "motorcycle"),
-    ("vehicle.bicycle", "Human or electric powered 2-wheeled vehicle.", "bicycle"),
-    ("vehicle.bus.bendy", "Bendy bus subcategory.", "bus"),
-    ("vehicle.bus.rigid", "Rigid bus subcategory.", "bus"),
-    ("vehicle.truck", "Vehicles primarily designed to haul cargo.", "truck"),
-    ("vehicle.construction", "Vehicles primarily designed for construction.", "construction_vehicle"),
-    ("vehicle.emergency.ambulance", "All types of ambulances.", "car"),
-    ("vehicle.emergency.police", "All types of police vehicles.", "car"),
-    ("vehicle.trailer", "Any vehicle trailer.", "trailer"),
-    ("movable_object.barrier", "Temporary road barrier placed in the scene to redirect traffic.", "barrier"),
-    ("movable_object.trafficcone", "All types of traffic cones.", "traffic_cone"),
-    ("movable_object.pushable_pullable", "Objects that a pedestrian may push or pull.", "others"),
-    ("movable_object.debris", "Movable object that is left on the driveable surface.", "others"),
-    ("static_object.bicycle_rack", "Area or device intended to park or secure bicycles.", "others"),
-)
+from occvla_hf.constants import NUSCENES_CATEGORIES, OCC_CLASS_NAMES, QA_OBJECTS
 
 # (attribute, description): the 8 official nuScenes attributes.
 NUSCENES_ATTRIBUTES: tuple[tuple[str, str], ...] = (

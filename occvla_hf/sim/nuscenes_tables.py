@@ -15,8 +15,8 @@ import numpy as np
 from nuscenes.utils.splits import create_splits_scenes
 from PIL import Image
 
-from occvla_hf.constants import CAMERA_NAMES, LIDAR_CHANNEL, TRAFFIC_LIGHT_TABLE
-from occvla_hf.sim.categories import NUSCENES_ATTRIBUTES, NUSCENES_CATEGORIES, NUSCENES_VISIBILITY
+from occvla_hf.constants import CAMERA_NAMES, LIDAR_CHANNEL, NUSCENES_CATEGORIES, TRAFFIC_LIGHT_TABLE
+from occvla_hf.sim.categories import NUSCENES_ATTRIBUTES, NUSCENES_VISIBILITY
 from occvla_hf.sim.config import VERSIONS
 from occvla_hf.sim.layout import DRIVEABLE, GroundMap
 

@@ -4,8 +4,9 @@ loader decodes and resizes nothing.
 A cache folder holds `images.npy`, a numpy array (N, num_views, 3, H, W) uint8 read as a memory map, and
 `index.json`: the sample token of each of its N rows and the image settings it was made with (`cache_settings`).
 The resize is the processor's own (`OccVLAProcessor.resized_pixels`), so a cached row gives the same pixel values as
-its images. QA rows share their keyframe's entry (joined by `sample_token`). A cache is checked against the processor
-when opened: made with other settings, it is refused.
+its images. A cache is built from rows that hold the images (the `planning` config's); QA rows, which hold none, use
+their keyframe's entry (joined by `sample_token`). A cache is checked against the processor when opened: made with
+other settings, it is refused.
 
     python -m occvla_hf.training.image_cache DATA MODEL_OR_PROCESSOR OUT --split train val
 """
@@ -23,6 +24,8 @@ import numpy as np
 from datasets import Dataset
 from tqdm.auto import tqdm
 
+from occvla_hf.data.keyframes import IMAGE_COLUMN
+from occvla_hf.data.schema import IMAGES_CONFIG
 from occvla_hf.processing import OccVLAProcessor
 
 IMAGES_FILE: str = "images.npy"
@@ -112,6 +115,12 @@ def build_image_cache(
     written last, so a cache interrupted while building has none and is rebuilt."""
     if num_workers < 0:
         raise ValueError(f"num_workers: expected >= 0, got {num_workers}")
+    for number, rows in enumerate(datasets):
+        if IMAGE_COLUMN not in rows.column_names:
+            raise ValueError(
+                f"datasets[{number}]: no {IMAGE_COLUMN!r} column (columns {rows.column_names}); cache the keyframes "
+                f"of the {IMAGES_CONFIG} rows, which QA rows share"
+            )
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     settings = cache_settings(processor)
@@ -177,7 +186,8 @@ def open_image_cache(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Builds (or checks) `<out>/<split>/` for each `--split` of the planning and QA configs of a dataset."""
+    """Builds (or checks) `<out>/<split>/` for each `--split` of a dataset from its planning rows (which hold the
+    images), and checks that it holds the keyframes of every `--configs` row."""
     import argparse
 
     from occvla_hf.data.load import load_configs
@@ -187,18 +197,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("processor", help="a model or processor folder (its image settings are cached)")
     parser.add_argument("out", help="cache folder: <out>/<split>/")
     parser.add_argument("--split", nargs="+", default=["train"], help="splits to cache")
-    parser.add_argument("--configs", nargs="+", default=["planning", "qa"], help="dataset configs whose keyframes")
+    parser.add_argument("--configs", nargs="+", default=["planning", "qa"], help="configs whose keyframes it must hold")
     parser.add_argument("--workers", type=int, default=0, help="processes that resize the views")
     args = parser.parse_args(argv)
     processor = OccVLAProcessor.from_pretrained(args.processor)
-    configs: Mapping[str, Any] = load_configs(args.data, args.configs)
+    names = [IMAGES_CONFIG, *(name for name in args.configs if name != IMAGES_CONFIG)]
+    configs: Mapping[str, Any] = load_configs(args.data, names)
     for split in args.split:
-        rows = [splits[split] for splits in configs.values() if split in splits]
-        if not rows:
-            raise ValueError(f"--split: {split!r} is in none of the configs {args.configs}")
-        cache = open_image_cache(rows, processor, Path(args.out) / split, num_workers=args.workers)
-        for split_rows in rows:
-            cache.check(split_rows["sample_token"])
+        if split not in configs[IMAGES_CONFIG]:
+            raise ValueError(
+                f"--split: {split!r} is not a split of the {IMAGES_CONFIG} config, which holds the images (splits: "
+                f"{sorted(configs[IMAGES_CONFIG])})"
+            )
+        cache = open_image_cache(
+            [configs[IMAGES_CONFIG][split]], processor, Path(args.out) / split, num_workers=args.workers
+        )
+        for splits in configs.values():
+            if split in splits:
+                cache.check(splits[split]["sample_token"])
 
 
 if __name__ == "__main__":

@@ -32,10 +32,13 @@ from transformers import (
     set_seed,
 )
 
+from occvla_hf.class_labels import NO_LABEL_NAME, label_name
 from occvla_hf.constants import CAMERA_NAMES, DATA_SOURCES, PLANNING_TARGETS
+from occvla_hf.data.keyframes import join_keyframes, require_images
 from occvla_hf.data.load import load_configs
 from occvla_hf.data.occ3d import decode_mask, decode_semantics
 from occvla_hf.data.provenance import recorded_source
+from occvla_hf.data.schema import IMAGES_CONFIG
 from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning, default_lora_config, load_pretrained
 from occvla_hf.modeling.occupancy_vae import OccupancyVAE
 from occvla_hf.processing import OccVLAProcessor, build_tokenizer
@@ -172,8 +175,10 @@ class JointRecipe(Recipe):
 
     @property
     def dataset_configs(self) -> list[str]:
-        """The dataset configs the run reads: its tasks, and `occupancy` with occupancy supervision."""
-        return [*self.data.tasks, *(["occupancy"] if self.occupancy_supervision else [])]
+        """The dataset configs the run reads: its tasks (and `planning`, whose rows hold the images of the QA rows),
+        and `occupancy` with occupancy supervision."""
+        images = [IMAGES_CONFIG] if IMAGES_CONFIG not in self.data.tasks else []
+        return [*self.data.tasks, *images, *(["occupancy"] if self.occupancy_supervision else [])]
 
 
 # ------------------------------------------------------------------------------------------------------ data
@@ -195,6 +200,8 @@ class JointDataset(torch.utils.data.Dataset):
         occupancy_latents: cached VAE latents of the occupancy targets, or None.
         images: resized camera views of every row's keyframe (`training.image_cache`), or None: with a cache the
             `images` column is never read, and each row's `images` are its keyframe's cached (H, W, 3) uint8 views.
+            Without a cache every task's rows must come with their images (QA rows joined with their keyframes':
+            `data.join_keyframes`).
     """
 
     def __init__(
@@ -208,10 +215,15 @@ class JointDataset(torch.utils.data.Dataset):
         if unknown or not datasets:
             raise ValueError(f"datasets: expected tasks among {TASKS}, got {sorted(datasets)}")
         if "planning" in datasets:
-            datasets = {**datasets, "planning": datasets["planning"].filter(bool, input_columns="meta_action")}
-        if images is not None:
-            for rows in datasets.values():
+            datasets = {
+                **datasets,
+                "planning": datasets["planning"].filter(_has_meta_action, input_columns="meta_action"),
+            }
+        for task, rows in datasets.items():
+            if images is not None:
                 images.check(rows["sample_token"])
+            else:
+                require_images(rows, f"datasets[{task!r}]")
         skipped = {"images"} if images is not None else set()
         self.datasets = {
             task: rows.select_columns(
@@ -245,6 +257,11 @@ class JointDataset(torch.utils.data.Dataset):
         if self.occupancy_latents is not None and token in self.occupancy_latents:
             row[OCCUPANCY_LATENT_COLUMN] = self.occupancy_latents[token]
         return row
+
+
+def _has_meta_action(meta_action: int | str) -> bool:
+    """Whether a planning row has a meta-action (its class id or text; a keyframe without future has none)."""
+    return label_name("meta_action", meta_action) != NO_LABEL_NAME
 
 
 def load_training_data(path: str, configs: Sequence[str]) -> dict[str, DatasetDict]:
@@ -439,12 +456,16 @@ def joint_datasets(
 
     def joint_rows(split: str, task_rows: Mapping[str, Dataset]) -> JointDataset:
         images = None
+        # the rows that hold the images of the split's keyframes
+        keyframes = task_rows[IMAGES_CONFIG] if IMAGES_CONFIG in task_rows else _split(datasets, IMAGES_CONFIG, split)
         if recipe.image_cache:
             path = Path(recipe.image_cache) / split
             with args.main_process_first(local=False, desc=f"image cache {path}"):
-                images = open_image_cache(
-                    list(task_rows.values()), processor, path, num_workers=args.dataloader_num_workers
-                )
+                images = open_image_cache([keyframes], processor, path, num_workers=args.dataloader_num_workers)
+        else:
+            task_rows = {
+                task: join_keyframes(rows, keyframes, where=f"{task} {split}") for task, rows in task_rows.items()
+            }
         if not recipe.occupancy_supervision:
             return JointDataset(task_rows, images=images)
         occupancy = _split(datasets, "occupancy", split)

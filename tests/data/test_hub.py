@@ -12,15 +12,19 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-from datasets import DatasetDict, Image, List, load_dataset, load_from_disk
+from datasets import ClassLabel, DatasetDict, Image, List, load_dataset, load_from_disk
 from huggingface_hub import DatasetCard
 
+from occvla_hf.class_labels import label_id, label_name, label_names
 from occvla_hf.cli import main
 from occvla_hf.constants import (
     CAMERA_NAMES,
     DATASET_CONFIG_NAMES,
     EGO_STATUS_FEATURES,
+    NUSCENES_CATEGORY_NAMES,
     PROJECT_LICENSE,
+    QA_HOPS,
+    QA_QUESTION_TYPES,
     SIM_PROVENANCE_FILE,
 )
 from occvla_hf.data import hub
@@ -35,6 +39,7 @@ from occvla_hf.data.nuscenes import NuScenesReader
 from occvla_hf.data.occ3d import decode_occupancy, occupancy_path
 from occvla_hf.data.provenance import DataSource, read_dataroot_source, recorded_source
 from occvla_hf.data.schema import agent_boxes_arrays, config_features
+from occvla_hf.meta_action import META_ACTION_NAMES
 from occvla_hf.reasoning import generate_reasoning
 from occvla_hf.version import __version__
 
@@ -63,6 +68,32 @@ def test_each_config_has_the_fixed_features(built_datasets: dict[str, DatasetDic
             assert dataset.features == config_features(config)
 
 
+def test_class_label_columns_carry_the_package_names_through_save_and_load(
+    built_datasets: dict[str, DatasetDict], saved_dir: Path, tmp_path: Path
+):
+    expected = {
+        "planning": {"meta_action": META_ACTION_NAMES, "agent_categories": NUSCENES_CATEGORY_NAMES},
+        "qa": {"template_type": QA_QUESTION_TYPES, "num_hop": QA_HOPS},
+    }
+    for config, columns in expected.items():
+        stored = [
+            built_datasets[config]["mini_train"],
+            load_from_disk(str(saved_dir / "arrow" / config))["mini_train"],
+            load_dataset(str(saved_dir), config, split="mini_train", cache_dir=str(tmp_path)),
+        ]
+        for dataset in stored:
+            for column, names in columns.items():
+                feature = dataset.features[column]
+                label = feature.feature.feature if column == "agent_categories" else feature
+                assert isinstance(label, ClassLabel) and label.names == list(names), (config, column)
+    qa = built_datasets["qa"]["mini_train"]
+    assert set(qa["num_hop"]) <= {0, 1} and all(isinstance(t, int) for t in qa["template_type"])
+    planning = built_datasets["planning"]["mini_train"]
+    categories = {c for steps in planning["agent_categories"] for step in steps for c in step}
+    assert categories and all(isinstance(c, int) for c in categories)
+    assert -1 in planning["meta_action"]  # the scene's last keyframe has no future, hence no meta-action
+
+
 def test_planning_rows_per_split_equal_devkit_keyframes(built_datasets: dict[str, DatasetDict], reader: NuScenesReader):
     planning = built_datasets["planning"]
     assert set(planning) == set(reader.split_scenes())
@@ -84,12 +115,14 @@ def test_planning_row_holds_reader_fields_in_numpy_format(
     assert row["camera_intrinsics"].shape == (6, 3, 3) and row["camera_extrinsics"].shape == (6, 4, 4)
     for name in ("ego_status", "ego_status_valid", "trajectory", "trajectory_mask", "past_trajectory"):
         np.testing.assert_array_equal(row[name], expected[name])
-    assert row["meta_action"] == expected["meta_action"] and row["reasoning"] == expected["reasoning"]
+    assert row["meta_action"] == label_id("meta_action", expected["meta_action"])  # stored as its class id
+    assert label_name("meta_action", row["meta_action"]) == expected["meta_action"]
+    assert row["reasoning"] == expected["reasoning"]
     boxes = agent_boxes_arrays(row["agent_boxes"])
     assert len(boxes) == 7 and all(step.shape[1] == 7 for step in boxes)
     for step, expected_step in zip(boxes, expected["agent_boxes"]):
         np.testing.assert_array_equal(step, expected_step)
-    assert [list(names) for names in row["agent_categories"]] == expected["agent_categories"]
+    assert [label_names("agent_categories", ids) for ids in row["agent_categories"]] == expected["agent_categories"]
     assert row["images"].shape[0] == len(CAMERA_NAMES)
 
 
@@ -137,9 +170,10 @@ def test_qa_rows_join_the_questions_of_their_samples(built_datasets: dict[str, D
         )
     rows = {}
     for dataset in built_datasets["qa"].values():
-        for row in dataset.remove_columns("images"):
+        for row in dataset:
+            template_type = label_name("template_type", row["template_type"])
             rows.setdefault(row["sample_token"], []).append(
-                (row["question"], row["answer"], row["template_type"], row["num_hop"])
+                (row["question"], row["answer"], template_type, row["num_hop"])
             )
     assert rows == expected
 
@@ -153,6 +187,9 @@ def test_saved_layout_round_trips_through_load_from_disk_and_load_dataset(
         for split, dataset in dataset_dict.items():
             for loaded in (from_disk[split], from_parquet[split]):
                 assert loaded.features == dataset.features
+                if "images" not in dataset.column_names:  # the qa config
+                    assert loaded.to_dict() == dataset.to_dict()
+                    continue
                 assert loaded.remove_columns("images").to_dict() == dataset.remove_columns("images").to_dict()
                 assert _image_bytes(loaded) == _image_bytes(dataset)
     assert {name: set(value) for name, value in load_configs(saved_dir).items()} == {
@@ -276,6 +313,13 @@ def test_build_resumes_from_cached_chunks_without_regenerating(
 def test_bad_build_arguments_name_the_argument(sim_root: Path, kwargs: dict, error: type, message: str):
     with pytest.raises(error, match=message):
         build_dataset(sim_root, VERSION, **kwargs)
+
+
+def test_qa_is_built_with_the_planning_config_that_holds_its_images(sim_root: Path):
+    with pytest.raises(
+        ValueError, match="'qa' needs 'planning', whose rows hold the images of the questions' keyframes"
+    ):
+        build_dataset(sim_root, VERSION, configs=["qa"], qa_root=sim_root / "nuscenes_qa")
 
 
 def test_malformed_qa_json_names_the_entry(sim_root: Path, tmp_path: Path):

@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 
+from occvla_hf.class_labels import label_id
 from occvla_hf.evaluation.planning import (
     PlanningMetricAccumulator,
     bev_box_collisions,
@@ -177,6 +178,9 @@ def test_each_protocol_keeps_its_obstacle_classes():
     ]
     assert protocol_agent_mask(categories, "stp3").tolist() == [1, 1, 1, 0, 1, 1, 1, 0]
     assert protocol_agent_mask(categories, "uniad").tolist() == [1, 0, 0, 0, 0, 0, 1, 0]
+    ids = np.array([label_id("agent_categories", name) for name in categories[:5]])  # a built dataset's class ids
+    assert protocol_agent_mask(ids, "stp3").tolist() == [1, 1, 1, 0, 1]
+    assert protocol_agent_mask(ids, "uniad").tolist() == [1, 0, 0, 0, 0]
 
 
 def test_pedestrian_counts_for_stp3_but_not_uniad():
@@ -203,6 +207,8 @@ def test_batches_accumulate_then_divide_and_split_by_meta_action():
     assert by_action["keep, straight"]["num_samples"] == 2
     assert by_action["keep, straight"]["stp3"]["l2_avg_m"] == pytest.approx(1.5)
     assert by_action["stop, straight"]["uniad"]["l2_1s_m"] == pytest.approx(6.0)
+    ids = [label_id("meta_action", action) for action in actions]  # a built dataset's class ids: the same report
+    assert run(pred, gt, masks, [NO_AGENTS] * 3, meta_actions=ids) == report
 
 
 def test_horizon_values_skip_steps_without_samples():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from occvla_hf.class_labels import label_id
 from occvla_hf.constants import NUSCENES_QA_ANSWERS
 from occvla_hf.evaluation.qa import QAAccuracyAccumulator, format_qa_table, normalize_answer
 
@@ -83,6 +85,16 @@ def test_batches_accumulate_then_divide():
         predictions, answers, types, hops, _ = zip(*batch)
         accumulator.update(predictions, answers, types, hops)
     assert accumulator.compute() == evaluate(QUESTIONS)
+
+
+def test_class_ids_of_a_built_dataset_count_like_their_names():
+    predictions, answers, types, hops, _ = zip(*QUESTIONS)
+    ids = [label_id("template_type", name) for name in types]
+    accumulator = QAAccuracyAccumulator()
+    accumulator.update(predictions, answers, ids, list(np.asarray(hops)))  # the numpy format's hop ids too
+    assert accumulator.compute() == evaluate(QUESTIONS)
+    with pytest.raises(ValueError, match="template_type: class id 5 outside"):
+        QAAccuracyAccumulator().update(["yes"], ["yes"], [5], [0])
 
 
 @pytest.mark.parametrize(

@@ -1,13 +1,15 @@
-"""The runner's constant-velocity baseline on hand-made planning rows."""
+"""The runner's constant-velocity baseline on hand-made planning rows, and what the runner refuses."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from datasets import Dataset
+from datasets import ClassLabel, Dataset, Features
 
+from occvla_hf.class_labels import label_id
 from occvla_hf.constants import EGO_STATUS_FEATURES, NUM_BOX_STEPS, NUM_WAYPOINTS, WAYPOINT_STEP_S
-from occvla_hf.evaluation.runner import evaluate_constant_velocity
+from occvla_hf.evaluation.runner import evaluate_constant_velocity, evaluate_qa
+from occvla_hf.meta_action import META_ACTION_NAMES
 
 
 def planning_rows() -> Dataset:
@@ -44,3 +46,27 @@ def test_constant_velocity_is_scored_on_the_rows_with_a_future_and_stands_still_
         for horizon in ("1s", "2s", "3s", "avg"):
             assert report[protocol][f"l2_{horizon}_m"] == pytest.approx(0.5, abs=1e-6)
             assert report[protocol][f"collision_{horizon}_pct"] == 0.0
+
+
+def test_class_ids_of_a_built_dataset_give_the_same_report() -> None:
+    rows = planning_rows()
+    features = Features({**rows.features, "meta_action": ClassLabel(names=list(META_ACTION_NAMES))})
+    ids = rows.map(lambda row: {"meta_action": label_id("meta_action", row["meta_action"])}, features=features)
+    assert ids["meta_action"] == [10, 0, -1]
+    report = evaluate_constant_velocity(ids)
+    assert report == evaluate_constant_velocity(rows)
+    assert sorted(report["by_meta_action"]) == ["keep, straight", "stop, straight"]
+
+
+def test_qa_evaluation_refuses_rows_without_images_before_running_the_model() -> None:
+    rows = Dataset.from_dict(
+        {
+            "sample_token": ["a"],
+            "question": ["Is there a car?"],
+            "answer": ["yes"],
+            "template_type": [0],
+            "num_hop": [0],
+        }
+    )
+    with pytest.raises(ValueError, match=r"dataset: the rows hold no images .*data\.join_keyframes"):
+        evaluate_qa(None, None, rows)  # the qa config stores none: join them with their keyframes' first

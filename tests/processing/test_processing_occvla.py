@@ -13,6 +13,7 @@ import torch
 from transformers import AutoProcessor
 
 from occvla_hf.constants import CAMERA_NAMES, EGO_STATUS_FEATURES, IMAGE_TOKEN, TRAJ_TOKEN
+from occvla_hf.meta_action import META_ACTION_NAMES
 from occvla_hf.modeling import OccVLAConfig
 from occvla_hf.processing import OccVLAProcessor, ego_status_statistics
 from occvla_hf.processing.processing_occvla import ego_history_statistics
@@ -666,3 +667,28 @@ def test_from_rows_reads_a_datasets_table_in_any_format(make_processor, dataset_
     assert set(batch) == set(expected)
     for key in batch:
         torch.testing.assert_close(batch[key], expected[key])
+
+
+@pytest.mark.parametrize("dataset_format", [None, "numpy", "torch"])
+def test_from_rows_trains_on_the_meta_action_of_a_class_label_column(make_processor, dataset_format) -> None:
+    """A built dataset stores the meta-action as its class id: the answer is its text, in any format."""
+    rng = np.random.default_rng(7)
+    rows = [planning_row(rng) for _ in range(2)]
+    rows[1]["meta_action"] = "decelerate, left turn"
+    features = datasets.Features(
+        {
+            "images": datasets.Sequence(datasets.Image()),
+            "ego_status": datasets.Sequence(datasets.Value("float32"), length=F),
+            "ego_status_valid": datasets.Sequence(datasets.Value("bool"), length=F),
+            "trajectory": datasets.Array2D((6, 2), "float32"),
+            "trajectory_mask": datasets.Sequence(datasets.Value("bool"), length=6),
+            "meta_action": datasets.ClassLabel(names=list(META_ACTION_NAMES)),
+        }
+    )
+    table = datasets.Dataset.from_list([{key: row[key] for key in features} for row in rows], features=features)
+    assert table["meta_action"] == [10, 6]
+    processor = make_processor(num_views=6)
+    expected = processor.from_rows(rows, task="planning")
+    batch = processor.from_rows(table.with_format(dataset_format)[:2], task="planning")
+    torch.testing.assert_close(batch["labels"], expected["labels"])
+    assert processor.planning_answer({"meta_action": 6}) == "decelerate, left turn"

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from occvla_hf.data.keyframes import join_keyframes
 from occvla_hf.data.load import load_configs
 from occvla_hf.training.collator import OccVLADataCollator
 from occvla_hf.training.image_cache import INDEX_FILE, ImageCache, build_image_cache, open_image_cache
@@ -30,7 +31,7 @@ def processor():
 
 
 def test_cache_holds_the_processors_resize_of_each_keyframe_once(task_rows, processor, tmp_path):
-    cache = build_image_cache(list(task_rows.values()), processor, tmp_path / "train", batch_size=4)
+    cache = build_image_cache([task_rows["planning"]], processor, tmp_path / "train", batch_size=4)
     planning = task_rows["planning"]
     assert len(cache) == len(set(planning["sample_token"]))  # the QA rows share their keyframe's entry
     assert set(task_rows["qa"]["sample_token"]) <= set(cache.rows)
@@ -42,6 +43,8 @@ def test_cache_holds_the_processors_resize_of_each_keyframe_once(task_rows, proc
     copied = pickle.loads(pickle.dumps(cache))  # a data loader worker maps the file itself
     assert copied._images is None
     np.testing.assert_array_equal(copied[planning[0]["sample_token"]], cache[planning[0]["sample_token"]])
+    with pytest.raises(ValueError, match=r"datasets\[1\]: no 'images' column .* the planning rows"):
+        build_image_cache([planning, task_rows["qa"]], processor, tmp_path / "qa")  # QA rows hold no images
 
 
 def test_worker_processes_build_the_same_cache(task_rows, processor, tmp_path):
@@ -53,8 +56,9 @@ def test_worker_processes_build_the_same_cache(task_rows, processor, tmp_path):
 
 
 def test_joint_dataset_with_the_cache_gives_the_same_batches(task_rows, processor, tmp_path):
-    cache = open_image_cache(list(task_rows.values()), processor, tmp_path / "train")
-    plain, cached = JointDataset(task_rows), JointDataset(task_rows, images=cache)
+    cache = open_image_cache([task_rows["planning"]], processor, tmp_path / "train")
+    joined = {**task_rows, "qa": join_keyframes(task_rows["qa"], task_rows["planning"])}
+    plain, cached = JointDataset(joined), JointDataset(task_rows, images=cache)
     assert "images" not in cached.datasets["planning"].column_names
     collator = OccVLADataCollator(processor)
     for task in ("planning", "qa"):
@@ -111,5 +115,5 @@ def test_command_line_builds_then_checks_each_split(training_data_dir, processor
     cache = ImageCache(tmp_path / "images" / "mini_train", processor)
     main(argv)  # present: opened and checked, not rebuilt
     assert ImageCache(tmp_path / "images" / "mini_train", processor).rows == cache.rows
-    with pytest.raises(ValueError, match="--split: 'test' is in none of the configs"):
+    with pytest.raises(ValueError, match="--split: 'test' is not a split of the planning config"):
         main([*argv[:3], "--split", "test"])

@@ -24,7 +24,9 @@ from transformers import (
     set_seed,
 )
 
+from occvla_hf.class_labels import label_name
 from occvla_hf.cli import main
+from occvla_hf.data.keyframes import join_keyframes
 from occvla_hf.data.load import load_configs
 from occvla_hf.evaluation.baselines import constant_velocity_trajectories, has_velocity
 from occvla_hf.modeling import OccVLAForPlanning
@@ -154,6 +156,22 @@ def test_joint_output_folder_loads_back_with_its_processor_vae_and_card(joint_ru
     assert state["global_step"] == 60
 
 
+def test_joint_dataset_gives_qa_rows_the_images_of_their_keyframes_planning_row(training_data_dir):
+    configs = load_configs(training_data_dir, ["planning", "qa"])
+    planning, qa = configs["planning"]["mini_train"], configs["qa"]["mini_train"]
+    with pytest.raises(ValueError, match=r"datasets\['qa'\]: the rows hold no images"):
+        JointDataset({"planning": planning, "qa": qa})  # the qa config stores none
+    rows = JointDataset({"planning": planning, "qa": join_keyframes(qa, planning)})
+    questions = [index for index, task in enumerate(rows.tasks) if task == "qa"]
+    assert len(questions) == len(qa)
+    for index in (questions[0], questions[-1]):
+        row = rows[index]
+        keyframe = planning[planning["sample_token"].index(row["sample_token"])]
+        assert row["question"] and len(row["images"]) == 6
+        for got, expected in zip(row["images"], keyframe["images"], strict=True):
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+
+
 def test_a_new_model_starts_as_the_constant_velocity_planner(tiny_recipe, training_data_dir):
     recipe = with_changes(tiny_recipe, training={"learning_rate": 0.0, "max_steps": 1})
     result = train_joint(recipe)  # learning rate 0: the saved model is the initial one
@@ -183,7 +201,7 @@ def test_the_reasoning_target_trains_on_the_reasoning_then_the_meta_action(tiny_
     batch = OccVLADataCollator(processor, occupancy_supervision=False)([rows[0], rows[1]])
     for index, labels in enumerate(batch["labels"]):
         row = rows[index]
-        expected = f"{row['reasoning']}\n{row['meta_action']}"
+        expected = f"{row['reasoning']}\n{label_name('meta_action', row['meta_action'])}"  # stored as its class id
         assert processor.tokenizer.decode(labels[labels != -100], skip_special_tokens=True) == expected
     assert batch["ego_history"].shape == (2, 4, 2)
     assert (batch["input_ids"] == processor.traj_token_id).sum(dim=1).tolist() == [1, 1]

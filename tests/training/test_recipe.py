@@ -121,6 +121,8 @@ def test_null_and_missing_keys_take_the_field_defaults():
     assert parsed.occupancy_weight_schedule == OccupancyWeightSchedule()
     assert parsed.model == ModelRecipe() and parsed.data == DataRecipe(path="data/x")
     assert parsed.data.tasks == ["planning", "qa"] and parsed.dataset_configs == ["planning", "qa", "occupancy"]
+    qa_only = JointRecipe.from_dict(joint(data={"path": "data/x", "tasks": ["qa"]}, occupancy_supervision=False))
+    assert qa_only.dataset_configs == ["qa", "planning"]  # the planning rows hold the QA rows' images
     schedule = JointRecipe.from_dict(joint(occupancy_weight_schedule={"start_factor": 0, "ramp_steps": 10}))
     assert schedule.occupancy_weight_schedule == OccupancyWeightSchedule(start_factor=0.0, ramp_steps=10)
     assert JointRecipe.from_dict(parsed) is parsed  # a parsed recipe passes through
