@@ -194,7 +194,7 @@ class JointDataset(torch.utils.data.Dataset):
     rows. With occupancy targets (`occupancy` or `occupancy_latents`) those whose keyframe has every kind given are
     kept, and the collator turns them into inputs with occupancy targets and no task target; without, they are left
     out, so the rows are exactly the labelled ones. They share the planning batches (the same prompt, `<traj>`
-    included). `row_counts` holds the rows of each kind (`planning`: labelled, `planning_occupancy_only`, `qa`),
+    included). Unlabelled rows of the other tasks are left out (occupancy targets attach to planning rows). `row_counts` holds the rows of each kind (`planning`: labelled, `planning_occupancy_only`, `qa`),
     `describe()` says it in words.
 
     Args:
@@ -219,6 +219,10 @@ class JointDataset(torch.utils.data.Dataset):
             {} if occupancy is None else {token: row for row, token in enumerate(occupancy["sample_token"])}
         )
         self.occupancy_latents = occupancy_latents
+        datasets = {  # occupancy targets attach to planning rows: an unlabelled row of another task has none
+            task: rows if task == "planning" else rows.select(np.flatnonzero(labelled_mask(rows)))
+            for task, rows in datasets.items()
+        }
         self.row_counts = {task: len(rows) for task, rows in datasets.items()}
         if "planning" in datasets:
             planning, occupancy_only = self._planning_rows(datasets["planning"], with_occupancy=occupancy is not None)

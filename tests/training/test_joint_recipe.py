@@ -237,6 +237,8 @@ def test_unlabelled_planning_rows_train_occupancy_only_and_are_dropped_without_o
     assert JointDataset({"planning": rows}, partial).row_counts["planning_occupancy_only"] == 2
     unmarked = JointDataset({"planning": planning}, occupancy)  # data without the column: labelled throughout
     assert unmarked.row_counts == {"planning": last, "planning_occupancy_only": 0}
+    unlabelled_qa = label_scarce(qa, unlabelled=set(range(1, len(qa))))  # QA rows have no occupancy target
+    assert JointDataset({"qa": unlabelled_qa}, occupancy).row_counts == {"qa": 1}
 
 
 def test_the_eval_rows_of_label_scarce_data_are_the_labelled_ones(tiny_recipe, training_data_dir, tmp_path):
