@@ -210,6 +210,9 @@ PLANNING_NORMALIZATIONS: tuple[str, ...] = ("valid_steps", "all_samples")
 
 # Configs of the datasets built by `occvla-hf data build` (one Hub dataset, one config per task).
 DATASET_CONFIG_NAMES: tuple[str, ...] = ("planning", "qa", "occupancy")
+# Planning column of label-scarce data (`experiments.label_scarcity`): False where the keyframe's task labels are
+# withheld, so the row trains occupancy only; every row is labelled in data without it.
+LABELLED_COLUMN: str = "labelled"
 
 # Licence of the package and of what it generates (the sim's scenes): the `license` of pyproject.toml, as a Hub id.
 PROJECT_LICENSE: str = "apache-2.0"

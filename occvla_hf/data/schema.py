@@ -23,9 +23,14 @@ keyframe, and QA rows none: they take them from the `IMAGES_CONFIG` row of the s
   occupancy   keyframe + camera columns, then semantics, mask_camera, mask_lidar: compressed bytes;
               `decode_occupancy` gives (200, 200, 16) uint8 and bool arrays (see `occvla_hf.data.occ3d`)
 
-Class labels are stored as ids (`occvla_hf.class_labels`: names, `label_name` to read either form). With
-`dataset.with_format("numpy")` the arrays come back as numpy arrays of the shapes above; with the default format they
-are nested lists. `agent_boxes_arrays(row["agent_boxes"])` gives the 7 box arrays (N_t, 7) in either format.
+Class labels are stored as ids (`occvla_hf.class_labels`: names, `label_name` to read either form).
+
+Label-scarce copies (`occvla_hf.experiments.label_scarcity`) add `labelled` bool (`LABELLED_COLUMN`) to every planning
+row: False where the keyframe's task labels are withheld (its trajectory, meta_action and reasoning are blanked, and
+training uses it for occupancy only). `labelled_mask` reads it; data without the column is labelled throughout.
+
+With `dataset.with_format("numpy")` the arrays come back as numpy arrays of the shapes above; with the default format
+they are nested lists. `agent_boxes_arrays(row["agent_boxes"])` gives the 7 box arrays (N_t, 7) in either format.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from datasets import Array2D, Array3D, ClassLabel, Features, Image, List, Value
+from datasets import Array2D, Array3D, ClassLabel, Dataset, Features, Image, List, Value
 
 from occvla_hf.class_labels import CLASS_LABEL_NAMES
 from occvla_hf.constants import (
@@ -41,6 +46,7 @@ from occvla_hf.constants import (
     CAMERA_NAMES,
     DATASET_CONFIG_NAMES,
     EGO_STATUS_FEATURES,
+    LABELLED_COLUMN,
     NUM_BOX_STEPS,
     NUM_PAST_WAYPOINTS,
     NUM_WAYPOINTS,
@@ -107,6 +113,13 @@ def config_features(config: str) -> Features:
     return Features({**_keyframe_features(), **cameras, **specific[config]})
 
 
+def labelled_mask(rows: Dataset) -> np.ndarray:
+    """(N,) bool: which rows keep their task labels (the `labelled` column; all of them without it)."""
+    if LABELLED_COLUMN not in rows.column_names:
+        return np.ones(len(rows), dtype=bool)
+    return np.asarray(rows[LABELLED_COLUMN], dtype=bool)
+
+
 def agent_boxes_arrays(agent_boxes: Sequence) -> list[np.ndarray]:
     """A row's `agent_boxes` (lists or numpy format) as 7 float32 arrays (N_t, 7), empty steps as (0, 7)."""
     return [np.asarray(step, dtype=np.float32).reshape(-1, len(BOX_FIELDS)) for step in agent_boxes]
@@ -140,6 +153,8 @@ FIELD_DESCRIPTIONS: dict[str, str] = {
     "answer": "nuScenes-QA answer (as a string)",
     "template_type": f"class label: the question type, one of {', '.join(QA_QUESTION_TYPES)}",
     "num_hop": f"class label: reasoning hops, {', '.join(f'{i} ({name})' for i, name in enumerate(QA_HOPS))}",
+    LABELLED_COLUMN: "label-scarce copies only: False where the keyframe's task labels are withheld (trajectory, "
+    "meta_action and reasoning blanked; trained for occupancy only)",
     "semantics": "zstd-compressed (200, 200, 16) uint8 Occ3D class ids (17 = free); decode with decode_occupancy",
     "mask_camera": "zstd-compressed bit-packed (200, 200, 16) bool camera visibility mask (evaluation mask)",
     "mask_lidar": "zstd-compressed bit-packed (200, 200, 16) bool lidar visibility mask",
@@ -161,4 +176,5 @@ __all__ = [
     "config_columns",
     "config_features",
     "decode_occupancy",
+    "labelled_mask",
 ]

@@ -9,8 +9,9 @@ Data (`prepare`): the `scale` sim preset (400 x 225 px, 20 s scenes; its train s
 validation range on which settings are chosen) and the `scale_heldout` preset (40 scenes of another master seed,
 touched only for the final tables), written as SIM_DIR/train and SIM_DIR/eval with `--generate` (or read from there),
 built into `--out`: `train/` (planning, qa, occupancy of every split), `val/` (the val split alone), `eval/` (the
-held-out scenes), and `train_10pct/`, the label-scarce copy of `train/` (`label_scarcity`: planning and QA rows of 10 %
-of the training scenes; occupancy of every keyframe). Images stay in the dataroots (`image_mode="path"`).
+held-out scenes), and `train_10pct/`, the label-scarce copy of `train/` (`label_scarcity`: the planning and QA labels
+of 10 % of the training scenes; every planning row stays, marked `labelled`, with the labels of the other scenes
+blanked; occupancy of every keyframe). Images stay in the dataroots (`image_mode="path"`).
 
 Variants (`VARIANTS`, recipe overrides of `configs/scale_joint.yaml`): `occ`, `no_occ`, `occ_xattn` (the paper's
 occupancy transformer, `occupancy_module: cross_attention`), `occ_10pct` / `no_occ_10pct` (trained on
@@ -23,8 +24,14 @@ generated text), `occ_history` (2 s of ego history to the head) and `occ_no_ego`
 keyframes (`evaluation.baselines.hard_keyframes`: logged future more than 1 m from constant velocity), also in
 `constant_velocity.json`. `--held-out val` evaluates on the validation range instead.
 
-The joint recipe attaches occupancy targets to planning rows, so `occ_10pct` supervises occupancy on the keyframes of
-its labelled scenes; `train_10pct/` holds the occupancy of every keyframe for a recipe that trains occupancy-only rows.
+On `train_10pct/` the joint recipe (`training.joint.JointDataset`) trains the unlabelled planning rows for occupancy
+only when it supervises occupancy: `occ_10pct` has occupancy targets on every training keyframe (but the last of
+each labelled scene, which has no future) and task targets on the labelled 10 %, in shared planning batches;
+`no_occ_10pct` leaves the unlabelled rows out and trains on exactly the labelled rows. Both fit the ego-status
+statistics on every keyframe (an input, not a label), so both start from the same model. Over the same steps
+`occ_10pct` meets each labelled row less often than `no_occ_10pct` does (the labelled planning and QA rows are about
+a quarter of its rows on the `scale` preset), which the tables should be read with; each training log's
+`training rows` line gives the counts.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import numpy as np
 from datasets import Dataset, DatasetDict
 
 from occvla_hf.constants import OCC_CLASS_NAMES, OCC_FREE_CLASS
+from occvla_hf.data.schema import labelled_mask
 from occvla_hf.evaluation.baselines import HARD_DEVIATION_M, hard_keyframes
 from occvla_hf.experiments.label_scarcity import LABEL_FRACTION, LABEL_SEED, label_scarce_configs
 from occvla_hf.experiments.occupancy_ablation import (
@@ -163,6 +171,8 @@ def prepare(args: argparse.Namespace) -> None:
             }
             _save(validation, out / VALIDATION_DIR, version)
             scarce = label_scarce_configs(built, args.train_split, fraction=args.label_fraction, seed=args.label_seed)
+            labelled = labelled_mask(scarce["planning"][args.train_split])
+            print(f"{LABEL_SCARCE_DIR}: {int(labelled.sum())} of {len(labelled)} {args.train_split} keyframes labelled")
             _save(scarce, out / LABEL_SCARCE_DIR, version)
 
 

@@ -10,19 +10,37 @@ them. The choice is a pure function of the set of scene names and a seed:
 
 so it does not depend on row order, on the other configs, or on how the rows were built, and two runs with the same
 seed label the same scenes.
+
+The copy keeps every planning row, marked by the `labelled` column (`LABELLED_COLUMN`, True in the other splits):
+the rows of the other scenes are the unlabelled keyframes, whose images, ego status and occupancy stay while their
+task labels are blanked (`WITHHELD_LABELS`: no valid waypoint, no meta-action, no reasoning), so no consumer can
+train or score on them by accident, and planning evaluation skips them as rows without a future. The joint recipe
+trains them for occupancy only when it supervises occupancy, and leaves them out when it does not
+(`training.joint.JointDataset`): `occ` sees occupancy on every keyframe, `no_occ` exactly the labelled rows. QA rows
+of the other scenes are dropped (a QA row has no occupancy of its own).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
-from datasets import DatasetDict
+from datasets import ClassLabel, Dataset, DatasetDict, Value
+
+from occvla_hf.class_labels import NO_LABEL, NO_LABEL_NAME
+from occvla_hf.constants import LABELLED_COLUMN, NUM_WAYPOINTS
 
 LABEL_FRACTION: float = 0.1
 LABEL_SEED: int = 0
-LABELLED_CONFIGS: tuple[str, ...] = ("planning", "qa")
+# Planning columns blanked in unlabelled rows, with the value they get (a scene's last keyframe has the same).
+WITHHELD_LABELS: dict[str, Any] = {
+    "trajectory": [[0.0, 0.0]] * NUM_WAYPOINTS,
+    "trajectory_mask": [False] * NUM_WAYPOINTS,
+    "meta_action": NO_LABEL_NAME,  # NO_LABEL where the column holds class ids
+    "reasoning": "",
+}
 
 
 def _scene_key(seed: int, scene_name: str) -> str:
@@ -41,6 +59,31 @@ def labelled_scenes(scene_names: Iterable[str], fraction: float = LABEL_FRACTION
     return frozenset(sorted(names, key=lambda name: _scene_key(seed, name))[:count])
 
 
+def _in_scenes(rows: Dataset, scenes: frozenset) -> np.ndarray:
+    return np.isin(np.asarray(rows["scene_name"]), sorted(scenes))
+
+
+def _marked(rows: Dataset, labelled: np.ndarray) -> Dataset:
+    """`rows` with the `labelled` column, and the `WITHHELD_LABELS` of its unlabelled rows blanked."""
+    if LABELLED_COLUMN in rows.column_names:
+        raise ValueError(f"configs: the planning rows already have a {LABELLED_COLUMN!r} column (a label-scarce copy)")
+    marked = rows.add_column(LABELLED_COLUMN, labelled.tolist(), feature=Value("bool"))
+    if labelled.all():
+        return marked
+    columns = [LABELLED_COLUMN, *WITHHELD_LABELS]
+    withheld = dict(WITHHELD_LABELS)
+    if isinstance(rows.features.get("meta_action"), ClassLabel):  # a built dataset stores the meta-action's class id
+        withheld["meta_action"] = NO_LABEL
+
+    def blank(keep: list[bool], *values: list[Any]) -> dict[str, list[Any]]:
+        return {
+            name: [value if kept else withheld[name] for value, kept in zip(column, keep)]
+            for name, column in zip(WITHHELD_LABELS, values)
+        }
+
+    return marked.map(blank, input_columns=columns, batched=True, features=marked.features, desc="withhold labels")
+
+
 def label_scarce_configs(
     configs: Mapping[str, DatasetDict],
     split: str,
@@ -48,8 +91,10 @@ def label_scarce_configs(
     fraction: float = LABEL_FRACTION,
     seed: int = LABEL_SEED,
 ) -> dict[str, DatasetDict]:
-    """`configs` with the `split` rows of `planning` and `qa` kept for the labelled scenes of that split's planning
-    rows only; every other split and config (`occupancy`: every keyframe) unchanged.
+    """`configs` with the labels of the `split` rows kept for the labelled scenes of that split's planning rows
+    only: every planning row of every split gets the `labelled` column (False in the other scenes of `split`, whose
+    `WITHHELD_LABELS` are blanked), the `qa` rows of `split` are those of the labelled scenes; every other config and
+    split unchanged (`occupancy`: every keyframe).
 
     Args:
         configs: dataset config name -> its splits (`occvla-hf data build` output, e.g. from `data.load.load_configs`).
@@ -60,12 +105,16 @@ def label_scarce_configs(
         raise ValueError(f"configs: expected a planning config with a {split!r} split, got {sorted(configs)}")
     keep = labelled_scenes(configs["planning"][split]["scene_name"], fraction, seed)
     result = dict(configs)
-    for name in LABELLED_CONFIGS:
-        if name in configs and split in configs[name]:
-            rows = configs[name][split]
-            kept = np.flatnonzero(np.isin(np.asarray(rows["scene_name"]), sorted(keep)))
-            result[name] = DatasetDict({**configs[name], split: rows.select(kept)})
+    result["planning"] = DatasetDict(
+        {
+            name: _marked(rows, _in_scenes(rows, keep) if name == split else np.ones(len(rows), dtype=bool))
+            for name, rows in configs["planning"].items()
+        }
+    )
+    if "qa" in configs and split in configs["qa"]:
+        rows = configs["qa"][split]
+        result["qa"] = DatasetDict({**configs["qa"], split: rows.select(np.flatnonzero(_in_scenes(rows, keep)))})
     return result
 
 
-__all__ = ["LABEL_FRACTION", "LABEL_SEED", "label_scarce_configs", "labelled_scenes"]
+__all__ = ["LABEL_FRACTION", "LABEL_SEED", "WITHHELD_LABELS", "label_scarce_configs", "labelled_scenes"]

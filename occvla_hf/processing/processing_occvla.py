@@ -8,13 +8,16 @@ Token layout of one sample (PaliGemma style), `N = num_views * image_seq_length`
 `<traj>` ends the planning prompt (the trajectory head reads its final hidden state); QA prompts have none. The prefix
 gets `token_type_ids` 0, the suffix 1; `labels` are -100 except on the suffix tokens (answer + eos). Without an answer
 (inference) there is no suffix and no `labels`. Padding is on the left for generation and on the right for training.
+A training sample without an answer (`None` among the answers: a row trained for occupancy only) is its prefix alone,
+with labels all -100.
 
 With `trajectory_position="after_text"` a planning sample is instead
 
     <image> * N  <bos>  prompt  "\\n"  |  answer  <traj>        (labels: answer  <eos>)
 
 `<traj>` stands where the eos follows the answer: the answer still learns to end with eos, and `plan` feeds `<traj>`
-in place of the generated eos, so that the trajectory reads the same sequence in training and inference.
+in place of the generated eos, so that the trajectory reads the same sequence in training and inference. A planning
+sample without an answer then has the suffix `<traj>` alone (label -100): every planning sample has one `<traj>`.
 
 Task routing: no text at all -> planning (the processor's planning prompt); `question=` or free `text` -> QA (a plain
 question is never a planning prompt); `task="planning"` with `text` gives a custom planning prompt. The chat template
@@ -45,6 +48,7 @@ from ..constants import (
     EGO_STATUS_FEATURES,
     IGNORE_INDEX,
     IMAGE_TOKEN,
+    LABELLED_COLUMN,
     NUM_OCC_CLASSES,
     NUM_PAST_WAYPOINTS,
     NUM_WAYPOINTS,
@@ -190,12 +194,16 @@ def _is_sample(value: Any) -> bool:
     return isinstance(value, Sequence) and len(value) > 0 and _is_single_image(value[0])
 
 
-def _as_batch(value: Any, field: str, batch_size: int) -> list[Any]:
-    """A per-sample value (str) or a list of them -> a list of length `batch_size`; a single str is repeated."""
+def _as_batch(value: Any, field: str, batch_size: int, allow_none: bool = False) -> list[Any]:
+    """A per-sample value (str) or a list of them (`allow_none`: or None) -> a list of length `batch_size`; a single
+    str is repeated."""
     if isinstance(value, str):
         return [value] * batch_size
-    if not isinstance(value, Sequence) or not all(isinstance(item, str) for item in value):
-        raise TypeError(f"{field}: expected a str or a list of str, got {type(value)}")
+    if not isinstance(value, Sequence) or not all(
+        isinstance(item, str) or (allow_none and item is None) for item in value
+    ):
+        expected = "a list of str or None" if allow_none else "a list of str"
+        raise TypeError(f"{field}: expected a str or {expected}, got {type(value)}")
     if len(value) != batch_size:
         raise ValueError(f"{field}: expected {batch_size} entries (one per sample), got {len(value)}")
     return list(value)
@@ -517,10 +525,16 @@ class OccVLAProcessor(RemoteCodeMixin, ProcessorMixin):
         if answers is None:
             suffixes = suffix_labels = [[] for _ in prompts]
         else:
-            encoded = [self.tokenizer.encode(a, add_special_tokens=False) for a in answers]
             end = self.traj_token_id if after_text else self.tokenizer.eos_token_id  # labels end with eos either way
-            suffixes = [ids + [end] for ids in encoded]
-            suffix_labels = [ids + [self.tokenizer.eos_token_id] for ids in encoded]
+            suffixes, suffix_labels = [], []
+            for answer in answers:
+                if answer is None:  # nothing to predict; after the text, `<traj>` still closes the sample
+                    suffixes.append([self.traj_token_id] if after_text else [])
+                    suffix_labels.append([IGNORE_INDEX] * len(suffixes[-1]))
+                    continue
+                ids = self.tokenizer.encode(answer, add_special_tokens=False)
+                suffixes.append(ids + [end])
+                suffix_labels.append(ids + [self.tokenizer.eos_token_id])
         seq_len = _padded_length([len(prefix) + len(suffix) for prefix, suffix in zip(prefixes, suffixes)], text_kwargs)
         batch = {
             "input_ids": np.full((len(prompts), seq_len), self.tokenizer.pad_token_id, dtype=np.int64),
@@ -652,7 +666,8 @@ class OccVLAProcessor(RemoteCodeMixin, ProcessorMixin):
             task: `"planning"` (prompt ends with `<traj>`) or `"qa"`; default `"qa"` if `question` or `text` is
                 given, else `"planning"` (the processor's planning prompt).
             question: QA question(s), filled into `qa_prompt`.
-            answer: training target(s): the meta-action text for planning, the answer for QA. Adds `labels`.
+            answer: training target(s): the meta-action text for planning, the answer for QA. Adds `labels`. In a
+                list, `None` marks a sample without an answer (trained for occupancy only): labels all -100.
                 `text`, `question` and `answer` must not contain the image, `<traj>`, bos or eos tokens (a
                 `ValueError` names the field and sample).
             command: planning only: high-level command(s) among `DRIVING_COMMANDS` ("turn left", "turn right", "go
@@ -711,9 +726,9 @@ class OccVLAProcessor(RemoteCodeMixin, ProcessorMixin):
         pixel_values = self._pixel_values(images, images_kwargs)
         batch_size = pixel_values.shape[0]
         prompts = self._prompts(text, task, question, batch_size, command)
-        answers = None if answer is None else _as_batch(answer, "answer", batch_size)
+        answers = None if answer is None else _as_batch(answer, "answer", batch_size, allow_none=True)
         if answers is not None:
-            self._check_no_special_tokens(answers, "answer")
+            self._check_no_special_tokens([a for a in answers if a is not None], "answer")
         data: dict[str, np.ndarray] = {**self._token_ids(prompts, answers, task, padding_side, text_kwargs)}
         data["pixel_values"] = pixel_values
         if ego_status is not None and self.use_ego_status:
@@ -752,7 +767,9 @@ class OccVLAProcessor(RemoteCodeMixin, ProcessorMixin):
         `training`, `answer`. With `use_command`, planning prompts get the command of the row's trajectory; with
         `ego_history_steps`, `past_trajectory`(`_mask`) give `ego_history`. Rows carrying the occupancy columns
         (`semantics`, `mask_camera`) also give `occupancy`/`occupancy_mask`. Training batches are right padded with
-        labels; otherwise left padded without.
+        labels; otherwise left padded without. A row whose `labelled` column (`LABELLED_COLUMN`) is False has its
+        task labels withheld (label-scarce data): it gives the model inputs and its occupancy targets only, no
+        answer (labels all -100) and an all-False `trajectory_mask`.
         """
         if isinstance(rows, Mapping):
             columns = list(rows)
@@ -781,6 +798,8 @@ class OccVLAProcessor(RemoteCodeMixin, ProcessorMixin):
         def column(name: str) -> list[Any]:
             return [row[name] for row in rows]
 
+        labelled = [bool(row.get(LABELLED_COLUMN, True)) for row in rows]
+
         inputs: dict[str, Any] = {
             "images": [dict(zip(CAMERA_NAMES, row["images"])) for row in rows],
             "task": task,
@@ -791,21 +810,23 @@ class OccVLAProcessor(RemoteCodeMixin, ProcessorMixin):
             inputs["ego_status"] = column("ego_status")
             inputs["ego_status_valid"] = [np.asarray(valid, dtype=bool) for valid in column("ego_status_valid")]
             inputs["trajectory"] = column("trajectory")
-            inputs["trajectory_mask"] = [np.asarray(mask, dtype=bool) for mask in column("trajectory_mask")]
+            inputs["trajectory_mask"] = [
+                np.asarray(mask, dtype=bool) & keep for mask, keep in zip(column("trajectory_mask"), labelled)
+            ]
             if self.use_command:
                 inputs["command"] = [
-                    command_from_trajectory(np.asarray(points, np.float32), mask=np.asarray(mask, dtype=bool))
-                    for points, mask in zip(column("trajectory"), column("trajectory_mask"), strict=True)
+                    command_from_trajectory(np.asarray(points, np.float32), mask=mask)
+                    for points, mask in zip(column("trajectory"), inputs["trajectory_mask"], strict=True)
                 ]
             if self.ego_history_steps:
                 inputs["ego_history"] = [np.asarray(past, dtype=np.float32) for past in column("past_trajectory")]
                 inputs["ego_history_mask"] = [np.asarray(mask, dtype=bool) for mask in column("past_trajectory_mask")]
             if training:
-                inputs["answer"] = [self.planning_answer(row) for row in rows]
+                inputs["answer"] = [self.planning_answer(row) if keep else None for row, keep in zip(rows, labelled)]
         else:
             inputs["question"] = column("question")
             if training:
-                inputs["answer"] = column("answer")
+                inputs["answer"] = [row["answer"] if keep else None for row, keep in zip(rows, labelled)]
         if all("semantics" in row for row in rows):
             inputs["occupancy"] = column("semantics")
             if all("mask_camera" in row for row in rows):

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from occvla_hf.constants import LABELLED_COLUMN
 from occvla_hf.modeling.loss import IGNORE_INDEX
 from occvla_hf.processing.processing_occvla import TASKS, OccVLAProcessor
 
@@ -20,6 +21,7 @@ OCCUPANCY_LATENT_COLUMN = "occupancy_latent"
 # the batches.
 ROW_COLUMNS: tuple[str, ...] = (
     "task",
+    LABELLED_COLUMN,
     "images",
     "question",
     "answer",
@@ -86,6 +88,11 @@ class OccVLADataCollator:
     occupancy terms average over those samples, and count only them (`modeling.loss.loss_item_counts`). A sample
     counts when it has every kind of target (grids, cached latents) the batch carries. `ego_status`,
     `trajectory`(`_mask`) and `pixel_values` must be present for all samples or for none.
+
+    Occupancy-only rows. A row whose `labelled` column is False (label-scarce data) gives its model inputs and
+    occupancy targets only (`processor.from_rows`): labels all -100 and an all-False `trajectory_mask`, so the LM and
+    trajectory terms count none of its items and it adds nothing to them (a batch of such rows has those terms at
+    0, with zero gradient).
 
     Args:
         processor: turns dataset rows into model inputs; its tokenizer gives the pad id of processed samples.

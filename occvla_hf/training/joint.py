@@ -38,7 +38,7 @@ from occvla_hf.data.keyframes import join_keyframes, require_images
 from occvla_hf.data.load import load_configs
 from occvla_hf.data.occ3d import decode_mask, decode_semantics
 from occvla_hf.data.provenance import recorded_source
-from occvla_hf.data.schema import IMAGES_CONFIG
+from occvla_hf.data.schema import IMAGES_CONFIG, labelled_mask
 from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning, default_lora_config, load_pretrained
 from occvla_hf.modeling.occupancy_vae import OccupancyVAE
 from occvla_hf.processing import OccVLAProcessor, build_tokenizer
@@ -194,6 +194,13 @@ class JointDataset(torch.utils.data.Dataset):
     so camera calibration and agent boxes are never decoded. `tasks` (one per index) lets `OccVLATrainer` batch by
     task.
 
+    Label-scarce data: planning rows whose `labelled` column is False (`data.schema.labelled_mask`) are occupancy-only
+    rows. With occupancy targets (`occupancy` or `occupancy_latents`) those whose keyframe has every kind given are
+    kept, and the collator turns them into inputs with occupancy targets and no task target; without, they are left
+    out, so the rows are exactly the labelled ones. They share the planning batches (the same prompt, `<traj>`
+    included). Unlabelled rows of the other tasks are left out (occupancy targets attach to planning rows). `row_counts` holds the rows of each kind (`planning`: labelled, `planning_occupancy_only`, `qa`),
+    `describe()` says it in words.
+
     Args:
         datasets: task name (`planning`, `qa`) -> rows of that dataset config.
         occupancy: rows of the `occupancy` config (compressed grids), or None for no occupancy grids.
@@ -214,11 +221,19 @@ class JointDataset(torch.utils.data.Dataset):
         unknown = sorted(set(datasets) - set(TASKS))
         if unknown or not datasets:
             raise ValueError(f"datasets: expected tasks among {TASKS}, got {sorted(datasets)}")
+        self.occupancy_rows = (
+            {} if occupancy is None else {token: row for row, token in enumerate(occupancy["sample_token"])}
+        )
+        self.occupancy_latents = occupancy_latents
+        datasets = {  # occupancy targets attach to planning rows: an unlabelled row of another task has none
+            task: rows if task == "planning" else rows.select(np.flatnonzero(labelled_mask(rows)))
+            for task, rows in datasets.items()
+        }
+        self.row_counts = {task: len(rows) for task, rows in datasets.items()}
         if "planning" in datasets:
-            datasets = {
-                **datasets,
-                "planning": datasets["planning"].filter(_has_meta_action, input_columns="meta_action"),
-            }
+            planning, occupancy_only = self._planning_rows(datasets["planning"], with_occupancy=occupancy is not None)
+            datasets = {**datasets, "planning": planning}
+            self.row_counts.update(planning=len(planning) - occupancy_only, planning_occupancy_only=occupancy_only)
         for task, rows in datasets.items():
             if images is not None:
                 images.check(rows["sample_token"])
@@ -235,13 +250,32 @@ class JointDataset(torch.utils.data.Dataset):
         self.index = [(task, row) for task, rows in self.datasets.items() for row in range(len(rows))]
         self.tasks = [task for task, _ in self.index]
         self.occupancy = None if occupancy is None else occupancy.select_columns(list(OCCUPANCY_ROW_COLUMNS))
-        self.occupancy_rows = (
-            {} if occupancy is None else {token: row for row, token in enumerate(occupancy["sample_token"])}
-        )
-        self.occupancy_latents = occupancy_latents
+
+    def _planning_rows(self, rows: Dataset, with_occupancy: bool) -> tuple[Dataset, int]:
+        """(the planning rows kept, how many of them are occupancy-only): the labelled rows with a future, and the
+        unlabelled ones whose keyframe has every kind of occupancy target given (none without targets)."""
+        labelled = labelled_mask(rows)
+        keep = labelled & np.array([_has_meta_action(value) for value in rows["meta_action"]], dtype=bool)
+        if with_occupancy or self.occupancy_latents is not None:
+            has_targets = [
+                (not with_occupancy or token in self.occupancy_rows)
+                and (self.occupancy_latents is None or token in self.occupancy_latents)
+                for token in rows["sample_token"]
+            ]
+            keep |= ~labelled & np.asarray(has_targets, dtype=bool)
+        return rows.select(np.flatnonzero(keep)), int((keep & ~labelled).sum())
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def describe(self) -> str:
+        """`row_counts` in words, e.g. `planning 12 labelled + 30 occupancy-only, qa 24`."""
+        counts = self.row_counts
+        parts = [f"qa {counts['qa']}"] if "qa" in counts else []
+        if "planning" in counts:
+            occupancy_only = counts["planning_occupancy_only"]
+            parts.insert(0, f"planning {counts['planning']} labelled + {occupancy_only} occupancy-only")
+        return ", ".join(parts)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         task, row_index = self.index[index]
@@ -391,6 +425,8 @@ def train_joint(recipe: JointRecipe | Mapping[str, Any]) -> JointTrainingResult:
     model, processor = prepare_model(recipe, datasets, seed=args.seed)
     trained_model = apply_lora(model, recipe.lora) if recipe.lora else model
     train_dataset, eval_dataset = joint_datasets(recipe, datasets, model, args, processor)
+    if args.should_log:
+        print(f"training rows ({recipe.data.train_split}): {train_dataset.describe()}", flush=True)
     trainer = OccVLATrainer(
         model=trained_model,
         args=args,
@@ -451,7 +487,11 @@ def joint_datasets(
 ) -> tuple[JointDataset, JointDataset | None]:
     """(training rows of every task, planning rows of the eval split or None), with occupancy targets when the
     recipe supervises occupancy: the grids, or with `occupancy_latent_cache` the latents of `model`'s VAE (the
-    cache of a split is built on first use, by the main process first) and the grids only for the voxel loss."""
+    cache of a split is built on first use, by the main process first) and the grids only for the voxel loss.
+
+    Label-scarce data: the training rows include the occupancy-only rows when the recipe supervises occupancy
+    (`JointDataset`); the eval rows are the labelled ones only (before `max_eval_samples` picks among them). The
+    image cache of a split holds every keyframe of its rows, labelled or not, whichever run builds it first."""
     data = recipe.data
 
     def joint_rows(split: str, task_rows: Mapping[str, Dataset]) -> JointDataset:
@@ -482,6 +522,7 @@ def joint_datasets(
     if data.eval_split is None or "planning" not in data.tasks:
         return train_dataset, None
     planning = _split(datasets, "planning", data.eval_split)
+    planning = planning.select(np.flatnonzero(labelled_mask(planning)))
     limit = data.max_eval_samples
     if limit is not None and limit < len(planning):
         planning = planning.select(np.linspace(0, len(planning) - 1, limit).round().astype(int).tolist())

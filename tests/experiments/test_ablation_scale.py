@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
+from occvla_hf.data.schema import labelled_mask
 from occvla_hf.evaluation.baselines import hard_keyframes
 from occvla_hf.experiments import ablation_scale
 from occvla_hf.experiments.ablation_scale import LAMBDA_OCC_SWEEP, SCALE_RECIPE, VARIANTS, hard_subset, scale_tables
@@ -162,7 +163,9 @@ def test_smoke_run_prepares_the_label_scarce_validation_and_held_out_folders(smo
     data = smoke_run / "data"
     train, scarce, validation = (load_configs(data / name) for name in ("train", "train_10pct", "val"))
     keep = labelled_scenes(train["planning"]["mini_train"]["scene_name"])
-    assert set(scarce["planning"]["mini_train"]["scene_name"]) == keep
+    planning = scarce["planning"]["mini_train"]
+    assert set(np.asarray(planning["scene_name"])[labelled_mask(planning)]) == keep
+    assert planning["sample_token"] == train["planning"]["mini_train"]["sample_token"]  # every keyframe stays
     assert len(scarce["occupancy"]["mini_train"]) == len(train["occupancy"]["mini_train"])
     assert set(validation["planning"]) == {"mini_val"} and set(load_configs(data / "eval")) == set(train)
     assert len(load_configs(data / "eval")["planning"]["mini_train"]) == 16  # the held-out scene, not the training ones

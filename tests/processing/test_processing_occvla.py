@@ -466,6 +466,61 @@ def test_after_text_layout_puts_traj_after_the_answer_where_the_labels_end_with_
     assert qa["input_ids"][0, -1] == tokenizer.eos_token_id  # QA keeps its layout
 
 
+@pytest.mark.parametrize("position", ["prompt", "after_text"])
+def test_an_answer_of_none_is_the_prompt_alone_with_nothing_to_predict(
+    make_processor, camera_images, tokenizer, position: str
+) -> None:
+    processor = make_processor(num_views=1, trajectory_position=position)
+    images = camera_images(2, 1)
+    batch = processor(images=images, answer=[None, "keep, straight"], padding_side="right")
+    labelled = processor(images=images[1:], answer="keep, straight", padding_side="right")
+    torch.testing.assert_close(batch["input_ids"][1], labelled["input_ids"][0])
+    torch.testing.assert_close(batch["labels"][1], labelled["labels"][0])
+    ids, labels, types = batch["input_ids"][0], batch["labels"][0], batch["token_type_ids"][0]
+    prompt = make_processor(num_views=1)(images=images[:1])["input_ids"][0].tolist()  # bos, prompt, <traj>, newline
+    if position == "prompt":
+        expected, suffix = prompt, []
+    else:  # the prompt without its <traj>, then <traj> closes the sample as after an answer
+        expected, suffix = [t for t in prompt if t != tokenizer.traj_token_id], [tokenizer.traj_token_id]
+    length = int(batch["attention_mask"][0].sum())
+    assert ids[:length].tolist() == expected + suffix and (ids[length:] == tokenizer.pad_token_id).all()
+    assert (labels == -100).all() and types[:length].tolist() == [0] * len(expected) + [1] * len(suffix)
+    assert (batch["input_ids"] == tokenizer.traj_token_id).sum(dim=1).tolist() == [1, 1]
+    none_only = processor(images=images, answer=[None, None], padding_side="right")
+    assert (none_only["labels"] == -100).all()
+    with pytest.raises(TypeError, match="answer: expected a str or a list of str or None"):
+        processor(images=images, answer=[None, 3])
+
+
+def decoded_prompt(tokenizer, inputs: dict, index: int) -> str:
+    """The text of sample `index` of processor outputs, without special tokens or padding."""
+    ids = inputs["input_ids"][index][inputs["attention_mask"][index].bool()]
+    return tokenizer.decode(ids, skip_special_tokens=True).rstrip()
+
+
+def test_unlabelled_rows_give_their_inputs_and_occupancy_but_no_task_target(make_processor, tokenizer) -> None:
+    rng = np.random.default_rng(9)
+    rows = [planning_row(rng, with_occupancy=True) for _ in range(3)]
+    rows[0]["labelled"], rows[1]["labelled"] = True, False  # the third has no column: labelled
+    rows[1]["trajectory"] = [[2.0 * step, 1.5 * step] for step in range(1, 7)]  # a left turn, were it labelled
+    processor = make_processor(num_views=6, use_command=True)
+    batch = processor.from_rows(rows, task="planning")
+    assert (batch["labels"][1] == -100).all() and (batch["labels"][[0, 2]] != -100).any(dim=1).all()
+    assert batch["trajectory_mask"].tolist() == [[True] * 6, [False] * 6, [True] * 6]
+    assert (batch["trajectory"][1] == 0).all()
+    torch.testing.assert_close(batch["occupancy"][1], torch.tensor(rows[1]["semantics"], dtype=torch.uint8))
+    labelled = processor.from_rows([{**rows[1], "labelled": True}], task="planning", training=False)
+    torch.testing.assert_close(batch["ego_status"][1], labelled["ego_status"][0])  # the inputs stay
+    torch.testing.assert_close(batch["pixel_values"][1], labelled["pixel_values"][0])
+    assert decoded_prompt(tokenizer, batch, 1).endswith("go straight.")  # no future, no command: VAD's default
+    assert decoded_prompt(tokenizer, labelled, 0).endswith("turn left.")
+    unlabelled = {**rows[2], "labelled": False}
+    inference = processor.from_rows([rows[2], unlabelled], task="planning", training=False)
+    assert "labels" not in inference and inference["trajectory_mask"].tolist() == [[True] * 6, [False] * 6]
+    qa = [{"images": rows[0]["images"], "question": "Is there a bus?", "answer": "yes", "labelled": False}]
+    assert (processor.from_rows(qa, task="qa")["labels"] == -100).all()
+
+
 def test_ego_history_is_the_last_steps_normalised_and_invalid_positions_are_zero(make_processor, camera_images) -> None:
     past = np.array([[[-8.0, 0.5], [-6.0, 0.4], [-4.0, 0.2], [-2.0, 0.1]]], np.float32)  # (1, 4, 2), oldest first
     mask = np.array([[False, True, False, True]])

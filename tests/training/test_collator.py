@@ -107,3 +107,51 @@ def test_occupancy_terms_of_a_partly_labelled_batch_equal_those_of_its_labelled_
     for term in ("occupancy_latent_loss", "occupancy_voxel_loss"):
         assert getattr(mixed, term) is not None
         torch.testing.assert_close(getattr(mixed, term), getattr(labelled, term), rtol=1e-4, atol=1e-5)
+
+
+def test_unlabelled_rows_are_occupancy_only_and_leave_the_task_terms_to_the_labelled_rows():
+    model, processor = row_model_and_processor()
+    rows = dataset_rows(4, "planning")
+    rows = [{**row, "labelled": index % 2 == 0} for index, row in enumerate(rows)]
+    batch = OccVLADataCollator(processor)(rows)
+    unlabelled = torch.tensor([False, True, False, True])
+    assert (batch["labels"][unlabelled] == -100).all() and (batch["labels"][~unlabelled] != -100).any(dim=1).all()
+    assert not batch["trajectory_mask"][unlabelled].any() and batch["trajectory_mask"][~unlabelled].all()
+    assert "occupancy_sample_mask" not in batch  # every row has its occupancy target
+    for index in (1, 3):
+        torch.testing.assert_close(batch["occupancy"][index], torch.from_numpy(rows[index]["semantics"]))
+        torch.testing.assert_close(batch["occupancy_mask"][index], torch.from_numpy(rows[index]["mask_camera"]))
+    counts = loss_item_counts(batch)
+    assert counts["occupancy_latent_loss"] == 4 and counts["trajectory_loss"] == 12
+    model.eval()
+    with torch.no_grad():
+        mixed = model(**batch)
+        labelled = model(**OccVLADataCollator(processor)([rows[0], rows[2]]))
+    for term in ("lm_loss", "trajectory_loss"):
+        torch.testing.assert_close(getattr(mixed, term), getattr(labelled, term), rtol=1e-4, atol=1e-6)
+    latents = [{**row, "occupancy_latent": np.ones((4, 8, 8), np.float32)} for row in rows]
+    assert OccVLADataCollator(processor)(latents)["occupancy_latents"].shape == (4, 4, 8, 8)
+
+
+def test_an_all_unlabelled_batch_has_a_finite_loss_and_no_lm_or_trajectory_gradient():
+    model, processor = row_model_and_processor()
+    rows = [{**row, "labelled": False} for row in dataset_rows(3, "planning")]
+    batch = OccVLADataCollator(processor)(rows)
+    assert (batch["labels"] == -100).all() and not batch["trajectory_mask"].any()
+    counts = loss_item_counts(batch)
+    assert counts["lm_loss"] == 0 and counts["trajectory_loss"] == 0 and counts["occupancy_latent_loss"] == 3
+    model.train()
+    outputs = model(**batch)
+    assert torch.isfinite(outputs.loss) and outputs.lm_loss == 0 and outputs.trajectory_loss == 0
+    weights = model.config.occupancy_loss_weight * model.config.occupancy_latent_loss_weight
+    torch.testing.assert_close(outputs.loss, weights * outputs.occupancy_latent_loss)
+    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    for term in ("lm_loss", "trajectory_loss"):
+        grads = torch.autograd.grad(getattr(outputs, term), parameters, retain_graph=True, allow_unused=True)
+        assert all(grad is None or not grad.any() for grad in grads), term
+    occupancy_grads = torch.autograd.grad(outputs.loss, parameters, retain_graph=True, allow_unused=True)
+    assert any(grad is not None and grad.any() for grad in occupancy_grads)
+    # As the trainer calls it: each term normalised over the accumulated batch's items, absent terms left out.
+    totals = {**{name: float(count) for name, count in counts.items()}, "lm_loss": 5.0, "trajectory_loss": 6.0}
+    scaled = model(**batch, loss_item_totals=totals)
+    torch.testing.assert_close(scaled.loss, weights * scaled.occupancy_latent_loss)

@@ -70,6 +70,27 @@ def test_joint_dataset_with_the_cache_gives_the_same_batches(task_rows, processo
             assert torch.equal(batch[key], expected[key]), (task, key)
 
 
+def test_the_cache_of_label_scarce_rows_serves_the_occupancy_only_rows(
+    task_rows, processor, training_data_dir, tmp_path
+):
+    planning = task_rows["planning"]
+    unlabelled = {1, 3, len(planning) - 1}
+    planning = planning.add_column("labelled", [index not in unlabelled for index in range(len(planning))])
+    scarce = {**task_rows, "planning": planning}
+    occupancy = load_configs(training_data_dir, ["occupancy"])["occupancy"]["mini_train"]
+    cache = open_image_cache(list(scarce.values()), processor, tmp_path / "train")
+    plain, cached = JointDataset(scarce, occupancy), JointDataset(scarce, occupancy, images=cache)
+    assert cached.row_counts["planning_occupancy_only"] == len(unlabelled)
+    indices = [i for i, t in enumerate(plain.tasks) if t == "planning"]
+    only = [i for i in indices if not plain[i]["labelled"]]
+    assert len(only) == len(unlabelled)
+    collator = OccVLADataCollator(processor)
+    expected, batch = collator([plain[i] for i in only]), collator([cached[i] for i in only])
+    assert batch.keys() == expected.keys() and (batch["labels"] == -100).all()
+    for key in expected:
+        assert torch.equal(batch[key], expected[key]), key
+
+
 def test_cache_is_checked_against_the_processor_and_the_rows(task_rows, processor, tmp_path):
     path = tmp_path / "train"
     build_image_cache([task_rows["planning"]], processor, path)

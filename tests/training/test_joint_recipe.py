@@ -225,6 +225,55 @@ def test_ablation_recipe_trains_without_any_occupancy_term(tiny_recipe):
     assert "without occupancy supervision" in (result.output_dir / "README.md").read_text()
 
 
+# ---------------------------------------------------------------------------------------- label-scarce data
+
+
+def label_scarce(rows, unlabelled: set[int]):
+    """`rows` with the `labelled` column, False at the row numbers in `unlabelled`."""
+    return rows.add_column("labelled", [index not in unlabelled for index in range(len(rows))])
+
+
+def test_unlabelled_planning_rows_train_occupancy_only_and_are_dropped_without_occupancy(training_data_dir):
+    configs = load_configs(training_data_dir)
+    planning, occupancy = configs["planning"]["mini_train"], configs["occupancy"]["mini_train"]
+    last = len(planning) - 1
+    assert planning["meta_action"][last] == "" and all(planning["meta_action"][:last])  # the scene's end: no future
+    rows = label_scarce(planning, unlabelled={1, 2, last})
+    qa = configs["qa"]["mini_train"]
+    with_occupancy = JointDataset({"planning": rows, "qa": qa}, occupancy)
+    tokens = [with_occupancy[index]["sample_token"] for index in range(len(with_occupancy))]
+    assert sorted(tokens[: len(planning)]) == sorted(planning["sample_token"])  # the last keyframe too: occupancy
+    assert with_occupancy.row_counts == {"planning": last - 2, "planning_occupancy_only": 3, "qa": len(qa)}
+    assert with_occupancy.describe() == f"planning {last - 2} labelled + 3 occupancy-only, qa {len(qa)}"
+    assert all("semantics" in with_occupancy[index] for index in range(len(planning)))
+    without = JointDataset({"planning": rows})
+    expected = [token for i, token in enumerate(planning["sample_token"]) if i not in {1, 2, last}]
+    assert [without[index]["sample_token"] for index in range(len(without))] == expected
+    assert without.row_counts == {"planning": last - 2, "planning_occupancy_only": 0}
+    missing = planning["sample_token"][2]  # an unlabelled keyframe without occupancy labels has nothing to learn
+    partial = occupancy.select([i for i, token in enumerate(occupancy["sample_token"]) if token != missing])
+    assert JointDataset({"planning": rows}, partial).row_counts["planning_occupancy_only"] == 2
+    unmarked = JointDataset({"planning": planning}, occupancy)  # data without the column: labelled throughout
+    assert unmarked.row_counts == {"planning": last, "planning_occupancy_only": 0}
+    unlabelled_qa = label_scarce(qa, unlabelled=set(range(1, len(qa))))  # QA rows have no occupancy target
+    assert JointDataset({"qa": unlabelled_qa}, occupancy).row_counts == {"qa": 1}
+
+
+def test_the_eval_rows_of_label_scarce_data_are_the_labelled_ones(tiny_recipe, training_data_dir, tmp_path):
+    from occvla_hf.training.joint import JointRecipe, joint_datasets
+
+    configs = load_configs(training_data_dir)
+    configs["planning"]["mini_train"] = label_scarce(configs["planning"]["mini_train"], unlabelled={0, 3})
+    recipe = JointRecipe.from_dict(with_changes(tiny_recipe, data={"eval_split": "mini_train", "max_eval_samples": 3}))
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    train, evaluation = joint_datasets(recipe, configs, None, args, None)
+    assert train.row_counts["planning_occupancy_only"] == 2
+    assert evaluation.row_counts == {"planning": 2, "planning_occupancy_only": 0}
+    tokens = configs["planning"]["mini_train"]["sample_token"]
+    # 3 evenly spaced among the labelled rows 1, 2, 4, 5: 1, 4 and 5, the scene's end (no future)
+    assert [evaluation[index]["sample_token"] for index in range(2)] == [tokens[1], tokens[4]]
+
+
 def test_shipped_recipes_differ_only_by_the_occupancy_switch():
     main_recipe = load_recipe(REPO_ROOT / "configs" / "joint.yaml")
     ablation = load_recipe(REPO_ROOT / "configs" / "joint_no_occ.yaml")

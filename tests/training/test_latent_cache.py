@@ -19,7 +19,7 @@ from occvla_hf.data.occ3d import decode_mask, decode_semantics
 from occvla_hf.modeling import OccupancyVAE, OccVLAForPlanning
 from occvla_hf.modeling.loss import loss_item_counts
 from occvla_hf.training.collator import OccVLADataCollator
-from occvla_hf.training.joint import JointDataset, train_joint
+from occvla_hf.training.joint import JointDataset, build_model_and_processor, train_joint
 from occvla_hf.training.latent_cache import (
     OccupancyLatentCache,
     build_occupancy_latent_cache,
@@ -27,7 +27,7 @@ from occvla_hf.training.latent_cache import (
     open_occupancy_latent_cache,
     vae_fingerprint,
 )
-from tests.conftest import full_grid_vae_config, make_batch, tiny_config
+from tests.conftest import TINY_MODEL_CONFIG, full_grid_vae_config, make_batch, tiny_config
 from tests.training.conftest import planning_sample
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -172,6 +172,25 @@ def test_joint_dataset_serves_cached_latents_without_decoding_grids(training_dat
     assert "semantics" not in row and torch.equal(row["occupancy_latent"], cache[row["sample_token"]])
     with_grids = JointDataset({"planning": saved["planning"]["mini_train"]}, occupancy_rows, cache)[0]
     assert with_grids["semantics"].shape == OCC_GRID_SHAPE and "occupancy_latent" in with_grids
+
+
+def test_unlabelled_rows_take_their_latents_from_the_cache(training_data_dir, occupancy_rows, tmp_path):
+    planning = load_configs(training_data_dir)["planning"]["mini_train"]
+    planning = planning.add_column("labelled", [index >= 3 for index in range(len(planning))])  # rows 0-2 unlabelled
+    cache = build_occupancy_latent_cache(occupancy_rows, full_grid_vae("kl"), tmp_path / "train.safetensors")
+    dataset = JointDataset({"planning": planning}, None, cache)  # the voxel loss off: latents alone
+    assert dataset.row_counts["planning_occupancy_only"] == 3
+    for index in range(len(dataset)):
+        row = dataset[index]
+        assert "semantics" not in row and torch.equal(row["occupancy_latent"], cache[row["sample_token"]])
+    processor = build_model_and_processor({"config": TINY_MODEL_CONFIG})[1]
+    batch = OccVLADataCollator(processor)([dataset[index] for index in range(3)])
+    assert (batch["labels"] == -100).all() and batch["occupancy_latents"].shape == (3, *LATENT_SHAPE)
+    assert loss_item_counts(batch)["occupancy_latent_loss"] == 3
+    kept = set(planning["sample_token"][1:])  # a cache without the first keyframe: its row has nothing to learn
+    partial = occupancy_rows.select([i for i, token in enumerate(occupancy_rows["sample_token"]) if token in kept])
+    partial = build_occupancy_latent_cache(partial, full_grid_vae("kl"), tmp_path / "partial.safetensors")
+    assert JointDataset({"planning": planning}, None, partial).row_counts["planning_occupancy_only"] == 2
 
 
 def test_recipe_with_the_latent_cache_trains_on_the_same_losses(tiny_recipe, tmp_path):
