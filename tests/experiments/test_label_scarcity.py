@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from datasets import Array2D, Dataset, DatasetDict, Features, List, Value
 
+from occvla_hf.class_labels import label_names
 from occvla_hf.constants import LABELLED_COLUMN
 from occvla_hf.data.schema import labelled_mask
 from occvla_hf.experiments.label_scarcity import (
@@ -149,7 +150,7 @@ def test_train_joint_on_label_scarce_data_sees_occupancy_on_every_keyframe(
     data = load_configs(label_scarce_data)
     planning, qa = data["planning"]["mini_train"], data["qa"]["mini_train"]
     labelled = labelled_mask(planning)
-    with_future = np.asarray(planning["meta_action"], dtype=object) != ""
+    with_future = np.array([name != "" for name in label_names("meta_action", planning["meta_action"])])
     assert 0 < labelled.sum() < len(planning)
     labelled_tokens = set(np.asarray(planning["sample_token"])[labelled])
     assert len(qa) > 0 and set(qa["sample_token"]) <= labelled_tokens  # the QA rows of the labelled scene alone

@@ -24,7 +24,7 @@ from transformers import (
     set_seed,
 )
 
-from occvla_hf.class_labels import label_name
+from occvla_hf.class_labels import label_name, label_names
 from occvla_hf.cli import main
 from occvla_hf.data.keyframes import join_keyframes
 from occvla_hf.data.load import load_configs
@@ -237,9 +237,10 @@ def test_unlabelled_planning_rows_train_occupancy_only_and_are_dropped_without_o
     configs = load_configs(training_data_dir)
     planning, occupancy = configs["planning"]["mini_train"], configs["occupancy"]["mini_train"]
     last = len(planning) - 1
-    assert planning["meta_action"][last] == "" and all(planning["meta_action"][:last])  # the scene's end: no future
+    names = label_names("meta_action", planning["meta_action"])
+    assert names[last] == "" and all(names[:last])  # the scene's end: no future
     rows = label_scarce(planning, unlabelled={1, 2, last})
-    qa = configs["qa"]["mini_train"]
+    qa = join_keyframes(configs["qa"]["mini_train"], planning)
     with_occupancy = JointDataset({"planning": rows, "qa": qa}, occupancy)
     tokens = [with_occupancy[index]["sample_token"] for index in range(len(with_occupancy))]
     assert sorted(tokens[: len(planning)]) == sorted(planning["sample_token"])  # the last keyframe too: occupancy
