@@ -169,18 +169,36 @@ def evaluate_occupancy(
     *,
     batch_size: int = 4,
 ) -> dict[str, Any]:
-    """Occ3D mIoU / IoU of the occupancy decoded from the occupancy queries through the frozen VAE decoder."""
-    if model.occupancy_vae is None or model.occupancy_head is None:
-        raise ValueError("model: occupancy evaluation needs the occupancy head and VAE (not an inference export)")
+    """Occ3D mIoU / IoU of the occupancy decoded from the occupancy queries through the frozen VAE decoder
+    (`predict_occupancy`)."""
+    check_occupancy_modules(model)
     accumulator = OccupancyMetricAccumulator()
     for batch in _batches(dataset, batch_size, "occupancy"):
         batch = decode_occupancy(batch)
-        questions = [OCCUPANCY_PROMPT_QUESTION] * len(batch["images"])
-        inputs = processor(images=batch["images"], question=questions)
-        logits = model(**model_inputs(inputs, model), return_occupancy=True).occupancy_logits
         accumulator.update(
-            logits.argmax(dim=1).cpu(),
+            predict_occupancy(model, processor, batch["images"]),
             torch.as_tensor(np.stack(batch["semantics"])),
             torch.as_tensor(np.stack(batch["mask_camera"])),
         )
     return {"num_samples": accumulator.num_samples, **accumulator.summary()}
+
+
+def check_occupancy_modules(model: OccVLAForPlanning) -> None:
+    """ValueError unless `model` can decode occupancy: it has the occupancy queries and head and carries the VAE."""
+    if model.occupancy_head is None or model.occupancy_vae is None:
+        missing = "occupancy head" if model.occupancy_head is None else "occupancy VAE"
+        raise ValueError(
+            f"model: predicted occupancy needs the occupancy head and the frozen VAE, this checkpoint has no "
+            f"{missing} (an inference export, or trained without a VAE)"
+        )
+
+
+@torch.inference_mode()
+def predict_occupancy(
+    model: OccVLAForPlanning, processor: OccVLAProcessor, images: Sequence[Sequence[Any]]
+) -> torch.Tensor:
+    """(batch, X, Y, Z) int64 class ids on CPU: the occupancy the model's queries predict for `images` (batch x six
+    camera views), decoded by its frozen VAE (argmax of the voxel logits). The queries read only the images."""
+    check_occupancy_modules(model)
+    inputs = processor(images=list(images), question=[OCCUPANCY_PROMPT_QUESTION] * len(images))
+    return model(**model_inputs(inputs, model), return_occupancy=True).occupancy_logits.argmax(dim=1).cpu()
