@@ -39,6 +39,7 @@ from occvla_hf.data.load import load_configs
 from occvla_hf.data.occ3d import decode_mask, decode_semantics
 from occvla_hf.data.provenance import recorded_source
 from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning, default_lora_config, load_pretrained
+from occvla_hf.modeling.loading import check_checkpoint_folder
 from occvla_hf.modeling.occupancy_vae import OccupancyVAE
 from occvla_hf.processing import OccVLAProcessor, build_tokenizer
 from occvla_hf.processing.processing_occvla import TASKS
@@ -319,6 +320,7 @@ def pretrained_config(path: str, overrides: Mapping[str, Any]) -> OccVLAConfig:
     leave every weight's shape as saved (loss weights, ...). A value that would reshape a weight (a head width, the
     query layout, the ego-status input: the sizes a new model is built with, as `configs/joint.yaml` gives them for
     `from_vlm`) keeps the checkpoint's, and a warning names it. The result is validated as a whole."""
+    check_checkpoint_folder(path)
     saved = OccVLAConfig.from_pretrained(path)
     shapes = _weight_shapes(saved)
     config, kept = saved, {}
