@@ -16,6 +16,7 @@ _EXPORTS: dict[str, str] = {
     "push_to_hub": "occvla_hf.data.hub",
     "save_dataset": "occvla_hf.data.hub",
     "decode_occupancy": "occvla_hf.data.occ3d",
+    "export_lerobot": "occvla_hf.data.lerobot",
     "join_keyframes": "occvla_hf.data.keyframes",
 }
 __all__ = list(_EXPORTS)

@@ -1,4 +1,5 @@
-"""`occvla-hf data build nuscenes ...` and `occvla-hf data push ...`: thin layers over `occvla_hf.data.hub`."""
+"""`occvla-hf data build nuscenes ...`, `occvla-hf data push ...` and `occvla-hf data export-lerobot ...`: thin layers
+over `occvla_hf.data.hub` and `occvla_hf.data.lerobot`."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ BUILD_CACHE_DIR: str = ".build_cache"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `data` command with its `build nuscenes` and `push` subcommands."""
+    """Add the `data` command with its `build nuscenes`, `push` and `export-lerobot` subcommands."""
     data = subparsers.add_parser("data", help="build nuScenes datasets and push them to the Hub")
     data_commands = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
 
@@ -55,6 +56,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     push.add_argument("--repo", required=True, help="Hub dataset repo id, e.g. user/nuscenes-occvla")
     push.add_argument("--private", action="store_true", help="create the Hub repo as private")
     push.set_defaults(func=_push)
+
+    export = data_commands.add_parser(
+        "export-lerobot", help="write the planning config as a LeRobot dataset (v3.0, image features, no video)"
+    )
+    export.add_argument("folder", help="output folder of `occvla-hf data build`, or a Hub dataset id")
+    export.add_argument("--out", required=True, help="folder of the LeRobot dataset (meta/, data/)")
+    export.add_argument("--splits", nargs="+", help="splits exported, as episode ranges of info.json (default: all)")
+    export.set_defaults(func=_export_lerobot)
 
 
 def _build_nuscenes(args: argparse.Namespace) -> int:
@@ -99,4 +108,16 @@ def _push(args: argparse.Namespace) -> int:
         load_configs(folder), args.repo, card=(folder / "README.md").read_text(encoding="utf-8"), private=args.private
     )
     print(f"pushed {folder} to {args.repo}")
+    return 0
+
+
+def _export_lerobot(args: argparse.Namespace) -> int:
+    from occvla_hf.data.lerobot import export_lerobot
+
+    export = export_lerobot(args.folder, args.out, splits=args.splits)
+    info = export.info
+    print(
+        f"wrote {info['total_episodes']} episodes ({info['total_frames']} frames at {info['fps']} fps, splits "
+        f"{info['splits']}) to {export.root}"
+    )
     return 0

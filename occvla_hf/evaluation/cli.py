@@ -19,6 +19,8 @@ CONSTANT_VELOCITY = "constant velocity"
 SPLIT_HELP = "dataset split (default: its validation split, val or mini_val)"
 # --dtype choice -> torch dtype name.
 DTYPES: dict[str, str] = {"bf16": "bfloat16", "fp32": "float32"}
+# `plan --occupancy`: the row's Occ3D labels, or the model's own prediction.
+OCCUPANCY_LAYERS: tuple[str, ...] = ("gt", "pred")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,6 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     plan.add_argument("--split", help=SPLIT_HELP)
     plan.add_argument("--sample", required=True, help="sample token, or the row index in the split")
     plan.add_argument("--out", required=True, help="PNG path of the BEV picture; the camera mosaic goes next to it")
+    plan.add_argument(
+        "--occupancy",
+        choices=OCCUPANCY_LAYERS,
+        help="occupancy under the BEV: gt (the keyframe's Occ3D grid from the occupancy config, inside its camera "
+        "mask) or pred (decoded from the model's occupancy queries by its frozen VAE)",
+    )
     plan.set_defaults(func=_run_plan)
 
 
@@ -210,45 +218,23 @@ def _run_plan(args: argparse.Namespace) -> int:
     import torch
 
     from ..class_labels import label_name
-    from ..data.schema import agent_boxes_arrays
     from .planning import evaluate_planning_sample
-    from .plots import plot_bev, plot_camera_mosaic, save_png
+    from .plots import plot_camera_mosaic, plot_plan_bev, save_png
     from .runner import model_inputs, row_agents
 
     model, processor = _load(args)
     split, dataset = _load_split(args, "planning")
-    if args.sample.isdigit():
-        index = int(args.sample)
-    else:
-        tokens = dataset["sample_token"]
-        if args.sample not in tokens:
-            raise SystemExit(f"--sample: no row with sample token {args.sample!r} in split {split!r}")
-        index = tokens.index(args.sample)
-    if not 0 <= index < len(dataset):
-        raise SystemExit(f"--sample: row index {index} outside [0, {len(dataset)})")
-    row = dataset[index]
+    row = dataset[_row_index(dataset, args.sample, split)]
     inputs = processor.from_rows([row], task="planning", training=False)
     with torch.inference_mode():
         plan = model.plan(**model_inputs(inputs, model), tokenizer=processor.tokenizer)
     pred = plan.trajectory[0].float().cpu().numpy()
     gt, mask = np.asarray(row["trajectory"], np.float32), np.asarray(row["trajectory_mask"], bool)
     result = evaluate_planning_sample(pred, gt, mask, **row_agents(row))
+    semantics, visible_mask = _occupancy_layer(args, model, processor, row, split)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    gt_meta_action = label_name("meta_action", row["meta_action"])
-    title = f"{row['sample_token'][:8]}  pred: {plan.meta_action[0]}  gt: {gt_meta_action}"
-    save_png(
-        plot_bev(
-            pred_trajectory=pred,
-            gt_trajectory=gt,
-            trajectory_mask=mask,
-            collisions=result.collision[0, 0],
-            agent_boxes=agent_boxes_arrays(row["agent_boxes"]),
-            agent_categories=row["agent_categories"],
-            title=title,
-        ),
-        out,
-    )
+    bev = plot_plan_bev(row, pred, result, plan.meta_action[0], semantics=semantics, visible_mask=visible_mask)
+    save_png(bev, out)
     cameras = out.with_name(f"{out.stem}_cameras{out.suffix}")
     save_png(
         plot_camera_mosaic(
@@ -262,8 +248,44 @@ def _run_plan(args: argparse.Namespace) -> int:
         cameras,
     )
     l2 = np.linalg.norm(pred - gt, axis=-1)[mask]
-    print(f"meta-action: {plan.meta_action[0]!r} (ground truth {gt_meta_action!r})")
+    truth = label_name("meta_action", row["meta_action"])  # a built dataset stores the class id
+    print(f"meta-action: {plan.meta_action[0]!r} (ground truth {truth!r})")
     print("trajectory (m): " + " ".join(f"({x:.2f},{y:.2f})" for x, y in pred))
     print(f"mean L2 over valid steps: {l2.mean():.2f} m" if l2.size else "no valid ground-truth step")
     print(f"wrote {out} and {cameras}")
     return 0
+
+
+def _row_index(dataset, sample: str, split: str) -> int:
+    """The row of `--sample` (a row index or a sample token) in the split."""
+    if sample.isdigit():
+        index = int(sample)
+    else:
+        tokens = dataset["sample_token"]
+        if sample not in tokens:
+            raise SystemExit(f"--sample: no row with sample token {sample!r} in split {split!r}")
+        index = tokens.index(sample)
+    if not 0 <= index < len(dataset):
+        raise SystemExit(f"--sample: row index {index} outside [0, {len(dataset)})")
+    return index
+
+
+def _occupancy_layer(args: argparse.Namespace, model, processor, row: dict, split: str):
+    """(semantics (X, Y, Z), visible mask or None) of `--occupancy`, or (None, None) without it."""
+    if args.occupancy is None:
+        return None, None
+    if args.occupancy == "pred":
+        from .runner import predict_occupancy
+
+        return predict_occupancy(model, processor, [row["images"]])[0].numpy(), None
+    from ..data.load import load_configs
+    from ..data.occ3d import decode_mask, decode_semantics
+
+    splits = load_configs(args.data, ["occupancy"])["occupancy"]
+    if split not in splits:
+        raise SystemExit(f"--occupancy gt: the occupancy config of {args.data!r} has no split {split!r}")
+    tokens = splits[split]["sample_token"]
+    if row["sample_token"] not in tokens:
+        raise SystemExit(f"--occupancy gt: keyframe {row['sample_token']!r} has no Occ3D labels in split {split!r}")
+    labels = splits[split][tokens.index(row["sample_token"])]
+    return decode_semantics(labels["semantics"]), decode_mask(labels["mask_camera"])

@@ -73,7 +73,13 @@ import numpy as np
 from nuscenes.eval.detection.utils import category_to_detection_name
 
 from occvla_hf.class_labels import label_name, label_names
-from occvla_hf.constants import BOX_FIELDS, NUM_WAYPOINTS, PLANNING_NORMALIZATIONS, WAYPOINT_STEP_S
+from occvla_hf.constants import (
+    BOX_FIELDS,
+    NUM_WAYPOINTS,
+    PLANNING_NORMALIZATIONS,
+    PLANNING_PROTOCOL_NAMES,
+    WAYPOINT_STEP_S,
+)
 
 # Ego box of the published metric (nuScenes' Renault Zoe), metres; its centre lies EGO_CENTER_OFFSET_M ahead.
 EGO_LENGTH_M: float = 4.084
@@ -578,6 +584,22 @@ class PlanningMetricAccumulator:
             name: counts.report(self.normalization) for name, counts in sorted(self._by_meta_action.items())
         }
         return report
+
+
+def format_sample_result(result: PlanningSampleResult) -> str:
+    """One sample's scores in a line (figure titles): its L2 at the report horizons (the error of the waypoint at each
+    horizon, `horizon_values`' UniAD reading; "-" where the ground truth has no such step) and, per protocol, the
+    times of the predicted steps counted as collisions (BEV check)."""
+    l2_m = horizon_values(np.where(result.valid, result.l2_m, np.nan), "uniad")
+    horizons = "/".join(f"{horizon_s:g}" for horizon_s in REPORT_HORIZONS_S)
+    l2_text = " / ".join("-" if math.isnan(value) else f"{value:.2f}" for value in l2_m)
+    bev = COLLISION_CHECKS.index("bev")
+    collisions = []
+    for p, protocol in enumerate(PROTOCOLS):
+        steps = np.flatnonzero(result.collision[p, bev])
+        times = ", ".join(f"{WAYPOINT_STEP_S * (t + 1):g} s" for t in steps) or "none"
+        collisions.append(f"{PLANNING_PROTOCOL_NAMES[protocol]} {times}")
+    return f"L2 @{horizons} s: {l2_text} m | collision: {'; '.join(collisions)}"
 
 
 def format_planning_table(rows: Mapping[str, Mapping[str, float | None]], title: str | None = None) -> str:

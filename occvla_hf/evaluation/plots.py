@@ -5,35 +5,52 @@ writes one. A figure of `figsize_in` = (w, h) inches at `dpi` is a PNG of exactl
 tight bounding box), so sizes are deterministic. Class colours come from `OCC_CLASS_COLORS_RGB`.
 
 Conventions: ego frame x forward, y left, metres. The bird's-eye view puts forward up and left on the left (the
-horizontal axis is y, growing to the left). The trajectory is projected into the front camera as points on the
-ground plane z = 0 of the ego frame, through the camera->ego extrinsics and the intrinsics (which must match the
-pixel size of the image shown).
+horizontal axis is y, growing to the left). Time is one colour scale (`TIME_COLORS`, a colour bar beside the view):
+the waypoint markers and the agents' box outlines at 0.5 .. 3 s take the colour of their time step, so a waypoint
+is read against the agents of the same instant; the agents at t = 0 are filled with their class colour. The
+trajectory is projected into the front camera as points on the ground plane z = 0 of the ego frame, through the
+camera->ego extrinsics and the intrinsics (which must match the pixel size of the image shown).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Polygon, Rectangle
 from nuscenes.eval.detection.utils import category_to_detection_name
 
-from occvla_hf.class_labels import label_names
+from occvla_hf.class_labels import label_name, label_names
 from occvla_hf.constants import (
     CAMERA_NAMES,
     CAMERA_ROWS,
+    NUM_BOX_STEPS,
     NUM_WAYPOINTS,
     OCC_CLASS_COLORS_RGB,
     OCC_CLASS_NAMES,
     OCC_FREE_CLASS,
     OCC_RANGE_MAX_M,
     OCC_RANGE_MIN_M,
+    WAYPOINT_STEP_S,
 )
-from occvla_hf.evaluation.planning import EGO_CENTER_OFFSET_M, EGO_LENGTH_M, EGO_WIDTH_M, box_corners_xy
+from occvla_hf.evaluation.planning import (
+    COLLISION_CHECKS,
+    EGO_CENTER_OFFSET_M,
+    EGO_LENGTH_M,
+    EGO_WIDTH_M,
+    PlanningSampleResult,
+    box_corners_xy,
+    format_sample_result,
+)
 
 # Six-camera mosaic in the nuScenes layout: front row left to right, back row.
 MOSAIC_LAYOUT: tuple[tuple[str, ...], ...] = CAMERA_ROWS
@@ -43,6 +60,13 @@ _PALETTE = np.array(OCC_CLASS_COLORS_RGB, dtype=np.uint8)  # (num_classes, 3)
 _PRED_STYLE = {"color": "tab:blue", "marker": "^", "label": "predicted"}
 _GT_STYLE = {"color": "tab:green", "marker": "o", "linestyle": "--", "label": "ground truth"}
 _COLLISION_STYLE = {"color": "red", "marker": "X", "markersize": 12, "linestyle": "none", "label": "collision"}
+# Colour of time step t = 0 (now) .. 6 (3 s): viridis without its palest yellow, which vanishes on the background.
+TIME_COLORS = ListedColormap(colormaps["viridis"](np.linspace(0.0, 0.9, NUM_BOX_STEPS)), name="time_steps")
+STEP_TIMES_S: np.ndarray = WAYPOINT_STEP_S * np.arange(NUM_BOX_STEPS)  # (7,) time of each step, 0 .. 3 s
+# One colour band per step, centred on its time.
+_TIME_NORM = BoundaryNorm(WAYPOINT_STEP_S * (np.arange(NUM_BOX_STEPS + 1) - 0.5), NUM_BOX_STEPS)
+_NOW_AGENTS = Patch(facecolor="0.7", edgecolor="black", linewidth=0.8, label="agents at 0 s (class colour)")
+_LATER_AGENTS = Patch(facecolor="none", edgecolor=TIME_COLORS(3), linewidth=1.0, label="agents at 0.5-3 s (time)")
 # Smallest half-width of a fitted bird's-eye view, metres.
 _MIN_VIEW_RANGE_M = 20.0
 # Points closer to the camera plane than this are not projected (behind or at the camera).
@@ -111,8 +135,9 @@ def project_to_image(
 
 def _trajectories(
     pred_trajectory: np.ndarray | None, gt_trajectory: np.ndarray | None, trajectory_mask: np.ndarray | None
-) -> list[tuple[np.ndarray, dict]]:
-    """(waypoints (K, 2), line style) of the given trajectories, ground truth first, masked steps left out."""
+) -> list[tuple[np.ndarray, np.ndarray, dict]]:
+    """(waypoints (K, 2), their time steps (K,) in 1..6, line style) of the given trajectories, ground truth first,
+    masked steps left out."""
     mask = np.ones(NUM_WAYPOINTS, dtype=bool) if trajectory_mask is None else np.asarray(trajectory_mask, dtype=bool)
     if mask.shape != (NUM_WAYPOINTS,):
         raise ValueError(f"trajectory_mask: expected ({NUM_WAYPOINTS},) bool, got {mask.shape}")
@@ -126,7 +151,7 @@ def _trajectories(
         trajectory = np.asarray(trajectory, dtype=np.float64)
         if trajectory.shape != (NUM_WAYPOINTS, 2):
             raise ValueError(f"{name}: expected ({NUM_WAYPOINTS}, 2), got {trajectory.shape}")
-        drawn.append((trajectory[keep], style))
+        drawn.append((trajectory[keep], np.flatnonzero(keep) + 1, style))
     return drawn
 
 
@@ -151,7 +176,8 @@ def plot_bev(
     figsize_in: tuple[float, float] = (6.0, 6.0),
     dpi: int = 100,
 ) -> Figure:
-    """Bird's-eye view of one sample: occupancy or agent boxes, the ego box, predicted vs true trajectory.
+    """Bird's-eye view of one sample: occupancy or agent boxes, the ego box, predicted vs true trajectory, with the
+    legend below the view and the colour bar of the time steps beside it.
 
     Args:
         pred_trajectory, gt_trajectory: (6, 2) waypoints, metres, ego frame; either may be None.
@@ -160,7 +186,8 @@ def plot_bev(
         semantics: (X, Y, Z) Occ3D class ids, drawn top-down (highest non-free voxel per column) over the Occ3D
             extent; `visible_mask` (X, Y, Z) bool hides voxels outside it.
         agent_boxes: the planning dataset's `agent_boxes`, 7 arrays (N_t, 7) for t = 0 (now) .. 6 (3 s): boxes at
-            t = 0 are filled, later ones dotted outlines. `agent_categories` (7 lists of names) colours them.
+            t = 0 are filled with their class colour (`agent_categories`, 7 lists of names), later ones are
+            outlines in the colour of their time step.
         view_range_m: half-width R of the view: y in [-R, R], x in [-R / 2, 1.5 R] (more room ahead). None fits
             the trajectories: R = max(20 m, 1.2 x their farthest coordinate).
         figsize_in, dpi: the PNG is figsize_in * dpi pixels.
@@ -174,19 +201,77 @@ def plot_bev(
     if agent_boxes is not None:
         shown_classes |= _draw_agent_boxes(ax, agent_boxes, agent_categories)
     handles = [_draw_ego(ax)]
+    if agent_boxes is not None:
+        handles += [_NOW_AGENTS, _LATER_AGENTS]
     trajectories = _trajectories(pred_trajectory, gt_trajectory, trajectory_mask)
-    for points, style in trajectories:
-        path = np.concatenate([np.zeros((1, 2)), points])
-        handles += ax.plot(path[:, 1], path[:, 0], linewidth=2.0, markersize=5, zorder=4, **style)
+    for points, steps, style in trajectories:
+        handles.append(_draw_trajectory(ax, points, steps, style))
     if collisions is not None:
         handles += _draw_collisions(ax, collisions, pred_trajectory)
     handles += [_class_patch(c) for c in sorted(shown_classes)]
-    ax.legend(handles=handles, loc="upper left", fontsize=6, ncol=2, framealpha=0.8)
+    # Below the view, so that it hides no agent ahead of the ego.
+    figure.legend(handles=handles, loc="outside lower center", fontsize=6, ncol=3, frameon=False)
+    if trajectories or agent_boxes is not None:
+        _draw_time_bar(figure, ax)
     if view_range_m is None:
-        farthest = max([np.abs(points).max(initial=0.0) for points, _ in trajectories], default=0.0)
+        farthest = max([np.abs(points).max(initial=0.0) for points, _, _ in trajectories], default=0.0)
         view_range_m = max(_MIN_VIEW_RANGE_M, 1.2 * farthest)
     _set_view(ax, view_range_m, title)
     return figure
+
+
+def _draw_trajectory(ax: Axes, points: np.ndarray, steps: np.ndarray, style: dict) -> Line2D:
+    """The path from the ego origin through `points` (K, 2) in its style, each waypoint marker filled with the colour
+    of its time step (`steps` (K,)); returns the legend handle (the line)."""
+    path = np.concatenate([np.zeros((1, 2)), points])
+    (line,) = ax.plot(path[:, 1], path[:, 0], linewidth=2.0, markersize=6, markerfacecolor="white", zorder=4, **style)
+    colors = TIME_COLORS(steps)
+    ax.scatter(points[:, 1], points[:, 0], c=colors, s=36, marker=style["marker"], edgecolors=style["color"], zorder=5)
+    return line
+
+
+def _draw_time_bar(figure: Figure, ax: Axes) -> None:
+    """The colour bar of the time steps (0 .. 3 s) beside `ax`."""
+    bar = figure.colorbar(
+        ScalarMappable(norm=_TIME_NORM, cmap=TIME_COLORS), ax=ax, ticks=STEP_TIMES_S, shrink=0.6, pad=0.02
+    )
+    bar.set_label("time (s): waypoints, agents", fontsize=7)
+    bar.ax.tick_params(labelsize=6)
+
+
+def plot_plan_bev(
+    row: Mapping[str, Any],
+    pred_trajectory: np.ndarray,
+    result: PlanningSampleResult,
+    meta_action: str,
+    *,
+    semantics: np.ndarray | None = None,
+    visible_mask: np.ndarray | None = None,
+    figsize_in: tuple[float, float] = (6.0, 6.5),
+    dpi: int = 100,
+) -> Figure:
+    """The bird's-eye view of one plan (`occvla-hf plan`): the planning `row`'s ground truth and agents at every
+    step, the (6, 2) `pred_trajectory` with the steps `result` (`evaluate_planning_sample` of it) finds colliding under
+    either protocol marked, and the `semantics` (X, Y, Z) occupancy under them if given (`visible_mask` as in
+    `plot_bev`). The title names the keyframe and both meta-actions, then the scores of `result`
+    (`format_sample_result`: L2 at 1/2/3 s, collisions per protocol)."""
+    from occvla_hf.data.schema import agent_boxes_arrays  # loads `datasets`: only when a row is drawn
+
+    bev = COLLISION_CHECKS.index("bev")
+    return plot_bev(
+        pred_trajectory=pred_trajectory,
+        gt_trajectory=np.asarray(row["trajectory"], dtype=np.float32),
+        trajectory_mask=np.asarray(row["trajectory_mask"], dtype=bool),
+        collisions=result.collision[:, bev].any(axis=0),
+        semantics=semantics,
+        visible_mask=visible_mask,
+        agent_boxes=agent_boxes_arrays(row["agent_boxes"]),
+        agent_categories=row["agent_categories"],
+        title=f"{row['sample_token'][:8]}  pred: {meta_action}  gt: {label_name('meta_action', row['meta_action'])}\n"
+        f"{format_sample_result(result)}",
+        figsize_in=figsize_in,
+        dpi=dpi,
+    )
 
 
 def _draw_occupancy(ax: Axes, semantics: np.ndarray, visible_mask: np.ndarray | None) -> set[int]:
@@ -201,9 +286,10 @@ def _draw_occupancy(ax: Axes, semantics: np.ndarray, visible_mask: np.ndarray | 
 def _draw_agent_boxes(
     ax: Axes, agent_boxes: Sequence[np.ndarray], agent_categories: Sequence[Sequence[str]] | None
 ) -> set[int]:
-    """Draws the agents' boxes at t = 0 (filled) and later steps (dotted outlines); returns their classes."""
-    if len(agent_boxes) != NUM_WAYPOINTS + 1:
-        raise ValueError(f"agent_boxes: expected {NUM_WAYPOINTS + 1} steps (t = 0 first), got {len(agent_boxes)}")
+    """Draws the agents' boxes at t = 0 (filled with their class colour, over the later ones) and at the later
+    steps (outlines in the colour of the step); returns the classes filled."""
+    if len(agent_boxes) != NUM_BOX_STEPS:
+        raise ValueError(f"agent_boxes: expected {NUM_BOX_STEPS} steps (t = 0 first), got {len(agent_boxes)}")
     classes: set[int] = set()
     for t, boxes in enumerate(agent_boxes):
         names = (
@@ -212,21 +298,13 @@ def _draw_agent_boxes(
             else ["others"] * len(boxes)
         )
         for corners, name in zip(box_corners_xy(boxes), names, strict=True):
-            class_id = category_class_id(name)
-            classes.add(class_id)
-            color = _PALETTE[class_id] / 255.0
-            ax.add_patch(
-                Polygon(
-                    corners[:, ::-1],
-                    closed=True,
-                    facecolor=color if t == 0 else "none",
-                    edgecolor="black" if t == 0 else color,
-                    linewidth=0.8,
-                    linestyle="-" if t == 0 else ":",
-                    alpha=1.0 if t == 0 else 0.6,
-                    zorder=2,
-                )
-            )
+            if t == 0:
+                class_id = category_class_id(name)
+                classes.add(class_id)
+                style = {"facecolor": _PALETTE[class_id] / 255.0, "edgecolor": "black", "linewidth": 0.8, "zorder": 3}
+            else:
+                style = {"facecolor": "none", "edgecolor": TIME_COLORS(t), "linewidth": 1.2, "zorder": 2}
+            ax.add_patch(Polygon(corners[:, ::-1], closed=True, **style))
     return classes
 
 
@@ -253,7 +331,7 @@ def _draw_collisions(ax: Axes, collisions: np.ndarray, pred_trajectory: np.ndarr
     if collisions.shape != (NUM_WAYPOINTS,):
         raise ValueError(f"collisions: expected ({NUM_WAYPOINTS},) bool, got {collisions.shape}")
     hits = np.asarray(pred_trajectory, dtype=np.float64)[collisions]
-    return ax.plot(hits[:, 1], hits[:, 0], zorder=5, **_COLLISION_STYLE)
+    return ax.plot(hits[:, 1], hits[:, 0], zorder=6, **_COLLISION_STYLE)
 
 
 def _set_view(ax: Axes, view_range_m: float, title: str | None) -> None:
@@ -329,7 +407,7 @@ def plot_camera_mosaic(
             )
             if camera == TRAJECTORY_CAMERA:
                 handles = []
-                for points, style in _trajectories(pred_trajectory, gt_trajectory, trajectory_mask):
+                for points, _, style in _trajectories(pred_trajectory, gt_trajectory, trajectory_mask):
                     ground = _densify(np.concatenate([np.zeros((1, 2)), points]))
                     pixels, depth = project_to_image(
                         np.concatenate([ground, np.zeros((len(ground), 1))], axis=1),

@@ -261,23 +261,51 @@ def evaluate_occupancy(
     batch_size: int = 4,
     num_workers: int = 0,
 ) -> dict[str, Any]:
-    """Occ3D mIoU / IoU of the occupancy decoded from the occupancy queries through the frozen VAE decoder;
-    `num_workers` loader processes prepare the batches (`prepared_batches`)."""
-    if model.occupancy_vae is None or model.occupancy_head is None:
-        raise ValueError("model: occupancy evaluation needs the occupancy head and VAE (not an inference export)")
+    """Occ3D mIoU / IoU of the occupancy decoded from the occupancy queries through the frozen VAE decoder
+    (`predict_occupancy`); `num_workers` loader processes prepare the batches (`prepared_batches`)."""
+    check_occupancy_modules(model)
     accumulator = OccupancyMetricAccumulator()
     prepare = partial(_occupancy_inputs, processor)
     for _, (inputs, semantics, mask_camera) in prepared_batches(
         dataset, batch_size, prepare, num_workers=num_workers, description="occupancy"
     ):
-        logits = model(**model_inputs(inputs, model), return_occupancy=True).occupancy_logits
-        accumulator.update(logits.argmax(dim=1).cpu(), semantics, mask_camera)
+        accumulator.update(_predicted_classes(model, inputs), semantics, mask_camera)
     return {"num_samples": accumulator.num_samples, **accumulator.summary()}
 
 
 def _occupancy_inputs(processor: OccVLAProcessor, batch: dict[str, list]) -> tuple[Any, torch.Tensor, torch.Tensor]:
-    """The processor's inputs of occupancy rows (their images under `OCCUPANCY_PROMPT_QUESTION`) and their decoded
-    labels: semantics and camera masks, (batch, X, Y, Z) each."""
+    """The processor's inputs of occupancy rows (`occupancy_prompt_inputs` of their images) and their decoded labels:
+    semantics and camera masks, (batch, X, Y, Z) each."""
     batch = decode_occupancy(batch)
-    inputs = processor(images=batch["images"], question=[OCCUPANCY_PROMPT_QUESTION] * len(batch["images"]))
-    return inputs, torch.as_tensor(np.stack(batch["semantics"])), torch.as_tensor(np.stack(batch["mask_camera"]))
+    semantics, mask_camera = np.stack(batch["semantics"]), np.stack(batch["mask_camera"])
+    return occupancy_prompt_inputs(processor, batch["images"]), torch.as_tensor(semantics), torch.as_tensor(mask_camera)
+
+
+def check_occupancy_modules(model: OccVLAForPlanning) -> None:
+    """ValueError unless `model` can decode occupancy: it has the occupancy queries and head and carries the VAE."""
+    if model.occupancy_head is None or model.occupancy_vae is None:
+        missing = "occupancy head" if model.occupancy_head is None else "occupancy VAE"
+        raise ValueError(
+            f"model: predicted occupancy needs the occupancy head and the frozen VAE, this checkpoint has no "
+            f"{missing} (an inference export, or trained without a VAE)"
+        )
+
+
+def occupancy_prompt_inputs(processor: OccVLAProcessor, images: Sequence[Sequence[Any]]) -> Any:
+    """The processor's inputs that decode occupancy from `images` (batch x six camera views): the images under
+    `OCCUPANCY_PROMPT_QUESTION` (the queries read only the images)."""
+    return processor(images=list(images), question=[OCCUPANCY_PROMPT_QUESTION] * len(images))
+
+
+def _predicted_classes(model: OccVLAForPlanning, inputs: Any) -> torch.Tensor:
+    return model(**model_inputs(inputs, model), return_occupancy=True).occupancy_logits.argmax(dim=1).cpu()
+
+
+@torch.inference_mode()
+def predict_occupancy(
+    model: OccVLAForPlanning, processor: OccVLAProcessor, images: Sequence[Sequence[Any]]
+) -> torch.Tensor:
+    """(batch, X, Y, Z) int64 class ids on CPU: the occupancy the model's queries predict for `images` (batch x six
+    camera views), decoded by its frozen VAE (argmax of the voxel logits). The queries read only the images."""
+    check_occupancy_modules(model)
+    return _predicted_classes(model, occupancy_prompt_inputs(processor, images))

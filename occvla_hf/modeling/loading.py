@@ -10,6 +10,13 @@ from transformers import CONFIG_NAME, PreTrainedModel
 ModelT = TypeVar("ModelT", bound=PreTrainedModel)
 
 
+def check_checkpoint_folder(path: str | Path) -> None:
+    """FileNotFoundError for a local folder without `config.json` (a Hub id passes)."""
+    folder = Path(path)
+    if folder.is_dir() and not (folder / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"{path}: not a checkpoint folder, it has no {CONFIG_NAME}")
+
+
 def load_pretrained(model_class: type[ModelT], path: str | Path, **kwargs: Any) -> ModelT:
     """`model_class.from_pretrained(path, use_safetensors=True, **kwargs)` that fails instead of warning when a
     weight of the model is missing from the checkpoint (it would be initialised at random), the checkpoint holds
@@ -18,9 +25,7 @@ def load_pretrained(model_class: type[ModelT], path: str | Path, **kwargs: Any) 
     A local folder must hold `config.json`: checked before anything is built (a model without it would be the
     full-size default). Anything else is tried as a Hub id.
     """
-    folder = Path(path)
-    if folder.is_dir() and not (folder / CONFIG_NAME).is_file():
-        raise FileNotFoundError(f"{path}: not a checkpoint folder, it has no {CONFIG_NAME}")
+    check_checkpoint_folder(path)
     # Mismatched shapes come back in the report (not as transformers' RuntimeError) so the error can name them.
     model, info = model_class.from_pretrained(
         path, use_safetensors=True, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
@@ -42,4 +47,4 @@ def load_pretrained(model_class: type[ModelT], path: str | Path, **kwargs: Any) 
     return model
 
 
-__all__ = ["load_pretrained"]
+__all__ = ["check_checkpoint_folder", "load_pretrained"]

@@ -14,6 +14,7 @@ Command line: `occvla-hf train joint --config configs/joint.yaml [--section.key 
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from transformers import (
     AutoConfig,
     AutoImageProcessor,
     AutoTokenizer,
+    PreTrainedConfig,
     TrainingArguments,
     set_seed,
 )
@@ -40,6 +42,7 @@ from occvla_hf.data.occ3d import decode_mask, decode_semantics
 from occvla_hf.data.provenance import recorded_source
 from occvla_hf.data.schema import IMAGES_CONFIG, labelled_mask
 from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning, default_lora_config, load_pretrained
+from occvla_hf.modeling.loading import check_checkpoint_folder
 from occvla_hf.modeling.occupancy_vae import OccupancyVAE
 from occvla_hf.processing import OccVLAProcessor, build_tokenizer
 from occvla_hf.processing.processing_occvla import TASKS
@@ -69,9 +72,11 @@ class ModelRecipe:
         from_pretrained: an OccVLA checkpoint and its processor.
         from_vlm: a PaliGemma-family checkpoint (SigLIP + Gemma); the processor is built from its tokenizer and image
             processor. Neither: random init from `config`, with the package's offline tokenizer.
-        num_views: cameras in `CAMERA_NAMES` order, with `from_vlm` (default: all six).
-        config: `OccVLAConfig` fields (overrides with a checkpoint); a new model takes `occupancy_latent_shape` and
-            `occupancy_num_classes` from the occupancy VAE unless given.
+        num_views: cameras in `CAMERA_NAMES` order, with `from_vlm` (default: all six); with `from_pretrained` it
+            must be the checkpoint's (so a recipe written for `from_vlm` runs on a checkpoint unchanged).
+        config: `OccVLAConfig` fields; a new model takes `occupancy_latent_shape` and `occupancy_num_classes` from the
+            occupancy VAE unless given. With `from_pretrained` they override the checkpoint's config, except values
+            that would reshape its weights: those keep the checkpoint's (`pretrained_config`).
     """
 
     from_pretrained: str | None = None
@@ -82,7 +87,7 @@ class ModelRecipe:
     def __post_init__(self) -> None:
         if self.from_pretrained and self.from_vlm:
             raise ValueError("model: give from_pretrained or from_vlm, not both")
-        if self.num_views is not None and not self.from_vlm:
+        if self.num_views is not None and not (self.from_vlm or self.from_pretrained):
             raise ValueError("model.num_views: only used with from_vlm; set model.config.num_views instead")
         check_fields(self.config, OccVLAConfig, "model.config")
 
@@ -322,7 +327,13 @@ def build_model_and_processor(
     section = parse_section(ModelRecipe, section, "model")
     config_kwargs = dict(section.config)
     if section.from_pretrained:
-        model = load_pretrained(OccVLAForPlanning, section.from_pretrained, **config_kwargs)
+        config = pretrained_config(section.from_pretrained, config_kwargs)
+        if section.num_views is not None and section.num_views != config.num_views:
+            raise ValueError(
+                f"model.num_views: {section.num_views}, but the checkpoint {section.from_pretrained} has "
+                f"{config.num_views} views"
+            )
+        model = load_pretrained(OccVLAForPlanning, section.from_pretrained, config=config)
         return model, OccVLAProcessor.from_pretrained(section.from_pretrained), False
     if occupancy_vae is not None:
         config_kwargs.setdefault("occupancy_latent_shape", tuple(occupancy_vae.config.latent_shape))
@@ -353,6 +364,56 @@ def build_model_and_processor(
     config_kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
     config = OccVLAConfig(text_config=text_config, **config_kwargs)
     return OccVLAForPlanning(config), OccVLAProcessor.from_model_config(config, tokenizer), True
+
+
+def pretrained_config(path: str, overrides: Mapping[str, Any]) -> OccVLAConfig:
+    """The config to load the OccVLA checkpoint at `path` with: its own, with the recipe's `model.config` values that
+    leave every weight's shape as saved (loss weights, ...). A value that would reshape a weight (a head width, the
+    query layout, the ego-status input: the sizes a new model is built with, as `configs/joint.yaml` gives them for
+    `from_vlm`) keeps the checkpoint's, and a warning names it. The result is validated as a whole."""
+    check_checkpoint_folder(path)
+    saved = OccVLAConfig.from_pretrained(path)
+    shapes = _weight_shapes(saved)
+    config, kept = saved, {}
+    for key, value in overrides.items():
+        if _weight_shapes(_with_value(saved, key, value)) == shapes:
+            config = _with_value(config, key, value)
+        else:
+            kept[key] = value
+    if kept:
+        logger.warning(
+            "model.config: %s keeps its own %s; the recipe's values would reshape its weights (%s)",
+            path,
+            ", ".join(f"{key}={_saved_value(saved, key, value)!r}" for key, value in kept.items()),
+            ", ".join(f"{key}={value!r}" for key, value in kept.items()),
+        )
+    return OccVLAConfig.from_dict(config.to_dict())
+
+
+def _with_value(config: OccVLAConfig, key: str, value: Any) -> OccVLAConfig:
+    """A copy of `config` with `key` set to `value`; a mapping for a sub-config (`text_config`, `vision_config`)
+    changes only the keys it names."""
+    config = copy.deepcopy(config)
+    current = getattr(config, key)
+    if isinstance(current, PreTrainedConfig) and isinstance(value, Mapping):
+        value = type(current).from_dict({**current.to_dict(), **value})
+    setattr(config, key, value)
+    return config
+
+
+def _saved_value(config: OccVLAConfig, key: str, value: Any) -> Any:
+    """What `config` holds where the override `key: value` would go (of a sub-config, the keys `value` names)."""
+    current = getattr(config, key)
+    if isinstance(current, PreTrainedConfig) and isinstance(value, Mapping):
+        return {name: getattr(current, name, None) for name in value}
+    return current
+
+
+def _weight_shapes(config: OccVLAConfig) -> dict[str, tuple[int, ...]]:
+    """The shape of every weight of a model of `config` (built on the meta device: no memory, no initialisation)."""
+    with torch.device("meta"):
+        model = OccVLAForPlanning(config)
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
 
 
 def check_processor_matches_model(processor: OccVLAProcessor, config: OccVLAConfig) -> None:
@@ -599,5 +660,6 @@ __all__ = [
     "joint_datasets",
     "load_training_data",
     "prepare_model",
+    "pretrained_config",
     "train_joint",
 ]

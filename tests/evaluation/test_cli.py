@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from occvla_hf.cli import main
+from occvla_hf.constants import OCC_CLASS_COLORS_RGB, OCC_CLASS_NAMES
 from occvla_hf.data.load import load_split
 from occvla_hf.evaluation.runner import evaluate_constant_velocity
+from occvla_hf.modeling import OccVLAForPlanning
+from occvla_hf.processing import OccVLAProcessor
 from occvla_hf.training.joint import train_joint
 from tests.conftest import TINY_MODEL_CONFIG
 
@@ -122,14 +126,33 @@ def test_no_ego_status_flag_refuses_a_model_trained_with_it(checkpoint, training
 
 
 def test_plan_cli_draws_bev_and_cameras(checkpoint, training_data_dir, tmp_path, capsys) -> None:
-    out = tmp_path / "plan.png"
     argv = ["plan", "--model", str(checkpoint), "--data", str(training_data_dir), "--split", "mini_val"]
-    assert main([*argv, "--sample", "0", "--out", str(out)]) == 0
-    for path in (out, tmp_path / "plan_cameras.png"):
-        with Image.open(path) as image:
-            assert image.format == "PNG" and image.size[0] > 300 and image.size[1] > 300
-    printed = capsys.readouterr().out
-    assert "meta-action:" in printed and "mean L2" in printed
+    pixels = {}
+    for layer in (None, "gt", "pred"):
+        out = tmp_path / f"plan_{layer}.png"
+        assert main([*argv, "--sample", "0", "--out", str(out), *(["--occupancy", layer] if layer else [])]) == 0
+        for path in (out, tmp_path / f"plan_{layer}_cameras.png"):
+            with Image.open(path) as image:
+                assert image.format == "PNG" and image.size[0] > 300 and image.size[1] > 300
+        with Image.open(out) as image:
+            pixels[layer] = np.asarray(image.convert("RGB"))
+        printed = capsys.readouterr().out
+        assert "meta-action:" in printed and "mean L2" in printed
+    road = np.array(OCC_CLASS_COLORS_RGB[OCC_CLASS_NAMES.index("driveable_surface")], dtype=np.uint8)
+    assert (pixels["gt"] == road).all(axis=-1).sum() > (pixels[None] == road).all(axis=-1).sum() + 1000
+    assert not np.array_equal(pixels["pred"], pixels[None])  # the predicted grid is drawn under the view
+
+
+def test_plan_cli_refuses_predicted_occupancy_without_the_occupancy_modules(
+    checkpoint, training_data_dir, tmp_path, capsys
+) -> None:
+    export = tmp_path / "export"
+    OccVLAForPlanning.from_pretrained(checkpoint).without_occupancy_modules().save_pretrained(export)
+    OccVLAProcessor.from_pretrained(checkpoint).save_pretrained(export)
+    argv = ["plan", "--model", str(export), "--data", str(training_data_dir), "--split", "mini_val", "--sample", "0"]
+    assert main([*argv, "--out", str(tmp_path / "plan.png"), "--occupancy", "pred"]) == 2
+    assert "predicted occupancy needs the occupancy head and the frozen VAE" in capsys.readouterr().err
+    assert not (tmp_path / "plan.png").exists()
 
 
 def test_planning_subsets_score_the_same_plans_as_their_rows_alone(checkpoint, training_data_dir) -> None:

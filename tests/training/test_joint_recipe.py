@@ -1,6 +1,6 @@
 """The stage-2 recipe `train_joint` and `occvla-hf train joint`: training on a dataset folder in the
 `occvla-hf data build` layout, the saved checkpoint, the ablation, LoRA, from_vlm, resume, the CLI, the shipped
-YAMLs."""
+YAMLs, the shipped recipe pointed at a small checkpoint by overrides."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 from huggingface_hub import HfApi, ModelCard
+from huggingface_hub.errors import StrictDataclassClassValidationError
 from transformers import (
     PaliGemmaConfig,
     PaliGemmaForConditionalGeneration,
@@ -29,7 +30,7 @@ from occvla_hf.cli import main
 from occvla_hf.data.keyframes import join_keyframes
 from occvla_hf.data.load import load_configs
 from occvla_hf.evaluation.baselines import constant_velocity_trajectories, has_velocity
-from occvla_hf.modeling import OccVLAForPlanning
+from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning
 from occvla_hf.modeling.occupancy_vae import OccupancyVAE
 from occvla_hf.processing import OccVLAProcessor, build_tokenizer, ego_status_statistics
 from occvla_hf.processing.processing_occvla import ego_history_statistics
@@ -40,6 +41,7 @@ from occvla_hf.training.joint import (
     build_model_and_processor,
     check_processor_matches_model,
     data_source,
+    pretrained_config,
     train_joint,
 )
 from occvla_hf.training.recipe import load_recipe
@@ -429,3 +431,75 @@ def test_recipe_rejects_inconsistent_models(tiny_recipe):
     processor.trajectory_position = "prompt"
     with pytest.raises(ValueError, match="trajectory_position: the processor has prompt, the model config after_text"):
         check_processor_matches_model(processor, model.config)
+
+
+@pytest.fixture
+def tiny_checkpoint_dir(occupancy_vae_dir: Path, tmp_path: Path) -> Path:
+    """A saved random tiny OccVLA (5 x 5 queries, heads of width 16) with its processor, trained with an L1
+    trajectory loss and half the occupancy weight (values `configs/joint.yaml` sets otherwise)."""
+    torch.manual_seed(0)
+    config = {**TINY_MODEL_CONFIG, "trajectory_loss_type": "l1", "occupancy_loss_weight": 0.5}
+    model, processor, _ = build_model_and_processor({"config": config}, OccupancyVAE.from_pretrained(occupancy_vae_dir))
+    path = tmp_path / "tiny_checkpoint"
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+def test_the_shipped_joint_recipe_trains_a_small_checkpoint_named_by_overrides(
+    tiny_checkpoint_dir, occupancy_vae_dir, training_data_dir, tmp_path, caplog
+):
+    output_dir = tmp_path / "run"
+    overrides = {
+        "model.from_pretrained": str(tiny_checkpoint_dir),
+        "model.from_vlm": "null",  # the recipe's PaliGemma-3B, removed
+        "occupancy_vae": str(occupancy_vae_dir),
+        "data.path": str(training_data_dir),
+        "data.train_split": "mini_train",
+        "data.eval_split": "mini_val",
+        "training.output_dir": str(output_dir),
+        "training.max_steps": "2",
+        "training.bf16": "false",  # CPU
+        "training.use_cpu": "true",
+        "training.dataloader_num_workers": "0",
+    }
+    argv = [token for key, value in overrides.items() for token in (f"--{key}", value)]
+    with caplog.at_level("WARNING", logger="occvla_hf.training.joint"):
+        assert main(["train", "joint", "--config", "joint", *argv]) == 0
+    assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == 2
+    # The recipe's head sizes are for a new model (from_vlm): the checkpoint keeps its own, and the log says so.
+    recipe_config = load_recipe("joint")["model"]["config"]
+    saved = OccVLAForPlanning.from_pretrained(tiny_checkpoint_dir)
+    trained = OccVLAForPlanning.from_pretrained(output_dir)
+    for key in ("num_occupancy_queries_hw", "occupancy_head_hidden_size", "trajectory_head_hidden_size"):
+        assert getattr(trained.config, key) == getattr(saved.config, key) != tuple_or_value(recipe_config[key])
+        assert f"{key}={recipe_config[key]!r}" in caplog.text
+    # Its other values apply (the loss), and training started from the checkpoint's weights (the frozen vision tower).
+    assert (trained.config.trajectory_loss_type, trained.config.occupancy_loss_weight) == ("smooth_l1", 1.0)
+    assert load_recipe("joint")["freeze_vision_tower"] is True
+    for name, value in saved.model.vision_tower.state_dict().items():
+        torch.testing.assert_close(trained.model.vision_tower.state_dict()[name], value, msg=name)
+
+
+def tuple_or_value(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def test_a_checkpoint_config_takes_the_values_that_keep_its_weights(tiny_checkpoint_dir, caplog):
+    saved = OccVLAConfig.from_pretrained(tiny_checkpoint_dir)
+    with caplog.at_level("WARNING", logger="occvla_hf.training.joint"):
+        config = pretrained_config(
+            str(tiny_checkpoint_dir),
+            {"text_config": {"hidden_size": 64}, "occupancy_voxel_loss_weight": 0.25, "use_ego_status": False},
+        )
+    assert "keeps its own text_config={'hidden_size': 32}, use_ego_status=True" in caplog.text
+    assert config.text_config.hidden_size == saved.text_config.hidden_size == 32  # would reshape every layer
+    assert config.use_ego_status is saved.use_ego_status is True  # the trajectory head reads the ego status
+    assert config.occupancy_voxel_loss_weight == 0.25
+    assert config.text_config.to_dict() == saved.text_config.to_dict()
+    changed = pretrained_config(str(tiny_checkpoint_dir), {"text_config": {"attention_dropout": 0.1}})
+    assert changed.text_config.attention_dropout == 0.1 and changed.text_config.hidden_size == 32
+    with pytest.raises(StrictDataclassClassValidationError, match="occupancy_loss_weight: expected a finite value"):
+        pretrained_config(str(tiny_checkpoint_dir), {"occupancy_loss_weight": -1.0})
+    with pytest.raises(ValueError, match="model.num_views: 1, but the checkpoint"):
+        build_model_and_processor({"from_pretrained": str(tiny_checkpoint_dir), "num_views": 1})
