@@ -3,6 +3,9 @@ source the datasets record (nuScenes, or the sim's procedural scenes)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from datasets import DatasetDict
 from huggingface_hub import DatasetCardData
 
@@ -32,6 +35,7 @@ _TITLES: dict[str, str] = {
     "nuscenes": "nuScenes {version}: planning, QA and occupancy",
     "sim": "occvla-hf sim scenes ({version} layout, seed {seed}): planning, QA and occupancy",
 }
+_LEROBOT_NAMES: dict[str, str] = {"nuscenes": "nuScenes", "sim": "occvla-hf sim"}
 _TAGS: dict[str, list[str]] = {
     "nuscenes": ["autonomous-driving", "nuscenes", "occ3d", "nuscenes-qa", "planning", "occupancy"],
     "sim": ["autonomous-driving", "synthetic", "procedural", "planning", "occupancy"],
@@ -207,6 +211,39 @@ def dataset_card(datasets: dict[str, DatasetDict], *, version: str, image_mode: 
         sections.extend(f"| `{name}` | {FIELD_DESCRIPTIONS[name]} |" for name in features)
         sections.append("")
     sections += [_LICENCES[source.name]] + ([_CITATIONS] if source.name == "nuscenes" else [])
+    return f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(sections) + "\n"
+
+
+def lerobot_card(source: DataSource, info: Mapping[str, Any], task: str) -> str:
+    """README.md of a LeRobot export (`data.lerobot`: `info` its `meta/info.json`, `task` its one task text): the
+    front matter LeRobot writes
+    (`task_categories: robotics`, tag `LeRobot`, the data files as the default config) with the licence and source
+    record of the dataset it was exported from, and a body naming the source, the episodes and the features."""
+    card_data = DatasetCardData(
+        license=source.license,
+        pretty_name=f"{_LEROBOT_NAMES[source.name]} planning keyframes in the LeRobot format",
+        task_categories=["robotics"],
+        tags=["LeRobot", *_TAGS[source.name]],
+        **{CARD_SOURCE_KEY: source.card_record()},
+        configs=[{"config_name": "default", "data_files": "data/*/*.parquet"}],
+    )
+    splits = ", ".join(f"`{name}` (episodes {span})" for name, span in info["splits"].items())
+    sections = [
+        f"# {card_data.pretty_name}\n",
+        f"{source.description} Exported by `occvla-hf data export-lerobot` as a LeRobot {info['codebase_version']} "
+        f"dataset: one episode per scene, one frame per keyframe at {info['fps']} Hz, {info['total_episodes']} "
+        f"episodes and {info['total_frames']} frames; splits {splits}. Its one task: {task}"
+        " `observation.state` is the ego status, `action` the 6 future waypoints (x, y) at 0.5 s steps, flattened;"
+        " `ego_status_valid` and `waypoint_valid` say which entries exist. Statistics: [meta/stats.json](meta/stats.json);"
+        " the schema: [meta/info.json](meta/info.json).\n",
+        "## Features\n",
+        "| feature | dtype | shape |\n|---|---|---|",
+        *(f"| `{name}` | {spec['dtype']} | {tuple(spec['shape'])} |" for name, spec in info["features"].items()),
+        "",
+        _LICENCES[source.name],
+    ]
+    if source.name == "nuscenes":
+        sections.append(_CITATIONS)
     return f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(sections) + "\n"
 
 

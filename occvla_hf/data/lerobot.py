@@ -4,6 +4,7 @@
 against huggingface/lerobot `src/lerobot/datasets/utils.py`, `io_utils.py`, `dataset_writer.py`,
 `dataset_metadata.py`, `compute_stats.py`):
 
+  README.md                                   the dataset card: LeRobot's front matter, the source's licence
   meta/info.json                              codebase_version "v3.0", fps, features, totals, splits, path templates
   meta/stats.json                             per feature: mean, std, min, max, count (+ exact q01..q99, not images)
   meta/tasks.parquet                          the task texts (pandas index `task`) and their `task_index`
@@ -49,6 +50,7 @@ from datasets import Dataset, Features, Image, List, Value
 from PIL import Image as PILImage
 
 from occvla_hf.constants import CAMERA_NAMES, EGO_STATUS_FEATURES, NUM_WAYPOINTS, WAYPOINT_STEP_S
+from occvla_hf.data.card import dataset_source, lerobot_card
 
 LEROBOT_CODEBASE_VERSION: str = "v3.0"
 LEROBOT_FPS: int = round(1.0 / WAYPOINT_STEP_S)  # keyframes at 2 Hz
@@ -64,6 +66,7 @@ VIDEO_FILE_SIZE_MB: int = 200
 _CHUNK_FILE = "chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 DATA_PATH: str = "data/" + _CHUNK_FILE
 EPISODES_PATH: str = "meta/episodes/" + _CHUNK_FILE
+CARD_PATH: str = "README.md"
 INFO_PATH: str = "meta/info.json"
 STATS_PATH: str = "meta/stats.json"
 TASKS_PATH: str = "meta/tasks.parquet"
@@ -225,6 +228,7 @@ def export_lerobot(
     if (root / INFO_PATH).exists():
         raise ValueError(f"out_dir: {root} already holds a LeRobot dataset ({INFO_PATH})")
     planning = load_configs(source, ["planning"])["planning"]
+    source_record = dataset_source({"planning": planning})  # the card's licence and source: checked before writing
     names = sorted(planning) if splits is None else list(splits)
     missing = [name for name in names if name not in planning]
     if missing or not names:
@@ -266,6 +270,7 @@ def export_lerobot(
     stats = _stats(all_frames, moments)
     info = _info(features, episodes, names, writer.num_frames, data_file_size_mb)
     _write_metadata(root, info, stats, episodes)
+    (root / CARD_PATH).write_text(lerobot_card(source_record, info, LEROBOT_TASK), encoding="utf-8")
     return LeRobotExport(
         root=root,
         info=info,

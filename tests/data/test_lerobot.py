@@ -227,3 +227,23 @@ def test_non_finite_ego_status_is_refused(training_data_dir: Path, tmp_path: Pat
     token = broken["mini_train"][2]["sample_token"]
     with pytest.raises(ValueError, match=f"ego_status: NaN or inf in keyframe {token}"):
         export_lerobot(tmp_path / "planning", tmp_path / "out")
+
+
+def test_the_card_has_lerobots_front_matter_and_the_sources_licence(export: LeRobotExport, training_data_dir) -> None:
+    """The README.md that LeRobot's `push_to_hub` would write (`task_categories: robotics`, tag `LeRobot`, the data
+    files as the default config), with the licence and source record of the exported dataset."""
+    from huggingface_hub import DatasetCard
+
+    from occvla_hf.data.card import dataset_source
+    from occvla_hf.data.provenance import CARD_SOURCE_KEY
+
+    card = DatasetCard.load(export.root / "README.md")
+    data = card.data.to_dict()
+    source = dataset_source(load_configs(training_data_dir, ["planning"]))
+    assert data["license"] == source.license and data[CARD_SOURCE_KEY] == source.card_record()
+    assert data["task_categories"] == ["robotics"] and data["tags"][0] == "LeRobot"
+    assert data["configs"] == [{"config_name": "default", "data_files": "data/*/*.parquet"}]
+    assert sorted(export.root.glob("data/*/*.parquet"))  # the default config's files exist
+    assert LEROBOT_TASK in card.text and f"{export.info['total_episodes']} episodes" in card.text
+    for name in export.info["features"]:
+        assert f"| `{name}` |" in card.text
