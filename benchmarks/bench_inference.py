@@ -6,7 +6,8 @@ prefill alone, and decoding the 6 waypoints as text instead (what a text-waypoin
 Timed with `occvla_hf.evaluation.timing` (CUDA events on GPU); every number is the median of `--repeats` runs after
 `--warmup` runs.
 
-`--fast`: the real-time planning path instead, at 6 views. The decoding step (ms per token, from generating 1 + 16
+`--fast`: the real-time planning path instead, at 6 views (the flex-attention rows put flex attention in the LM and
+keep the SigLIP tower on SDPA: `lm_attention`). The decoding step (ms per token, from generating 1 + 16
 tokens against 1) of OccVLA beside PaliGemma with the default dynamic cache and with `cache_implementation="static"`
 (which transformers compiles on CUDA, with CUDA graphs); `plan()` (8 tokens) at batch 1 and plans/s at batch 32 on
 that path against the dynamic one; the batch-8 prefill with FlexAttention against SDPA (TFLOP/s, % of the dense bf16
@@ -307,7 +308,8 @@ def run_fast(args: argparse.Namespace) -> Iterator[tuple[str, ...]]:
             yield from ((name, "-", "n/a", "-", "n/a", "-", "CUDA only") for name in flex_rows)
             return
         inputs = make_inputs(occvla, PREFILL_BATCH, dtype, device)
-        flex_ms, sdpa_ms = _attention_pair(timer, occvla, _prefill(occvla, inputs), "flex_attention", "sdpa")
+        prefill = _prefill(occvla, inputs)
+        flex_ms, sdpa_ms = _attention_pair(timer, occvla, prefill, lm_attention("flex_attention"), lm_attention("sdpa"))
         tflops = prefill_flops(occvla, PREFILL_BATCH) / (flex_ms / 1000) / 1e12
         share = f", {100 * tflops / peak:.0f} % of peak" if peak else ""
         yield _fast_row(
@@ -315,17 +317,26 @@ def run_fast(args: argparse.Namespace) -> Iterator[tuple[str, ...]]:
         )
         occvla = paligemma = None  # room for the Gemma-2 model
         gemma2 = build_occvla(occvla_config(args.tiny, 6, gemma2=True), dtype, device)
-        flex_ms, eager_ms = _attention_pair(timer, gemma2, _prefill(gemma2, inputs), "flex_attention", "eager")
+        flex, eager = lm_attention("flex_attention"), lm_attention("eager")
+        flex_ms, eager_ms = _attention_pair(timer, gemma2, _prefill(gemma2, inputs), flex, eager)
         yield _fast_row("Gemma-2 prefill, flex attention", PREFILL_BATCH, flex_ms, "eager", eager_ms, "-")
-        step = {}
-        for implementation in ("flex_attention", "eager"):
+        step_ms = []
+        for implementation in (flex, eager):
             gemma2.set_attn_implementation(implementation)
-            step[implementation] = decode_step_ms(timer, [(gemma2, ours)], **STATIC_CACHE)[0]
-        flex_ms, eager_ms = step["flex_attention"], step["eager"]
+            step_ms.append(decode_step_ms(timer, [(gemma2, ours)], **STATIC_CACHE)[0])
+        flex_ms, eager_ms = step_ms
         yield _fast_row("Gemma-2 decode step, static cache", 1, flex_ms, "eager", eager_ms, "flex attention")
 
 
-def _attention_pair(timer: Timer, model: PreTrainedModel, fn: Callable[[], object], impl_a: str, impl_b: str):
+def lm_attention(implementation: str) -> dict[str, str]:
+    """`set_attn_implementation` argument giving the LM `implementation` and the SigLIP tower SDPA: with flex
+    attention in both, the compiled flex kernel sees the tower's batch (views) and the LM's, and is marked dynamic."""
+    return {"text_config": implementation, "vision_config": "sdpa"}
+
+
+def _attention_pair(
+    timer: Timer, model: PreTrainedModel, fn: Callable[[], object], impl_a: str | dict, impl_b: str | dict
+):
     """Median milliseconds of `fn()` with attention implementation `impl_a` and `impl_b` (switched in between, so
     timed one after the other, not alternately); the model is left on `impl_b`."""
     medians = []
