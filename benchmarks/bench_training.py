@@ -56,9 +56,15 @@ TINY_VAE = OccupancyVAEConfig(grid_shape=(32, 32, 4), block_channels=(8, 16), la
 
 
 def build_model(
-    text: dict, vision: dict, vae_config: OccupancyVAEConfig, query_grid: tuple[int, int], device: torch.device
+    text: dict,
+    vision: dict,
+    vae_config: OccupancyVAEConfig,
+    query_grid: tuple[int, int],
+    device: torch.device,
+    module: str = "lm_queries",
 ) -> OccVLAForPlanning:
-    """A random 6-view OccVLA of the given text/vision shapes with a random frozen VAE, built on `device`."""
+    """A random 6-view OccVLA of the given text/vision shapes and occupancy `module` with a random frozen VAE, built
+    on `device`."""
     config = OccVLAConfig(
         vision_config=vision,
         text_config=text,
@@ -67,6 +73,7 @@ def build_model(
         num_views=6,
         num_occupancy_queries_hw=query_grid,
         occupancy_latent_shape=vae_config.latent_shape,
+        occupancy_module=module,
     )
     torch.manual_seed(0)
     with torch.device(device):
@@ -75,13 +82,18 @@ def build_model(
     return model
 
 
-def build_scale_model(device: torch.device, query_grid: tuple[int, int] | None = None) -> OccVLAForPlanning:
+def build_scale_model(
+    device: torch.device, query_grid: tuple[int, int] | None = None, module: str | None = None
+) -> OccVLAForPlanning:
     """The model of `configs/scale_joint.yaml` (random init, built by the joint stage's own builder) with a random
-    frozen VAE of `configs/scale_vae.yaml`'s shape, on `device`; `query_grid` replaces the recipe's query layout."""
+    frozen VAE of `configs/scale_vae.yaml`'s shape, on `device`; `query_grid` and `module` replace the recipe's query
+    layout and occupancy module."""
     vae_config = OccupancyVAEConfig(**load_recipe(REPO_ROOT / SCALE_VAE_RECIPE)["model"])
     section = load_recipe(REPO_ROOT / SCALE_RECIPE)["model"]
     if query_grid is not None:
         section["config"]["num_occupancy_queries_hw"] = list(query_grid)
+    if module is not None:
+        section["config"]["occupancy_module"] = module
     torch.manual_seed(0)
     with torch.device(device):
         vae = OccupancyVAE(vae_config)
@@ -90,13 +102,17 @@ def build_scale_model(device: torch.device, query_grid: tuple[int, int] | None =
     return model
 
 
-def build_shape(shape: str, query_grid: tuple[int, int] | None, device: torch.device) -> OccVLAForPlanning:
-    """The benchmarked model of `shape` (one of `SHAPES`); `query_grid` None keeps the shape's own query layout."""
+def build_shape(
+    shape: str, query_grid: tuple[int, int] | None, device: torch.device, module: str | None = None
+) -> OccVLAForPlanning:
+    """The benchmarked model of `shape` (one of `SHAPES`); `query_grid` / `module` None keep the shape's own query
+    layout / occupancy module (`lm_queries` but for a recipe that says otherwise)."""
     if shape == "scale":
-        return build_scale_model(device, query_grid)
+        return build_scale_model(device, query_grid, module)
+    module = module or "lm_queries"
     if shape == "tiny":
-        return build_model(TINY_TEXT, TINY_VISION, TINY_VAE, query_grid or (4, 4), device)
-    return build_model(GEMMA2_2B, SIGLIP_SO400M, OccupancyVAEConfig(), query_grid or (10, 10), device)
+        return build_model(TINY_TEXT, TINY_VISION, TINY_VAE, query_grid or (4, 4), device, module)
+    return build_model(GEMMA2_2B, SIGLIP_SO400M, OccupancyVAEConfig(), query_grid or (10, 10), device, module)
 
 
 def make_batch(model: OccVLAForPlanning, batch: int, device: torch.device, dtype: torch.dtype) -> dict:
@@ -232,9 +248,10 @@ def run(args: argparse.Namespace, model: OccVLAForPlanning) -> list[tuple[str, .
         for mode in MODES:
             ms = medians[mode]
             with_occupancy = mode != "none"
-            flops = step_flops(model, args.batch, with_occupancy)
-            queries = model.config.num_occupancy_queries if with_occupancy else 0
-            tokens = args.batch * (batch["input_ids"].shape[1] + queries)
+            in_lm = model.config.occupancy_module == "lm_queries"  # the FLOP count covers this module only
+            flops = step_flops(model, args.batch, with_occupancy) if in_lm else None
+            queries = model.config.num_occupancy_queries if with_occupancy and in_lm else 0
+            tokens = args.batch * (batch["input_ids"].shape[1] + queries)  # LM tokens
             rows.append(
                 (
                     "on" if checkpointing else "off",
@@ -244,7 +261,7 @@ def run(args: argparse.Namespace, model: OccVLAForPlanning) -> list[tuple[str, .
                     busy.get(mode, "n/a"),
                     f"{tokens / (ms / 1000):.0f}",
                     memory.get(mode, "-"),
-                    f"{100 * flops / (ms / 1000) / (peak * 1e12):.1f}" if peak else "-",
+                    f"{100 * flops / (ms / 1000) / (peak * 1e12):.1f}" if peak and flops else "-",
                 )
             )
     return rows
@@ -307,6 +324,12 @@ def main() -> None:
         metavar=("ROWS", "COLS"),
         help="occupancy query layout (must divide the VAE latent; default: the shape's own)",
     )
+    parser.add_argument(
+        "--occupancy-module",
+        choices=["lm_queries", "cross_attention"],
+        default=None,
+        help="where the occupancy queries run (default: the shape's own; MFU is counted for lm_queries only)",
+    )
     parser.add_argument("--profile", action="store_true", help="print a kernel-time table per mode")
     parser.add_argument("--compile", action="store_true", help="torch.compile the vision tower and the LM")
     parser.add_argument("--no-checkpointing-rows", action="store_true", help="skip the activation-checkpointing rows")
@@ -314,7 +337,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     device = torch.device(args.device)
-    model = build_shape(args.shape, tuple(args.query_grid) if args.query_grid else None, device)
+    model = build_shape(args.shape, tuple(args.query_grid) if args.query_grid else None, device, args.occupancy_module)
     config = model.config
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     query_rows, query_cols = config.num_occupancy_queries_hw
@@ -322,7 +345,7 @@ def main() -> None:
         f"# device {_device_name(device)}, torch {torch.__version__}, transformers {transformers.__version__}, "
         f"{args.dtype}, shape {args.shape} ({trained / 1e6:.1f} M trained parameters), batch {args.batch}, "
         f"{config.num_views} views x {config.image_seq_length} image tokens, {TEXT_TOKENS} text tokens, occupancy "
-        f"queries {query_rows}x{query_cols}, VAE latent {'x'.join(map(str, config.occupancy_latent_shape))}"
+        f"queries {query_rows}x{query_cols} ({config.occupancy_module}), VAE latent {'x'.join(map(str, config.occupancy_latent_shape))}"
         f"{', torch.compile' if args.compile else ''}"
     )
     rows = run(args, model)  # prints the --profile tables

@@ -44,7 +44,14 @@ def test_bench_inference_fast_path_tiny_prints_every_row(monkeypatch, capsys) ->
     assert all(math.isfinite(float(row[2])) and math.isfinite(float(row[4])) for row in cells[:4])
 
 
-@pytest.mark.parametrize("shape_args, dtype", [(["--tiny"], "fp32"), (["--shape", "tiny"], "bf16-autocast")])
+@pytest.mark.parametrize(
+    "shape_args, dtype",
+    [
+        (["--tiny"], "fp32"),
+        (["--shape", "tiny"], "bf16-autocast"),
+        (["--tiny", "--occupancy-module", "cross_attention"], "fp32"),
+    ],
+)
 def test_bench_training_tiny_prints_every_mode_and_checkpointing_setting(
     shape_args, dtype, monkeypatch, capsys
 ) -> None:
