@@ -12,6 +12,7 @@ from torch import nn
 
 from occvla_hf.constants import OCC_GRID_SHAPE
 from occvla_hf.modeling import OccupancyVAE, OccupancyVAEConfig, OccVLAConfig, OccVLAForPlanning
+from occvla_hf.processing import OccVLAProcessor, build_tokenizer
 
 TINY_GRID = (16, 16, 4)  # (X, Y, Z) voxels of the tiny occupancy grids
 TINY_VOCAB = 64
@@ -95,6 +96,23 @@ def tiny_occupancy_vae(latent_type: str = "kl", seed: int = 0) -> OccupancyVAE:
         codebook_size=16,
     )
     return OccupancyVAE(config).eval()
+
+
+def tiny_model_with_tokenizer(vae: nn.Module) -> tuple[OccVLAForPlanning, OccVLAProcessor]:
+    """A tiny 6-view model (seed 0, eval mode) sized for the package's tokenizer (300-token vocabulary), with `vae`
+    attached, and its `OccVLAProcessor`: what planning from images and text needs."""
+    tokenizer = build_tokenizer(vocab_size=300)
+    config = tiny_config(
+        num_views=6,
+        text_config={**TINY_TEXT_CONFIG, "vocab_size": len(tokenizer)},
+        image_token_id=tokenizer.image_token_id,
+        traj_token_id=tokenizer.traj_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = OccVLAForPlanning(config).eval()
+    model.set_occupancy_vae(vae)
+    return model, OccVLAProcessor.from_model_config(config, tokenizer)
 
 
 def make_batch(config: OccVLAConfig, batch: int = 2, text_length: int = 6, planning: bool = True, seed: int = 0):

@@ -14,9 +14,8 @@ import pytest
 import torch
 
 from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning
-from occvla_hf.processing import OccVLAProcessor, build_tokenizer
 from occvla_hf.remote_code import code_closure
-from tests.conftest import TINY_TEXT_CONFIG, make_batch, tiny_config, tiny_occupancy_vae
+from tests.conftest import make_batch, tiny_config, tiny_model_with_tokenizer, tiny_occupancy_vae
 
 # A finder ahead of every other one: importing occvla_hf (the editable install, the checkout) fails in the process.
 BLOCKING_SITECUSTOMIZE = """
@@ -67,18 +66,7 @@ def camera_images() -> list[list[np.ndarray]]:
 
 
 def test_saved_model_processor_and_vae_load_and_plan_without_the_package(tmp_path: Path) -> None:
-    tokenizer = build_tokenizer(vocab_size=300)
-    config = tiny_config(
-        num_views=6,
-        text_config={**TINY_TEXT_CONFIG, "vocab_size": len(tokenizer)},
-        image_token_id=tokenizer.image_token_id,
-        traj_token_id=tokenizer.traj_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    model = OccVLAForPlanning(config).eval()
-    model.set_occupancy_vae(tiny_occupancy_vae())
-    processor = OccVLAProcessor.from_model_config(config, tokenizer)
+    model, processor = tiny_model_with_tokenizer(tiny_occupancy_vae())
     vae = tiny_occupancy_vae(seed=1)
     folder = tmp_path / "ckpt"
     model.save_pretrained(folder)
@@ -101,7 +89,7 @@ def test_saved_model_processor_and_vae_load_and_plan_without_the_package(tmp_pat
     for name in ("modeling_occvla.py", "processing_occvla.py", "constants.py", "reasoning.py", "remote_code.py"):
         assert not re.search(r"^\s*from \.\.", (folder / name).read_text(), re.MULTILINE), name
 
-    batch = make_batch(config)
+    batch = make_batch(model.config)
     plan = model.plan(**processor(images=camera_images(), ego_status=np.zeros((1, 6), np.float32)),
                       tokenizer=processor.tokenizer, max_new_tokens=3)  # fmt: skip
     voxels = torch.randint(0, 18, (2, 16, 16, 4), generator=torch.Generator().manual_seed(2))

@@ -699,21 +699,30 @@ def test_bad_settings_raise_naming_the_setting(make_processor, kwargs: dict, fie
         make_processor(**kwargs)
 
 
-@pytest.mark.parametrize("dataset_format", [None, "numpy", "torch"])
-def test_from_rows_reads_a_datasets_table_in_any_format(make_processor, dataset_format: str | None) -> None:
-    rng = np.random.default_rng(6)
-    rows = [planning_row(rng, with_occupancy=True) for _ in range(2)]
-    features = datasets.Features(
+def planning_features(meta_action: datasets.Value | datasets.ClassLabel, **extra) -> datasets.Features:
+    """`datasets` features of the planning columns of `planning_row`, with `meta_action` stored as given, plus
+    `extra` columns."""
+    return datasets.Features(
         {
             "images": datasets.Sequence(datasets.Image()),
             "ego_status": datasets.Sequence(datasets.Value("float32"), length=F),
             "ego_status_valid": datasets.Sequence(datasets.Value("bool"), length=F),
             "trajectory": datasets.Array2D((6, 2), "float32"),
             "trajectory_mask": datasets.Sequence(datasets.Value("bool"), length=6),
-            "meta_action": datasets.Value("string"),
-            "semantics": datasets.Array3D(GRID, "uint8"),
-            "mask_camera": datasets.Array3D(GRID, "bool"),
+            "meta_action": meta_action,
+            **extra,
         }
+    )
+
+
+@pytest.mark.parametrize("dataset_format", [None, "numpy", "torch"])
+def test_from_rows_reads_a_datasets_table_in_any_format(make_processor, dataset_format: str | None) -> None:
+    rng = np.random.default_rng(6)
+    rows = [planning_row(rng, with_occupancy=True) for _ in range(2)]
+    features = planning_features(
+        datasets.Value("string"),
+        semantics=datasets.Array3D(GRID, "uint8"),
+        mask_camera=datasets.Array3D(GRID, "bool"),
     )
     table = datasets.Dataset.from_list([{key: row[key] for key in features} for row in rows], features=features)
     processor = make_processor()
@@ -730,16 +739,7 @@ def test_from_rows_trains_on_the_meta_action_of_a_class_label_column(make_proces
     rng = np.random.default_rng(7)
     rows = [planning_row(rng) for _ in range(2)]
     rows[1]["meta_action"] = "decelerate, left turn"
-    features = datasets.Features(
-        {
-            "images": datasets.Sequence(datasets.Image()),
-            "ego_status": datasets.Sequence(datasets.Value("float32"), length=F),
-            "ego_status_valid": datasets.Sequence(datasets.Value("bool"), length=F),
-            "trajectory": datasets.Array2D((6, 2), "float32"),
-            "trajectory_mask": datasets.Sequence(datasets.Value("bool"), length=6),
-            "meta_action": datasets.ClassLabel(names=list(META_ACTION_NAMES)),
-        }
-    )
+    features = planning_features(datasets.ClassLabel(names=list(META_ACTION_NAMES)))
     table = datasets.Dataset.from_list([{key: row[key] for key in features} for row in rows], features=features)
     assert table["meta_action"] == [10, 6]
     processor = make_processor(num_views=6)

@@ -7,25 +7,14 @@ import pytest
 import torch
 
 from occvla_hf.modeling import OccVLAForPlanning
-from occvla_hf.processing import OccVLAProcessor, build_tokenizer
+from occvla_hf.processing import OccVLAProcessor
 from occvla_hf.reasoning import split_reasoning
-from tests.conftest import TINY_GRID, TINY_TEXT_CONFIG, StandInOccupancyVAE, tiny_config
+from tests.conftest import TINY_GRID, StandInOccupancyVAE, tiny_model_with_tokenizer
 
 
 @pytest.fixture(scope="module")
 def model_and_processor() -> tuple[OccVLAForPlanning, OccVLAProcessor]:
-    tokenizer = build_tokenizer(vocab_size=300)
-    config = tiny_config(
-        num_views=6,
-        text_config={**TINY_TEXT_CONFIG, "vocab_size": len(tokenizer)},
-        image_token_id=tokenizer.image_token_id,
-        traj_token_id=tokenizer.traj_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    model = OccVLAForPlanning(config).eval()
-    model.set_occupancy_vae(StandInOccupancyVAE())
-    return model, OccVLAProcessor.from_model_config(config, tokenizer)
+    return tiny_model_with_tokenizer(StandInOccupancyVAE())
 
 
 def camera_images(batch: int) -> list[list[np.ndarray]]:
