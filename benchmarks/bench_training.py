@@ -161,8 +161,12 @@ def mode_inputs(model: OccVLAForPlanning, batch: dict, mode: str) -> dict:
     return inputs
 
 
-def step_flops(model: OccVLAForPlanning, batch: int, with_occupancy: bool) -> float:
-    """Matmul FLOPs of one training step (forward + backward = 3 x forward)."""
+def forward_flops(
+    model: OccVLAForPlanning, seq: int, head_positions: int, with_occupancy: bool
+) -> dict[str, float]:
+    """Matmul FLOPs of one sample's forward, by part: `vision` (the tower over every view), `projector`, `lm` (the
+    LM's weights over `seq` positions, queries included), `lm_attention` (scores and values), `lm_head` (over
+    `head_positions`) and `occupancy_head` (over the queries)."""
     config = model.config
     if config.occupancy_module != "lm_queries":
         raise ValueError(f"occupancy_module: the FLOP count covers 'lm_queries' only, got {config.occupancy_module!r}")
@@ -171,21 +175,29 @@ def step_flops(model: OccVLAForPlanning, batch: int, with_occupancy: bool) -> fl
     patches = config.image_seq_length
     vision_params = sum(p.numel() for p in model.model.vision_tower.parameters())
     vision_fwd = 2 * vision_params * patches + 4 * vision.num_hidden_layers * patches**2 * vision.hidden_size
-    vision_fwd *= batch * views
-    seq = views * patches + TEXT_TOKENS + (config.num_occupancy_queries if with_occupancy else 0)
     embed_params = model.get_input_embeddings().weight.numel()
     lm_params = sum(p.numel() for p in model.model.language_model.parameters()) - embed_params
     attn_width = text.num_attention_heads * text.head_dim
-    lm_fwd = batch * (2 * lm_params * seq + 4 * text.num_hidden_layers * seq**2 * attn_width)
-    text_positions = views * patches + TEXT_TOKENS
-    head_fwd = batch * 2 * text.hidden_size * text.vocab_size * text_positions
-    projector_fwd = batch * views * patches * 2 * vision.hidden_size * text.hidden_size
     occupancy_fwd = 0
     if with_occupancy:
-        occupancy_fwd = (
-            batch * config.num_occupancy_queries * 2 * sum(p.numel() for p in model.occupancy_head.parameters())
-        )
-    return 3.0 * (vision_fwd + lm_fwd + head_fwd + projector_fwd + occupancy_fwd)
+        occupancy_fwd = config.num_occupancy_queries * 2 * sum(p.numel() for p in model.occupancy_head.parameters())
+    return {
+        "vision": views * vision_fwd,
+        "projector": views * patches * 2 * vision.hidden_size * text.hidden_size,
+        "lm": 2 * lm_params * seq,
+        "lm_attention": 4 * text.num_hidden_layers * seq**2 * attn_width,
+        "lm_head": 2 * text.hidden_size * text.vocab_size * head_positions,
+        "occupancy_head": occupancy_fwd,
+    }
+
+
+def step_flops(model: OccVLAForPlanning, batch: int, with_occupancy: bool) -> float:
+    """Matmul FLOPs of one training step on `make_batch` (forward + backward = 3 x forward; the LM head counted at
+    every text position)."""
+    config = model.config
+    text_positions = config.num_views * config.image_seq_length + TEXT_TOKENS
+    seq = text_positions + (config.num_occupancy_queries if with_occupancy else 0)
+    return 3.0 * batch * sum(forward_flops(model, seq, text_positions, with_occupancy).values())
 
 
 def make_step(

@@ -24,12 +24,12 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 from datasets import Dataset, DatasetDict
-from peft import LoraConfig, get_peft_model
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
     AutoTokenizer,
     PreTrainedConfig,
+    TrainerCallback,
     TrainingArguments,
     set_seed,
 )
@@ -59,6 +59,9 @@ from .weight_schedule import OccupancyWeightSchedule
 logger = logging.getLogger(__name__)
 
 STAGE_NAME: str = "joint"
+# Weights are trained in float32 whatever the checkpoint stores (PaliGemma-2 ships bfloat16): `training.bf16` is
+# mixed precision (bf16 autocast over float32 weights and optimiser states), not bf16 weights.
+TRAINING_DTYPE = torch.float32
 
 
 # ---------------------------------------------------------------------------------------------------- recipe
@@ -175,7 +178,7 @@ class JointRecipe(Recipe):
         super().__post_init__()
         check_gradient_norm_steps(self.gradient_norm_steps)
         if self.lora is not None:
-            check_fields(self.lora, LoraConfig, "lora")
+            check_fields(self.lora, _peft().LoraConfig, "lora")
         check_training_arguments(self.training)
 
     @property
@@ -323,7 +326,8 @@ def build_model_and_processor(
 ) -> tuple[OccVLAForPlanning, OccVLAProcessor, bool]:
     """The model and its processor from the recipe's `model` section; the flag says whether the processor is new
     (its ego-status statistics still have to be fitted). A new model (`from_vlm`, `config`) takes its
-    `occupancy_latent_shape` and `occupancy_num_classes` from `occupancy_vae` unless the config sets them."""
+    `occupancy_latent_shape` and `occupancy_num_classes` from `occupancy_vae` unless the config sets them. Checkpoints
+    load in `TRAINING_DTYPE`."""
     section = parse_section(ModelRecipe, section, "model")
     config_kwargs = dict(section.config)
     if section.from_pretrained:
@@ -333,7 +337,7 @@ def build_model_and_processor(
                 f"model.num_views: {section.num_views}, but the checkpoint {section.from_pretrained} has "
                 f"{config.num_views} views"
             )
-        model = load_pretrained(OccVLAForPlanning, section.from_pretrained, config=config)
+        model = load_pretrained(OccVLAForPlanning, section.from_pretrained, config=config, dtype=TRAINING_DTYPE)
         return model, OccVLAProcessor.from_pretrained(section.from_pretrained), False
     if occupancy_vae is not None:
         config_kwargs.setdefault("occupancy_latent_shape", tuple(occupancy_vae.config.latent_shape))
@@ -351,7 +355,11 @@ def build_model_and_processor(
             ego_history_steps=config_kwargs.get("ego_history_steps", 0),
         )  # adds `<traj>` to the tokenizer: its id goes into the model config
         model = OccVLAForPlanning.from_vlm(
-            path, num_views=processor.num_views, traj_token_id=processor.traj_token_id, **config_kwargs
+            path,
+            num_views=processor.num_views,
+            traj_token_id=processor.traj_token_id,
+            dtype=TRAINING_DTYPE,
+            **config_kwargs,
         )
         processor.use_ego_status = model.config.use_ego_status
         processor.trajectory_position = model.config.trajectory_position
@@ -450,10 +458,19 @@ def attach_occupancy_vae(model: OccVLAForPlanning, vae: OccupancyVAE) -> None:
 def apply_lora(model: OccVLAForPlanning, section: Mapping[str, Any]) -> torch.nn.Module:
     """Wraps the model in peft LoRA adapters, `default_lora_config(**section)`: adapters on the language model's
     `target_modules`, the new heads and occupancy queries trained fully, everything else frozen."""
-    peft_model = get_peft_model(model, default_lora_config(**section))
+    peft_model = _peft().get_peft_model(model, default_lora_config(**section))
     trainable, total = peft_model.get_nb_trainable_parameters()
     logger.info("LoRA: %d of %d parameters trainable (%.2f%%)", trainable, total, 100 * trainable / total)
     return peft_model
+
+
+def _peft() -> Any:
+    """The `peft` module, imported when a recipe uses LoRA (recipes without it train where peft is absent)."""
+    try:
+        import peft
+    except ImportError as error:
+        raise ImportError("lora: needs the `peft` package (pip install peft), which is not installed") from error
+    return peft
 
 
 # ---------------------------------------------------------------------------------------------------- recipe
@@ -478,8 +495,11 @@ class JointTrainingResult:
     log_history: list[dict[str, Any]]
 
 
-def train_joint(recipe: JointRecipe | Mapping[str, Any]) -> JointTrainingResult:
-    """Runs one stage-2 recipe (a `JointRecipe`, or the parsed `configs/joint.yaml`; see the module docstring)."""
+def train_joint(
+    recipe: JointRecipe | Mapping[str, Any], callbacks: Sequence[TrainerCallback] = ()
+) -> JointTrainingResult:
+    """Runs one stage-2 recipe (a `JointRecipe`, or the parsed `configs/joint.yaml`; see the module docstring);
+    `callbacks` are added to the Trainer's (e.g. to time the steps)."""
     recipe = JointRecipe.from_dict(recipe)
     args = TrainingArguments(**recipe.training)
     datasets = load_training_data(recipe.data.path, recipe.dataset_configs)
@@ -503,6 +523,7 @@ def train_joint(recipe: JointRecipe | Mapping[str, Any]) -> JointTrainingResult:
         occupancy_weight_schedule=recipe.occupancy_weight_schedule,
         model_card_info=_model_card_info(recipe, args, trained_model),
         gradient_norm_steps=recipe.gradient_norm_steps,
+        callbacks=list(callbacks),
     )
     return _train_and_save(trainer, recipe, processor, evaluate=eval_dataset is not None)
 

@@ -64,9 +64,17 @@ TRAINING_STAGES: dict[str, TrainingStage] = {
 
 
 class _RecipeLoader(yaml.SafeLoader):
-    """YAML 1.1 safe loader that also reads exponent floats without a dot (`1e-4`) as floats, as YAML 1.2 does."""
+    """YAML 1.1 safe loader that reads booleans and exponent floats as YAML 1.2 does: only `true` / `false` are
+    booleans (`save_strategy: no`, a TrainingArguments value, stays the string "no"), and `1e-4` is a float."""
 
 
+_RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 _RecipeLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),

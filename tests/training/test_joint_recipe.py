@@ -503,3 +503,15 @@ def test_a_checkpoint_config_takes_the_values_that_keep_its_weights(tiny_checkpo
         pretrained_config(str(tiny_checkpoint_dir), {"occupancy_loss_weight": -1.0})
     with pytest.raises(ValueError, match="model.num_views: 1, but the checkpoint"):
         build_model_and_processor({"from_pretrained": str(tiny_checkpoint_dir), "num_views": 1})
+
+
+def test_a_bf16_vlm_checkpoint_trains_in_float32_weights(tiny_paligemma_dir, tmp_path):
+    """`training.bf16` is mixed precision: a bf16 checkpoint (PaliGemma-2 ships bf16) still gets float32 weights."""
+    path = tmp_path / "paligemma_bf16"
+    PaliGemmaForConditionalGeneration.from_pretrained(tiny_paligemma_dir).to(torch.bfloat16).save_pretrained(path)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json"):
+        if (tiny_paligemma_dir / name).is_file():
+            (path / name).write_bytes((tiny_paligemma_dir / name).read_bytes())
+    assert PaliGemmaForConditionalGeneration.from_pretrained(path).dtype == torch.bfloat16
+    model, _, _ = build_model_and_processor({"from_vlm": str(path), "config": {"occupancy_head_hidden_size": 16}})
+    assert {parameter.dtype for parameter in model.parameters()} == {torch.float32}

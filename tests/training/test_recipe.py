@@ -24,6 +24,7 @@ from occvla_hf.training.recipe import (
     load_recipe,
     merge_recipes,
     parse_recipe,
+    parse_value,
     read_recipe_file,
     resolve_recipe,
     resolve_resume_checkpoint,
@@ -296,3 +297,11 @@ def test_the_wheel_ships_every_recipe(tmp_path):
         f"occvla_hf/configs/{path.relative_to(root / 'configs')}" for path in (root / "configs").rglob("*.yaml")
     }
     assert expected and shipped == expected
+
+
+def test_override_values_read_only_true_and_false_as_booleans():
+    """`--training.save_strategy no` is TrainingArguments' "no" (YAML 1.1 would read it, yes/on/off too, as a bool)."""
+    recipe = load_recipe("joint", ["--training.save_strategy", "no", "--training.eval_strategy", "no"])
+    assert recipe["training"]["save_strategy"] == recipe["training"]["eval_strategy"] == "no"
+    assert [parse_value(text) for text in ("yes", "on", "off", "true", "False")] == ["yes", "on", "off", True, False]
+    assert load_recipe("joint")["training"]["bf16"] is True
