@@ -17,8 +17,9 @@ Variants (`VARIANTS`, recipe overrides of `configs/scale_joint.yaml`): `occ`, `n
 occupancy transformer, `occupancy_module: cross_attention`), `occ_10pct` / `no_occ_10pct` (trained on
 `train_10pct/`), `occ_w<λ>`, the λ_occ (`occupancy_loss_weight`) sweep, and the planner variants: `occ_reasoning`
 (reasoning + meta-action as the planning target), `occ_after_text` (that, with the trajectory read after the
-generated text), `occ_history` (2 s of ego history to the head) and `occ_no_ego` (no ego status; its pair
-`no_occ_no_ego`, where the planner must read the scene). `run` trains and evaluates them like
+generated text), `occ_history` (2 s of ego history to the head), `occ_no_ego` (no ego status; its pair
+`no_occ_no_ego`, where the planner must read the scene) and `occ_history_no_ego` / `no_occ_history_no_ego` (the
+history instead of the ego status: the speed from past positions, the rest from the images). `run` trains and evaluates them like
 `occupancy_ablation` (the same runner, stage 1 included): one JSON per run with the keys of
 `benchmarks/results/ablation_occupancy/` plus `planning_hard`, planning on the **hard subset** of the held-out
 keyframes (`evaluation.baselines.hard_keyframes`: logged future more than 1 m from constant velocity), also in
@@ -75,6 +76,8 @@ VALIDATION_DIR: str = "val"
 LABEL_SCARCE_DIR: str = "train_10pct"
 LAMBDA_OCC_SWEEP: tuple[float, ...] = (0.1, 0.3, 3.0, 10.0)
 _NO_OCC: tuple[str, ...] = ("--occupancy_supervision", "false")
+_HISTORY: tuple[str, ...] = ("--model.config.ego_history_steps", "4")
+_HISTORY_NO_EGO: tuple[str, ...] = (*_HISTORY, "--model.config.use_ego_status", "false")
 
 VARIANTS: dict[str, Variant] = {
     "occ": Variant(SCALE_RECIPE, (), "with occupancy"),
@@ -95,11 +98,17 @@ VARIANTS: dict[str, Variant] = {
         ("--planning_target", "reasoning", "--model.config.trajectory_position", "after_text"),
         "occupancy, reasoning, trajectory after the text",
     ),
-    "occ_history": Variant(SCALE_RECIPE, ("--model.config.ego_history_steps", "4"), "occupancy, 2 s ego history"),
+    "occ_history": Variant(SCALE_RECIPE, _HISTORY, "occupancy, 2 s ego history"),
     "occ_no_ego": Variant(SCALE_RECIPE, ("--model.config.use_ego_status", "false"), "occupancy, no ego status"),
     # Its pair: without ego status the planner has to read the scene, where occupancy supervision can matter.
     "no_occ_no_ego": Variant(
         SCALE_RECIPE, (*_NO_OCC, "--model.config.use_ego_status", "false"), "without occupancy, no ego status"
+    ),
+    # Without ego status and history the planner cannot know its speed (one frame); the 2 s of past positions give
+    # it, so the scene is what is left to read.
+    "occ_history_no_ego": Variant(SCALE_RECIPE, _HISTORY_NO_EGO, "occupancy, 2 s ego history, no ego status"),
+    "no_occ_history_no_ego": Variant(
+        SCALE_RECIPE, (*_NO_OCC, *_HISTORY_NO_EGO), "without occupancy, 2 s ego history, no ego status"
     ),
     **{
         f"occ_w{weight:g}": Variant(

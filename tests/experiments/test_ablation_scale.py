@@ -34,6 +34,7 @@ def test_variants_are_recipe_overrides_of_one_recipe() -> None:
         "no_occ",
         "no_occ_10pct",
         "no_occ_no_ego",
+        "no_occ_history_no_ego",
     ]
     assert recipes["occ_xattn"]["model"]["config"]["occupancy_module"] == "cross_attention"
     assert recipes["occ_w0.1"]["model"]["config"]["occupancy_loss_weight"] == 0.1
@@ -42,7 +43,12 @@ def test_variants_are_recipe_overrides_of_one_recipe() -> None:
     assert recipes["occ_history"]["model"]["config"]["ego_history_steps"] == 4
     assert recipes["occ_no_ego"]["model"]["config"]["use_ego_status"] is False
     assert recipes["no_occ_no_ego"]["model"]["config"]["use_ego_status"] is False
-    for name in ("occ_reasoning", "occ_after_text", "occ_history", "occ_no_ego", "no_occ_no_ego"):  # valid recipes
+    for name in ("occ_history_no_ego", "no_occ_history_no_ego"):
+        assert recipes[name]["model"]["config"]["ego_history_steps"] == 4
+        assert recipes[name]["model"]["config"]["use_ego_status"] is False
+    inputs = ("occ_reasoning", "occ_after_text", "occ_history", "occ_no_ego", "no_occ_no_ego", "occ_history_no_ego",
+              "no_occ_history_no_ego")  # fmt: skip
+    for name in inputs:  # valid recipes
         assert JointRecipe.from_dict(recipes[name]).model.config == recipes[name]["model"]["config"]
     assert {name for name, variant in VARIANTS.items() if variant.train_data != "train"} == {
         "occ_10pct",
