@@ -355,7 +355,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True, help="folder of the checkpoint, data and runs")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument(
-        "--steps", type=int, default=None, help="optimiser steps per mode, halved by the checkpoint (default 50; tiny 10)"
+        "--steps",
+        type=int,
+        default=None,
+        help="optimiser steps per mode, halved by the checkpoint (default 50; tiny 10)",
     )
     parser.add_argument("--batch", type=int, default=None, help="per-device batch (default: the recipe's)")
     parser.add_argument("--grad-accum", type=int, default=None, help="gradient accumulation (default: the recipe's)")
@@ -398,8 +401,9 @@ def main() -> None:
     build_data(args.work)
     timings["data"] = time.perf_counter() - start
     if args.batch is not None or args.grad_accum is not None:
-        report["notes"].append(f"batch / gradient accumulation changed from the recipe's: {args.batch} / "
-                               f"{args.grad_accum}")
+        report["notes"].append(
+            f"batch / gradient accumulation changed from the recipe's: {args.batch} / {args.grad_accum}"
+        )
     results = {}
     for mode in args.modes:
         if mode == "lora" and importlib.util.find_spec("peft") is None:
@@ -442,8 +446,10 @@ def _version(package: str) -> str | None:
 
 def print_report(report: dict[str, Any]) -> None:
     versions = ", ".join(f"{name} {value}" for name, value in report["versions"].items())
-    print(f"\n# device {report['device']}, {versions}; preset {report['preset']}, {report['recipe']}, "
-          f"{report['steps']} steps per mode")
+    print(
+        f"\n# device {report['device']}, {versions}; preset {report['preset']}, {report['recipe']}, "
+        f"{report['steps']} steps per mode"
+    )
     header = ("mode", "trainable params", "peak GiB", "step ms", "tokens/s", "MFU %", "notes")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
@@ -451,10 +457,14 @@ def print_report(report: dict[str, Any]) -> None:
         if "error" in result:
             print(f"| {mode} | - | - | - | - | - | failed: {result['error']} |")
             continue
-        notes = (f"batch {result['batch']} x accum {result['grad_accum']}, {result['weight_dtype']} weights, "
-                 f"{result['attn_implementation']} attention, {result['step_tflops']:.3g} TFLOP/step")
-        print(f"| {mode} | {result['trainable_params'] / 1e6:.1f} M | {fmt(result['peak_gib'], '.1f')} | "
-              f"{result['step_ms']:.0f} | {result['tokens_per_s']:.0f} | {fmt(result['mfu_pct'], '.1f')} | {notes} |")
+        notes = (
+            f"batch {result['batch']} x accum {result['grad_accum']}, {result['weight_dtype']} weights, "
+            f"{result['attn_implementation']} attention, {result['step_tflops']:.3g} TFLOP/step"
+        )
+        print(
+            f"| {mode} | {result['trainable_params'] / 1e6:.1f} M | {fmt(result['peak_gib'], '.1f')} | "
+            f"{result['step_ms']:.0f} | {result['tokens_per_s']:.0f} | {fmt(result['mfu_pct'], '.1f')} | {notes} |"
+        )
     if "resume" in report:
         print(f"resume: {json.dumps(report['resume'])}")
     for task, value in report.get("evaluation", {}).items():
@@ -462,9 +472,14 @@ def print_report(report: dict[str, Any]) -> None:
             print(f"eval {task}: failed, {value['error']}")
             continue
         metrics = value["metrics"]
-        summary = (f"ST-P3 L2 avg {metrics['stp3']['l2_avg_m']:.2f} m, meta-action accuracy "
-                   f"{metrics['meta_action_accuracy_pct']:.1f}%, {metrics['num_samples']} rows") if task == "planning" \
+        summary = (
+            (
+                f"ST-P3 L2 avg {metrics['stp3']['l2_avg_m']:.2f} m, meta-action accuracy "
+                f"{metrics['meta_action_accuracy_pct']:.1f}%, {metrics['num_samples']} rows"
+            )
+            if task == "planning"
             else f"accuracy {metrics['overall']['accuracy_pct']:.1f}% of {metrics['num_questions']} questions"
+        )
         print(f"eval {task} ({value['seconds']:.0f} s): {summary}")
     print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in report["timings_s"].items()))
     for note in report["notes"]:

@@ -161,9 +161,7 @@ def mode_inputs(model: OccVLAForPlanning, batch: dict, mode: str) -> dict:
     return inputs
 
 
-def forward_flops(
-    model: OccVLAForPlanning, seq: int, head_positions: int, with_occupancy: bool
-) -> dict[str, float]:
+def forward_flops(model: OccVLAForPlanning, seq: int, head_positions: int, with_occupancy: bool) -> dict[str, float]:
     """Matmul FLOPs of one sample's forward, by part: `vision` (the tower over every view), `projector`, `lm` (the
     LM's weights over `seq` positions, queries included), `lm_attention` (scores and values), `lm_head` (over
     `head_positions`) and `occupancy_head` (over the queries)."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 
 import pytest
 import torch
 
-from benchmarks import bench_closed_loop, bench_inference, bench_training
+from benchmarks import bench_closed_loop, bench_inference, bench_recipe, bench_training
 from occvla_hf.experiments.ablation_scale import SCALE_RECIPE, SCALE_VAE_RECIPE
 from occvla_hf.training.recipe import load_recipe
 
@@ -87,3 +88,21 @@ def test_bench_closed_loop_prints_every_planner(monkeypatch, capsys) -> None:
     rows = run_main(bench_closed_loop, ["--types", "1"], monkeypatch, capsys)
     planners = [row.split(" | ")[0].strip("| ") for row in rows if not row.startswith(("| planner", "|---"))]
     assert planners == ["constant-velocity", "expert", "occvla-sim-small"] * 2
+
+
+@pytest.mark.slow
+def test_bench_recipe_tiny_trains_resumes_and_evaluates_the_shipped_recipe(tmp_path, monkeypatch, capsys) -> None:
+    report_path = tmp_path / "recipe.json"
+    argv = ["--preset", "tiny", "--work", str(tmp_path / "work"), "--modes", "act_ckpt", "lora", "--steps", "4",
+            "--workers", "0", "--json", str(report_path)]  # fmt: skip
+    rows = run_main(bench_recipe, argv, monkeypatch, capsys)
+    assert [row.split(" | ")[0].strip("| ") for row in rows[1:]] == ["act_ckpt", "lora"]
+    report = json.loads(report_path.read_text())
+    for mode in ("act_ckpt", "lora"):
+        result = report["modes"][mode]
+        assert "error" not in result, result
+        assert math.isfinite(result["step_ms"]) and result["trainable_params"] > 0
+    assert report["modes"]["lora"]["trainable_params"] < report["modes"]["act_ckpt"]["trainable_params"]
+    assert report["resume"]["ok"] and report["resume"]["global_step"] == 4
+    assert set(report["evaluation"]) == {"planning", "qa"}
+    assert all(value.get("metrics") for value in report["evaluation"].values())
