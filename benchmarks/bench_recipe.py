@@ -92,13 +92,17 @@ def paligemma_config(preset: str, tokenizer) -> transformers.PaliGemmaConfig:
 
 
 def build_checkpoint(preset: str, path: Path) -> dict[str, float]:
-    """Saves a random bf16 PaliGemma-2 of `preset` with the package tokenizer and a SigLIP image processor; seconds
-    of the build and of the save. The weights are drawn directly in bf16 (normal, std 0.02; norms and biases at
-    their defaults), skipping transformers' float32 initialisation."""
+    """Saves a random bf16 PaliGemma-2 of `preset` with the package tokenizer (`save_random_paligemma`)."""
     from occvla_hf.processing import build_tokenizer
 
     tokenizer = build_tokenizer()
-    config = paligemma_config(preset, tokenizer)
+    return save_random_paligemma(paligemma_config(preset, tokenizer), tokenizer, path)
+
+
+def save_random_paligemma(config: transformers.PaliGemmaConfig, tokenizer, path: Path) -> dict[str, float]:
+    """Saves a random bf16 PaliGemma of `config` with `tokenizer` and a SigLIP image processor; seconds of the build
+    and of the save. The weights are drawn directly in bf16 (normal, std 0.02; norms and biases at their defaults),
+    skipping transformers' float32 initialisation."""
     start = time.perf_counter()
     torch.manual_seed(0)
     previous = torch.get_default_dtype()

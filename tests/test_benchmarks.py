@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from benchmarks import bench_closed_loop, bench_inference, bench_recipe, bench_training
+from benchmarks import bench_closed_loop, bench_from_vlm, bench_inference, bench_recipe, bench_training
 from occvla_hf.experiments.ablation_scale import SCALE_RECIPE, SCALE_VAE_RECIPE
 from occvla_hf.training.recipe import load_recipe
 
@@ -63,6 +64,15 @@ def test_bench_training_tiny_prints_every_mode_and_checkpointing_setting(
         [checkpointing, mode] for checkpointing in ("off", "on") for mode in ("none", "grids", "latents")
     ]
     assert all(len(row) == 8 and row[4] == "n/a" for row in cells)  # GPU busy: CUDA only
+
+
+def test_bench_from_vlm_tiny_prints_a_row_per_package(tmp_path, monkeypatch, capsys) -> None:
+    repository = Path(bench_from_vlm.__file__).resolve().parents[1]
+    argv = ["--work", str(tmp_path), "--shape", "tiny", "--packages", str(repository)]
+    rows = run_main(bench_from_vlm, argv, monkeypatch, capsys)
+    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[1:]]
+    assert [row[0] for row in cells] == [str(repository)]  # the checkout whose occvla_hf ran
+    assert float(cells[0][2]) > 0 and float(cells[0][3]) >= float(cells[0][4]) > 0
 
 
 def test_bench_training_scale_shape_is_the_scale_recipe_model() -> None:

@@ -19,6 +19,7 @@ from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedConfig, PreTrainedModel
 from transformers.cache_utils import Cache
 from transformers.generation.configuration_utils import ALL_STATIC_CACHE_IMPLEMENTATIONS
+from transformers.initialization import no_init_weights
 from transformers.masking_utils import create_causal_mask, create_masks_for_generate, create_sliding_window_causal_mask
 from transformers.modeling_outputs import ModelOutput
 from transformers.utils import logging
@@ -1097,11 +1098,17 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         token (its embedding starts at the mean embedding); the occupancy queries and both heads are new. Before any
         training, text logits equal the base model's on the same inputs. `config_kwargs` override OccVLAConfig
         fields (occupancy and planning settings).
+
+        The model is built without weight initialisation; the base model's tensors move into it (no second copy of
+        the weights: only the grown embedding is new), and `_init_weights` then initialises the new parameters only,
+        as `from_pretrained` does for missing keys.
         """
         from transformers import PaliGemmaForConditionalGeneration
 
         base = load_pretrained(PaliGemmaForConditionalGeneration, pretrained_model_name_or_path, dtype=dtype)
-        base_config = base.config
+        base_config, base_dtype = base.config, base.dtype
+        base_state = base.state_dict()  # the base's own tensors (no copy): they move into the new model
+        del base
         base_vocab = base_config.text_config.vocab_size
         traj_token_id = config_kwargs.pop("traj_token_id", base_vocab)
         text_config = base_config.text_config.to_dict()
@@ -1117,29 +1124,54 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
             tie_word_embeddings=base_config.tie_word_embeddings,
             **config_kwargs,
         )
-        model = cls(config).to(base.dtype)
-        base_state = base.state_dict()
+        vocab = config.text_config.vocab_size
         embed_key = "model.language_model.embed_tokens.weight"
         embeddings = base_state[embed_key]
-        grown = embeddings.new_empty((config.text_config.vocab_size, embeddings.shape[1]))
-        grown[:base_vocab] = embeddings
-        grown[base_vocab:] = embeddings.mean(dim=0, keepdim=True)
-        base_state[embed_key] = grown
+        if vocab > base_vocab:
+            grown = embeddings.new_empty((vocab, embeddings.shape[1]))
+            grown[:base_vocab] = embeddings
+            grown[base_vocab:] = embeddings.mean(dim=0, keepdim=True)
+            base_state[embed_key] = grown
+        del embeddings
         head = base_state.pop("lm_head.weight", None)
         if head is not None and not config.tie_word_embeddings:
-            grown_head = head.new_zeros((config.text_config.vocab_size, head.shape[1]))
+            grown_head = head.new_zeros((vocab, head.shape[1]))
             grown_head[:base_vocab] = head
             base_state["lm_head.weight"] = grown_head
-        result = model.load_state_dict(base_state, strict=False)
+        del head
+        with no_init_weights():
+            model = cls(config)  # parameters allocated, not initialised: copied ones are assigned below
+        result = model.load_state_dict(base_state, strict=False, assign=True)
         if result.unexpected_keys:
             raise ValueError(
                 f"pretrained_model_name_or_path: weights with no place in OccVLA: {result.unexpected_keys[:8]}"
             )
+        del base_state
         model.tie_weights()
         new_keys = sorted(key for key in result.missing_keys if key != "lm_head.weight")
+        model._initialize_new_parameters(new_keys)
+        model.to(base_dtype)
         logger.info("OccVLA.from_vlm: initialised new parameters %s", new_keys)
-        info = {"new_keys": new_keys, "added_tokens": list(range(base_vocab, config.text_config.vocab_size))}
+        info = {"new_keys": new_keys, "added_tokens": list(range(base_vocab, vocab))}
         return (model, info) if output_loading_info else model
+
+    @torch.no_grad()
+    def _initialize_new_parameters(self, new_keys: Sequence[str]) -> None:
+        """Runs `_init_weights` over the model for the parameters named in `new_keys` only: every other parameter
+        and buffer is marked initialised (`_is_hf_initialized`, transformers' flag for loaded weights), so its
+        values stay as they are. The new parameters are filled with NaN first: one that `_init_weights` leaves
+        untouched (it would hold uninitialised memory) raises instead."""
+        new = set(new_keys)
+        for name, tensor in [*self.named_parameters(remove_duplicate=False), *self.named_buffers()]:
+            if name in new:
+                tensor.fill_(float("nan"))
+            else:
+                tensor._is_hf_initialized = True
+        self.initialize_weights()
+        parameters = dict(self.named_parameters(remove_duplicate=False))
+        left = [name for name in new_keys if parameters[name].isnan().any()]
+        if left:
+            raise RuntimeError(f"_init_weights left new parameters uninitialised: {left[:8]}")
 
 
 __all__ = ["OccVLAForPlanning", "OccVLAModel", "OccVLAPreTrainedModel", "OccVLAOutput", "PlanningOutput"]

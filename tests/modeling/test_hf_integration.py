@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from transformers import (
     AutoConfig,
@@ -70,6 +71,64 @@ def test_from_vlm_reproduces_paligemma_logits(tmp_path: Path) -> None:
             expected = base(**inputs, pixel_values=pixel_values).logits
             ours = model(**inputs, pixel_values=pixel_values.unsqueeze(1)).logits
         torch.testing.assert_close(ours[..., :99], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_from_vlm_moves_base_weights_and_initialises_only_the_new_parameters(tmp_path: Path) -> None:
+    """Copied weights are the base's bit for bit; every new parameter gets `_init_weights`' distribution (a
+    constant where it gives one, std `initializer_range` where it draws), as in a model built with `cls(config)`,
+    and the same values under the same seed."""
+    base = tiny_paligemma("gemma2")
+    base.save_pretrained(tmp_path)
+    base_state = base.state_dict()
+    for occupancy_module in ("lm_queries", "cross_attention"):
+        torch.manual_seed(5)
+        model, info = OccVLAForPlanning.from_vlm(
+            tmp_path, num_views=1, output_loading_info=True, occupancy_module=occupancy_module
+        )
+        torch.manual_seed(5)
+        again = OccVLAForPlanning.from_vlm(tmp_path, num_views=1, occupancy_module=occupancy_module)
+        reference = OccVLAForPlanning(model.config)  # transformers' full initialisation
+        state, references, repeated = model.state_dict(), reference.state_dict(), again.state_dict()
+        assert state.keys() == references.keys()
+        embeddings = state["model.language_model.embed_tokens.weight"]
+        base_embeddings = base_state["model.language_model.embed_tokens.weight"]
+        assert torch.equal(embeddings[:99], base_embeddings)
+        assert torch.equal(embeddings[99], base_embeddings.mean(dim=0))
+        assert model.lm_head.weight is model.get_input_embeddings().weight
+        copied = set(base_state) - {"model.language_model.embed_tokens.weight", "lm_head.weight"}
+        assert copied.isdisjoint(info["new_keys"])
+        for key in copied:
+            assert torch.equal(state[key], base_state[key]), key
+        assert set(state) == copied | set(info["new_keys"]) | {"model.language_model.embed_tokens.weight",
+                                                                 "lm_head.weight"}  # fmt: skip
+        for key in info["new_keys"]:
+            value, expected = state[key], references[key]
+            assert value.dtype == expected.dtype and value.shape == expected.shape, key
+            assert torch.isfinite(value).all(), key
+            assert torch.equal(value, repeated[key]), key
+            if (expected == expected.flatten()[0]).all():  # zeros (biases), ones (LayerNorm weights)
+                assert torch.equal(value, expected), key
+            else:
+                assert value.unique().numel() > value.numel() // 2, key
+                if value.numel() >= 1000:
+                    torch.testing.assert_close(value.std(), expected.std(), rtol=0.15, atol=0), key
+                    assert value.mean().abs() < 0.1 * expected.std(), key
+        assert all(key.startswith("model.occupancy_transformer.") == (occupancy_module == "cross_attention")
+                   for key in info["new_keys"] if key.startswith("model."))  # fmt: skip
+
+
+def test_from_vlm_raises_on_a_new_parameter_that_init_weights_leaves_out(tmp_path: Path, monkeypatch) -> None:
+    tiny_paligemma("gemma").save_pretrained(tmp_path)
+    init_weights = OccVLAForPlanning._init_weights
+
+    def skip_occupancy_head_fc1(self, module):
+        head = getattr(self, "occupancy_head", None)
+        if head is None or module is not head.fc1:
+            init_weights(self, module)
+
+    monkeypatch.setattr(OccVLAForPlanning, "_init_weights", skip_occupancy_head_fc1)
+    with pytest.raises(RuntimeError, match=r"uninitialised: \['occupancy_head\.fc1\.bias'"):
+        OccVLAForPlanning.from_vlm(tmp_path, num_views=1)
 
 
 def test_config_json_round_trip(tmp_path: Path) -> None:
