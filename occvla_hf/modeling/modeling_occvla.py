@@ -1095,8 +1095,10 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         """Initialise from a transformers PaliGemma-family checkpoint (SigLIP + Gemma/Gemma2).
 
         The vision tower, projector, language model and LM head are copied; the vocabulary grows by the `<traj>`
-        token (its embedding starts at the mean embedding); the occupancy queries and both heads are new. Before any
-        training, text logits equal the base model's on the same inputs. `config_kwargs` override OccVLAConfig
+        token (its embedding starts at the mean embedding, also where its id is an unused row of the base's embedding);
+        the occupancy queries and both heads are new. Before any training, text logits equal the base model's on the
+        same inputs (but for the `<traj>` column). The trajectory head stays in float32 whatever `dtype` is
+        (`_keep_in_fp32_modules_strict`, as `from_pretrained` keeps it). `config_kwargs` override OccVLAConfig
         fields (occupancy and planning settings).
 
         The model is built without weight initialisation; the base model's tensors move into it (no second copy of
@@ -1127,12 +1129,16 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         vocab = config.text_config.vocab_size
         embed_key = "model.language_model.embed_tokens.weight"
         embeddings = base_state[embed_key]
+        mean = embeddings.mean(dim=0, keepdim=True)
         if vocab > base_vocab:
             grown = embeddings.new_empty((vocab, embeddings.shape[1]))
             grown[:base_vocab] = embeddings
-            grown[base_vocab:] = embeddings.mean(dim=0, keepdim=True)
-            base_state[embed_key] = grown
-        del embeddings
+            grown[base_vocab:] = mean
+            base_state[embed_key] = embeddings = grown
+        # An id inside the base vocabulary is one of its unused rows (PaliGemma's embedding has 64 more rows than
+        # its tokenizer has tokens): `<traj>` starts at the mean there too.
+        embeddings[traj_token_id] = mean[0]
+        del embeddings, mean
         head = base_state.pop("lm_head.weight", None)
         if head is not None and not config.tie_word_embeddings:
             grown_head = head.new_zeros((vocab, head.shape[1]))
@@ -1151,6 +1157,8 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         new_keys = sorted(key for key in result.missing_keys if key != "lm_head.weight")
         model._initialize_new_parameters(new_keys)
         model.to(base_dtype)
+        for name in model._keep_in_fp32_modules_strict:  # as `from_pretrained(dtype=...)` keeps them
+            model.get_submodule(name).float()
         logger.info("OccVLA.from_vlm: initialised new parameters %s", new_keys)
         info = {"new_keys": new_keys, "added_tokens": list(range(base_vocab, vocab))}
         return (model, info) if output_loading_info else model

@@ -117,6 +117,24 @@ def test_from_vlm_moves_base_weights_and_initialises_only_the_new_parameters(tmp
                    for key in info["new_keys"] if key.startswith("model."))  # fmt: skip
 
 
+def test_from_vlm_starts_traj_at_the_mean_in_an_unused_base_row_and_keeps_the_head_in_float32(tmp_path: Path) -> None:
+    """PaliGemma's embedding has rows past its tokenizer: a `<traj>` id there reuses the row, which starts at the
+    mean embedding like a grown one; the other rows and the vocabulary size stay the base's."""
+    base = tiny_paligemma("gemma")
+    base.save_pretrained(tmp_path)
+    base_embeddings = base.state_dict()["model.language_model.embed_tokens.weight"]
+    model, info = OccVLAForPlanning.from_vlm(
+        tmp_path, num_views=1, traj_token_id=97, dtype=torch.bfloat16, output_loading_info=True
+    )
+    embeddings = model.get_input_embeddings().weight
+    assert embeddings.shape[0] == 99 and info["added_tokens"] == []
+    assert torch.equal(embeddings[97], base_embeddings.to(torch.bfloat16).mean(dim=0))  # the mean of the loaded rows
+    kept = torch.arange(99) != 97
+    assert torch.equal(embeddings[kept], base_embeddings[kept].to(torch.bfloat16))
+    assert all(p.dtype == torch.float32 for p in model.trajectory_head.parameters())
+    assert model.model.language_model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+
+
 def test_from_vlm_raises_on_a_new_parameter_that_init_weights_leaves_out(tmp_path: Path, monkeypatch) -> None:
     tiny_paligemma("gemma").save_pretrained(tmp_path)
     init_weights = OccVLAForPlanning._init_weights
