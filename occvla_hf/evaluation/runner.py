@@ -65,8 +65,9 @@ class _PreparedBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[dict[str, list], Any]:
         rows = self.dataset[index * self.batch_size : (index + 1) * self.batch_size]
-        if self.images is not None:
-            rows[IMAGE_COLUMN] = [self.images.views(token) for token in rows["sample_token"]]
+        if self.images is not None:  # the rows of one keyframe share its view arrays: the processor takes them once
+            views = {token: self.images.views(token) for token in dict.fromkeys(rows["sample_token"])}
+            rows[IMAGE_COLUMN] = [views[token] for token in rows["sample_token"]]
         return rows, self.prepare(rows)
 
 
