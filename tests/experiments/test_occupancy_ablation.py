@@ -116,6 +116,7 @@ def test_a_failed_evaluation_is_kept_and_the_other_runs_go_on(tmp_path: Path, mo
     args = argparse.Namespace(
         out=str(tmp_path / "out"), data=str(tmp_path), runs=str(runs), vae=str(tmp_path), variants=["occ", "no_occ"],
         seeds=[0], held_out="eval", parallel=1, joint_overrides="", latency_repeats=1, probes=False, eval_workers=0,
+        eval_image_cache=None,
     )  # fmt: skip
     occupancy_ablation.run_ablation(VARIANTS, args, vae_recipe="unused.yaml")
     out = tmp_path / "out"
