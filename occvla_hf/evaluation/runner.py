@@ -19,11 +19,12 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..class_labels import label_names
-from ..data.keyframes import require_images
+from ..data.keyframes import IMAGE_COLUMN, require_images
 from ..data.occ3d import decode_occupancy
 from ..data.schema import agent_boxes_arrays
 from ..modeling import OccVLAForPlanning, load_pretrained
 from ..processing import OccVLAProcessor
+from ..training.image_cache import ImageCache
 from .baselines import constant_velocity_trajectories
 from .occupancy import OccupancyMetricAccumulator
 from .planning import PlanningMetricAccumulator
@@ -44,16 +45,29 @@ def load_model_and_processor(
 
 
 class _PreparedBatches(torch.utils.data.Dataset):
-    """Item `i`: the `i`-th slice of `batch_size` rows of `dataset` (a column batch) and `prepare` of it."""
+    """Item `i`: the `i`-th slice of `batch_size` rows of `dataset` (a column batch, its `images` the keyframes'
+    cached views when `images` is given) and `prepare` of it."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, prepare: Callable[[dict[str, list]], Any]) -> None:
-        self.dataset, self.batch_size, self.prepare = dataset, batch_size, prepare
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        prepare: Callable[[dict[str, list]], Any],
+        images: ImageCache | None = None,
+    ) -> None:
+        if images is not None:
+            images.check(dataset["sample_token"])
+            dataset = dataset.select_columns([name for name in dataset.column_names if name != IMAGE_COLUMN])
+        self.dataset, self.batch_size, self.prepare, self.images = dataset, batch_size, prepare, images
 
     def __len__(self) -> int:
         return math.ceil(len(self.dataset) / self.batch_size)
 
     def __getitem__(self, index: int) -> tuple[dict[str, list], Any]:
         rows = self.dataset[index * self.batch_size : (index + 1) * self.batch_size]
+        if self.images is not None:  # the rows of one keyframe share its view arrays: the processor takes them once
+            views = {token: self.images.views(token) for token in dict.fromkeys(rows["sample_token"])}
+            rows[IMAGE_COLUMN] = [views[token] for token in rows["sample_token"]]
         return rows, self.prepare(rows)
 
 
@@ -68,15 +82,18 @@ def prepared_batches(
     *,
     num_workers: int = 0,
     description: str = "batches",
+    images: ImageCache | None = None,
 ) -> Iterator[tuple[dict[str, list], Any]]:
     """`(rows, prepare(rows))` for consecutive slices of `batch_size` rows of `dataset`, in order. With
     `num_workers` > 0, that many loader processes prepare the next batches (decode images, tokenize) while the model
-    runs on this one; the results are the same."""
+    runs on this one; the results are the same. With `images` (the resized views of every row's keyframe,
+    `training.image_cache`) the rows' `images` are their keyframe's cached views and the dataset's own are never read
+    (QA rows need not be joined with their keyframes): nothing is decoded or resized again, the same inputs."""
     if batch_size < 1:
         raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
     if num_workers < 0:
         raise ValueError(f"num_workers: expected >= 0, got {num_workers}")
-    batches = _PreparedBatches(dataset, batch_size, prepare)
+    batches = _PreparedBatches(dataset, batch_size, prepare, images)
     loader = DataLoader(batches, batch_size=None, num_workers=num_workers, collate_fn=_as_is)
     yield from tqdm(loader, desc=description, unit="batch", total=len(batches))
 
@@ -126,6 +143,7 @@ def evaluate_planning(
     normalization: str = "valid_steps",
     subsets: Mapping[str, Collection[str]] | None = None,
     num_workers: int = 0,
+    images: ImageCache | None = None,
 ) -> dict[str, Any]:
     """L2 and collision (ST-P3 and UniAD protocols, per meta-action) plus meta-action accuracy on planning rows.
 
@@ -134,7 +152,7 @@ def evaluate_planning(
     Rows without a valid future step are skipped (counted in `skipped_no_future`); `normalization` is
     `PlanningMetricAccumulator`'s. `subsets` (name -> sample tokens) adds `report["subsets"][name]`, the same report
     on the rows of those tokens, from the same plans: each row is planned once. `num_workers` loader
-    processes prepare the batches (`prepared_batches`).
+    processes prepare the batches, from the cached views `images` when given (`prepared_batches`).
     """
     if model.config.use_ego_status != processor.use_ego_status:
         raise ValueError(
@@ -144,7 +162,7 @@ def evaluate_planning(
     scores = {name: _PlanningScore(normalization) for name in (None, *tokens)}
     prepare = partial(_planning_inputs, processor)
     for batch, (keep, inputs) in prepared_batches(
-        dataset, batch_size, prepare, num_workers=num_workers, description="planning"
+        dataset, batch_size, prepare, num_workers=num_workers, description="planning", images=images
     ):
         valid = np.zeros(len(batch["trajectory_mask"]), dtype=bool)
         valid[keep] = True
@@ -236,14 +254,19 @@ def evaluate_qa(
     batch_size: int = 8,
     max_new_tokens: int = 8,
     num_workers: int = 0,
+    images: ImageCache | None = None,
 ) -> dict[str, Any]:
     """nuScenes-QA accuracy (overall, per hop, per question type) of greedy answers on QA rows with their images
-    (the `qa` config stores none: `data.join_keyframes(rows, planning_rows)` or `data.load_split(source, "qa")`);
-    `num_workers` loader processes prepare the batches (`prepared_batches`)."""
-    require_images(dataset, "dataset")
+    (the `qa` config stores none: `data.join_keyframes(rows, planning_rows)` or `data.load_split(source, "qa")`) or
+    with the cached views of their keyframes, `images`; `num_workers` loader processes prepare the batches
+    (`prepared_batches`)."""
+    if images is None:
+        require_images(dataset, "dataset")
     accumulator = QAAccuracyAccumulator()
     prepare = partial(processor.from_rows, task="qa", training=False)
-    for batch, inputs in prepared_batches(dataset, batch_size, prepare, num_workers=num_workers, description="qa"):
+    for batch, inputs in prepared_batches(
+        dataset, batch_size, prepare, num_workers=num_workers, description="qa", images=images
+    ):
         generated = model.generate(**model_inputs(inputs, model), max_new_tokens=max_new_tokens, do_sample=False)
         answers = processor.batch_decode(generated[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         accumulator.update(
@@ -260,16 +283,19 @@ def evaluate_occupancy(
     *,
     batch_size: int = 4,
     num_workers: int = 0,
+    images: ImageCache | None = None,
 ) -> dict[str, Any]:
     """Occ3D mIoU / IoU of the occupancy decoded from the occupancy queries through the frozen VAE decoder
-    (`predict_occupancy`); `num_workers` loader processes prepare the batches (`prepared_batches`)."""
+    (`predict_occupancy`), counted on the model's device; `num_workers` loader processes prepare the batches, from
+    the cached views `images` when given (`prepared_batches`)."""
     check_occupancy_modules(model)
     accumulator = OccupancyMetricAccumulator()
     prepare = partial(_occupancy_inputs, processor)
     for _, (inputs, semantics, mask_camera) in prepared_batches(
-        dataset, batch_size, prepare, num_workers=num_workers, description="occupancy"
+        dataset, batch_size, prepare, num_workers=num_workers, description="occupancy", images=images
     ):
-        accumulator.update(_predicted_classes(model, inputs), semantics, mask_camera)
+        device = model.device
+        accumulator.update(_predicted_classes(model, inputs), semantics.to(device), mask_camera.to(device))
     return {"num_samples": accumulator.num_samples, **accumulator.summary()}
 
 
@@ -298,7 +324,8 @@ def occupancy_prompt_inputs(processor: OccVLAProcessor, images: Sequence[Sequenc
 
 
 def _predicted_classes(model: OccVLAForPlanning, inputs: Any) -> torch.Tensor:
-    return model(**model_inputs(inputs, model), return_occupancy=True).occupancy_logits.argmax(dim=1).cpu()
+    """(batch, X, Y, Z) int64 class ids on the model's device."""
+    return model(**model_inputs(inputs, model), return_occupancy=True).occupancy_logits.argmax(dim=1)
 
 
 @torch.inference_mode()
@@ -308,4 +335,4 @@ def predict_occupancy(
     """(batch, X, Y, Z) int64 class ids on CPU: the occupancy the model's queries predict for `images` (batch x six
     camera views), decoded by its frozen VAE (argmax of the voxel logits). The queries read only the images."""
     check_occupancy_modules(model)
-    return _predicted_classes(model, occupancy_prompt_inputs(processor, images))
+    return _predicted_classes(model, occupancy_prompt_inputs(processor, images)).cpu()

@@ -29,12 +29,14 @@ Recipe paths are relative to the working directory (the repository root).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -48,7 +50,6 @@ import torch
 from datasets import Dataset, concatenate_datasets
 
 from occvla_hf.constants import PLANNING_PROTOCOL_NAMES, QA_HOPS, QA_QUESTION_TYPES
-from occvla_hf.data.keyframes import join_keyframes
 from occvla_hf.data.load import load_configs
 from occvla_hf.evaluation.baselines import has_velocity
 from occvla_hf.evaluation.runner import (
@@ -61,6 +62,7 @@ from occvla_hf.evaluation.runner import (
 )
 from occvla_hf.evaluation.timing import call_times_ms
 from occvla_hf.experiments.probes import probe_report
+from occvla_hf.training.image_cache import open_image_cache
 from occvla_hf.training.recipe import load_recipe
 from occvla_hf.training.vae import train_from_config
 
@@ -187,37 +189,48 @@ def evaluate_run(
     latency_repeats: int = LATENCY_REPEATS,
     probes: bool = False,
     num_workers: int = 0,
+    image_cache: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Planning, QA, occupancy and latency report of one trained checkpoint on the held-out scenes; each key of
     `subsets` (default `planning_with_velocity`: the keyframes of the constant-velocity comparison) is planning on
     the held-out rows that subset keeps (from the same plans). `probes` adds `experiments.probes.probe_report` (key
-    `probes`). `num_workers` loader processes prepare the batches of each evaluation."""
+    `probes`). `num_workers` loader processes prepare the batches of each evaluation.
+
+    Every held-out keyframe's views are decoded and resized once, into the image cache `image_cache`
+    (`training.image_cache`: built on first use, so runs with the same image settings share it) or, without one, a
+    temporary cache of this evaluation; every evaluation reads them from there (QA has several questions per
+    keyframe), with the same pixel values."""
     model, processor = load_model_and_processor(model_dir)
     planning_rows = held_out_rows(data_dir, "planning", held_out)
     occupancy_rows = held_out_occupancy_rows(data_dir, planning_rows, held_out)
-    planning = evaluate_planning(
-        model,
-        processor,
-        planning_rows,
-        batch_size=32,
-        subsets={key: select(planning_rows)["sample_token"] for key, select in subsets.items()},
-        num_workers=num_workers,
-    )
-    subset_reports = planning.pop("subsets")
-    qa_rows = join_keyframes(held_out_rows(data_dir, "qa", held_out), planning_rows)
-    report = {
-        "planning": planning,
-        **subset_reports,
-        "qa": evaluate_qa(model, processor, qa_rows, batch_size=64, num_workers=num_workers),
-        "occupancy": None
-        if occupancy_rows is None
-        else evaluate_occupancy(model, processor, occupancy_rows, num_workers=num_workers),
-        "latency": plan_latency_ms(model, processor, planning_rows, repeats=latency_repeats),
-        "device": torch.cuda.get_device_name() if model.device.type == "cuda" else "cpu",
-        "num_parameters": sum(p.numel() for p in model.parameters()),
-    }
-    if probes:
-        report["probes"] = probe_report(model, processor, planning_rows, num_workers=num_workers)
+    with contextlib.ExitStack() as stack:
+        if image_cache is None:
+            image_cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="occvla_eval_images_"))
+        images = open_image_cache([planning_rows], processor, image_cache, num_workers=num_workers)
+        planning = evaluate_planning(
+            model,
+            processor,
+            planning_rows,
+            batch_size=32,
+            subsets={key: select(planning_rows)["sample_token"] for key, select in subsets.items()},
+            num_workers=num_workers,
+            images=images,
+        )
+        subset_reports = planning.pop("subsets")
+        qa_rows = held_out_rows(data_dir, "qa", held_out)
+        report = {
+            "planning": planning,
+            **subset_reports,
+            "qa": evaluate_qa(model, processor, qa_rows, batch_size=64, num_workers=num_workers, images=images),
+            "occupancy": None
+            if occupancy_rows is None
+            else evaluate_occupancy(model, processor, occupancy_rows, num_workers=num_workers, images=images),
+            "latency": plan_latency_ms(model, processor, planning_rows, repeats=latency_repeats),
+            "device": torch.cuda.get_device_name() if model.device.type == "cuda" else "cpu",
+            "num_parameters": sum(p.numel() for p in model.parameters()),
+        }
+        if probes:
+            report["probes"] = probe_report(model, processor, planning_rows, num_workers=num_workers, images=images)
     return report
 
 
@@ -357,6 +370,7 @@ def run_ablation(
                 latency_repeats=args.latency_repeats,
                 probes=args.probes,
                 num_workers=args.eval_workers,
+                image_cache=args.eval_image_cache,
             ),
         }
         state = json.loads((model_dir / "trainer_state.json").read_text())
@@ -402,6 +416,12 @@ def add_run_arguments(parser: argparse.ArgumentParser, variants: Mapping[str, Va
     )
     parser.add_argument(
         "--eval-workers", type=int, default=0, help="loader processes preparing the evaluation batches of each run"
+    )
+    parser.add_argument(
+        "--eval-image-cache",
+        default=None,
+        help="image cache folder of the held-out views, built by the first evaluation and read by every run's "
+        "(default: a temporary one per run)",
     )
     parser.add_argument("--out", required=True, help="folder for the per-run JSON reports and logs")
 

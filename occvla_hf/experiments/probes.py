@@ -30,6 +30,7 @@ from occvla_hf.class_labels import label_names
 from occvla_hf.constants import CAMERA_NAMES
 from occvla_hf.data.schema import agent_boxes_arrays
 from occvla_hf.evaluation.runner import model_inputs, prepared_batches
+from occvla_hf.training.image_cache import ImageCache
 
 LEAD_LANE_HALF_WIDTH_M: float = 1.8
 PROBE_RANGE_M: float = 50.0
@@ -76,11 +77,12 @@ def cars_per_camera(row: Mapping[str, Any]) -> np.ndarray:
 
 @torch.inference_mode()
 def probe_features(
-    model, processor, rows: Dataset, batch_size: int = 32, num_workers: int = 0
+    model, processor, rows: Dataset, batch_size: int = 32, num_workers: int = 0, images: ImageCache | None = None
 ) -> dict[str, np.ndarray]:
     """The feature sets of the module docstring on the planning rows, float32 arrays: `traj` (N, D), `vision`
     (N, V, D) and `lm_image` (N, V, D). Without `traj` for `trajectory_position="after_text"`, whose prompt has no
-    `<traj>` (its state exists only after the generated text). `num_workers` loader processes prepare the batches."""
+    `<traj>` (its state exists only after the generated text). `num_workers` loader processes prepare the batches, from
+    the cached views `images` when given (`evaluation.runner.prepared_batches`)."""
     config = model.config
     views, per_view = config.num_views, config.image_seq_length
     in_prompt = config.trajectory_position != "after_text"
@@ -93,7 +95,9 @@ def probe_features(
         }
     )
     prepare = partial(processor.from_rows, task="planning", training=False)
-    for _, prepared in prepared_batches(rows, batch_size, prepare, num_workers=num_workers, description="probes"):
+    for _, prepared in prepared_batches(
+        rows, batch_size, prepare, num_workers=num_workers, description="probes", images=images
+    ):
         inputs = model_inputs(prepared, model)
         input_ids = inputs["input_ids"]
         batch = len(input_ids)
@@ -178,11 +182,13 @@ def fit_scene_mask(scene_names: Sequence[str]) -> np.ndarray:
     return np.array([name in fit for name in scene_names], dtype=bool)
 
 
-def probe_report(model, processor, rows: Dataset, batch_size: int = 32, num_workers: int = 0) -> dict[str, Any]:
+def probe_report(
+    model, processor, rows: Dataset, batch_size: int = 32, num_workers: int = 0, images: ImageCache | None = None
+) -> dict[str, Any]:
     """The probes of the module docstring on planning rows: {target: {features: ridge_probe report}}; the lead
     distance probe is None when fewer than `MIN_PROBE_SAMPLES` fitting or test keyframes have a lead vehicle, or for
-    an `after_text` model."""
-    features = probe_features(model, processor, rows, batch_size=batch_size, num_workers=num_workers)
+    an `after_text` model. `images`: the rows' cached views (`probe_features`)."""
+    features = probe_features(model, processor, rows, batch_size=batch_size, num_workers=num_workers, images=images)
     columns = rows.select_columns(
         ["scene_name", "agent_boxes", "agent_categories", "camera_intrinsics", "camera_to_keyframe_ego"]
     )

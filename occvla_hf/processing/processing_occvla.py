@@ -468,11 +468,17 @@ class OccVLAProcessor(RemoteCodeMixin, ProcessorMixin):
         views = [
             view for index, sample in enumerate(samples) for view in self._sample_views(sample, f"images[{index}]")
         ]
+        # A view given as one array object to several samples (a keyframe's cached views, shared by its questions:
+        # `evaluation.runner.prepared_batches`) is processed once.
+        distinct = list({id(view): view for view in views}.values())
         processed = self.image_processor(
-            images=views, return_tensors="np", input_data_format="channels_last", **images_kwargs
+            images=distinct, return_tensors="np", input_data_format="channels_last", **images_kwargs
         )
-        pixel_values = processed["pixel_values"]  # (batch * num_views, 3, H, W)
-        return pixel_values.reshape(len(samples), self.num_views, *pixel_values.shape[1:]).astype(np.float32)
+        pixel_values = processed["pixel_values"].astype(np.float32, copy=False)  # (distinct views, 3, H, W)
+        if len(distinct) < len(views):
+            first = {id(view): number for number, view in enumerate(distinct)}
+            pixel_values = pixel_values[[first[id(view)] for view in views]]  # (batch * num_views, 3, H, W)
+        return pixel_values.reshape(len(samples), self.num_views, *pixel_values.shape[1:])
 
     def _prompts(self, text: Any, task: str, question: Any, batch_size: int, command: Any = None) -> list[str]:
         """The prompt of each sample: `text` verbatim, else the task template (filled with `question` for QA), with

@@ -6,7 +6,8 @@ A cache folder holds `images.npy`, a numpy array (N, num_views, 3, H, W) uint8 r
 The resize is the processor's own (`OccVLAProcessor.resized_pixels`), so a cached row gives the same pixel values as
 its images. A cache is built from rows that hold the images (the `planning` config's); QA rows, which hold none, use
 their keyframe's entry (joined by `sample_token`). A cache is checked against the processor when opened: made with
-other settings, it is refused.
+other settings, it is refused. Training (`--image_cache`) and evaluation (`evaluation.runner.prepared_batches`) read
+it alike.
 
     python -m occvla_hf.training.image_cache DATA MODEL_OR_PROCESSOR OUT --split train val
 """
@@ -86,6 +87,11 @@ class ImageCache:
 
     def __getitem__(self, token: str) -> np.ndarray:
         return np.array(self.images[self.rows[token]])
+
+    def views(self, token: str) -> list[np.ndarray]:
+        """The keyframe's cached views as the processor takes a row's `images`: `num_views` (H, W, 3) uint8 arrays,
+        which it resizes to the size they have (a copy): the same pixel values as the row's own images."""
+        return list(self[token].transpose(0, 2, 3, 1))
 
     def check(self, sample_tokens: Sequence[str]) -> None:
         """ValueError naming the first sample token the cache does not hold."""

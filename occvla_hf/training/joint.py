@@ -289,7 +289,7 @@ class JointDataset(torch.utils.data.Dataset):
         task, row_index = self.index[index]
         row = {**self.datasets[task][row_index], "task": task}
         if self.images is not None:
-            row["images"] = list(self.images[row["sample_token"]].transpose(0, 2, 3, 1))  # V x (H, W, 3)
+            row["images"] = self.images.views(row["sample_token"])
         token = row.get("sample_token") if task == "planning" else None
         occupancy_row = self.occupancy_rows.get(token)
         if occupancy_row is not None:

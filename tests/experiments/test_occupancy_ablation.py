@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from occvla_hf.cli import main
 from occvla_hf.experiments.occupancy_ablation import VARIANTS, ablation_tables, read_reports, train_command
@@ -115,9 +116,60 @@ def test_a_failed_evaluation_is_kept_and_the_other_runs_go_on(tmp_path: Path, mo
     args = argparse.Namespace(
         out=str(tmp_path / "out"), data=str(tmp_path), runs=str(runs), vae=str(tmp_path), variants=["occ", "no_occ"],
         seeds=[0], held_out="eval", parallel=1, joint_overrides="", latency_repeats=1, probes=False, eval_workers=0,
+        eval_image_cache=None,
     )  # fmt: skip
     occupancy_ablation.run_ablation(VARIANTS, args, vae_recipe="unused.yaml")
     out = tmp_path / "out"
     assert "RuntimeError: out of memory" in (out / "occ_s0.error.txt").read_text()
     assert not (out / "occ_s0.json").exists()
     assert json.loads((out / "no_occ_s0.json").read_text())["variant"] == "no_occ"
+
+
+def test_evaluate_run_reads_cached_views_and_reports_what_the_functions_report_from_the_images(
+    training_data_dir: Path, occupancy_vae_dir: Path, tmp_path: Path
+) -> None:
+    """Each held-out keyframe's views are resized once into an image cache that every evaluation reads (QA rows
+    unjoined): the report equals the one of the evaluation functions reading every row's own images (fp32, CPU)."""
+    from occvla_hf.data.keyframes import join_keyframes
+    from occvla_hf.evaluation.runner import evaluate_occupancy, evaluate_planning, evaluate_qa
+    from occvla_hf.experiments.occupancy_ablation import (
+        PLANNING_SUBSETS,
+        evaluate_run,
+        held_out_occupancy_rows,
+        held_out_rows,
+    )
+    from occvla_hf.experiments.probes import probe_report
+    from occvla_hf.modeling import OccupancyVAE
+    from occvla_hf.training.joint import build_model_and_processor
+    from tests.conftest import TINY_MODEL_CONFIG
+
+    torch.manual_seed(0)
+    vae = OccupancyVAE.from_pretrained(occupancy_vae_dir)
+    model, processor, _ = build_model_and_processor({"config": TINY_MODEL_CONFIG}, vae)
+    model.set_occupancy_vae(vae)
+    model_dir, data_dir = tmp_path / "model", tmp_path / "data"
+    model.save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
+    data_dir.mkdir()
+    (data_dir / "eval").symlink_to(training_data_dir)
+    model.eval()
+    planning = held_out_rows(data_dir, "planning")
+    with torch.inference_mode():
+        expected = evaluate_planning(
+            model,
+            processor,
+            planning,
+            batch_size=32,
+            subsets={key: select(planning)["sample_token"] for key, select in PLANNING_SUBSETS.items()},
+        )
+    expected = {
+        "planning": expected,
+        **expected.pop("subsets"),
+        "qa": evaluate_qa(model, processor, join_keyframes(held_out_rows(data_dir, "qa"), planning), batch_size=64),
+        "occupancy": evaluate_occupancy(model, processor, held_out_occupancy_rows(data_dir, planning)),
+        "probes": probe_report(model, processor, planning),
+    }
+    assert expected["qa"]["overall"]["total"] > len(planning)  # several questions per keyframe
+    report = evaluate_run(model_dir, data_dir, latency_repeats=1, probes=True, image_cache=tmp_path / "images")
+    assert {key: report[key] for key in expected} == expected
+    assert (tmp_path / "images" / "index.json").is_file()  # built once, for the next runs to read

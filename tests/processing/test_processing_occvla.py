@@ -239,6 +239,18 @@ def test_pixel_values_are_the_image_processors_output_per_view(make_processor, c
     torch.testing.assert_close(processor(images=views)["pixel_values"][0], expected)
 
 
+def test_views_shared_by_samples_give_the_pixels_of_copies(make_processor, camera_images) -> None:
+    """Samples given the same view arrays (a keyframe's, under each of its questions) are processed once each
+    view, with the pixel values of processing every sample's own copies."""
+    processor = make_processor()
+    first, second = camera_images(2, 6)
+    shared = [first, second, first, [second[0], *first[1:]]]
+    copies = [[view.copy() for view in sample] for sample in shared]
+    pixels = processor(images=shared, question=["Is there a car?"] * 4)["pixel_values"]
+    assert torch.equal(pixels, processor(images=copies, question=["Is there a car?"] * 4)["pixel_values"])
+    assert not torch.equal(pixels[0], pixels[1]) and torch.equal(pixels[3, 0], pixels[1, 0])
+
+
 def test_pil_numpy_torch_and_dict_inputs_agree(make_processor, camera_images) -> None:
     processor = make_processor()
     views = camera_images(1, 6)[0]
