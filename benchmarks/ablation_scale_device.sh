@@ -8,7 +8,7 @@
 # logs, the VAE's reconstruction metrics), so a run's report comes back with the first call after it is made.
 # The pipeline: sim data (the `scale` preset's first TRAIN_SCENES scenes and the `scale_heldout` scenes), the build,
 # stage 1 (configs/scale_vae.yaml, VAE_STEPS steps), the latent cache, then `ablation_scale run` of VARIANTS x SEEDS
-# (the first run also caches the resized views for all),
+# (the first run also caches the resized training views for all, the first evaluation the held-out views),
 # one at a time (each evaluated while the next one trains), STEPS steps each, with JOINT_OVERRIDES. HELDOUT_SCENES,
 # VAE_OVERRIDES and LATENT_DEVICE (cuda) make it small enough for a CPU check. SIDE_COMMAND (optional) is a GPU
 # measurement that runs while the GPU would idle: during the sim and the build, on the last SIDE_CPUS cores (the data
@@ -70,7 +70,7 @@ pipeline() {
     stage ablation &&
     python3 -m occvla_hf.experiments.ablation_scale run --data $WORK/data --vae $WORK/runs/vae \
       --variants $VARIANTS --seeds $SEEDS --parallel 1 --runs $WORK/runs --out $WORK/runs/results \
-      --latency-repeats 20 --probes --eval-workers 4 \
+      --latency-repeats 20 --probes --eval-workers 4 --eval-image-cache $WORK/runs/eval_images \
       --joint-overrides "--occupancy_latent_cache $WORK/runs/latents --image_cache $WORK/runs/images \
         --training.max_steps $STEPS $JOINT_OVERRIDES"
   stage "pipeline exit $?"
