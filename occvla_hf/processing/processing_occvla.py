@@ -471,6 +471,9 @@ class OccVLAProcessor(RemoteCodeMixin, ProcessorMixin):
         # A view given as one array object to several samples (a keyframe's cached views, shared by its questions:
         # `evaluation.runner.prepared_batches`) is processed once.
         distinct = list({id(view): view for view in views}.values())
+        # Read-only views (PIL's buffer, a memory-mapped cache, Arrow) are copied: the image processor hands them
+        # to `torch.from_numpy`, which warns on every loader process about a non-writable array.
+        distinct = [np.require(view, requirements="W") for view in distinct]
         processed = self.image_processor(
             images=distinct, return_tensors="np", input_data_format="channels_last", **images_kwargs
         )

@@ -251,6 +251,34 @@ def test_views_shared_by_samples_give_the_pixels_of_copies(make_processor, camer
     assert not torch.equal(pixels[0], pixels[1]) and torch.equal(pixels[3, 0], pixels[1, 0])
 
 
+def test_read_only_views_reach_the_image_processor_writable(make_processor, camera_images, monkeypatch) -> None:
+    """PIL buffers, memory-mapped caches and Arrow give read-only arrays; the torchvision backend's
+    `torch.from_numpy` warns about each, in every loader process. The image processor gets writable copies, the
+    same pixels, and the caller's arrays are left as they are."""
+    processor = make_processor()
+    views = camera_images(1, 6)[0]
+    read_only = [view.copy() for view in views]
+    for view in read_only:
+        view.flags.writeable = False
+    received = []
+    image_processor = processor.image_processor
+
+    class Recording:
+        def __call__(self, images, **kwargs):
+            received.extend(images)
+            return image_processor(images=images, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(image_processor, name)
+
+    expected = processor(images=views)["pixel_values"]
+    monkeypatch.setattr(processor, "image_processor", Recording())
+    pixels = processor(images=read_only)["pixel_values"]
+    assert len(received) == 6 and all(view.flags.writeable for view in received)
+    assert torch.equal(pixels, expected)
+    assert not any(view.flags.writeable for view in read_only)
+
+
 def test_pil_numpy_torch_and_dict_inputs_agree(make_processor, camera_images) -> None:
     processor = make_processor()
     views = camera_images(1, 6)[0]
