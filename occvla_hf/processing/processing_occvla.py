@@ -470,17 +470,19 @@ class OccVLAProcessor(RemoteCodeMixin, ProcessorMixin):
         ]
         # A view given as one array object to several samples (a keyframe's cached views, shared by its questions:
         # `evaluation.runner.prepared_batches`) is processed once.
-        distinct = list({id(view): view for view in views}.values())
-        # Read-only views (PIL's buffer, a memory-mapped cache, Arrow) are copied: the image processor hands them
-        # to `torch.from_numpy`, which warns on every loader process about a non-writable array.
-        distinct = [np.require(view, requirements="W") for view in distinct]
+        unique = {id(view): view for view in views}  # in first-seen order
+        position = {key: number for number, key in enumerate(unique)}
+        # Read-only views (PIL's buffer, a memory-mapped cache, Arrow) go in as writable copies: the image
+        # processor's torchvision backend hands them to `torch.from_numpy`, which warns in every loader process.
         processed = self.image_processor(
-            images=distinct, return_tensors="np", input_data_format="channels_last", **images_kwargs
+            images=[np.require(view, requirements="W") for view in unique.values()],
+            return_tensors="np",
+            input_data_format="channels_last",
+            **images_kwargs,
         )
         pixel_values = processed["pixel_values"].astype(np.float32, copy=False)  # (distinct views, 3, H, W)
-        if len(distinct) < len(views):
-            first = {id(view): number for number, view in enumerate(distinct)}
-            pixel_values = pixel_values[[first[id(view)] for view in views]]  # (batch * num_views, 3, H, W)
+        if len(unique) < len(views):
+            pixel_values = pixel_values[[position[id(view)] for view in views]]  # (batch * num_views, 3, H, W)
         return pixel_values.reshape(len(samples), self.num_views, *pixel_values.shape[1:])
 
     def _prompts(self, text: Any, task: str, question: Any, batch_size: int, command: Any = None) -> list[str]:
