@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # The at-scale occupancy ablation (occvla_hf/experiments/ablation_scale.py) on a lent GPU machine (python 3.12,
-# without datasets/nuscenes-devkit: their wheels travel in .whl/). A lent machine keeps nothing once it is handed back
+# without datasets/nuscenes-devkit: their wheels travel in .whl/, filled once with
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl transformers==5.24.0 datasets==4.8.5 \
+#     dill==0.4.1 multiprocess==0.70.19 nuscenes-devkit==1.2.0 pyquaternion==0.9.9 shapely==2.0.7 descartes==1.1.0 \
+#     fire==0.7.1 termcolor==3.3.0 cachetools==8.0.2 trl==1.16.0 peft==0.21.2
+# ). A lent machine keeps nothing once it is handed back
 # and one command runs at most 10 minutes, so the whole experiment runs as one detached pipeline, and calls wait on it:
 #   bash benchmarks/ablation_scale_device.sh start [WAIT_S]   # install, launch the pipeline (setsid), wait WAIT_S
 #   bash benchmarks/ablation_scale_device.sh wait [WAIT_S]    # wait until it ends or WAIT_S pass
