@@ -222,9 +222,76 @@ def per_class_iou_table(runs: Mapping[str, Sequence[dict[str, Any]]], variants: 
     return lines
 
 
+# (report key, feature set, column) of the probe table: the scene in the image features, the lead vehicle in the
+# state that plans.
+PROBE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("cars_per_camera", "vision", "cars per camera, vision-tower features"),
+    ("cars_per_camera", "lm_image", "cars per camera, LM image tokens"),
+    ("lead_distance_m", "traj", "lead-vehicle distance, `<traj>` state"),
+)
+GRADIENT_NORM_PREFIX: str = "grad_norm_"  # `OccVLATrainer`'s per-term gradient norms in the training log
+OCCUPANCY_TERM_PREFIX: str = "occupancy_"  # the occupancy loss terms (`occupancy_latent_loss`, `occupancy_voxel_loss`)
+
+
+def probe_table(runs: Mapping[str, Sequence[dict[str, Any]]], variants: Mapping[str, Variant]) -> list[str]:
+    """R^2 of each run's ridge probes (`probes`, `experiments.probes`) per target and feature set."""
+    with_probes = {name: named for name, named in runs.items() if all(r.get("probes") for r in named)}
+    if not with_probes:
+        return []
+    lines = [
+        "Linear probes, held-out keyframes (ridge R^2, mean ± std over runs; below 0: worse than predicting the mean)",
+        "",
+        "| Variant | " + " | ".join(column for _, _, column in PROBE_COLUMNS) + " |",
+        "|---" * (1 + len(PROBE_COLUMNS)) + "|",
+    ]
+    for name, named_runs in with_probes.items():
+        cells = []
+        for target, features, _ in PROBE_COLUMNS:
+            probes = [r["probes"].get(target) for r in named_runs]  # None: too few keyframes to fit the probe
+            cells.append(
+                mean_std([None if p is None or p.get(features) is None else p[features]["r2"] for p in probes])
+            )
+        lines.append(f"| {variants[name].label} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def occupancy_gradient_shares(train_log: Sequence[Mapping[str, Any]]) -> list[float]:
+    """Per logged step (`--gradient_norm_steps`), the occupancy terms' share of the summed per-term gradient norms on
+    the shared layers, in %; empty without occupancy terms or gradient-norm logs."""
+    shares = []
+    for entry in train_log:
+        norms = {key[len(GRADIENT_NORM_PREFIX) :]: float(value) for key, value in entry.items()
+                 if key.startswith(GRADIENT_NORM_PREFIX) and key != f"{GRADIENT_NORM_PREFIX}step"}  # fmt: skip
+        occupancy = sum(value for term, value in norms.items() if term.startswith(OCCUPANCY_TERM_PREFIX))
+        total = sum(norms.values())
+        if total > 0 and any(term.startswith(OCCUPANCY_TERM_PREFIX) for term in norms):
+            shares.append(100.0 * occupancy / total)
+    return shares
+
+
+def gradient_share_table(runs: Mapping[str, Sequence[dict[str, Any]]], variants: Mapping[str, Variant]) -> list[str]:
+    """The occupancy terms' share of the gradient on the shared layers over training (`occupancy_gradient_shares`
+    of each run's `train_log`): median and largest over the logged steps."""
+    shares = {name: [occupancy_gradient_shares(r.get("train_log", [])) for r in named] for name, named in runs.items()}
+    shares = {name: per_run for name, per_run in shares.items() if all(per_run)}
+    if not shares:
+        return []
+    lines = [
+        "Occupancy terms' share of the summed per-term gradient norms on the shared layers (%, mean ± std over runs)",
+        "",
+        "| Variant | logged steps | median share | largest share |",
+        "|---|---|---|---|",
+    ]
+    for name, per_run in shares.items():
+        steps = "/".join(sorted({str(len(run)) for run in per_run}))
+        median = mean_std([float(np.median(run)) for run in per_run])
+        lines.append(f"| {variants[name].label} | {steps} | {median} | {mean_std([max(run) for run in per_run])} |")
+    return [*lines, ""]
+
+
 def scale_tables(reports: Sequence[dict[str, Any]], variants: Mapping[str, Variant] = VARIANTS) -> str:
-    """`occupancy_ablation.ablation_tables`, then planning on the hard subset (models and constant velocity) and the
-    queries' per-class IoU."""
+    """`occupancy_ablation.ablation_tables`, then planning on the hard subset (models and constant velocity), the
+    probes, the occupancy terms' gradient share and the queries' per-class IoU."""
     runs = runs_by_variant(reports, variants)
     lines = [ablation_tables(reports, variants), ""]
     lines += planning_tables(runs, variants, "planning_hard", "Planning on the hard subset")
@@ -232,6 +299,7 @@ def scale_tables(reports: Sequence[dict[str, Any]], variants: Mapping[str, Varia
     if baseline:
         keyframes = f"of the hard subset (logged future more than {HARD_DEVIATION_M:g} m from constant velocity)"
         lines += baseline_table(runs, variants, baseline[0], "planning_hard", keyframes)
+    lines += [*probe_table(runs, variants), *gradient_share_table(runs, variants)]
     return "\n".join([*lines, *per_class_iou_table(runs, variants)]).rstrip("\n")
 
 

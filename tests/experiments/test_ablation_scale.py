@@ -14,7 +14,16 @@ import yaml
 from occvla_hf.data.schema import labelled_mask
 from occvla_hf.evaluation.baselines import hard_keyframes
 from occvla_hf.experiments import ablation_scale
-from occvla_hf.experiments.ablation_scale import LAMBDA_OCC_SWEEP, SCALE_RECIPE, VARIANTS, hard_subset, scale_tables
+from occvla_hf.experiments.ablation_scale import (
+    LAMBDA_OCC_SWEEP,
+    SCALE_RECIPE,
+    VARIANTS,
+    gradient_share_table,
+    hard_subset,
+    occupancy_gradient_shares,
+    probe_table,
+    scale_tables,
+)
 from occvla_hf.experiments.label_scarcity import labelled_scenes
 from occvla_hf.training.joint import JointRecipe, build_model_and_processor
 from occvla_hf.training.recipe import load_recipe
@@ -192,3 +201,35 @@ def test_hard_subset_rows_and_tables(smoke_run: Path) -> None:
     assert "Planning on the hard subset, ST-P3 protocol" in tables
     assert f"Model vs constant velocity on the {int(expected.sum())} held-out keyframes of the hard subset" in tables
     assert "| with occupancy, 10 % of the labels |" in tables and "Query occupancy per class" in tables
+
+
+def test_occupancy_gradient_shares_are_the_occupancy_terms_part_of_the_summed_norms() -> None:
+    train_log = [
+        {"loss": 1.0, "grad_norm": 3.0},  # a plain log: no per-term norms
+        {"grad_norm_lm_loss": 3.0, "grad_norm_trajectory_loss": 0.5, "grad_norm_occupancy_latent_loss": 0.5,
+         "grad_norm_step": 2},
+        {"grad_norm_lm_loss": 1.0, "grad_norm_occupancy_latent_loss": 0.5, "grad_norm_occupancy_voxel_loss": 0.5,
+         "grad_norm_step": 102},
+    ]  # fmt: skip
+    assert occupancy_gradient_shares(train_log) == [12.5, 50.0]
+    assert occupancy_gradient_shares([{"grad_norm_lm_loss": 2.0, "grad_norm_step": 2}]) == []  # no occupancy term
+
+
+def test_scale_tables_add_the_probes_and_the_gradient_share_of_the_runs_that_have_them() -> None:
+    def report(variant: str, seed: int, cars: float, lead: float | None, occupancy_norm: float | None) -> dict:
+        probes = {"cars_per_camera": {"vision": {"r2": cars}, "lm_image": {"r2": cars + 0.01}},
+                  "lead_distance_m": None if lead is None else {"traj": {"r2": lead}}}  # fmt: skip
+        norms = {"grad_norm_lm_loss": 1.0, "grad_norm_step": 2}
+        if occupancy_norm is not None:
+            norms["grad_norm_occupancy_latent_loss"] = occupancy_norm
+        return {"variant": variant, "seed": seed, "probes": probes, "train_log": [norms]}
+
+    runs = {"occ": [report("occ", 0, 0.5, -0.5, 1.0), report("occ", 1, 0.7, None, 3.0)],
+            "no_occ": [report("no_occ", 0, 0.4, -0.6, None)]}  # fmt: skip
+    probes = "\n".join(probe_table(runs, VARIANTS))
+    assert "| with occupancy | 0.60 ± 0.10 | 0.61 ± 0.10 | -0.50 ± 0.00 |" in probes  # None: left out of the mean
+    assert "| without occupancy | 0.40 ± 0.00 | 0.41 ± 0.00 | -0.60 ± 0.00 |" in probes
+    shares = "\n".join(gradient_share_table(runs, VARIANTS))
+    assert "| with occupancy | 1 | 62.50 ± 12.50 | 62.50 ± 12.50 |" in shares  # 50 % and 75 %
+    assert "without occupancy" not in shares
+    assert probe_table({"occ": [{"variant": "occ", "seed": 0}]}, VARIANTS) == []  # a report without probes
