@@ -12,7 +12,7 @@ steps and seeds, evaluated on held-out sim scenes (a different seed range), prin
 `occ` that change one occupancy setting: query count, loss weight, voxel loss through the frozen decoder) and seed,
 `--parallel` runs at a time (separate `occvla-hf train joint` processes sharing the GPU), and evaluates every run:
 planning L2 and collision (ST-P3 and UniAD protocols), QA accuracy per question type, the latency of `plan` at batch
-1 and, when the held-out scenes have occupancy labels, the Occ3D mIoU of the occupancy decoded from the queries (for
+1 (timed once every run has trained, so that no training shares the device) and, when the held-out scenes have occupancy labels, the Occ3D mIoU of the occupancy decoded from the queries (for
 `no_occ` too: its queries were never trained, the floor); and compares every model with a constant-velocity
 extrapolation of the ego status on the same held-out keyframes, those with a valid ego velocity
 (`constant_velocity.json`). One JSON file per run is written to `--out`. `report` prints mean +- standard deviation
@@ -194,7 +194,8 @@ def evaluate_run(
     """Planning, QA, occupancy and latency report of one trained checkpoint on the held-out scenes; each key of
     `subsets` (default `planning_with_velocity`: the keyframes of the constant-velocity comparison) is planning on
     the held-out rows that subset keeps (from the same plans). `probes` adds `experiments.probes.probe_report` (key
-    `probes`). `num_workers` loader processes prepare the batches of each evaluation.
+    `probes`). `num_workers` loader processes prepare the batches of each evaluation. `latency_repeats` 0 leaves
+    `latency` empty (`record_latencies` times `plan` later).
 
     Every held-out keyframe's views are decoded and resized once, into the image cache `image_cache`
     (`training.image_cache`: built on first use, so runs with the same image settings share it) or, without one, a
@@ -225,7 +226,9 @@ def evaluate_run(
             "occupancy": None
             if occupancy_rows is None
             else evaluate_occupancy(model, processor, occupancy_rows, num_workers=num_workers, images=images),
-            "latency": plan_latency_ms(model, processor, planning_rows, repeats=latency_repeats),
+            "latency": plan_latency_ms(model, processor, planning_rows, repeats=latency_repeats)
+            if latency_repeats
+            else {},
             "device": torch.cuda.get_device_name() if model.device.type == "cuda" else "cpu",
             "num_parameters": sum(p.numel() for p in model.parameters()),
         }
@@ -367,7 +370,7 @@ def run_ablation(
                 data_dir,
                 held_out=args.held_out,
                 subsets=subsets,
-                latency_repeats=args.latency_repeats,
+                latency_repeats=0,  # timed once every run has trained (`record_latencies`)
                 probes=args.probes,
                 num_workers=args.eval_workers,
                 image_cache=args.eval_image_cache,
@@ -395,6 +398,30 @@ def run_ablation(
         joint_overrides=shlex.split(args.joint_overrides),
         on_finished=evaluate_or_report,
     )
+    record_latencies(jobs, runs_dir, out, held_out_rows(data_dir, "planning", args.held_out), args.latency_repeats)
+
+
+def record_latencies(
+    jobs: Sequence[tuple[str, int]], runs_dir: Path, out: Path, rows: Dataset, repeats: int = LATENCY_REPEATS
+) -> None:
+    """`plan_latency_ms` of each evaluated run into its report's `latency`, once every run has trained: during the
+    runs, an evaluation shares the device with the next run's training, and its timing would measure that. A run
+    whose timing fails keeps an empty `latency`; the error goes to `<variant>_s<seed>.error.txt`."""
+    for name, seed in jobs:
+        path = out / f"{name}_s{seed}.json"
+        if not path.is_file():
+            continue
+        report = json.loads(path.read_text())
+        try:
+            model, processor = load_model_and_processor(runs_dir / f"{name}_s{seed}")
+            report["latency"] = plan_latency_ms(model, processor, rows, repeats=repeats)
+        except Exception:  # noqa: BLE001 (one run's failed timing is reported, not fatal)
+            message = traceback.format_exc()
+            (out / f"{name}_s{seed}.error.txt").write_text(message)
+            print(f"{name} seed {seed}: timing plan() failed\n{message}", flush=True)
+            continue
+        path.write_text(json.dumps(report, indent=1))
+        print(f"{name} seed {seed}: plan() {report['latency']['median_ms']:.1f} ms", flush=True)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, variants: Mapping[str, Variant], default: Sequence[str]) -> None:

@@ -86,7 +86,7 @@ def test_an_evaluation_never_holds_back_the_next_runs(tmp_path: Path, monkeypatc
 
 def test_a_failed_evaluation_is_kept_and_the_other_runs_go_on(tmp_path: Path, monkeypatch) -> None:
     """Each run is evaluated as it ends (`on_finished`); one that fails leaves `<run>.error.txt` with the traceback,
-    and the next run is still evaluated and reported."""
+    and the next run is still evaluated and reported. `plan()` is timed once every run has trained."""
     import argparse
     import json
 
@@ -100,10 +100,20 @@ def test_a_failed_evaluation_is_kept_and_the_other_runs_go_on(tmp_path: Path, mo
     l2 = {"stp3": {"l2_avg_m": 0.5}}
     baseline = {"variant": "constant_velocity", "planning_with_velocity": l2}
 
-    def fake_evaluate_run(model_dir: Path, *args, **kwargs) -> dict:
+    events = []
+
+    def fake_evaluate_run(model_dir: Path, *args, latency_repeats: int, **kwargs) -> dict:
+        events.append(("evaluate", model_dir.name, latency_repeats))
         if model_dir.name == "occ_s0":
             raise RuntimeError("out of memory")
-        return {"planning": l2, "planning_with_velocity": l2, "qa": {"overall": {"accuracy_pct": 50.0}}}
+        report = {"planning": l2, "planning_with_velocity": l2, "qa": {"overall": {"accuracy_pct": 50.0}}}
+        return {**report, "latency": {}}
+
+    def fake_load(model_dir: Path):
+        events.append(("time plan()", model_dir.name))
+        return model_dir.name, None
+
+    timing = {"new_tokens": 8, "median_ms": 12.0}
 
     def fake_train_runs(variants, jobs, *, on_finished, **kwargs) -> None:
         for name, seed in jobs:
@@ -113,6 +123,8 @@ def test_a_failed_evaluation_is_kept_and_the_other_runs_go_on(tmp_path: Path, mo
     monkeypatch.setattr(occupancy_ablation, "constant_velocity_report", lambda *args: baseline)
     monkeypatch.setattr(occupancy_ablation, "evaluate_run", fake_evaluate_run)
     monkeypatch.setattr(occupancy_ablation, "train_runs", fake_train_runs)
+    monkeypatch.setattr(occupancy_ablation, "load_model_and_processor", fake_load)
+    monkeypatch.setattr(occupancy_ablation, "plan_latency_ms", lambda model, processor, rows, repeats: timing)
     args = argparse.Namespace(
         out=str(tmp_path / "out"), data=str(tmp_path), runs=str(runs), vae=str(tmp_path), variants=["occ", "no_occ"],
         seeds=[0], held_out="eval", parallel=1, joint_overrides="", latency_repeats=1, probes=False, eval_workers=0,
@@ -122,7 +134,10 @@ def test_a_failed_evaluation_is_kept_and_the_other_runs_go_on(tmp_path: Path, mo
     out = tmp_path / "out"
     assert "RuntimeError: out of memory" in (out / "occ_s0.error.txt").read_text()
     assert not (out / "occ_s0.json").exists()
-    assert json.loads((out / "no_occ_s0.json").read_text())["variant"] == "no_occ"
+    report = json.loads((out / "no_occ_s0.json").read_text())
+    assert report["variant"] == "no_occ" and report["latency"] == timing
+    # `plan()` is timed after every run's evaluation (none of them beside a training), only for the reported runs
+    assert events == [("evaluate", "occ_s0", 0), ("evaluate", "no_occ_s0", 0), ("time plan()", "no_occ_s0")]
 
 
 def test_evaluate_run_reads_cached_views_and_reports_what_the_functions_report_from_the_images(
