@@ -12,8 +12,9 @@ steps and seeds, evaluated on held-out sim scenes (a different seed range), prin
 `occ` that change one occupancy setting: query count, loss weight, voxel loss through the frozen decoder) and seed,
 `--parallel` runs at a time (separate `occvla-hf train joint` processes sharing the GPU), and evaluates every run:
 planning L2 and collision (ST-P3 and UniAD protocols), QA accuracy per question type, the latency of `plan` at batch
-1 (timed once every run has trained, so that no training shares the device) and, when the held-out scenes have occupancy labels, the Occ3D mIoU of the occupancy decoded from the queries (for
-`no_occ` too: its queries were never trained, the floor); and compares every model with a constant-velocity
+1 (timed once every run has trained, so that no training shares the device) and, when the held-out scenes have
+occupancy labels, the Occ3D mIoU of the occupancy decoded from the queries (for `no_occ` too: its queries were never
+trained, the floor); and compares every model with a constant-velocity
 extrapolation of the ego status on the same held-out keyframes, those with a valid ego velocity
 (`constant_velocity.json`). One JSON file per run is written to `--out`. `report` prints mean +- standard deviation
 over the runs of each variant (all seeds, and repeated rounds of the same seeds: GPU training is not bit-reproducible,
