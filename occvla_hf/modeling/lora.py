@@ -22,19 +22,27 @@ LORA_TRAINED_MODULES: tuple[str, ...] = (
 )
 
 
+def import_peft() -> Any:
+    """The `peft` module, imported on first use (the package trains without LoRA where peft is absent), with an
+    error that names it when it is missing."""
+    try:
+        import peft
+    except ImportError as error:
+        raise ImportError("lora: needs the `peft` package (pip install peft), which is not installed") from error
+    return peft
+
+
 def default_lora_config(target_modules: Sequence[str] = DEFAULT_LORA_TARGETS, **lora_kwargs: Any) -> LoraConfig:
     """A peft `LoraConfig` for `OccVLAForPlanning`: adapters on the `target_modules` projections inside the language
     model only (names as `q_proj`; the vision tower's projections share them and stay frozen), and the modules of
     `LORA_TRAINED_MODULES` trained fully (`modules_to_save`, unless `lora_kwargs` names its own). Other `lora_kwargs`
     are `LoraConfig` fields (`r`, `lora_alpha`, `lora_dropout`, ...); vision tower, projector and embeddings stay
     frozen."""
-    from peft import LoraConfig
-
     if isinstance(target_modules, str) or not target_modules:
         raise ValueError(f"target_modules: expected a non-empty list of module names, got {target_modules!r}")
     lora_kwargs.setdefault("modules_to_save", list(LORA_TRAINED_MODULES))
     pattern = rf"model\.language_model\..*\.({'|'.join(re.escape(name) for name in target_modules)})"
-    return LoraConfig(target_modules=pattern, **lora_kwargs)
+    return import_peft().LoraConfig(target_modules=pattern, **lora_kwargs)
 
 
-__all__ = ["DEFAULT_LORA_TARGETS", "LORA_TRAINED_MODULES", "default_lora_config"]
+__all__ = ["DEFAULT_LORA_TARGETS", "LORA_TRAINED_MODULES", "default_lora_config", "import_peft"]

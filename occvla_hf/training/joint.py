@@ -43,6 +43,7 @@ from occvla_hf.data.provenance import recorded_source
 from occvla_hf.data.schema import IMAGES_CONFIG, labelled_mask
 from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning, default_lora_config, load_pretrained
 from occvla_hf.modeling.loading import check_checkpoint_folder
+from occvla_hf.modeling.lora import import_peft
 from occvla_hf.modeling.occupancy_vae import OccupancyVAE
 from occvla_hf.processing import OccVLAProcessor, build_tokenizer
 from occvla_hf.processing.processing_occvla import TASKS
@@ -178,7 +179,7 @@ class JointRecipe(Recipe):
         super().__post_init__()
         check_gradient_norm_steps(self.gradient_norm_steps)
         if self.lora is not None:
-            check_fields(self.lora, _peft().LoraConfig, "lora")
+            check_fields(self.lora, import_peft().LoraConfig, "lora")
         check_training_arguments(self.training)
 
     @property
@@ -458,19 +459,10 @@ def attach_occupancy_vae(model: OccVLAForPlanning, vae: OccupancyVAE) -> None:
 def apply_lora(model: OccVLAForPlanning, section: Mapping[str, Any]) -> torch.nn.Module:
     """Wraps the model in peft LoRA adapters, `default_lora_config(**section)`: adapters on the language model's
     `target_modules`, the new heads and occupancy queries trained fully, everything else frozen."""
-    peft_model = _peft().get_peft_model(model, default_lora_config(**section))
+    peft_model = import_peft().get_peft_model(model, default_lora_config(**section))
     trainable, total = peft_model.get_nb_trainable_parameters()
     logger.info("LoRA: %d of %d parameters trainable (%.2f%%)", trainable, total, 100 * trainable / total)
     return peft_model
-
-
-def _peft() -> Any:
-    """The `peft` module, imported when a recipe uses LoRA (recipes without it train where peft is absent)."""
-    try:
-        import peft
-    except ImportError as error:
-        raise ImportError("lora: needs the `peft` package (pip install peft), which is not installed") from error
-    return peft
 
 
 # ---------------------------------------------------------------------------------------------------- recipe

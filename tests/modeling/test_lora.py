@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
@@ -48,3 +50,21 @@ def test_default_lora_config_targets_the_language_model_and_rejects_a_bare_strin
     assert config.target_modules == r"model\.language_model\..*\.(q_proj)"
     with pytest.raises(ValueError, match="target_modules"):
         default_lora_config(target_modules="q_proj")
+
+
+def test_lora_without_peft_installed_names_the_package(monkeypatch) -> None:
+    """Recipes without LoRA run where peft is absent; asking for LoRA there says what is missing."""
+    from occvla_hf.training.joint import JointRecipe
+
+    monkeypatch.setitem(sys.modules, "peft", None)  # `import peft` raises ImportError
+    with pytest.raises(ImportError, match="lora: needs the `peft` package"):
+        default_lora_config(r=4)
+    recipe = {
+        "stage": "joint",
+        "model": {"config": {}},
+        "data": {"path": "unused"},
+        "training": {"output_dir": "unused"},
+    }
+    JointRecipe.from_dict(recipe)  # no LoRA: peft is never imported
+    with pytest.raises(ImportError, match="lora: needs the `peft` package"):
+        JointRecipe.from_dict({**recipe, "lora": {"r": 4}})
