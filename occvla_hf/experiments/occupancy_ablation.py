@@ -187,7 +187,6 @@ def evaluate_run(
     *,
     held_out: str = HELD_OUT_DIR,
     subsets: PlanningSubsets = PLANNING_SUBSETS,
-    latency_repeats: int = LATENCY_REPEATS,
     probes: bool = False,
     num_workers: int = 0,
     image_cache: str | os.PathLike | None = None,
@@ -195,8 +194,8 @@ def evaluate_run(
     """Planning, QA, occupancy and latency report of one trained checkpoint on the held-out scenes; each key of
     `subsets` (default `planning_with_velocity`: the keyframes of the constant-velocity comparison) is planning on
     the held-out rows that subset keeps (from the same plans). `probes` adds `experiments.probes.probe_report` (key
-    `probes`). `num_workers` loader processes prepare the batches of each evaluation. `latency_repeats` 0 leaves
-    `latency` empty (`record_latencies` times `plan` later).
+    `probes`). `num_workers` loader processes prepare the batches of each evaluation. `plan` is timed apart
+    (`plan_latency_ms`, `record_latencies`), with nothing else on the device.
 
     Every held-out keyframe's views are decoded and resized once, into the image cache `image_cache`
     (`training.image_cache`: built on first use, so runs with the same image settings share it) or, without one, a
@@ -227,9 +226,6 @@ def evaluate_run(
             "occupancy": None
             if occupancy_rows is None
             else evaluate_occupancy(model, processor, occupancy_rows, num_workers=num_workers, images=images),
-            "latency": plan_latency_ms(model, processor, planning_rows, repeats=latency_repeats)
-            if latency_repeats
-            else {},
             "device": torch.cuda.get_device_name() if model.device.type == "cuda" else "cpu",
             "num_parameters": sum(p.numel() for p in model.parameters()),
         }
@@ -371,11 +367,11 @@ def run_ablation(
                 data_dir,
                 held_out=args.held_out,
                 subsets=subsets,
-                latency_repeats=0,  # timed once every run has trained (`record_latencies`)
                 probes=args.probes,
                 num_workers=args.eval_workers,
                 image_cache=args.eval_image_cache,
             ),
+            "latency": {},  # `record_latencies` times `plan` once every run has trained
         }
         state = json.loads((model_dir / "trainer_state.json").read_text())
         report["train_log"] = state["log_history"]

@@ -102,12 +102,11 @@ def test_a_failed_evaluation_is_kept_and_the_other_runs_go_on(tmp_path: Path, mo
 
     events = []
 
-    def fake_evaluate_run(model_dir: Path, *args, latency_repeats: int, **kwargs) -> dict:
-        events.append(("evaluate", model_dir.name, latency_repeats))
+    def fake_evaluate_run(model_dir: Path, *args, **kwargs) -> dict:
+        events.append(("evaluate", model_dir.name))
         if model_dir.name == "occ_s0":
             raise RuntimeError("out of memory")
-        report = {"planning": l2, "planning_with_velocity": l2, "qa": {"overall": {"accuracy_pct": 50.0}}}
-        return {**report, "latency": {}}
+        return {"planning": l2, "planning_with_velocity": l2, "qa": {"overall": {"accuracy_pct": 50.0}}}
 
     def fake_load(model_dir: Path):
         events.append(("time plan()", model_dir.name))
@@ -137,7 +136,7 @@ def test_a_failed_evaluation_is_kept_and_the_other_runs_go_on(tmp_path: Path, mo
     report = json.loads((out / "no_occ_s0.json").read_text())
     assert report["variant"] == "no_occ" and report["latency"] == timing
     # `plan()` is timed after every run's evaluation (none of them beside a training), only for the reported runs
-    assert events == [("evaluate", "occ_s0", 0), ("evaluate", "no_occ_s0", 0), ("time plan()", "no_occ_s0")]
+    assert events == [("evaluate", "occ_s0"), ("evaluate", "no_occ_s0"), ("time plan()", "no_occ_s0")]
 
 
 def test_evaluate_run_reads_cached_views_and_reports_what_the_functions_report_from_the_images(
@@ -185,6 +184,6 @@ def test_evaluate_run_reads_cached_views_and_reports_what_the_functions_report_f
         "probes": probe_report(model, processor, planning),
     }
     assert expected["qa"]["overall"]["total"] > len(planning)  # several questions per keyframe
-    report = evaluate_run(model_dir, data_dir, latency_repeats=1, probes=True, image_cache=tmp_path / "images")
+    report = evaluate_run(model_dir, data_dir, probes=True, image_cache=tmp_path / "images")
     assert {key: report[key] for key in expected} == expected
     assert (tmp_path / "images" / "index.json").is_file()  # built once, for the next runs to read
