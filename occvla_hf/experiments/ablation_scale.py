@@ -19,8 +19,8 @@ occupancy transformer, `occupancy_module: cross_attention`), `occ_10pct` / `no_o
 (reasoning + meta-action as the planning target), `occ_after_text` (that, with the trajectory read after the
 generated text), `occ_history` (2 s of ego history to the head), `occ_no_ego` (no ego status; its pair
 `no_occ_no_ego`, where the planner must read the scene) and `occ_history_no_ego` / `no_occ_history_no_ego` (the
-history instead of the ego status: the speed from past positions, the rest from the images). `run` trains and evaluates them like
-`occupancy_ablation` (the same runner, stage 1 included): one JSON per run with the keys of
+history instead of the ego status: the speed from past positions, the rest from the images). `run` trains and
+evaluates them like `occupancy_ablation` (the same runner, stage 1 included): one JSON per run with the keys of
 `benchmarks/results/ablation_occupancy/` plus `planning_hard`, planning on the **hard subset** of the held-out
 keyframes (`evaluation.baselines.hard_keyframes`: logged future more than 1 m from constant velocity), also in
 `constant_velocity.json`. `--held-out val` evaluates on the validation range instead.
@@ -66,6 +66,8 @@ from occvla_hf.experiments.occupancy_ablation import (
     runs_by_variant,
     velocity_keyframes,
 )
+from occvla_hf.modeling.loss import LOSS_TERMS, OCCUPANCY_LOSS_TERMS
+from occvla_hf.training.trainer import GRADIENT_NORM_PREFIX
 
 SCALE_RECIPE: str = "configs/scale_joint.yaml"
 SCALE_VAE_RECIPE: str = "configs/scale_vae.yaml"
@@ -229,8 +231,6 @@ PROBE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("cars_per_camera", "lm_image", "cars per camera, LM image tokens"),
     ("lead_distance_m", "traj", "lead-vehicle distance, `<traj>` state"),
 )
-GRADIENT_NORM_PREFIX: str = "grad_norm_"  # `OccVLATrainer`'s per-term gradient norms in the training log
-OCCUPANCY_TERM_PREFIX: str = "occupancy_"  # the occupancy loss terms (`occupancy_latent_loss`, `occupancy_voxel_loss`)
 
 
 def probe_table(runs: Mapping[str, Sequence[dict[str, Any]]], variants: Mapping[str, Variant]) -> list[str]:
@@ -257,15 +257,14 @@ def probe_table(runs: Mapping[str, Sequence[dict[str, Any]]], variants: Mapping[
 
 def occupancy_gradient_shares(train_log: Sequence[Mapping[str, Any]]) -> list[float]:
     """Per logged step (`--gradient_norm_steps`), the occupancy terms' share of the summed per-term gradient norms on
-    the shared layers, in %; empty without occupancy terms or gradient-norm logs."""
+    the shared layers (`OccVLATrainer`'s `grad_norm_<term>`), in %; empty without occupancy terms or such logs."""
     shares = []
     for entry in train_log:
-        norms = {key[len(GRADIENT_NORM_PREFIX) :]: float(value) for key, value in entry.items()
-                 if key.startswith(GRADIENT_NORM_PREFIX) and key != f"{GRADIENT_NORM_PREFIX}step"}  # fmt: skip
-        occupancy = sum(value for term, value in norms.items() if term.startswith(OCCUPANCY_TERM_PREFIX))
+        norms = {term: float(entry[key]) for term in LOSS_TERMS if (key := f"{GRADIENT_NORM_PREFIX}{term}") in entry}
+        occupancy = [norms[term] for term in OCCUPANCY_LOSS_TERMS if term in norms]
         total = sum(norms.values())
-        if total > 0 and any(term.startswith(OCCUPANCY_TERM_PREFIX) for term in norms):
-            shares.append(100.0 * occupancy / total)
+        if occupancy and total > 0:
+            shares.append(100.0 * sum(occupancy) / total)
     return shares
 
 

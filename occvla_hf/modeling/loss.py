@@ -23,8 +23,10 @@ import torch
 from ..constants import IGNORE_INDEX
 from .configuration_occvla import OccVLAConfig
 
-# `OccVLAOutput` fields combined into the loss, in summation (and logging) order.
-LOSS_TERMS: tuple[str, ...] = ("lm_loss", "trajectory_loss", "occupancy_latent_loss", "occupancy_voxel_loss")
+# The occupancy supervision's terms, and every `OccVLAOutput` field combined into the loss, in summation (and
+# logging) order.
+OCCUPANCY_LOSS_TERMS: tuple[str, ...] = ("occupancy_latent_loss", "occupancy_voxel_loss")
+LOSS_TERMS: tuple[str, ...] = ("lm_loss", "trajectory_loss", *OCCUPANCY_LOSS_TERMS)
 
 
 def loss_item_counts(batch: Mapping[str, Any]) -> dict[str, int]:
@@ -93,4 +95,4 @@ def weighted_loss(
     return loss
 
 
-__all__ = ["IGNORE_INDEX", "LOSS_TERMS", "loss_item_counts", "loss_weights", "weighted_loss"]
+__all__ = ["IGNORE_INDEX", "LOSS_TERMS", "OCCUPANCY_LOSS_TERMS", "loss_item_counts", "loss_weights", "weighted_loss"]

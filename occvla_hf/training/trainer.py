@@ -28,6 +28,9 @@ from .model_card import ModelCardInfo, render_model_card
 from .sampler import TaskGroupedSampler
 from .weight_schedule import OccupancyWeightSchedule
 
+# Training-log keys of the per-term gradient norms: `grad_norm_<term>`, and `grad_norm_step` (the step measured).
+GRADIENT_NORM_PREFIX: str = "grad_norm_"
+
 
 class _TermMeans:
     """Item-weighted running means of the loss terms since the last read, summed across processes when read."""
@@ -194,7 +197,7 @@ class OccVLATrainer(Trainer):
                 continue
             grads = torch.autograd.grad(weights[name] * value, shared, retain_graph=True, allow_unused=True)
             squares = [grad.float().pow(2).sum() for grad in grads if grad is not None]
-            norms[f"grad_norm_{name}"] = float(torch.stack(squares).sum().sqrt()) if squares else 0.0
+            norms[f"{GRADIENT_NORM_PREFIX}{name}"] = float(torch.stack(squares).sum().sqrt()) if squares else 0.0
         return norms
 
     # --- logging ---
@@ -204,7 +207,7 @@ class OccVLATrainer(Trainer):
             logs.update(self._train_terms.pop(self.accelerator))
             logs["occupancy_loss_weight"] = self._applied_occupancy_weight
             if self._gradient_norms:  # measured at optimiser step `grad_norm_step`, at or before this log
-                logs.update(self._gradient_norms, grad_norm_step=self._gradient_norms_step)
+                logs.update(self._gradient_norms, **{f"{GRADIENT_NORM_PREFIX}step": self._gradient_norms_step})
                 self._gradient_norms = {}
         super().log(logs, start_time)
 
