@@ -248,6 +248,16 @@ class OccVLAOccupancyHead(nn.Module):
         )
 
 
+def _grown_rows(weight: torch.Tensor, rows: int, fill: torch.Tensor | float) -> torch.Tensor:
+    """`weight` (vocab, hidden) with `rows` rows: itself when it has them, else a copy whose new rows hold `fill`."""
+    if weight.shape[0] >= rows:
+        return weight
+    grown = weight.new_empty((rows, weight.shape[1]))
+    grown[: weight.shape[0]] = weight
+    grown[weight.shape[0] :] = fill
+    return grown
+
+
 def occupancy_query_mask_functions(is_query: torch.Tensor, is_image: torch.Tensor) -> tuple[MaskFunction, MaskFunction]:
     """Mask overlays for occupancy queries, given `(batch, kv_length)` booleans marking queries and image tokens.
 
@@ -1129,22 +1139,15 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         vocab = config.text_config.vocab_size
         embed_key = "model.language_model.embed_tokens.weight"
         embeddings = base_state[embed_key]
-        mean = embeddings.mean(dim=0, keepdim=True)
-        if vocab > base_vocab:
-            grown = embeddings.new_empty((vocab, embeddings.shape[1]))
-            grown[:base_vocab] = embeddings
-            grown[base_vocab:] = mean
-            base_state[embed_key] = embeddings = grown
-        # An id inside the base vocabulary is one of its unused rows (PaliGemma's embedding has 64 more rows than
-        # its tokenizer has tokens): `<traj>` starts at the mean there too.
-        embeddings[traj_token_id] = mean[0]
-        del embeddings, mean
+        mean = embeddings.mean(dim=0)
         head = base_state.pop("lm_head.weight", None)
         if head is not None and not config.tie_word_embeddings:
-            grown_head = head.new_zeros((vocab, head.shape[1]))
-            grown_head[:base_vocab] = head
-            base_state["lm_head.weight"] = grown_head
-        del head
+            base_state["lm_head.weight"] = _grown_rows(head, vocab, 0.0)  # an untied head: new tokens start at 0
+        base_state[embed_key] = embeddings = _grown_rows(embeddings, vocab, mean)
+        # An id inside the base vocabulary is one of its unused rows (PaliGemma's embedding has 64 more rows than
+        # its tokenizer has tokens): `<traj>` starts at the mean there too.
+        embeddings[traj_token_id] = mean
+        del embeddings, mean, head
         with no_init_weights():
             model = cls(config)  # parameters allocated, not initialised: copied ones are assigned below
         result = model.load_state_dict(base_state, strict=False, assign=True)

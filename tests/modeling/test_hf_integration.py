@@ -135,6 +135,19 @@ def test_from_vlm_starts_traj_at_the_mean_in_an_unused_base_row_and_keeps_the_he
     assert model.model.language_model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
 
 
+def test_from_vlm_grows_an_untied_lm_head_with_a_zero_row(tmp_path: Path) -> None:
+    config = tiny_paligemma("gemma").config
+    config.tie_word_embeddings = False
+    torch.manual_seed(3)
+    base = PaliGemmaForConditionalGeneration(config).eval()
+    base.save_pretrained(tmp_path)
+    model = OccVLAForPlanning.from_vlm(tmp_path, num_views=1)
+    assert not model.config.tie_word_embeddings
+    assert model.lm_head.weight is not model.get_input_embeddings().weight
+    assert torch.equal(model.lm_head.weight[:99], base.lm_head.weight)
+    assert torch.equal(model.lm_head.weight[99], torch.zeros(32))  # `<traj>` gets no logit mass from the start
+
+
 def test_from_vlm_raises_on_a_new_parameter_that_init_weights_leaves_out(tmp_path: Path, monkeypatch) -> None:
     tiny_paligemma("gemma").save_pretrained(tmp_path)
     init_weights = OccVLAForPlanning._init_weights
