@@ -33,7 +33,7 @@ from occvla_hf.evaluation.runner import (
     prepared_batches,
 )
 from occvla_hf.experiments.ablation_scale import PLANNING_SUBSETS
-from occvla_hf.experiments.occupancy_ablation import held_out_occupancy_rows, held_out_rows
+from occvla_hf.experiments.occupancy_ablation import EVAL_BATCH_SIZES, held_out_occupancy_rows, held_out_rows
 from occvla_hf.experiments.probes import probe_report
 from occvla_hf.training.image_cache import open_image_cache
 
@@ -62,29 +62,35 @@ def main() -> None:
 
     def stages(images) -> dict[str, Callable[[], Any]]:
         qa_rows = qa if images is not None else join_keyframes(qa, planning)
+        batch = EVAL_BATCH_SIZES
+        planning_inputs = partial(_planning_inputs, processor)
+        qa_inputs = partial(processor.from_rows, task="qa", training=False)
+        occupancy_inputs = partial(_occupancy_inputs, processor)
         return {
             "planning": lambda: evaluate_planning(
-                model, processor, planning, batch_size=32, subsets=subsets, num_workers=workers, images=images
+                model,
+                processor,
+                planning,
+                batch_size=batch["planning"],
+                subsets=subsets,
+                num_workers=workers,
+                images=images,
             ),
-            "qa": lambda: evaluate_qa(model, processor, qa_rows, batch_size=64, num_workers=workers, images=images),
-            "occupancy": lambda: evaluate_occupancy(model, processor, occupancy, num_workers=workers, images=images),
+            "qa": lambda: evaluate_qa(
+                model, processor, qa_rows, batch_size=batch["qa"], num_workers=workers, images=images
+            ),
+            "occupancy": lambda: evaluate_occupancy(
+                model, processor, occupancy, batch_size=batch["occupancy"], num_workers=workers, images=images
+            ),
             "probes": lambda: probe_report(model, processor, planning, num_workers=workers, images=images),
             "loader planning": lambda: list(
-                prepared_batches(planning, 32, partial(_planning_inputs, processor), num_workers=workers, images=images)
+                prepared_batches(planning, batch["planning"], planning_inputs, num_workers=workers, images=images)
             ),
             "loader qa": lambda: list(
-                prepared_batches(
-                    qa_rows,
-                    64,
-                    partial(processor.from_rows, task="qa", training=False),
-                    num_workers=workers,
-                    images=images,
-                )
+                prepared_batches(qa_rows, batch["qa"], qa_inputs, num_workers=workers, images=images)
             ),
             "loader occupancy": lambda: list(
-                prepared_batches(
-                    occupancy, 4, partial(_occupancy_inputs, processor), num_workers=workers, images=images
-                )
+                prepared_batches(occupancy, batch["occupancy"], occupancy_inputs, num_workers=workers, images=images)
             ),
         }
 

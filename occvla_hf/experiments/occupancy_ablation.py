@@ -101,6 +101,8 @@ VARIANTS: dict[str, Variant] = {
 }
 VAE_RECIPE: str = "configs/embedded_vae.yaml"
 LATENCY_REPEATS: int = 30
+# Batch sizes of the held-out evaluation of a run (`evaluate_run`).
+EVAL_BATCH_SIZES: dict[str, int] = {"planning": 32, "qa": 64, "occupancy": 4}
 LATENCY_WARMUP: int = 3
 LATENCY_NEW_TOKENS: int = 8
 HORIZONS: tuple[str, ...] = ("1s", "2s", "3s", "avg")
@@ -212,7 +214,7 @@ def evaluate_run(
             model,
             processor,
             planning_rows,
-            batch_size=32,
+            batch_size=EVAL_BATCH_SIZES["planning"],
             subsets={key: select(planning_rows)["sample_token"] for key, select in subsets.items()},
             num_workers=num_workers,
             images=images,
@@ -222,10 +224,19 @@ def evaluate_run(
         report = {
             "planning": planning,
             **subset_reports,
-            "qa": evaluate_qa(model, processor, qa_rows, batch_size=64, num_workers=num_workers, images=images),
+            "qa": evaluate_qa(
+                model, processor, qa_rows, batch_size=EVAL_BATCH_SIZES["qa"], num_workers=num_workers, images=images
+            ),
             "occupancy": None
             if occupancy_rows is None
-            else evaluate_occupancy(model, processor, occupancy_rows, num_workers=num_workers, images=images),
+            else evaluate_occupancy(
+                model,
+                processor,
+                occupancy_rows,
+                batch_size=EVAL_BATCH_SIZES["occupancy"],
+                num_workers=num_workers,
+                images=images,
+            ),
             "device": torch.cuda.get_device_name() if model.device.type == "cuda" else "cpu",
             "num_parameters": sum(p.numel() for p in model.parameters()),
         }
