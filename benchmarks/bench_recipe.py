@@ -12,7 +12,7 @@ Steps (all under `--work`):
 3. one subprocess per mode (peak memory per mode), each `train_joint` of the shipped recipe with only the overrides
    of `recipe_overrides` (model, VAE, data, steps, output, workers, evaluation off): `full` (LM + heads + projector
    trained, vision tower frozen as shipped, activation checkpointing off), `act_ckpt` (the same with it on, as
-   shipped; it also saves the checkpoint at step N/2), `lora` (the recipe's `lora` section set to `LORA`).
+   shipped; it also saves the checkpoint at step N/2 unless `--no-resume`), `lora` (the recipe's `lora` section set to `LORA`).
    Batch size and gradient accumulation are the recipe's (4 x 4) unless `--batch`/`--grad-accum` say otherwise.
 4. `resume`: the `act_ckpt` run resumed from its step-N/2 checkpoint to step N; its global step and the loss of the
    first resumed step against the uninterrupted run's. Then `occvla-hf eval planning` and `eval qa` of the resumed
@@ -163,7 +163,7 @@ def recipe_overrides(args: argparse.Namespace, mode: str, output_dir: Path, max_
         "training.logging_steps": 1,  # the loss of every step (the resume check reads it)
         "training.eval_strategy": "no",
         "training.load_best_model_at_end": "false",  # needs evaluation
-        "training.save_strategy": "steps" if mode == "act_ckpt" else "no",
+        "training.save_strategy": "steps" if mode == "act_ckpt" and not args.no_resume else "no",
         "training.save_steps": args.steps // 2,
         "training.dataloader_num_workers": args.workers,
         "training.activation_checkpointing": "false" if mode == "full" else "true",
@@ -296,6 +296,13 @@ def worker(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------------------------------- driver
 
 
+def subprocess_env() -> dict[str, str]:
+    """The environment of the subprocesses: the repository root first on the existing `PYTHONPATH` (which may hold
+    packages installed outside the interpreter, as on the GPU machine)."""
+    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path}
+
+
 def run_mode(args: argparse.Namespace, mode: str, output_dir: Path, max_steps: int, extra: list[str] = ()) -> dict:
     """One mode in its own process; its result, or the failure."""
     result_path = args.work / f"result_{output_dir.name}.json"
@@ -303,7 +310,7 @@ def run_mode(args: argparse.Namespace, mode: str, output_dir: Path, max_steps: i
     command = [sys.executable, str(Path(__file__).resolve()), "--run-mode", mode, "--result", str(result_path)]
     command += ["--work", str(args.work), "--overrides", *recipe_overrides(args, mode, output_dir, max_steps), *extra]
     start = time.perf_counter()
-    process = subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    process = subprocess.run(command, cwd=REPO_ROOT, env=subprocess_env())
     if result_path.is_file():
         result = json.loads(result_path.read_text())
     else:
@@ -321,7 +328,7 @@ def evaluate(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
         command += ["--data", str(args.work / "data"), "--split", EVAL_SPLIT, "--batch-size", str(EVAL_ROWS_BATCH)]
         command += ["--report", str(report)]
         start = time.perf_counter()
-        process = subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+        process = subprocess.run(command, cwd=REPO_ROOT, env=subprocess_env())
         seconds = time.perf_counter() - start
         if process.returncode or not report.is_file():
             results[task] = {"error": f"exit status {process.returncode}", "seconds": seconds}
