@@ -102,7 +102,7 @@ def build_checkpoint(preset: str, path: Path) -> dict[str, float]:
 def save_random_paligemma(config: transformers.PaliGemmaConfig, tokenizer, path: Path) -> dict[str, float]:
     """Saves a random bf16 PaliGemma of `config` with `tokenizer` and a SigLIP image processor; seconds of the build
     and of the save. The weights are drawn directly in bf16 (normal, std 0.02; norms and biases at their defaults),
-    skipping transformers' float32 initialisation."""
+    skipping transformers' float32 initialisation; the LM head is tied to the embedding, as PaliGemma's is."""
     start = time.perf_counter()
     torch.manual_seed(0)
     previous = torch.get_default_dtype()
@@ -112,6 +112,7 @@ def save_random_paligemma(config: transformers.PaliGemmaConfig, tokenizer, path:
             model = transformers.PaliGemmaForConditionalGeneration(config)
     finally:
         torch.set_default_dtype(previous)
+    model.tie_weights()  # as in a real checkpoint: one tensor for the embedding and the LM head, drawn and saved once
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if parameter.dim() >= 2:

@@ -119,6 +119,21 @@ VARIANTS: dict[str, Variant] = {
         for weight in LAMBDA_OCC_SWEEP
     },
 }
+# (with occupancy, without): variants that differ only in occupancy supervision, compared seed by seed.
+OCCUPANCY_PAIRS: tuple[tuple[str, str], ...] = (
+    ("occ", "no_occ"),
+    ("occ_no_ego", "no_occ_no_ego"),
+    ("occ_history_no_ego", "no_occ_history_no_ego"),
+    ("occ_10pct", "no_occ_10pct"),
+)
+# (column, metric of a per-run report, whether lower is better) of the paired table.
+PAIRED_METRICS: tuple[tuple[str, Callable[[dict[str, Any]], float], bool], ...] = (
+    ("ST-P3 L2 avg, all (m)", lambda r: r["planning"]["stp3"]["l2_avg_m"], True),
+    ("ST-P3 L2 avg, hard (m)", lambda r: r["planning_hard"]["stp3"]["l2_avg_m"], True),
+    ("UniAD L2 avg, all (m)", lambda r: r["planning"]["uniad"]["l2_avg_m"], True),
+    ("ST-P3 Col. avg, all (%)", lambda r: r["planning"]["stp3"]["collision_avg_pct"], True),
+    ("QA overall (%)", lambda r: r["qa"]["overall"]["accuracy_pct"], False),
+)
 # The occupancy classes of the per-class table (every class but `free`).
 OCCUPIED_CLASSES: tuple[str, ...] = tuple(name for i, name in enumerate(OCC_CLASS_NAMES) if i != OCC_FREE_CLASS)
 
@@ -219,9 +234,55 @@ def per_class_iou_table(runs: Mapping[str, Sequence[dict[str, Any]]], variants: 
         "|---" * (1 + len(OCCUPIED_CLASSES)) + "|",
     ]
     for name, named_runs in with_occupancy.items():
-        cells = [mean_std([100.0 * r["occupancy"][f"camera_iou_{c}"] for r in named_runs]) for c in OCCUPIED_CLASSES]
+        cells = [
+            mean_std([_finite_pct(r["occupancy"][f"camera_iou_{c}"]) for r in named_runs]) for c in OCCUPIED_CLASSES
+        ]
         lines.append(f"| {variants[name].label} | " + " | ".join(cells) + " |")
-    return lines
+    return [*lines, "", "-: the class is absent from the held-out labels (its IoU is undefined)."]
+
+
+def _finite_pct(value: float) -> float | None:
+    """`value` in %, None where it is NaN (an IoU over no voxel of either kind)."""
+    return None if np.isnan(value) else 100.0 * value
+
+
+def paired_difference_table(
+    runs: Mapping[str, Sequence[dict[str, Any]]],
+    variants: Mapping[str, Variant],
+    pairs: Sequence[tuple[str, str]] = OCCUPANCY_PAIRS,
+) -> list[str]:
+    """Per pair of `pairs` with runs of the same seeds: the per-seed difference (with - without occupancy) of each
+    `PAIRED_METRICS` metric, mean ± sample std over those seeds (3 decimals: the effects are small), and in how many
+    of the seeds occupancy supervision came out better."""
+    lines = []
+    for with_name, without_name in pairs:
+        with_runs = {r["seed"]: r for r in runs.get(with_name, ())}
+        without_runs = {r["seed"]: r for r in runs.get(without_name, ())}
+        seeds = sorted(set(with_runs) & set(without_runs))
+        if not seeds:
+            continue
+        cells = []
+        for _, metric, lower_is_better in PAIRED_METRICS:
+            differences = np.array([metric(with_runs[s]) - metric(without_runs[s]) for s in seeds])
+            better = int(np.sum(differences < 0 if lower_is_better else differences > 0))
+            spread = f" ± {np.std(differences, ddof=1):.3f}" if len(seeds) > 1 else ""
+            cells.append(f"{np.mean(differences):+.3f}{spread} ({better}/{len(seeds)})")
+        seed_list = ", ".join(str(s) for s in seeds)
+        lines.append(
+            f"| {variants[with_name].label} - {variants[without_name].label} | {seed_list} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    if not lines:
+        return []
+    header = [
+        "Paired by seed: with minus without occupancy supervision (mean ± sample std over the seeds; in brackets, "
+        "the seeds in which supervision came out better)",
+        "",
+        "| Pair | seeds | " + " | ".join(column for column, _, _ in PAIRED_METRICS) + " |",
+        "|---" * (2 + len(PAIRED_METRICS)) + "|",
+    ]
+    return [*header, *lines, ""]
 
 
 # (report key, feature set, column) of the probe table: the scene in the image features, the lead vehicle in the
@@ -290,7 +351,7 @@ def gradient_share_table(runs: Mapping[str, Sequence[dict[str, Any]]], variants:
 
 def scale_tables(reports: Sequence[dict[str, Any]], variants: Mapping[str, Variant] = VARIANTS) -> str:
     """`occupancy_ablation.ablation_tables`, then planning on the hard subset (models and constant velocity), the
-    probes, the occupancy terms' gradient share and the queries' per-class IoU."""
+    seed-paired differences, the probes, the occupancy terms' gradient share and the queries' per-class IoU."""
     runs = runs_by_variant(reports, variants)
     lines = [ablation_tables(reports, variants), ""]
     lines += planning_tables(runs, variants, "planning_hard", "Planning on the hard subset")
@@ -298,7 +359,8 @@ def scale_tables(reports: Sequence[dict[str, Any]], variants: Mapping[str, Varia
     if baseline:
         keyframes = f"of the hard subset (logged future more than {HARD_DEVIATION_M:g} m from constant velocity)"
         lines += baseline_table(runs, variants, baseline[0], "planning_hard", keyframes)
-    lines += [*probe_table(runs, variants), *gradient_share_table(runs, variants)]
+    lines += [*paired_difference_table(runs, variants), *probe_table(runs, variants)]
+    lines += gradient_share_table(runs, variants)
     return "\n".join([*lines, *per_class_iou_table(runs, variants)]).rstrip("\n")
 
 

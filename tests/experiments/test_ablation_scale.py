@@ -21,6 +21,8 @@ from occvla_hf.experiments.ablation_scale import (
     gradient_share_table,
     hard_subset,
     occupancy_gradient_shares,
+    paired_difference_table,
+    per_class_iou_table,
     probe_table,
     scale_tables,
 )
@@ -233,3 +235,32 @@ def test_scale_tables_add_the_probes_and_the_gradient_share_of_the_runs_that_hav
     assert "| with occupancy | 1 | 62.50 ± 12.50 | 62.50 ± 12.50 |" in shares  # 50 % and 75 %
     assert "without occupancy" not in shares
     assert probe_table({"occ": [{"variant": "occ", "seed": 0}]}, VARIANTS) == []  # a report without probes
+
+
+def _paired_report(variant: str, seed: int, l2: float, qa: float) -> dict[str, Any]:
+    planning = {"stp3": {"l2_avg_m": l2, "collision_avg_pct": 0.5}, "uniad": {"l2_avg_m": 2 * l2}}
+    return {"variant": variant, "seed": seed, "planning": planning, "planning_hard": {"stp3": {"l2_avg_m": l2 + 0.1}},
+            "qa": {"overall": {"accuracy_pct": qa}}}  # fmt: skip
+
+
+def test_paired_difference_table_compares_the_seeds_both_variants_ran() -> None:
+    runs = {
+        "occ": [_paired_report("occ", s, l2, qa) for s, l2, qa in ((0, 0.450, 70.0), (1, 0.460, 69.0), (2, 0.5, 60.0))],
+        "no_occ": [_paired_report("no_occ", s, l2, qa) for s, l2, qa in ((0, 0.455, 69.0), (1, 0.470, 69.5))],
+        "occ_no_ego": [_paired_report("occ_no_ego", 1, 2.0, 69.0)],  # its pair has no run: no row
+    }
+    table = "\n".join(paired_difference_table(runs, VARIANTS))
+    # Seeds 0 and 1 only (seed 2 has no `no_occ` run): differences -0.005 and -0.010 m; QA +1.0 and -0.5.
+    assert "| with occupancy - without occupancy | 0, 1 | -0.007 ± 0.004 (2/2) | -0.007 ± 0.004 (2/2) | " in table
+    assert "-0.015 ± 0.007 (2/2) | +0.000 ± 0.000 (0/2) | +0.250 ± 1.061 (1/2) |" in table
+    assert "no ego status" not in table
+    assert paired_difference_table({"occ": runs["occ"]}, VARIANTS) == []
+
+
+def test_per_class_table_shows_a_class_absent_from_the_labels_as_a_dash() -> None:
+    iou = {f"camera_iou_{name}": 0.25 for name in ablation_scale.OCCUPIED_CLASSES}
+    iou["camera_iou_others"] = float("nan")  # no voxel of the class, predicted or true
+    lines = per_class_iou_table({"occ": [{"variant": "occ", "seed": 0, "occupancy": iou}]}, VARIANTS)
+    row = next(line for line in lines if line.startswith("| with occupancy |"))
+    assert row.split(" | ")[1] == "-" and row.count("25.00 ± 0.00") == len(ablation_scale.OCCUPIED_CLASSES) - 1
+    assert "nan" not in "\n".join(lines)
