@@ -32,6 +32,8 @@ MFU of `act_ckpt`: that is its cost).
 
     python benchmarks/bench_recipe.py --preset tiny --work /tmp/recipe_tiny                     # CPU smoke run
     python benchmarks/bench_recipe.py --preset paligemma2-3b --work /tmp/recipe --json recipe.json
+    python benchmarks/bench_recipe.py --preset paligemma2-3b --work /tmp/recipe --no-resume --modes full lora \
+        --lm-attention flex_attention --lora-dropout 0     # Gemma-2 in flex attention (CUDA); LoRA without dropout
 """
 
 from __future__ import annotations
@@ -56,7 +58,15 @@ from transformers.initialization import no_init_weights
 if __package__ in (None, ""):  # run as a script: the repository root goes on the path, for `benchmarks.*`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_inference import GEMMA2_2B, GEMMA2_LAYERS, PEAK_BF16_TFLOPS, SIGLIP_SO400M, TINY_TEXT, TINY_VISION
+from benchmarks.bench_inference import (
+    GEMMA2_2B,
+    GEMMA2_LAYERS,
+    PEAK_BF16_TFLOPS,
+    SIGLIP_SO400M,
+    TINY_TEXT,
+    TINY_VISION,
+    lm_attention,
+)
 from benchmarks.bench_training import forward_flops
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -171,7 +181,9 @@ def recipe_overrides(args: argparse.Namespace, mode: str, output_dir: Path, max_
         "training.disable_tqdm": "true",
     }
     if mode == "lora":
-        overrides["lora"] = json.dumps(LORA)
+        overrides["lora"] = json.dumps({**LORA, "lora_dropout": args.lora_dropout})
+    if args.lm_attention is not None:
+        overrides["model.attn_implementation"] = json.dumps(lm_attention(args.lm_attention))
     if args.batch is not None:
         overrides["training.per_device_train_batch_size"] = args.batch
     if args.grad_accum is not None:
@@ -376,6 +388,13 @@ def main() -> None:
     parser.add_argument("--grad-accum", type=int, default=None, help="gradient accumulation (default: the recipe's)")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="dataloader workers")
     parser.add_argument("--no-resume", action="store_true", help="skip the resume and evaluation step")
+    parser.add_argument(
+        "--lm-attention",
+        choices=("eager", "sdpa", "flex_attention"),
+        default=None,
+        help="the language model's attention (the vision tower keeps SDPA); default: the recipe's",
+    )
+    parser.add_argument("--lora-dropout", type=float, default=LORA["lora_dropout"], help="the lora mode's dropout")
     parser.add_argument("--json", type=Path, default=None, help="write everything here too")
     parser.add_argument("--run-mode", choices=MODES, help=argparse.SUPPRESS)  # one run (a subprocess)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -398,6 +417,8 @@ def main() -> None:
         },
         "recipe": str(RECIPE.relative_to(REPO_ROOT)),
         "steps": args.steps,
+        "lora": {**LORA, "lora_dropout": args.lora_dropout},
+        "lm_attention": args.lm_attention or "the recipe's",
         "timings_s": {},
         "notes": [
             "random weights throughout; the occupancy VAE is random (not stage-1 trained): it only fixes the shape "

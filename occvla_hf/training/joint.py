@@ -81,12 +81,18 @@ class ModelRecipe:
         config: `OccVLAConfig` fields; a new model takes `occupancy_latent_shape` and `occupancy_num_classes` from the
             occupancy VAE unless given. With `from_pretrained` they override the checkpoint's config, except values
             that would reshape its weights: those keep the checkpoint's (`pretrained_config`).
+        attn_implementation: the attention kernels, one of `ATTENTION_IMPLEMENTATIONS` for the whole model or a
+            mapping `{text_config: ..., vision_config: ...}` (language model, vision tower); None: transformers'
+            choice (SDPA, or eager where SDPA cannot express the layer, as Gemma-2's attention-logit soft-capping).
+            `{text_config: flex_attention, vision_config: sdpa}` runs Gemma-2 layers, soft-capping included, in
+            flex attention (compiled kernels: CUDA).
     """
 
     from_pretrained: str | None = None
     from_vlm: str | None = None
     num_views: int | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    attn_implementation: str | dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.from_pretrained and self.from_vlm:
@@ -94,6 +100,23 @@ class ModelRecipe:
         if self.num_views is not None and not (self.from_vlm or self.from_pretrained):
             raise ValueError("model.num_views: only used with from_vlm; set model.config.num_views instead")
         check_fields(self.config, OccVLAConfig, "model.config")
+        check_attn_implementation(self.attn_implementation)
+
+
+ATTENTION_IMPLEMENTATIONS: tuple[str, ...] = ("eager", "sdpa", "flex_attention")
+ATTENTION_SUBCONFIGS: tuple[str, ...] = ("text_config", "vision_config")
+
+
+def check_attn_implementation(value: str | Mapping[str, str] | None) -> None:
+    """ValueError naming `model.attn_implementation` unless `value` is None, an implementation, or a mapping of
+    `ATTENTION_SUBCONFIGS` keys to implementations."""
+    expected = f"one of {ATTENTION_IMPLEMENTATIONS} or a mapping of {ATTENTION_SUBCONFIGS} to them"
+    if value is None or (isinstance(value, str) and value in ATTENTION_IMPLEMENTATIONS):
+        return
+    if isinstance(value, Mapping) and value and set(value) <= set(ATTENTION_SUBCONFIGS):
+        if all(isinstance(v, str) and v in ATTENTION_IMPLEMENTATIONS for v in value.values()):
+            return
+    raise ValueError(f"model.attn_implementation: expected {expected}, got {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -325,11 +348,21 @@ def _split(datasets: Mapping[str, DatasetDict], config: str, split: str) -> Data
 def build_model_and_processor(
     section: ModelRecipe | Mapping[str, Any], occupancy_vae: OccupancyVAE | None = None
 ) -> tuple[OccVLAForPlanning, OccVLAProcessor, bool]:
-    """The model and its processor from the recipe's `model` section; the flag says whether the processor is new
-    (its ego-status statistics still have to be fitted). A new model (`from_vlm`, `config`) takes its
+    """The model and its processor from the recipe's `model` section, with its `attn_implementation`; the flag says
+    whether the processor is new (its ego-status statistics still have to be fitted)."""
+    section = parse_section(ModelRecipe, section, "model")
+    model, processor, new_processor = _build_model_and_processor(section, occupancy_vae)
+    if section.attn_implementation is not None:
+        model.set_attn_implementation(section.attn_implementation)
+    return model, processor, new_processor
+
+
+def _build_model_and_processor(
+    section: ModelRecipe, occupancy_vae: OccupancyVAE | None
+) -> tuple[OccVLAForPlanning, OccVLAProcessor, bool]:
+    """`build_model_and_processor` before the attention choice. A new model (`from_vlm`, `config`) takes its
     `occupancy_latent_shape` and `occupancy_num_classes` from `occupancy_vae` unless the config sets them. Checkpoints
     load in `TRAINING_DTYPE`."""
-    section = parse_section(ModelRecipe, section, "model")
     config_kwargs = dict(section.config)
     if section.from_pretrained:
         config = pretrained_config(section.from_pretrained, config_kwargs)

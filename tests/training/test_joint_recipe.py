@@ -38,6 +38,7 @@ from occvla_hf.training.collator import OccVLADataCollator
 from occvla_hf.training.joint import (
     DataRecipe,
     JointDataset,
+    ModelRecipe,
     build_model_and_processor,
     check_processor_matches_model,
     data_source,
@@ -515,3 +516,19 @@ def test_a_bf16_vlm_checkpoint_trains_in_float32_weights(tiny_paligemma_dir, tmp
     assert PaliGemmaForConditionalGeneration.from_pretrained(path).dtype == torch.bfloat16
     model, _, _ = build_model_and_processor({"from_vlm": str(path), "config": {"occupancy_head_hidden_size": 16}})
     assert {parameter.dtype for parameter in model.parameters()} == {torch.float32}
+
+
+def test_the_model_section_chooses_the_attention_of_each_tower(tiny_paligemma_dir):
+    section = {"from_vlm": str(tiny_paligemma_dir), "config": {"occupancy_head_hidden_size": 16}}
+    split = {"text_config": "flex_attention", "vision_config": "sdpa"}  # Gemma-2 soft-capping in the LM
+    model, _, _ = build_model_and_processor({**section, "attn_implementation": split})
+    assert model.config.text_config._attn_implementation == "flex_attention"
+    assert model.config.vision_config._attn_implementation == "sdpa"
+    model, _, _ = build_model_and_processor({**section, "attn_implementation": "eager"})
+    assert {model.config.text_config._attn_implementation, model.config.vision_config._attn_implementation} == {"eager"}
+
+
+@pytest.mark.parametrize("value", ["flash", {"text_config": "flash"}, {"lm": "eager"}, {}, ["eager"]], ids=str)
+def test_a_bad_attention_choice_names_the_field(value):
+    with pytest.raises(ValueError, match="model.attn_implementation: expected one of"):
+        ModelRecipe(attn_implementation=value)
