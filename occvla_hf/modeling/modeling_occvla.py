@@ -9,6 +9,7 @@ hidden states in a separate Occupancy Transformer (`occupancy_transformer.py`) i
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -275,18 +276,40 @@ def occupancy_query_mask_functions(is_query: torch.Tensor, is_image: torch.Tenso
     return or_fn, and_fn
 
 
+def mask_cache(cache: Cache | None, config: PreTrainedConfig) -> Cache | None:
+    """The cache that a mask of the text `config`'s attention is built from.
+
+    A static cache layer keeps its length in a device tensor, which its update increments in place, and mask creation
+    takes that tensor as the query offset. An SDPA or eager mask is materialised at once, but flex attention's
+    `BlockMask` evaluates its mask function when attention runs: after the layer's update, so every query would sit
+    one step (a prefill: its length) further on, and see the next, empty cache slot. For flex attention this returns
+    a shallow copy of `cache` whose layers carry a copy of the length, taken now (the keys and values stay shared).
+    """
+    if cache is None or config._attn_implementation != "flex_attention":
+        return cache
+    layers = [copy.copy(layer) for layer in cache.layers]
+    for layer in layers:
+        if isinstance(getattr(layer, "cumulative_length", None), torch.Tensor):
+            layer.cumulative_length = layer.cumulative_length.clone()
+    view = copy.copy(cache)
+    view.layers = layers
+    return view
+
+
 def is_prefill(cache: Cache | None, pixel_values: torch.Tensor | None) -> bool:
     """Whether a forward call starts its sequences (the prompt: bidirectional prefix, `<traj>`), decided on the host.
 
     Images come with the prompt only, so a call with `pixel_values` or without cached tokens is a prefill. A static
-    cache keeps its length on the device (so that a compiled decoding step does not recompile as it grows): reading
-    it would stall every step and break the graph, so an initialised static cache without images means decoding, as
-    in transformers' PaliGemma.
+    (compileable) cache is never asked its length: a full-attention layer keeps it on the device (reading it would
+    stall every step and break the graph), and a sliding-window layer as a Python int, which a compiled decoding step
+    would guard on, recompile for and mark dynamic (CUDA graphs are then recorded again for each value). So an
+    initialised static cache without images means decoding, as in transformers' PaliGemma.
     """
     if cache is None or pixel_values is not None:
         return True
-    seen = cache.get_seq_length()
-    return seen == 0 if isinstance(seen, int) else not cache.is_initialized
+    if cache.is_compileable:
+        return not cache.is_initialized
+    return cache.get_seq_length() == 0
 
 
 class OccVLAPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
@@ -487,11 +510,12 @@ class OccVLAModel(OccVLAPreTrainedModel):
         if isinstance(attention_mask, Mapping):
             causal_mask: Any = attention_mask  # one mask per layer type, from `create_masks_for_generate`
         else:
+            text_config = self.config.get_text_config()
             mask_kwargs: dict[str, Any] = {
-                "config": self.config.get_text_config(),
+                "config": text_config,
                 "inputs_embeds": inputs_embeds,
                 "attention_mask": attention_mask,
-                "cache": cache,
+                "cache": mask_cache(cache, text_config),
                 "position_ids": position_ids,
                 "or_mask_function": or_fn,
                 "and_mask_function": and_fn,
@@ -934,12 +958,13 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
     ) -> Any:
         """Masks for compiled (static-cache) generation: the bidirectional prefix as in the eager forward."""
         block_ids = None if token_type_ids is None else torch.where(token_type_ids == 0, 0, -1)
+        text_config = config.get_text_config()
         return create_masks_for_generate(
-            config=config.get_text_config(),
+            config=text_config,
             inputs_embeds=inputs_embeds,
             block_sequence_ids=block_ids,
             attention_mask=attention_mask,
-            cache=cache,
+            cache=mask_cache(cache, text_config),
             position_ids=position_ids,
         )
 

@@ -12,6 +12,7 @@ from transformers import CompileConfig, StaticCache
 from transformers.integrations.flex_attention import WrappedFlexAttention
 
 from occvla_hf.modeling import OccVLAForPlanning
+from occvla_hf.modeling.modeling_occvla import mask_cache
 from tests.conftest import TINY_GRID, TINY_TEXT_CONFIG, StandInOccupancyVAE, make_batch, tiny_config
 
 LAYOUTS = ["prompt", "after_text"]
@@ -143,3 +144,41 @@ def test_gemma2_static_cache_plan_equals_the_dynamic_cache_plan() -> None:
     static = plan(model, batch, cache_implementation="static")
     assert torch.equal(static.sequences, dynamic.sequences)
     torch.testing.assert_close(static.trajectory, dynamic.trajectory, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("text", ["gemma", "gemma2"])
+def test_flex_attention_with_a_static_cache_equals_eager_attention(monkeypatch, text: str) -> None:
+    # A static cache's full-attention layer grows its length tensor in place in its update, before attention runs,
+    # and flex attention's block mask reads its query offset then (`mask_cache`): without a snapshot every decoding
+    # query sat one slot further on (an index error at the end of the cache, wrong masks before it).
+    monkeypatch.setattr(WrappedFlexAttention, "__call__", lambda self: flex_attention)  # as in the test above
+    model = gemma2_model() if text == "gemma2" else layout_model("prompt")
+    batch = make_batch(model.config, text_length=10)
+    outputs, plans = {}, {}
+    for implementation, cache in (("eager", None), ("flex_attention", "static")):
+        model.set_attn_implementation({"text_config": implementation, "vision_config": "sdpa"})
+        outputs[implementation] = model.generate(
+            **batch, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
+            cache_implementation=cache, output_logits=True, return_dict_in_generate=True,
+        )  # fmt: skip
+        plans[implementation] = plan(model, batch, cache_implementation=cache)
+    eager, flex = outputs["eager"], outputs["flex_attention"]
+    assert torch.equal(flex.sequences, eager.sequences)
+    for step, (flex_logits, eager_logits) in enumerate(zip(flex.logits, eager.logits, strict=True)):
+        torch.testing.assert_close(flex_logits, eager_logits, rtol=0, atol=1e-5, msg=f"step {step}")
+    torch.testing.assert_close(plans["flex_attention"].trajectory, plans["eager"].trajectory, rtol=0, atol=1e-6)
+
+
+def test_mask_cache_snapshots_the_length_of_static_layers_for_flex_attention() -> None:
+    model = layout_model("prompt")
+    step = static_decode_step_kwargs(model, layout_batch(model))
+    cache, text_config = step["cache"], model.config.get_text_config()
+    assert mask_cache(cache, text_config) is cache  # SDPA: masks are built at once
+    text_config._attn_implementation = "flex_attention"
+    view = mask_cache(cache, text_config)
+    assert view is not cache and isinstance(view, StaticCache)
+    length = cache.layers[0].cumulative_length
+    assert view.layers[0].cumulative_length is not length and int(view.layers[0].cumulative_length) == int(length)
+    assert view.layers[0].keys is cache.layers[0].keys  # the cached keys and values stay shared
+    length.add_(1)  # what the layer's update does before attention runs
+    assert int(view.layers[0].cumulative_length) == int(length) - 1
