@@ -281,9 +281,9 @@ def mask_cache(cache: Cache | None, config: PreTrainedConfig) -> Cache | None:
 
     A static cache layer keeps its length in a device tensor, which its update increments in place, and mask creation
     takes that tensor as the query offset. An SDPA or eager mask is materialised at once, but flex attention's
-    `BlockMask` evaluates its mask function when attention runs: after the layer's update, so every query would sit
-    one step (a prefill: its length) further on, and see the next, empty cache slot. For flex attention this returns
-    a shallow copy of `cache` whose layers carry a copy of the length, taken now (the keys and values stay shared).
+    `BlockMask` evaluates its mask function when attention runs: after the layer's update, so every decoding query
+    would sit one slot further on and see the next, empty cache slot. For flex attention this returns a shallow copy
+    of `cache` whose layers carry a copy of the length, taken now (the keys and values stay shared).
     """
     if cache is None or config._attn_implementation != "flex_attention":
         return cache
