@@ -146,14 +146,18 @@ def test_gemma2_static_cache_plan_equals_the_dynamic_cache_plan() -> None:
     torch.testing.assert_close(static.trajectory, dynamic.trajectory, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("text", ["gemma", "gemma2"])
+@pytest.mark.parametrize("text", ["gemma", "gemma_after_text", "gemma2"])
 def test_flex_attention_with_a_static_cache_equals_eager_attention(monkeypatch, text: str) -> None:
     # A static cache's full-attention layer grows its length tensor in place in its update, before attention runs,
     # and flex attention's block mask reads its query offset then (`mask_cache`): without a snapshot every decoding
     # query sat one slot further on (an index error at the end of the cache, wrong masks before it).
     monkeypatch.setattr(WrappedFlexAttention, "__call__", lambda self: flex_attention)  # as in the test above
-    model = gemma2_model() if text == "gemma2" else layout_model("prompt")
-    batch = make_batch(model.config, text_length=10)
+    if text == "gemma2":
+        model = gemma2_model()
+        batch = make_batch(model.config, text_length=10)
+    else:
+        model = layout_model("after_text" if text == "gemma_after_text" else "prompt")
+        batch = layout_batch(model)
     outputs, plans = {}, {}
     for implementation, cache in (("eager", None), ("flex_attention", "static")):
         model.set_attn_implementation({"text_config": implementation, "vision_config": "sdpa"})
