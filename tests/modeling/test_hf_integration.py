@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import operator
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -210,3 +214,51 @@ def test_stand_in_vae_is_kept_frozen_after_loading_weights() -> None:
     model.train()
     assert not model.occupancy_vae.training
     assert not any(p.requires_grad for p in model.occupancy_vae.parameters())
+
+
+def _decode_step_graph_ops(model, inputs: dict) -> Counter:
+    """FX ops (by target) of `model`'s forward compiled for the first decoding step of a static-cache `generate`
+    (the graph transformers compiles on accelerators), `getitem`s left out (tuple unpacking, not work)."""
+    captured: list[dict] = []
+
+    def record(module, args, kwargs) -> None:
+        if kwargs["input_ids"].shape[1] == 1 and not captured:
+            captured.append({**kwargs, "cache": copy.deepcopy(kwargs["cache"])})
+
+    handle = model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False, cache_implementation="static")
+    finally:
+        handle.remove()
+    graphs: list[torch.fx.GraphModule] = []
+
+    def backend(graph_module: torch.fx.GraphModule, example_inputs) -> Callable:
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    torch._dynamo.reset()
+    with torch.no_grad():
+        torch.compile(model.forward, backend=backend, fullgraph=True)(**captured[0])
+    nodes = [node for graph in graphs for node in graph.graph.nodes if node.op.startswith("call_")]
+    return Counter(str(node.target) for node in nodes if node.target is not operator.getitem)
+
+
+def test_the_static_cache_decoding_step_is_paligemmas_op_for_op(tmp_path: Path) -> None:
+    """The fast path's zero overhead at the graph level: OccVLA's compiled decoding step runs the same operations as
+    the PaliGemma it is initialised from (`from_vlm`), so the queries and heads cost nothing there either."""
+    base = tiny_paligemma("gemma")
+    base.save_pretrained(tmp_path)
+    model = OccVLAForPlanning.from_vlm(tmp_path, num_views=1).eval()
+    input_ids = torch.tensor([[98] * 4 + [2, 17, 33, 5, 99]])  # 4 image tokens, the prompt, `<traj>`
+    inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
+              "token_type_ids": torch.zeros_like(input_ids)}  # fmt: skip
+    pixel_values = torch.randn(1, 3, 28, 28, generator=torch.Generator().manual_seed(1))
+    ego_status = torch.zeros(1, model.config.ego_status_dim)
+    ours = _decode_step_graph_ops(
+        model, {**inputs, "pixel_values": pixel_values.unsqueeze(1), "ego_status": ego_status}
+    )
+    reference = _decode_step_graph_ops(
+        base, {**inputs, "input_ids": input_ids.masked_fill(input_ids == 99, 5), "pixel_values": pixel_values}
+    )
+    assert sum(reference.values()) > 50  # the whole step: every layer's projections, attention and the LM head
+    assert ours == reference
