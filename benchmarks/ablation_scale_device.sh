@@ -13,7 +13,9 @@
 # The pipeline: sim data (the `scale` preset's first TRAIN_SCENES scenes and the `scale_heldout` scenes), the build,
 # stage 1 (configs/scale_vae.yaml, VAE_STEPS steps), the latent cache, then `ablation_scale run` of VARIANTS x SEEDS
 # (the first run also caches the resized training views for all, the first evaluation the held-out views),
-# one at a time (each evaluated while the next one trains), STEPS steps each, with JOINT_OVERRIDES. HELDOUT_SCENES,
+# one at a time (each evaluated while the next one trains), STEPS steps each, with JOINT_OVERRIDES. The trained VAE
+# comes back in results/vae/ (about 4 MB); VAE=<its folder in the checkout> skips stage 1 and uses it, so that blocks
+# share one frozen VAE (and save its training time). HELDOUT_SCENES,
 # VAE_OVERRIDES and LATENT_DEVICE (cuda) make it small enough for a CPU check. SIDE_COMMAND (optional) is a GPU
 # measurement that runs while the GPU would idle: during the sim and the build, on the last SIDE_CPUS cores (the data
 # stages get the others), output in results/side.log; stage 1 waits for it. nvidia-smi samples the GPU's use every
@@ -23,7 +25,7 @@ phase=${1:?phase: start | wait}
 wait_s=${2:-560}
 : "${TRAIN_SCENES:=190}" "${VAE_STEPS:=2000}" "${STEPS:=1000}" "${VARIANTS:=no_occ occ_xattn occ}" "${SEEDS:=0 1}"
 : "${JOINT_OVERRIDES:=}" "${VAE_OVERRIDES:=}" "${HELDOUT_SCENES:=40}" "${LATENT_DEVICE:=cuda}"
-: "${SIDE_COMMAND:=}" "${SIDE_CPUS:=4}"
+: "${SIDE_COMMAND:=}" "${SIDE_CPUS:=4}" "${VAE:=}"
 : "${WORK:=/tmp/occvla_scale}"  # outside the checkout: a call re-syncs the checkout and deletes what git would not keep
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 quiet='it/s\]|s/it\]|examples/s\]|chunk/s\]|ba/s\]|batch/s\]|s/batch\]|scene/s\]'
@@ -46,9 +48,22 @@ pipeline() {
   {
     nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
     python3 -c "import torch, transformers, datasets; print(torch.__version__, transformers.__version__, datasets.__version__)"
-    echo "cpus $workers; TRAIN_SCENES=$TRAIN_SCENES VAE_STEPS=$VAE_STEPS STEPS=$STEPS VARIANTS=$VARIANTS SEEDS=$SEEDS"
+    echo "cpus $workers; TRAIN_SCENES=$TRAIN_SCENES VAE_STEPS=$VAE_STEPS STEPS=$STEPS VARIANTS=$VARIANTS SEEDS=$SEEDS VAE=$VAE"
   } > $WORK/runs/results/device.txt 2>&1
   stage() { echo "[$(date +%T)] $*"; }
+  vae_dir=$WORK/runs/vae
+  [ -z "$VAE" ] || vae_dir=$(realpath "$VAE")
+  train_vae() {  # stage 1, unless VAE names a trained one; the model files come back in results/vae/
+    if [ -n "$VAE" ]; then
+      stage "vae: $VAE"
+      return 0
+    fi
+    stage vae
+    python3 -m occvla_hf.cli train vae --config configs/scale_vae.yaml --training.output_dir "$vae_dir" \
+      --dataset $WORK/data/train --training.max_steps "$VAE_STEPS" $VAE_OVERRIDES &&
+      cp "$vae_dir/reconstruction_metrics.json" $WORK/runs/results/vae_reconstruction_metrics.json &&
+      mkdir -p $WORK/runs/results/vae && cp "$vae_dir"/*.json "$vae_dir"/*.safetensors $WORK/runs/results/vae/
+  }
   side_done() {  # stage 1 has the GPU to itself: wait for the side command, then give its cores back
     [ -n "$side_pid" ] || return 0
     stage wait for the side command
@@ -64,15 +79,12 @@ pipeline() {
     stage build &&
     python3 -m occvla_hf.experiments.ablation_scale prepare --sim $WORK/sim --out $WORK/data --workers "$workers" &&
     side_done &&
-    stage vae &&
-    python3 -m occvla_hf.cli train vae --config configs/scale_vae.yaml --training.output_dir $WORK/runs/vae \
-      --dataset $WORK/data/train --training.max_steps "$VAE_STEPS" $VAE_OVERRIDES &&
-    cp $WORK/runs/vae/reconstruction_metrics.json $WORK/runs/results/vae_reconstruction_metrics.json &&
+    train_vae &&
     stage latent cache &&
-    python3 -m occvla_hf.training.latent_cache $WORK/data/train $WORK/runs/vae $WORK/runs/latents \
+    python3 -m occvla_hf.training.latent_cache $WORK/data/train "$vae_dir" $WORK/runs/latents \
       --split train val --device "$LATENT_DEVICE" &&
     stage ablation &&
-    python3 -m occvla_hf.experiments.ablation_scale run --data $WORK/data --vae $WORK/runs/vae \
+    python3 -m occvla_hf.experiments.ablation_scale run --data $WORK/data --vae "$vae_dir" \
       --variants $VARIANTS --seeds $SEEDS --parallel 1 --runs $WORK/runs --out $WORK/runs/results \
       --latency-repeats 20 --probes --eval-workers 4 --eval-image-cache $WORK/runs/eval_images \
       --joint-overrides "--occupancy_latent_cache $WORK/runs/latents --image_cache $WORK/runs/images \
@@ -97,7 +109,7 @@ case "$phase" in
     fi
     rm -rf $WORK/sim $WORK/data $WORK/runs && mkdir -p $WORK/runs
     export WORK TRAIN_SCENES VAE_STEPS STEPS VARIANTS SEEDS JOINT_OVERRIDES VAE_OVERRIDES HELDOUT_SCENES LATENT_DEVICE \
-      SIDE_COMMAND SIDE_CPUS
+      SIDE_COMMAND SIDE_CPUS VAE
     setsid bash "$0" pipeline > "$log" 2>&1 < /dev/null &
     ;;
   wait) ;;
