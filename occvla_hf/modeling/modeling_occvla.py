@@ -283,16 +283,18 @@ def mask_cache(cache: Cache | None, config: PreTrainedConfig) -> Cache | None:
     takes that tensor as the query offset. An SDPA or eager mask is materialised at once, but flex attention's
     `BlockMask` evaluates its mask function when attention runs: after the layer's update, so every decoding query
     would sit one slot further on and see the next, empty cache slot. For flex attention this returns a shallow copy
-    of `cache` whose layers carry a copy of the length, taken now (the keys and values stay shared).
+    of `cache` whose query offset is a copy of the length, taken now (one small copy per mask, not per layer; the
+    layers, keys and values stay shared).
     """
     if cache is None or config._attn_implementation != "flex_attention":
         return cache
-    layers = [copy.copy(layer) for layer in cache.layers]
-    for layer in layers:
-        if isinstance(getattr(layer, "cumulative_length", None), torch.Tensor):
-            layer.cumulative_length = layer.cumulative_length.clone()
+
+    def query_offset(layer_idx: int = 0) -> int | torch.Tensor:
+        offset = cache.get_query_offset(layer_idx)
+        return offset.clone() if isinstance(offset, torch.Tensor) else offset
+
     view = copy.copy(cache)
-    view.layers = layers
+    view.get_query_offset = query_offset
     return view
 
 

@@ -180,9 +180,9 @@ def test_mask_cache_snapshots_the_length_of_static_layers_for_flex_attention() -
     assert mask_cache(cache, text_config) is cache  # SDPA: masks are built at once
     text_config._attn_implementation = "flex_attention"
     view = mask_cache(cache, text_config)
-    assert view is not cache and isinstance(view, StaticCache)
-    length = cache.layers[0].cumulative_length
-    assert view.layers[0].cumulative_length is not length and int(view.layers[0].cumulative_length) == int(length)
-    assert view.layers[0].keys is cache.layers[0].keys  # the cached keys and values stay shared
+    assert view is not cache and isinstance(view, StaticCache) and view.layers is cache.layers  # the keys stay shared
+    length = cache.get_query_offset(0)
+    offset = view.get_query_offset(0)
+    assert offset is not length and int(offset) == int(length)
     length.add_(1)  # what the layer's update does before attention runs
-    assert int(view.layers[0].cumulative_length) == int(length) - 1
+    assert int(offset) == int(length) - 1 and int(view.get_query_offset(0)) == int(length)  # a new mask: the new length
