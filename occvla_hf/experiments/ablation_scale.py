@@ -256,9 +256,7 @@ def paired_difference_table(
     of the seeds occupancy supervision came out better."""
     lines = []
     for with_name, without_name in pairs:
-        with_runs = {r["seed"]: r for r in runs.get(with_name, ())}
-        without_runs = {r["seed"]: r for r in runs.get(without_name, ())}
-        seeds = sorted(set(with_runs) & set(without_runs))
+        seeds, with_runs, without_runs = _paired_seeds(runs, with_name, without_name)
         if not seeds:
             continue
         cells = []
@@ -283,6 +281,52 @@ def paired_difference_table(
         "|---" * (2 + len(PAIRED_METRICS)) + "|",
     ]
     return [*header, *lines, ""]
+
+
+def _paired_seeds(
+    runs: Mapping[str, Sequence[dict[str, Any]]], with_name: str, without_name: str
+) -> tuple[list[int], dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
+    """The seeds that both variants of a pair ran, and each variant's runs by seed."""
+    with_runs = {r["seed"]: r for r in runs.get(with_name, ())}
+    without_runs = {r["seed"]: r for r in runs.get(without_name, ())}
+    return sorted(set(with_runs) & set(without_runs)), with_runs, without_runs
+
+
+def paired_meta_action_table(
+    runs: Mapping[str, Sequence[dict[str, Any]]],
+    variants: Mapping[str, Variant],
+    pairs: Sequence[tuple[str, str]] = OCCUPANCY_PAIRS,
+) -> list[str]:
+    """Where a pair's difference comes from: per logged meta-action of the held-out keyframes (`by_meta_action` of
+    the planning report), the ST-P3 L2 avg without supervision and the seed-paired difference (with - without),
+    for the pairs with at least two common seeds."""
+    lines = []
+    for with_name, without_name in pairs:
+        seeds, with_runs, without_runs = _paired_seeds(runs, with_name, without_name)
+        if len(seeds) < 2:
+            continue
+        lines += [
+            f"Paired by seed and logged meta-action: {variants[with_name].label} minus {variants[without_name].label}, "
+            f"ST-P3 L2 avg in m (seeds {', '.join(map(str, seeds))}; mean ± sample std; in brackets, the seeds in "
+            "which supervision came out better)",
+            "",
+            "| meta-action | keyframes | without | difference |",
+            "|---|---|---|---|",
+        ]
+        for action, group in without_runs[seeds[0]]["planning"]["by_meta_action"].items():
+
+            def l2(run: dict[str, Any], action: str = action) -> float:
+                return run["planning"]["by_meta_action"][action]["stp3"]["l2_avg_m"]
+
+            differences = np.array([l2(with_runs[s]) - l2(without_runs[s]) for s in seeds])
+            without = np.mean([l2(without_runs[s]) for s in seeds])
+            better = int(np.sum(differences < 0))
+            lines.append(
+                f"| {action} | {group['num_samples']} | {without:.3f} | {np.mean(differences):+.3f} ± "
+                f"{np.std(differences, ddof=1):.3f} ({better}/{len(seeds)}) |"
+            )
+        lines.append("")
+    return lines
 
 
 # (report key, feature set, column) of the probe table: the scene in the image features, the lead vehicle in the
@@ -351,7 +395,8 @@ def gradient_share_table(runs: Mapping[str, Sequence[dict[str, Any]]], variants:
 
 def scale_tables(reports: Sequence[dict[str, Any]], variants: Mapping[str, Variant] = VARIANTS) -> str:
     """`occupancy_ablation.ablation_tables`, then planning on the hard subset (models and constant velocity), the
-    seed-paired differences, the probes, the occupancy terms' gradient share and the queries' per-class IoU."""
+    seed-paired differences (overall and per meta-action), the probes, the occupancy terms' gradient share and the
+    queries' per-class IoU."""
     runs = runs_by_variant(reports, variants)
     lines = [ablation_tables(reports, variants), ""]
     lines += planning_tables(runs, variants, "planning_hard", "Planning on the hard subset")
@@ -359,7 +404,8 @@ def scale_tables(reports: Sequence[dict[str, Any]], variants: Mapping[str, Varia
     if baseline:
         keyframes = f"of the hard subset (logged future more than {HARD_DEVIATION_M:g} m from constant velocity)"
         lines += baseline_table(runs, variants, baseline[0], "planning_hard", keyframes)
-    lines += [*paired_difference_table(runs, variants), *probe_table(runs, variants)]
+    lines += [*paired_difference_table(runs, variants), *paired_meta_action_table(runs, variants)]
+    lines += probe_table(runs, variants)
     lines += gradient_share_table(runs, variants)
     return "\n".join([*lines, *per_class_iou_table(runs, variants)]).rstrip("\n")
 

@@ -22,6 +22,7 @@ from occvla_hf.experiments.ablation_scale import (
     hard_subset,
     occupancy_gradient_shares,
     paired_difference_table,
+    paired_meta_action_table,
     per_class_iou_table,
     probe_table,
     scale_tables,
@@ -264,3 +265,18 @@ def test_per_class_table_shows_a_class_absent_from_the_labels_as_a_dash() -> Non
     row = next(line for line in lines if line.startswith("| with occupancy |"))
     assert row.split(" | ")[1] == "-" and row.count("25.00 ± 0.00") == len(ablation_scale.OCCUPIED_CLASSES) - 1
     assert "nan" not in "\n".join(lines)
+
+
+def test_paired_meta_action_table_splits_the_difference_by_the_logged_meta_action() -> None:
+    def report(variant: str, seed: int, cruise: float, brake: float) -> dict[str, Any]:
+        groups = {"keep, straight": (10, cruise), "stop, straight": (4, brake)}
+        by_action = {name: {"num_samples": n, "stp3": {"l2_avg_m": l2}} for name, (n, l2) in groups.items()}
+        return {"variant": variant, "seed": seed, "planning": {"by_meta_action": by_action}}
+
+    runs = {"occ": [report("occ", 0, 0.19, 0.31), report("occ", 1, 0.20, 0.27)],
+            "no_occ": [report("no_occ", 0, 0.20, 0.28), report("no_occ", 1, 0.22, 0.28)],
+            "occ_no_ego": [report("occ_no_ego", 0, 1.0, 1.0)], "no_occ_no_ego": [report("no_occ_no_ego", 0, 1.0, 1.0)]}  # fmt: skip
+    table = "\n".join(paired_meta_action_table(runs, VARIANTS))
+    assert "| keep, straight | 10 | 0.210 | -0.015 ± 0.007 (2/2) |" in table  # -0.01 and -0.02
+    assert "| stop, straight | 4 | 0.280 | +0.010 ± 0.028 (1/2) |" in table  # +0.03 and -0.01
+    assert "no ego status" not in table  # one common seed: no spread, no table
