@@ -329,6 +329,9 @@ class PlanningSampleResult:
 
     Attributes:
         l2_m: L2 error per step (m); meaningful where `valid`.
+        longitudinal_m, lateral_m: the absolute error per step along the ego's x axis (forward) and y axis (left) of
+            the current keyframe (m): how far ahead or behind, and how far beside the logged position the plan is.
+            On a straight road these are the along-track and cross-track errors.
         valid: the ground-truth step exists (`trajectory_mask`).
         collision: (len(PROTOCOLS), len(COLLISION_CHECKS), T) bool, the prediction collides at a valid step where
             the ground truth does not (the published count).
@@ -336,6 +339,8 @@ class PlanningSampleResult:
     """
 
     l2_m: np.ndarray
+    longitudinal_m: np.ndarray
+    lateral_m: np.ndarray
     valid: np.ndarray
     collision: np.ndarray
     gt_collision: np.ndarray
@@ -387,8 +392,14 @@ def evaluate_planning_sample(
                 hits, gt_hits = (oriented_box_collisions(t, obstacles) for t in (pred, gt))
             gt_collision[p, c] = gt_hits & mask
             collision[p, c] = hits & ~gt_hits & mask
+    longitudinal_m, lateral_m = np.abs(pred - gt).T
     return PlanningSampleResult(
-        l2_m=l2_errors(pred, gt), valid=mask.copy(), collision=collision, gt_collision=gt_collision
+        l2_m=l2_errors(pred, gt),
+        longitudinal_m=longitudinal_m,
+        lateral_m=lateral_m,
+        valid=mask.copy(),
+        collision=collision,
+        gt_collision=gt_collision,
     )
 
 
@@ -453,6 +464,8 @@ class _PlanningCounts:
     num_samples: int = 0
     num_valid: np.ndarray = field(default_factory=lambda: np.zeros(NUM_WAYPOINTS, dtype=np.int64))
     l2_sum_m: np.ndarray = field(default_factory=lambda: np.zeros(NUM_WAYPOINTS))
+    longitudinal_sum_m: np.ndarray = field(default_factory=lambda: np.zeros(NUM_WAYPOINTS))
+    lateral_sum_m: np.ndarray = field(default_factory=lambda: np.zeros(NUM_WAYPOINTS))
     collisions: np.ndarray = field(
         default_factory=lambda: np.zeros((len(PROTOCOLS), len(COLLISION_CHECKS), NUM_WAYPOINTS), dtype=np.int64)
     )
@@ -464,6 +477,8 @@ class _PlanningCounts:
         self.num_samples += 1
         self.num_valid += result.valid
         self.l2_sum_m += np.where(result.valid, result.l2_m, 0.0)
+        self.longitudinal_sum_m += np.where(result.valid, result.longitudinal_m, 0.0)
+        self.lateral_sum_m += np.where(result.valid, result.lateral_m, 0.0)
         self.collisions += result.collision
         self.gt_collisions += result.gt_collision
 
@@ -472,6 +487,7 @@ class _PlanningCounts:
         denominator = self.num_valid if normalization == "valid_steps" else np.full(NUM_WAYPOINTS, self.num_samples)
         with np.errstate(invalid="ignore", divide="ignore"):
             l2_m = self.l2_sum_m / denominator
+            longitudinal_m, lateral_m = self.longitudinal_sum_m / denominator, self.lateral_sum_m / denominator
             collision_pct = 100.0 * self.collisions / denominator
             gt_collision_pct = 100.0 * self.gt_collisions / denominator
         report: dict = {"num_samples": self.num_samples, "normalization": normalization}
@@ -483,6 +499,8 @@ class _PlanningCounts:
             "time_s": [WAYPOINT_STEP_S * (t + 1) for t in range(NUM_WAYPOINTS)],
             "num_valid": self.num_valid.tolist(),
             "l2_m": [_json_float(v) for v in l2_m],
+            "longitudinal_abs_m": [_json_float(v) for v in longitudinal_m],
+            "lateral_abs_m": [_json_float(v) for v in lateral_m],
         }
         for p, protocol in enumerate(PROTOCOLS):
             per_step[protocol] = {}
@@ -574,7 +592,8 @@ class PlanningMetricAccumulator:
 
         Keys: `num_samples`; `normalization`; `stp3` and `uniad`, each the paper row (`l2_1s_m` ... `l2_avg_m`, `collision_1s_pct`
         ... `collision_avg_pct`, and the heading-aware `collision_oriented_*_pct`); `per_step` (time, valid counts,
-        L2, and per protocol the collision and ground-truth collision rates per step); `by_meta_action`, the same
+        L2, its longitudinal and lateral parts `longitudinal_abs_m` / `lateral_abs_m` (mean absolute error along the
+        current ego x and y axes), and per protocol the collision and ground-truth collision rates per step); `by_meta_action`, the same
         report per ground-truth meta-action. Values with no valid sample are None.
         """
         if self._overall.num_samples == 0:

@@ -126,11 +126,26 @@ OCCUPANCY_PAIRS: tuple[tuple[str, str], ...] = (
     ("occ_history_no_ego", "no_occ_history_no_ego"),
     ("occ_10pct", "no_occ_10pct"),
 )
+
+
+def _mean_per_step(name: str) -> Callable[[dict[str, Any]], float | None]:
+    """The mean over the waypoints of the planning report's per-step `name`; None in a report without it (runs
+    evaluated before the planning report had it)."""
+
+    def metric(report: dict[str, Any]) -> float | None:
+        values = report["planning"].get("per_step", {}).get(name)
+        return None if values is None else float(np.mean(values))
+
+    return metric
+
+
 # (column, metric of a per-run report, whether lower is better) of the paired table.
-PAIRED_METRICS: tuple[tuple[str, Callable[[dict[str, Any]], float], bool], ...] = (
+PAIRED_METRICS: tuple[tuple[str, Callable[[dict[str, Any]], float | None], bool], ...] = (
     ("ST-P3 L2 avg, all (m)", lambda r: r["planning"]["stp3"]["l2_avg_m"], True),
     ("ST-P3 L2 avg, hard (m)", lambda r: r["planning_hard"]["stp3"]["l2_avg_m"], True),
     ("UniAD L2 avg, all (m)", lambda r: r["planning"]["uniad"]["l2_avg_m"], True),
+    ("longitudinal error, mean of 6 steps (m)", _mean_per_step("longitudinal_abs_m"), True),
+    ("lateral error, mean of 6 steps (m)", _mean_per_step("lateral_abs_m"), True),
     ("ST-P3 Col. avg, all (%)", lambda r: r["planning"]["stp3"]["collision_avg_pct"], True),
     ("QA overall (%)", lambda r: r["qa"]["overall"]["accuracy_pct"], False),
 )
@@ -253,7 +268,7 @@ def paired_difference_table(
 ) -> list[str]:
     """Per pair of `pairs` with runs of the same seeds: the per-seed difference (with - without occupancy) of each
     `PAIRED_METRICS` metric, mean ± sample std over those seeds (3 decimals: the effects are small), and in how many
-    of the seeds occupancy supervision came out better."""
+    of the seeds occupancy supervision came out better; `-` where a run's report lacks the metric."""
     lines = []
     for with_name, without_name in pairs:
         seeds, with_runs, without_runs = _paired_seeds(runs, with_name, without_name)
@@ -261,7 +276,11 @@ def paired_difference_table(
             continue
         cells = []
         for _, metric, lower_is_better in PAIRED_METRICS:
-            differences = np.array([metric(with_runs[s]) - metric(without_runs[s]) for s in seeds])
+            pairs_of_values = [(metric(with_runs[s]), metric(without_runs[s])) for s in seeds]
+            if any(value is None for pair in pairs_of_values for value in pair):
+                cells.append("-")
+                continue
+            differences = np.array([with_value - without for with_value, without in pairs_of_values])
             better = int(np.sum(differences < 0 if lower_is_better else differences > 0))
             spread = f" ± {np.std(differences, ddof=1):.3f}" if len(seeds) > 1 else ""
             cells.append(f"{np.mean(differences):+.3f}{spread} ({better}/{len(seeds)})")

@@ -99,6 +99,9 @@ def test_offset_trajectories_give_exact_l2_and_protocols_differ():
     stp3 = [report["stp3"][f"l2_{h}_m"] for h in ("1s", "2s", "3s", "avg")]
     assert uniad == pytest.approx([0.35, 0.45, 0.55, 0.45])
     assert stp3 == pytest.approx([0.325, 0.375, 0.425, 0.375])
+    # Along x (ahead / behind): 0 and 0.3 m; along y (beside): 0.1 .. 0.6 and 0.4 m.
+    assert report["per_step"]["longitudinal_abs_m"] == pytest.approx([0.15] * 6)
+    assert report["per_step"]["lateral_abs_m"] == pytest.approx([0.25, 0.3, 0.35, 0.4, 0.45, 0.5])
 
 
 def test_steps_where_ground_truth_collides_are_not_counted():
@@ -125,6 +128,8 @@ def test_masked_steps_are_left_out_of_l2_and_collisions():
     report = run(np.stack([pred_a, pred_b]), np.stack([gt, gt]), np.stack([ALL_VALID, mask_b]), [NO_AGENTS, agents_b])
     assert report["per_step"]["num_valid"] == [2, 2, 1, 1, 1, 1]
     assert report["per_step"]["l2_m"] == pytest.approx([2.0, 2.0, 1.0, 1.0, 1.0, 1.0])
+    assert report["per_step"]["longitudinal_abs_m"] == pytest.approx([0.5, 0.5, 1.0, 1.0, 1.0, 1.0])
+    assert report["per_step"]["lateral_abs_m"] == pytest.approx([1.5, 1.5, 0.0, 0.0, 0.0, 0.0])  # not the 10 m
     assert [report["uniad"][f"l2_{h}_m"] for h in ("1s", "2s", "3s")] == pytest.approx([2.0, 1.0, 1.0])
     assert [report["stp3"][f"l2_{h}_m"] for h in ("1s", "2s", "3s")] == pytest.approx([2.0, 1.5, 8.0 / 6])
     assert report["per_step"]["stp3"]["collision_pct"] == [0.0] * 6  # sample b collides only at masked steps

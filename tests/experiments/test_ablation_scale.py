@@ -239,7 +239,8 @@ def test_scale_tables_add_the_probes_and_the_gradient_share_of_the_runs_that_hav
 
 
 def _paired_report(variant: str, seed: int, l2: float, qa: float) -> dict[str, Any]:
-    planning = {"stp3": {"l2_avg_m": l2, "collision_avg_pct": 0.5}, "uniad": {"l2_avg_m": 2 * l2}}
+    planning = {"stp3": {"l2_avg_m": l2, "collision_avg_pct": 0.5}, "uniad": {"l2_avg_m": 2 * l2},
+                "per_step": {"longitudinal_abs_m": [l2 / 2] * 6, "lateral_abs_m": [l2] * 6}}  # fmt: skip
     return {"variant": variant, "seed": seed, "planning": planning, "planning_hard": {"stp3": {"l2_avg_m": l2 + 0.1}},
             "qa": {"overall": {"accuracy_pct": qa}}}  # fmt: skip
 
@@ -253,7 +254,12 @@ def test_paired_difference_table_compares_the_seeds_both_variants_ran() -> None:
     table = "\n".join(paired_difference_table(runs, VARIANTS))
     # Seeds 0 and 1 only (seed 2 has no `no_occ` run): differences -0.005 and -0.010 m; QA +1.0 and -0.5.
     assert "| with occupancy - without occupancy | 0, 1 | -0.007 ± 0.004 (2/2) | -0.007 ± 0.004 (2/2) | " in table
-    assert "-0.015 ± 0.007 (2/2) | +0.000 ± 0.000 (0/2) | +0.250 ± 1.061 (1/2) |" in table
+    assert "-0.015 ± 0.007 (2/2) | -0.004 ± 0.002 (2/2) | -0.007 ± 0.004 (2/2) | +0.000 ± 0.000 (0/2) | " in table
+    assert table.rstrip().endswith("| +0.250 ± 1.061 (1/2) |")
+    del runs["occ"][0]["planning"]["per_step"]  # a run evaluated before the report had the per-step split
+    assert "| -0.015 ± 0.007 (2/2) | - | - | +0.000 ± 0.000 (0/2) | " in "\n".join(
+        paired_difference_table(runs, VARIANTS)
+    )
     assert "no ego status" not in table
     assert paired_difference_table({"occ": runs["occ"]}, VARIANTS) == []
 
