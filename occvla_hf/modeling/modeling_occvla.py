@@ -921,10 +921,17 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
 
     # --- generation ---
     def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, **kwargs: Any) -> dict[str, Any]:
-        """Training-only targets never reach generation, so no occupancy query is ever built while decoding."""
+        """Training-only targets never reach generation, so no occupancy query is ever built while decoding. The ego
+        status and history feed the trajectory head, which runs in the prefill only: with a cache, the decoding steps
+        get neither (as transformers drops the images there), so that they take PaliGemma's inputs."""
         training_only = ("labels", "trajectory", "trajectory_mask", "occupancy", "occupancy_mask", "occupancy_latents",
                          "occupancy_sample_mask")  # fmt: skip
-        for key in (*training_only, "return_occupancy"):
+        prefill_only = (
+            ("ego_status", "ego_history")
+            if not kwargs.get("is_first_iteration") and kwargs.get("use_cache", True)
+            else ()
+        )
+        for key in (*training_only, "return_occupancy", *prefill_only):
             kwargs.pop(key, None)
         model_inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
         if model_inputs.get("position_ids") is not None:
