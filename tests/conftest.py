@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -242,3 +243,20 @@ def tiny_recipe(training_data_dir: Path, occupancy_vae_dir: Path, tmp_path: Path
             "seed": 0,
         },
     }
+
+
+def static_decode_step_kwargs(model, inputs: dict) -> dict:
+    """The keyword arguments of the first decoding step of a static-cache `generate` of `model` (OccVLA or a
+    transformers model) on `inputs`, with a copy of its cache."""
+    captured: list[dict] = []
+
+    def record(module, args, kwargs) -> None:
+        if kwargs["input_ids"].shape[1] == 1 and not captured:
+            captured.append({**kwargs, "cache": copy.deepcopy(kwargs["cache"])})
+
+    handle = model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False, cache_implementation="static")
+    finally:
+        handle.remove()
+    return captured[0]

@@ -13,7 +13,14 @@ from transformers.integrations.flex_attention import WrappedFlexAttention
 
 from occvla_hf.modeling import OccVLAForPlanning
 from occvla_hf.modeling.modeling_occvla import mask_cache
-from tests.conftest import TINY_GRID, TINY_TEXT_CONFIG, StandInOccupancyVAE, make_batch, tiny_config
+from tests.conftest import (
+    TINY_GRID,
+    TINY_TEXT_CONFIG,
+    StandInOccupancyVAE,
+    make_batch,
+    static_decode_step_kwargs,
+    tiny_config,
+)
 
 LAYOUTS = ["prompt", "after_text"]
 NEW_TOKENS = 6
@@ -30,22 +37,6 @@ def layout_batch(model: OccVLAForPlanning) -> dict:
 
 def plan(model: OccVLAForPlanning, batch: dict, **kwargs):
     return model.plan(**batch, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, **kwargs)
-
-
-def static_decode_step_kwargs(model: OccVLAForPlanning, batch: dict) -> dict:
-    """The keyword arguments of the first decoding step of a static-cache `generate`, with a copy of its cache."""
-    captured: list[dict] = []
-
-    def record(module, args, kwargs) -> None:
-        if kwargs["input_ids"].shape[1] == 1 and not captured:
-            captured.append({**kwargs, "cache": copy.deepcopy(kwargs["cache"])})
-
-    handle = model.register_forward_pre_hook(record, with_kwargs=True)
-    try:
-        model.generate(**batch, max_new_tokens=3, do_sample=False, cache_implementation="static")
-    finally:
-        handle.remove()
-    return captured[0]
 
 
 def test_static_cache_decoding_step_is_one_graph_without_host_syncs() -> None:

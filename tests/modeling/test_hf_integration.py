@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import operator
 from collections import Counter
@@ -20,7 +19,7 @@ from transformers import (
 )
 
 from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning, OccVLAModel
-from tests.conftest import StandInOccupancyVAE, make_batch, tiny_config
+from tests.conftest import StandInOccupancyVAE, make_batch, static_decode_step_kwargs, tiny_config
 
 
 def tiny_paligemma(text_model_type: str) -> PaliGemmaForConditionalGeneration:
@@ -220,17 +219,7 @@ def _decode_step_graph_ops(model, inputs: dict) -> tuple[set[str], Counter]:
     """The inputs of the first decoding step of a static-cache `generate`, and the FX ops (by target) of `model`'s
     forward compiled for it (the graph transformers compiles on accelerators), `getitem`s left out (tuple unpacking,
     not work)."""
-    captured: list[dict] = []
-
-    def record(module, args, kwargs) -> None:
-        if kwargs["input_ids"].shape[1] == 1 and not captured:
-            captured.append({**kwargs, "cache": copy.deepcopy(kwargs["cache"])})
-
-    handle = model.register_forward_pre_hook(record, with_kwargs=True)
-    try:
-        model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False, cache_implementation="static")
-    finally:
-        handle.remove()
+    step = static_decode_step_kwargs(model, inputs)
     graphs: list[torch.fx.GraphModule] = []
 
     def backend(graph_module: torch.fx.GraphModule, example_inputs) -> Callable:
@@ -239,9 +228,9 @@ def _decode_step_graph_ops(model, inputs: dict) -> tuple[set[str], Counter]:
 
     torch._dynamo.reset()
     with torch.no_grad():
-        torch.compile(model.forward, backend=backend, fullgraph=True)(**captured[0])
+        torch.compile(model.forward, backend=backend, fullgraph=True)(**step)
     nodes = [node for graph in graphs for node in graph.graph.nodes if node.op.startswith("call_")]
-    step_inputs = {name for name, value in captured[0].items() if value is not None}
+    step_inputs = {name for name, value in step.items() if value is not None}
     return step_inputs, Counter(str(node.target) for node in nodes if node.target is not operator.getitem)
 
 
