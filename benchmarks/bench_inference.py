@@ -12,7 +12,8 @@ tokens against 1) of OccVLA beside PaliGemma with the default dynamic cache and 
 (which transformers compiles on CUDA, with CUDA graphs); `plan()` (8 tokens) at batch 1 and plans/s at batch 32 on
 that path against the dynamic one; the batch-8 prefill with FlexAttention against SDPA (TFLOP/s, % of the dense bf16
 peak); and real Gemma-2 layers (attention-logit soft-capping, which SDPA cannot express) with FlexAttention against
-eager, in the prefill and the static-cache decoding step.
+eager, in the prefill and the static-cache decoding step. `--rows` picks groups of these rows (decode, plan, prefill,
+gemma2).
 
     python benchmarks/bench_inference.py --device cuda --dtype bf16
     python benchmarks/bench_inference.py --device cuda --dtype bf16 --fast
@@ -39,6 +40,7 @@ META_ACTION_TOKENS = 8  # "decelerate, left lane change" and an end token, in a 
 TEXT_PROMPT_TOKENS = 24
 DECODE_STEPS = 16  # decoding steps timed beyond the first generated token, for the per-step rows of --fast
 PREFILL_BATCH, THROUGHPUT_BATCH = 8, 32  # --fast rows
+FAST_ROWS = ("decode", "plan", "prefill", "gemma2")  # --fast row groups (--rows), in the order they are measured
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense, SXM
 STATIC_CACHE = {"cache_implementation": "static"}  # transformers compiles the decoding step on accelerators
 
@@ -287,34 +289,39 @@ def run_fast(args: argparse.Namespace) -> Iterator[tuple[str, ...]]:
     timer = Timer(device, args.warmup, args.repeats)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = next((value for key, value in PEAK_BF16_TFLOPS.items() if key in name), None)
+    rows = set(args.rows)
     occvla, paligemma = build_models(args.tiny, 6, dtype, device)
     with torch.inference_mode():
         ours = make_inputs(occvla, 1, dtype, device)
         base = paligemma_inputs(ours, occvla.config.image_token_id, occvla.config.traj_token_id)
-        for label, kwargs in (("dynamic cache", {}), ("static cache", STATIC_CACHE)):
+        for label, kwargs in (("dynamic cache", {}), ("static cache", STATIC_CACHE)) if "decode" in rows else ():
             ours_ms, base_ms = decode_step_ms(timer, [(occvla, ours), (paligemma, base)], **kwargs)
             yield _fast_row(f"decode step, {label}", 1, ours_ms, "PaliGemma", base_ms, f"{1000 / ours_ms:.0f} tok/s")
-        for batch in (1, THROUGHPUT_BATCH):
+        for batch in (1, THROUGHPUT_BATCH) if "plan" in rows else ():
             inputs = ours if batch == 1 else make_inputs(occvla, batch, dtype, device)
             static_ms, dynamic_ms = timer.pair(_plan(occvla, inputs, **STATIC_CACHE), _plan(occvla, inputs))
             plans = f"{batch * 1000 / static_ms:.1f} plans/s"
             yield _fast_row("plan(), static cache", batch, static_ms, "dynamic cache", dynamic_ms, plans)
+        flex_rows = {
+            "prefill": ("prefill, flex attention",),
+            "gemma2": ("Gemma-2 prefill, flex attention", "Gemma-2 decode step, static cache"),
+        }
         if device.type != "cuda":  # torch's CPU flex-attention kernels do not build for every shape here
-            flex_rows = (
-                "prefill, flex attention",
-                "Gemma-2 prefill, flex attention",
-                "Gemma-2 decode step, static cache",
-            )
-            yield from ((name, "-", "n/a", "-", "n/a", "-", "CUDA only") for name in flex_rows)
+            names = [name for group, names in flex_rows.items() if group in rows for name in names]
+            yield from ((name, "-", "n/a", "-", "n/a", "-", "CUDA only") for name in names)
             return
         inputs = make_inputs(occvla, PREFILL_BATCH, dtype, device)
-        prefill = _prefill(occvla, inputs)
-        flex_ms, sdpa_ms = _attention_pair(timer, occvla, prefill, lm_attention("flex_attention"), lm_attention("sdpa"))
-        tflops = prefill_flops(occvla, PREFILL_BATCH) / (flex_ms / 1000) / 1e12
-        share = f", {100 * tflops / peak:.0f} % of peak" if peak else ""
-        yield _fast_row(
-            "prefill, flex attention", PREFILL_BATCH, flex_ms, "SDPA", sdpa_ms, f"{tflops:.1f} TFLOP/s{share}"
-        )
+        if "prefill" in rows:
+            prefill = _prefill(occvla, inputs)
+            flex, sdpa = lm_attention("flex_attention"), lm_attention("sdpa")
+            flex_ms, sdpa_ms = _attention_pair(timer, occvla, prefill, flex, sdpa)
+            tflops = prefill_flops(occvla, PREFILL_BATCH) / (flex_ms / 1000) / 1e12
+            share = f", {100 * tflops / peak:.0f} % of peak" if peak else ""
+            yield _fast_row(
+                "prefill, flex attention", PREFILL_BATCH, flex_ms, "SDPA", sdpa_ms, f"{tflops:.1f} TFLOP/s{share}"
+            )
+        if "gemma2" not in rows:
+            return
         occvla = paligemma = None  # room for the Gemma-2 model
         gemma2 = build_occvla(occvla_config(args.tiny, 6, gemma2=True), dtype, device)
         flex, eager = lm_attention("flex_attention"), lm_attention("eager")
@@ -398,6 +405,9 @@ def main() -> None:
         "--profile-prefill", action="store_true", help="kernel tables of the batch-1 prefills, then exit"
     )
     parser.add_argument("--fast", action="store_true", help="the real-time planning path's rows instead")
+    parser.add_argument(
+        "--rows", nargs="+", choices=FAST_ROWS, default=list(FAST_ROWS), help="the groups of --fast rows to measure"
+    )
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()

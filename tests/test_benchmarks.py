@@ -46,6 +46,16 @@ def test_bench_inference_fast_path_tiny_prints_every_row(monkeypatch, capsys) ->
     assert all(math.isfinite(float(row[2])) and math.isfinite(float(row[4])) for row in cells[:4])
 
 
+def test_bench_inference_fast_rows_picks_groups(monkeypatch, capsys) -> None:
+    argv = ["--tiny", "--fast", "--device", "cpu", "--dtype", "fp32", "--warmup", "0", "--repeats", "1"]
+    rows = run_main(bench_inference, [*argv, "--rows", "decode", "gemma2"], monkeypatch, capsys)
+    names = [row.strip("|").split("|")[0].strip() for row in rows[1:]]
+    assert names == [
+        "decode step, dynamic cache", "decode step, static cache",
+        "Gemma-2 prefill, flex attention", "Gemma-2 decode step, static cache",
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "shape_args, dtype",
     [
