@@ -86,7 +86,9 @@ class OccVLAConfig(RemoteCodeMixin, PreTrainedConfig):
         ego_history_steps (`int`, *optional*, defaults to 0):
             Past ego positions the trajectory head reads next to the ego status: the last `ego_history_steps` of the
             rows' `past_trajectory` (at most NUM_PAST_WAYPOINTS = 4 keyframes, 2 s), in the current ego frame,
-            normalised by the processor; 0 = none.
+            normalised by the processor; 0 = none. Like the ego status, in its MLP and through a linear path to the
+            waypoints (without ego status, `init_constant_velocity` sets it to the constant-velocity extrapolation
+            of the last past step).
         trajectory_head_hidden_size (`int`, *optional*, defaults to 512):
             Hidden width of the trajectory head MLP.
         trajectory_step_scale_m (`float`, *optional*, defaults to 2.0):

@@ -157,10 +157,11 @@ class OccVLATrajectoryHead(nn.Module):
     """MLP from the `<traj>` hidden state (+ normalised ego status and ego history) to waypoints, as cumulative
     per-step offsets.
 
-    With ego status, a linear path from the ego status to the waypoints is added to the MLP's output:
-    `init_constant_velocity` sets it to the constant-velocity extrapolation of the ego velocity (and zeroes the MLP's
-    output), so that a new head starts as that baseline planner and learns what to change. The head computes in its
-    own dtype with autocast off: metre-scale waypoints lose centimetres in bf16.
+    Each kinematic input (the ego status, the ego history) also has a linear path to the waypoints, added to the
+    MLP's output: `init_constant_velocity` sets one of them to the constant-velocity extrapolation (of the ego
+    velocity, or without ego status of the last step of the history) and zeroes the MLP's output and the other path,
+    so that a new head starts as that baseline planner and learns what to change. The head computes in its own dtype
+    with autocast off: metre-scale waypoints lose centimetres in bf16.
     """
 
     def __init__(self, config: OccVLAConfig) -> None:
@@ -177,6 +178,9 @@ class OccVLATrajectoryHead(nn.Module):
         )
         self.ego_status_path = (
             nn.Linear(config.ego_status_dim, config.num_waypoints * 2) if config.use_ego_status else None
+        )
+        self.ego_history_path = (
+            nn.Linear(2 * config.ego_history_steps, config.num_waypoints * 2) if config.ego_history_steps else None
         )
         self.num_waypoints = config.num_waypoints
         self.step_scale_m = config.trajectory_step_scale_m
@@ -197,30 +201,55 @@ class OccVLATrajectoryHead(nn.Module):
             waypoints = (self.mlp(features).view(-1, self.num_waypoints, 2) * self.step_scale_m).cumsum(dim=1)
             if self.ego_status_path is not None and ego_status is not None:
                 waypoints = waypoints + self.ego_status_path(ego_status.to(dtype)).view(-1, self.num_waypoints, 2)
+            if self.ego_history_path is not None and ego_history is not None:
+                history = self.ego_history_path(ego_history.flatten(1).to(dtype))
+                waypoints = waypoints + history.view(-1, self.num_waypoints, 2)
         return waypoints
 
     @torch.no_grad()
-    def init_constant_velocity(self, ego_status_mean: Sequence[float], ego_status_std: Sequence[float]) -> None:
-        """Make the head the constant-velocity planner for ego status normalised with these statistics: the linear
-        path maps the normalised (vx, vy) back to m/s and extrapolates them over the waypoint times; the MLP's output
-        layer becomes zero, so training starts from that baseline."""
-        if self.ego_status_path is None:
-            raise ValueError("use_ego_status: the constant-velocity initialisation needs the ego status (it is off)")
-        num_features = self.ego_status_path.in_features
-        if len(ego_status_mean) != num_features or len(ego_status_std) != num_features:
+    def init_constant_velocity(
+        self,
+        ego_status_mean: Sequence[float] | None = None,
+        ego_status_std: Sequence[float] | None = None,
+        ego_history_mean: Sequence[float] | None = None,
+        ego_history_std: Sequence[float] | None = None,
+    ) -> None:
+        """Make the head the constant-velocity planner for inputs normalised with these statistics (the processor's).
+
+        With ego status, its linear path maps the normalised (vx, vy) back to m/s and extrapolates them over the
+        waypoint times. Without, the ego history's path does it for the velocity of its last step: the past
+        keyframes are one waypoint step apart and the current position is the origin, so the waypoint k steps ahead
+        is -k times the last past position. The MLP's output layer and the other path become zero, so training
+        starts from that baseline."""
+        steps = torch.arange(1, self.num_waypoints + 1, dtype=torch.float64)  # (W,) waypoints ahead
+        if self.ego_status_path is not None:  # waypoint k at k * step_s seconds times the velocity
+            path, name, mean, std = self.ego_status_path, "ego_status", ego_status_mean, ego_status_std
+            features = [EGO_STATUS_FEATURES.index(feature) for feature in EGO_VELOCITY_FEATURES]
+            scale = self.waypoint_step_s * steps
+        elif self.ego_history_path is not None:  # waypoint k at -k times the last past position, (x, y) last
+            path, name, mean, std = self.ego_history_path, "ego_history", ego_history_mean, ego_history_std
+            features = [path.in_features - 2, path.in_features - 1]
+            scale = -steps
+        else:
             raise ValueError(
-                f"ego_status_mean/ego_status_std: expected {num_features} values each, got "
-                f"{len(ego_status_mean)} and {len(ego_status_std)}"
+                "use_ego_status, ego_history_steps: the constant-velocity initialisation needs the ego status or the "
+                "ego history (both are off)"
             )
-        times_s = self.waypoint_step_s * torch.arange(1, self.num_waypoints + 1, dtype=torch.float64)  # (W,)
+        num_features = path.in_features
+        if mean is None or std is None or len(mean) != num_features or len(std) != num_features:
+            counts = [None if values is None else len(values) for values in (mean, std)]
+            raise ValueError(f"{name}_mean/{name}_std: expected {num_features} values each, got {counts}")
         weight = torch.zeros(self.num_waypoints, 2, num_features, dtype=torch.float64)
         bias = torch.zeros(self.num_waypoints, 2, dtype=torch.float64)
-        for axis, name in enumerate(EGO_VELOCITY_FEATURES):
-            feature = EGO_STATUS_FEATURES.index(name)
-            weight[:, axis, feature] = times_s * float(ego_status_std[feature])
-            bias[:, axis] = times_s * float(ego_status_mean[feature])
-        self.ego_status_path.weight.copy_(weight.reshape(-1, num_features))
-        self.ego_status_path.bias.copy_(bias.reshape(-1))
+        for axis, feature in enumerate(features):
+            weight[:, axis, feature] = scale * float(std[feature])
+            bias[:, axis] = scale * float(mean[feature])
+        path.weight.copy_(weight.reshape(-1, num_features))
+        path.bias.copy_(bias.reshape(-1))
+        for other in (self.ego_status_path, self.ego_history_path):
+            if other is not None and other is not path:
+                other.weight.zero_()
+                other.bias.zero_()
         self.mlp[-1].weight.zero_()
         self.mlp[-1].bias.zero_()
 

@@ -557,9 +557,9 @@ def prepare_model(
     recipe: JointRecipe, datasets: Mapping[str, DatasetDict], seed: int
 ) -> tuple[OccVLAForPlanning, OccVLAProcessor]:
     """The model and processor to train: built from `recipe.model` (new parameters seeded with `seed`), a new
-    processor's ego-status statistics fitted on the planning rows of the training split (and a new trajectory head
-    set to the constant-velocity planner of that ego status; its ego-history statistics too, with
-    `ego_history_steps`), the occupancy VAE attached, the vision tower frozen
+    processor's ego-status statistics fitted on the planning rows of the training split (its ego-history statistics
+    too, with `ego_history_steps`; and a new trajectory head set to the constant-velocity planner of the ego status,
+    or without it of the ego history), the occupancy VAE attached, the vision tower frozen
     if asked."""
     vae = load_pretrained(OccupancyVAE, recipe.occupancy_vae) if recipe.occupancy_vae else None
     set_seed(seed)  # new parameters (heads, queries, LoRA) start the same in every run with this seed
@@ -570,12 +570,17 @@ def prepare_model(
         ego = _split(datasets, "planning", recipe.data.train_split).select_columns(["ego_status", "ego_status_valid"])
         ego = ego.with_format("numpy")[:]
         processor.fit_ego_status_stats(ego["ego_status"], np.asarray(ego["ego_status_valid"], dtype=bool))
-        if model.config.use_ego_status:  # a new head starts as the constant-velocity planner
-            model.trajectory_head.init_constant_velocity(processor.ego_status_mean, processor.ego_status_std)
         if model.config.ego_history_steps:
             columns = ["past_trajectory", "past_trajectory_mask"]
             past = _split(datasets, "planning", recipe.data.train_split).select_columns(columns).with_format("numpy")[:]
             processor.fit_ego_history_stats(past["past_trajectory"], np.asarray(past["past_trajectory_mask"], bool))
+        if model.config.use_ego_status or model.config.ego_history_steps:  # a new head: the constant-velocity planner
+            model.trajectory_head.init_constant_velocity(
+                processor.ego_status_mean,
+                processor.ego_status_std,
+                processor.ego_history_mean,
+                processor.ego_history_std,
+            )
     if vae is not None:
         attach_occupancy_vae(model, vae)
     if recipe.occupancy_supervision and model.occupancy_vae is None:

@@ -176,12 +176,36 @@ def test_constant_velocity_init_makes_the_head_that_planner() -> None:
     torch.testing.assert_close(model(**batch).trajectory, expected)
 
 
-def test_constant_velocity_init_needs_the_ego_status() -> None:
+def test_constant_velocity_init_without_ego_status_extrapolates_the_last_past_step() -> None:
+    """The history's last position is 0.5 s back, so the velocity is minus it per step: waypoint k is -k times it."""
+    model = OccVLAForPlanning(tiny_config(use_ego_status=False, ego_history_steps=2)).eval()
+    mean, std = [-9.0, 0.2, -4.5, 0.1], [3.0, 0.4, 1.5, 0.2]  # (step, axis) flattened, oldest first
+    model.trajectory_head.init_constant_velocity(ego_history_mean=mean, ego_history_std=std)
+    history = torch.randn(2, 2, 2)  # (batch, steps, 2) normalised
+    last = history[:, -1] * torch.tensor(std[2:]) + torch.tensor(mean[2:])  # (batch, 2) metres at -0.5 s
+    expected = -torch.arange(1.0, 7.0)[None, :, None] * last[:, None, :]  # (batch, 6, 2)
+    torch.testing.assert_close(model(**make_batch(model.config), ego_history=history).trajectory, expected)
+
+
+def test_constant_velocity_init_with_both_inputs_uses_the_ego_status() -> None:
+    model = OccVLAForPlanning(tiny_config(ego_history_steps=4)).eval()
+    model.trajectory_head.init_constant_velocity([0.0] * 6, [1.0] * 6, [0.0] * 8, [1.0] * 8)
+    batch = make_batch(model.config)
+    plans = [model(**batch, ego_history=torch.randn(2, 4, 2)).trajectory for _ in range(2)]
+    torch.testing.assert_close(plans[0], plans[1])  # the history's path starts at zero
+    expected = batch["ego_status"][:, None, :2] * 0.5 * torch.arange(1.0, 7.0)[None, :, None]
+    torch.testing.assert_close(plans[0], expected)
+
+
+def test_constant_velocity_init_needs_a_kinematic_input_and_its_statistics() -> None:
     model = OccVLAForPlanning(tiny_config(use_ego_status=False))
-    with pytest.raises(ValueError, match="use_ego_status"):
+    with pytest.raises(ValueError, match=r"use_ego_status, ego_history_steps: .* \(both are off\)"):
         model.trajectory_head.init_constant_velocity([0.0] * 6, [1.0] * 6)
-    with pytest.raises(ValueError, match="ego_status_mean"):
+    with pytest.raises(ValueError, match=r"ego_status_mean/ego_status_std: expected 6 values each, got \[5, 6\]"):
         OccVLAForPlanning(tiny_config()).trajectory_head.init_constant_velocity([0.0] * 5, [1.0] * 6)
+    history_only = OccVLAForPlanning(tiny_config(use_ego_status=False, ego_history_steps=2)).trajectory_head
+    with pytest.raises(ValueError, match=r"ego_history_mean/ego_history_std: expected 4 values each, got \[None"):
+        history_only.init_constant_velocity([0.0] * 6, [1.0] * 6)
 
 
 def test_trajectory_head_stays_float32_in_a_bf16_checkpoint_load(tmp_path) -> None:

@@ -189,6 +189,22 @@ def test_a_new_model_starts_as_the_constant_velocity_planner(tiny_recipe, traini
     np.testing.assert_allclose(predicted, expected, atol=1e-3)
 
 
+def test_a_new_model_without_ego_status_starts_as_the_constant_velocity_planner_of_its_history(
+    tiny_recipe, training_data_dir
+):
+    config = {**TINY_MODEL_CONFIG, "use_ego_status": False, "ego_history_steps": 4}
+    recipe = with_changes(tiny_recipe, model={"config": config}, training={"learning_rate": 0.0, "max_steps": 1})
+    result = train_joint(recipe)
+    rows = load_configs(training_data_dir)["planning"]["mini_val"]
+    rows = rows.select(np.flatnonzero(np.asarray(rows["past_trajectory_mask"], dtype=bool)[:, -1])[:8])
+    processor = OccVLAProcessor.from_pretrained(result.output_dir)
+    with torch.no_grad():
+        inputs = processor.from_rows(rows, task="planning", training=False)
+        predicted = result.model.eval()(**inputs).trajectory.numpy()
+    last = np.asarray(rows["past_trajectory"], dtype=np.float32)[:, -1]  # (N, 2) metres, 0.5 s ago
+    np.testing.assert_allclose(predicted, -np.arange(1, 7)[None, :, None] * last[:, None], atol=1e-3)
+
+
 def test_the_reasoning_target_trains_on_the_reasoning_then_the_meta_action(tiny_recipe, training_data_dir):
     """The options together: reasoning target, <traj> after the text, 2 s of ego history, the command prompt."""
     config = {**TINY_MODEL_CONFIG, "trajectory_position": "after_text", "ego_history_steps": 4}
