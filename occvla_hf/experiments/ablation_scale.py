@@ -27,12 +27,11 @@ keyframes (`evaluation.baselines.hard_keyframes`: logged future more than 1 m fr
 
 On `train_10pct/` the joint recipe (`training.joint.JointDataset`) trains the unlabelled planning rows for occupancy
 only when it supervises occupancy: `occ_10pct` has occupancy targets on every training keyframe (but the last of
-each labelled scene, which has no future) and task targets on the labelled 10 %, in shared planning batches;
-`no_occ_10pct` leaves the unlabelled rows out and trains on exactly the labelled rows. Both fit the ego-status
-statistics on every keyframe (an input, not a label), so both start from the same model. Over the same steps
-`occ_10pct` meets each labelled row less often than `no_occ_10pct` does (the labelled planning and QA rows are about
-a quarter of its rows on the `scale` preset), which the tables should be read with; each training log's
-`training rows` line gives the counts.
+each labelled scene, which has no future) and task targets on the labelled 10 %; `no_occ_10pct` leaves the
+unlabelled rows out and trains on exactly the labelled rows. Both sample the labelled rows alike, so over the same
+steps each is seen equally often; in `occ_10pct` each labelled planning row brings one occupancy-only row into its
+batch. Both fit the ego-status statistics on every keyframe (an input, not a label), so both start from the same
+model. Each training log's `training rows` line gives the counts.
 """
 
 from __future__ import annotations

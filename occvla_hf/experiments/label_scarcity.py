@@ -16,8 +16,9 @@ the rows of the other scenes are the unlabelled keyframes, whose images, ego sta
 task labels are blanked (`WITHHELD_LABELS`: no valid waypoint, no meta-action, no reasoning), so no consumer can
 train or score on them by accident, and planning evaluation skips them as rows without a future. The joint recipe
 trains them for occupancy only when it supervises occupancy, and leaves them out when it does not
-(`training.joint.JointDataset`): `occ` sees occupancy on every keyframe, `no_occ` exactly the labelled rows. QA rows
-of the other scenes are dropped (a QA row has no occupancy of its own).
+(`training.joint.JointDataset`): `occ` sees occupancy on every keyframe, `no_occ` exactly the labelled rows, and both
+the labelled rows equally often (the occupancy-only rows ride along in the labelled rows' batches). QA rows of the
+other scenes are dropped (a QA row has no occupancy of its own).
 """
 
 from __future__ import annotations

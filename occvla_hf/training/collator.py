@@ -92,7 +92,8 @@ class OccVLADataCollator:
     Occupancy-only rows. A row whose `labelled` column is False (label-scarce data) gives its model inputs and
     occupancy targets only (`processor.from_rows`): labels all -100 and an all-False `trajectory_mask`, so the LM and
     trajectory terms count none of its items and it adds nothing to them (a batch of such rows has those terms at
-    0, with zero gradient).
+    0, with zero gradient). A feature that is a list of rows (`JointDataset` pairs each labelled planning row with
+    an occupancy-only row) gives each of its rows as a sample.
 
     Args:
         processor: turns dataset rows into model inputs; its tokenizer gives the pad id of processed samples.
@@ -111,7 +112,9 @@ class OccVLADataCollator:
     pad_to_multiple_of: int | None = None
     normalize_images: bool = True
 
-    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+    def __call__(self, features: Sequence[Mapping[str, Any] | Sequence[Mapping[str, Any]]]) -> dict[str, torch.Tensor]:
+        # a list is several rows of one index (`JointDataset`: a labelled planning row and its occupancy-only row)
+        features = [row for feature in features for row in (feature if isinstance(feature, list) else [feature])]
         if not features:
             raise ValueError("features: expected at least one sample, got none")
         if all("images" in feature for feature in features):

@@ -229,9 +229,13 @@ class JointDataset(torch.utils.data.Dataset):
     Label-scarce data: planning rows whose `labelled` column is False (`data.schema.labelled_mask`) are occupancy-only
     rows. With occupancy targets (`occupancy` or `occupancy_latents`) those whose keyframe has every kind given are
     kept, and the collator turns them into inputs with occupancy targets and no task target; without, they are left
-    out, so the rows are exactly the labelled ones. They share the planning batches (the same prompt, `<traj>`
-    included). Unlabelled rows of the other tasks are left out (occupancy targets attach to planning rows). `row_counts` holds the rows of each kind (`planning`: labelled, `planning_occupancy_only`, `qa`),
-    `describe()` says it in words.
+    out. They are not in the index: the index (and `tasks`) holds the labelled rows only, the same with occupancy
+    targets as without, so that both train on the same task rows equally often. Instead each labelled planning row
+    takes one occupancy-only row along into its batch: `TaskGroupedSampler` gives it the index
+    `(row, occupancy_only_row)` (`occupancy_only_rows` of them to choose from), which returns both rows as a list,
+    and the collator batches the rows of the list (the same prompt, `<traj>` included). Unlabelled rows of the other
+    tasks are left out (occupancy targets attach to planning rows). `row_counts` holds the rows of each kind
+    (`planning`: labelled, `planning_occupancy_only`, `qa`), `describe()` says it in words.
 
     Args:
         datasets: task name (`planning`, `qa`) -> rows of that dataset config.
@@ -262,40 +266,44 @@ class JointDataset(torch.utils.data.Dataset):
             for task, rows in datasets.items()
         }
         self.row_counts = {task: len(rows) for task, rows in datasets.items()}
+        occupancy_only = None
         if "planning" in datasets:
             planning, occupancy_only = self._planning_rows(datasets["planning"], with_occupancy=occupancy is not None)
             datasets = {**datasets, "planning": planning}
-            self.row_counts.update(planning=len(planning) - occupancy_only, planning_occupancy_only=occupancy_only)
-        for task, rows in datasets.items():
+            self.row_counts.update(planning=len(planning), planning_occupancy_only=len(occupancy_only))
+        for task, rows in [*datasets.items(), *([("planning", occupancy_only)] if occupancy_only else [])]:
             if images is not None:
                 images.check(rows["sample_token"])
             else:
                 require_images(rows, f"datasets[{task!r}]")
         skipped = {"images"} if images is not None else set()
-        self.datasets = {
-            task: rows.select_columns(
-                [c for c in rows.column_names if (c in ROW_COLUMNS or c == "sample_token") and c not in skipped]
-            )
-            for task, rows in datasets.items()
-        }
+
+        def row_columns(rows: Dataset) -> Dataset:
+            keep = [c for c in rows.column_names if (c in ROW_COLUMNS or c == "sample_token") and c not in skipped]
+            return rows.select_columns(keep)
+
+        self.datasets = {task: row_columns(rows) for task, rows in datasets.items()}
+        self.occupancy_only = row_columns(occupancy_only) if occupancy_only else None
+        self.occupancy_only_rows = len(occupancy_only) if occupancy_only else 0
         self.images = images
         self.index = [(task, row) for task, rows in self.datasets.items() for row in range(len(rows))]
         self.tasks = [task for task, _ in self.index]
         self.occupancy = None if occupancy is None else occupancy.select_columns(list(OCCUPANCY_ROW_COLUMNS))
 
-    def _planning_rows(self, rows: Dataset, with_occupancy: bool) -> tuple[Dataset, int]:
-        """(the planning rows kept, how many of them are occupancy-only): the labelled rows with a future, and the
-        unlabelled ones whose keyframe has every kind of occupancy target given (none without targets)."""
+    def _planning_rows(self, rows: Dataset, with_occupancy: bool) -> tuple[Dataset, Dataset]:
+        """(the labelled planning rows with a future, the occupancy-only rows): the unlabelled ones whose keyframe
+        has every kind of occupancy target given (none without targets)."""
         labelled = labelled_mask(rows)
         keep = labelled & np.array([_has_meta_action(value) for value in rows["meta_action"]], dtype=bool)
+        occupancy_only = np.zeros(len(rows), dtype=bool)
         if with_occupancy or self.occupancy_latents is not None:
             has_targets = [
                 (not with_occupancy or token in self.occupancy_rows)
                 and (self.occupancy_latents is None or token in self.occupancy_latents)
                 for token in rows["sample_token"]
             ]
-            keep |= ~labelled & np.asarray(has_targets, dtype=bool)
-        return rows.select(np.flatnonzero(keep)), int((keep & ~labelled).sum())
+            occupancy_only = ~labelled & np.asarray(has_targets, dtype=bool)
+        return rows.select(np.flatnonzero(keep)), rows.select(np.flatnonzero(occupancy_only))
 
     def __len__(self) -> int:
         return len(self.index)
@@ -309,17 +317,27 @@ class JointDataset(torch.utils.data.Dataset):
             parts.insert(0, f"planning {counts['planning']} labelled + {occupancy_only} occupancy-only")
         return ", ".join(parts)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any] | list[dict[str, Any]]:
+        """The row at `index`; for `(index, occupancy_only_row)` (from `TaskGroupedSampler`) that row and the
+        occupancy-only row, as a list."""
+        if isinstance(index, tuple):
+            row_index, partner = index
+            if self.occupancy_only is None or self.tasks[row_index] != "planning":
+                raise IndexError(f"index: {index} pairs a row with an occupancy-only row, which only planning rows do")
+            return [self[row_index], self._row("planning", self.occupancy_only[partner])]
         task, row_index = self.index[index]
-        row = {**self.datasets[task][row_index], "task": task}
+        return self._row(task, self.datasets[task][row_index])
+
+    def _row(self, task: str, stored: dict[str, Any]) -> dict[str, Any]:
+        row = {**stored, "task": task}
         if self.images is not None:
             row["images"] = self.images.views(row["sample_token"])
         token = row.get("sample_token") if task == "planning" else None
         occupancy_row = self.occupancy_rows.get(token)
         if occupancy_row is not None:
-            stored = self.occupancy[occupancy_row]
-            row["semantics"] = decode_semantics(stored["semantics"])
-            row["mask_camera"] = decode_mask(stored["mask_camera"])
+            grid = self.occupancy[occupancy_row]
+            row["semantics"] = decode_semantics(grid["semantics"])
+            row["mask_camera"] = decode_mask(grid["mask_camera"])
         if self.occupancy_latents is not None and token in self.occupancy_latents:
             row[OCCUPANCY_LATENT_COLUMN] = self.occupancy_latents[token]
         return row

@@ -269,12 +269,15 @@ class OccVLATrainer(Trainer):
             self._signature_columns = list(dict.fromkeys([*self._signature_columns, *ROW_COLUMNS]))
 
     def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler | None:
-        """`TaskGroupedSampler` for datasets with a `tasks` attribute (one task per index), else the Trainer's."""
+        """`TaskGroupedSampler` for datasets with a `tasks` attribute (one task per index; with
+        `occupancy_only_rows`, the occupancy-only rows it pairs with the planning rows: `JointDataset`), else the
+        Trainer's."""
         dataset = self.train_dataset if train_dataset is None else train_dataset
         tasks = getattr(dataset, "tasks", None)
         if tasks is None:
             return super()._get_train_sampler(train_dataset)
-        return TaskGroupedSampler(tasks, self._train_batch_size, seed=self.args.seed)
+        occupancy_only_rows = getattr(dataset, "occupancy_only_rows", 0)
+        return TaskGroupedSampler(tasks, self._train_batch_size, self.args.seed, occupancy_only_rows)
 
     # --- saving ---
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:

@@ -140,7 +140,7 @@ def label_scarce_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-def test_train_joint_on_label_scarce_data_sees_occupancy_on_every_keyframe(
+def test_train_joint_on_label_scarce_data_pairs_the_labelled_rows_with_occupancy_only_rows(
     label_scarce_data: Path, occupancy_vae_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     from occvla_hf.data.load import load_configs
@@ -158,6 +158,7 @@ def test_train_joint_on_label_scarce_data_sees_occupancy_on_every_keyframe(
         "occ": f"planning {int((labelled & with_future).sum())} labelled + {int((~labelled).sum())} occupancy-only",
         "no_occ": f"planning {int((labelled & with_future).sum())} labelled + 0 occupancy-only",
     }
+    epochs = {}
     for name, supervised in (("occ", True), ("no_occ", False)):
         recipe = {
             "stage": "joint",
@@ -190,6 +191,8 @@ def test_train_joint_on_label_scarce_data_sees_occupancy_on_every_keyframe(
         steps = [entry for entry in result.log_history if "loss" in entry]
         assert len(steps) == 4 and all(np.isfinite(entry["loss"]) for entry in steps)
         assert all(("occupancy_latent_loss" in entry) == supervised for entry in steps)
-        if not supervised:  # exactly the labelled rows: every batch has task targets
-            assert all("trajectory_loss" in entry and "lm_loss" in entry for entry in steps)
+        # the same labelled rows in both, with their occupancy-only rows alongside: every batch has task targets
+        assert all("trajectory_loss" in entry and "lm_loss" in entry for entry in steps)
+        epochs[name] = [entry["epoch"] for entry in steps]
         assert np.isfinite(result.metrics["eval_stp3_l2_avg_m"])  # scored on the labelled rows alone
+    assert epochs["occ"] == epochs["no_occ"]  # as many passes over the labelled rows

@@ -81,12 +81,12 @@ def test_the_cache_of_label_scarce_rows_serves_the_occupancy_only_rows(
     cache = open_image_cache([planning], processor, tmp_path / "train")
     scarce["qa"] = join_keyframes(scarce["qa"], planning)  # the uncached side reads the QA rows' images by joining
     plain, cached = JointDataset(scarce, occupancy), JointDataset(scarce, occupancy, images=cache)
-    assert cached.row_counts["planning_occupancy_only"] == len(unlabelled)
-    indices = [i for i, t in enumerate(plain.tasks) if t == "planning"]
-    only = [i for i in indices if not plain[i]["labelled"]]
-    assert len(only) == len(unlabelled)
+    assert cached.row_counts["planning_occupancy_only"] == cached.occupancy_only_rows == len(unlabelled)
+    pairs = [(0, partner) for partner in range(len(unlabelled))]  # labelled row 0 with each occupancy-only row
+    only = [dataset[pair][1] for dataset in (plain, cached) for pair in pairs]
+    assert not any(row["labelled"] for row in only)
     collator = OccVLADataCollator(processor)
-    expected, batch = collator([plain[i] for i in only]), collator([cached[i] for i in only])
+    expected, batch = collator(only[: len(pairs)]), collator(only[len(pairs) :])
     assert batch.keys() == expected.keys() and (batch["labels"] == -100).all()
     for key in expected:
         assert torch.equal(batch[key], expected[key]), key

@@ -261,14 +261,23 @@ def test_unlabelled_planning_rows_train_occupancy_only_and_are_dropped_without_o
     rows = label_scarce(planning, unlabelled={1, 2, last})
     qa = join_keyframes(configs["qa"]["mini_train"], planning)
     with_occupancy = JointDataset({"planning": rows, "qa": qa}, occupancy)
-    tokens = [with_occupancy[index]["sample_token"] for index in range(len(with_occupancy))]
-    assert sorted(tokens[: len(planning)]) == sorted(planning["sample_token"])  # the last keyframe too: occupancy
-    assert with_occupancy.row_counts == {"planning": last - 2, "planning_occupancy_only": 3, "qa": len(qa)}
-    assert with_occupancy.describe() == f"planning {last - 2} labelled + 3 occupancy-only, qa {len(qa)}"
-    assert all("semantics" in with_occupancy[index] for index in range(len(planning)))
     without = JointDataset({"planning": rows})
     expected = [token for i, token in enumerate(planning["sample_token"]) if i not in {1, 2, last}]
-    assert [without[index]["sample_token"] for index in range(len(without))] == expected
+    for dataset in (with_occupancy, without):  # the index: the labelled rows, with occupancy targets or without
+        assert [dataset[index]["sample_token"] for index in range(len(expected))] == expected
+    assert with_occupancy.tasks == ["planning"] * len(expected) + ["qa"] * len(qa)
+    assert with_occupancy.row_counts == {"planning": last - 2, "planning_occupancy_only": 3, "qa": len(qa)}
+    assert with_occupancy.describe() == f"planning {last - 2} labelled + 3 occupancy-only, qa {len(qa)}"
+    assert with_occupancy.occupancy_only_rows == 3 and without.occupancy_only_rows == 0
+    tokens = planning["sample_token"]
+    for partner, index in enumerate([1, 2, last]):  # the last keyframe too (no future): occupancy
+        labelled_row, occupancy_only = with_occupancy[(0, partner)]  # the sampler's pairs
+        assert labelled_row["sample_token"] == tokens[0] and labelled_row["labelled"] and "semantics" in labelled_row
+        assert occupancy_only["sample_token"] == tokens[index] and not occupancy_only["labelled"]
+        assert occupancy_only["task"] == "planning" and "semantics" in occupancy_only
+    for dataset, index in ((with_occupancy, (len(expected), 0)), (without, (0, 0))):
+        with pytest.raises(IndexError, match="pairs a row with an occupancy-only row, which only planning rows do"):
+            dataset[index]
     assert without.row_counts == {"planning": last - 2, "planning_occupancy_only": 0}
     missing = planning["sample_token"][2]  # an unlabelled keyframe without occupancy labels has nothing to learn
     partial = occupancy.select([i for i, token in enumerate(occupancy["sample_token"]) if token != missing])

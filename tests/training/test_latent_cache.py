@@ -180,13 +180,16 @@ def test_unlabelled_rows_take_their_latents_from_the_cache(training_data_dir, oc
     cache = build_occupancy_latent_cache(occupancy_rows, full_grid_vae("kl"), tmp_path / "train.safetensors")
     dataset = JointDataset({"planning": planning}, None, cache)  # the voxel loss off: latents alone
     assert dataset.row_counts["planning_occupancy_only"] == 3
-    for index in range(len(dataset)):
-        row = dataset[index]
+    pairs = [dataset[(0, partner)] for partner in range(3)]  # labelled row 0 with each occupancy-only row
+    for row in [dataset[index] for index in range(len(dataset))] + [pair[1] for pair in pairs]:
         assert "semantics" not in row and torch.equal(row["occupancy_latent"], cache[row["sample_token"]])
     processor = build_model_and_processor({"config": TINY_MODEL_CONFIG})[1]
-    batch = OccVLADataCollator(processor)([dataset[index] for index in range(3)])
+    batch = OccVLADataCollator(processor)([pair[1] for pair in pairs])
     assert (batch["labels"] == -100).all() and batch["occupancy_latents"].shape == (3, *LATENT_SHAPE)
     assert loss_item_counts(batch)["occupancy_latent_loss"] == 3
+    paired = OccVLADataCollator(processor)(pairs[:2])  # two indices of the sampler: four rows
+    assert paired["occupancy_latents"].shape == (4, *LATENT_SHAPE)
+    assert [bool((labels != -100).any()) for labels in paired["labels"]] == [True, False, True, False]
     kept = set(planning["sample_token"][1:])  # a cache without the first keyframe: its row has nothing to learn
     partial = occupancy_rows.select([i for i, token in enumerate(occupancy_rows["sample_token"]) if token in kept])
     partial = build_occupancy_latent_cache(partial, full_grid_vae("kl"), tmp_path / "partial.safetensors")
