@@ -16,7 +16,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from occvla_hf.constants import EGO_STATUS_FEATURES, EGO_VELOCITY_FEATURES, NUM_WAYPOINTS, WAYPOINT_STEP_S
+from occvla_hf.constants import (
+    EGO_STATUS_FEATURES,
+    EGO_VELOCITY_FEATURES,
+    NUM_PAST_WAYPOINTS,
+    NUM_WAYPOINTS,
+    WAYPOINT_STEP_S,
+)
 
 # A keyframe is hard when its logged future departs from constant velocity by more than this (metres).
 HARD_DEVIATION_M: float = 1.0
@@ -41,6 +47,24 @@ def constant_velocity_trajectories(ego_status: np.ndarray) -> np.ndarray:
     velocity_m_s = ego_status[:, _VELOCITY_COLUMNS]  # (N, 2)
     times_s = WAYPOINT_STEP_S * np.arange(1, NUM_WAYPOINTS + 1)  # (6,)
     return velocity_m_s[:, None, :] * times_s[None, :, None]
+
+
+def history_constant_velocity_trajectories(past_trajectory: np.ndarray, past_trajectory_mask: np.ndarray) -> np.ndarray:
+    """(N, 6, 2) waypoints, metres, ego frame, of an ego keeping the velocity of its last past step for 3 s: the
+    baseline of a planner without ego status that reads the ego history (and where such a head starts,
+    `OccVLATrajectoryHead.init_constant_velocity`). The last past position p (N, 2) lies one keyframe (0.5 s) back and
+    the current one is the origin, so the velocity is -p per step and waypoint k is -k p; zero where p is invalid.
+
+    Args:
+        past_trajectory: (N, 4, 2) past ego positions, metres, current ego frame, oldest first.
+        past_trajectory_mask: (N, 4) bool, valid positions.
+    """
+    past_trajectory = np.asarray(past_trajectory, dtype=np.float64)
+    past_trajectory_mask = np.asarray(past_trajectory_mask, dtype=bool)
+    _check_array("past_trajectory", past_trajectory, (None, NUM_PAST_WAYPOINTS, 2))
+    _check_array("past_trajectory_mask", past_trajectory_mask, (len(past_trajectory), NUM_PAST_WAYPOINTS), finite=False)
+    last = np.where(past_trajectory_mask[:, -1:], past_trajectory[:, -1], 0.0)  # (N, 2)
+    return -np.arange(1, NUM_WAYPOINTS + 1)[None, :, None] * last[:, None, :]
 
 
 def has_velocity(ego_status_valid: np.ndarray) -> np.ndarray:
@@ -100,4 +124,5 @@ __all__ = [
     "constant_velocity_trajectories",
     "hard_keyframes",
     "has_velocity",
+    "history_constant_velocity_trajectories",
 ]

@@ -25,13 +25,14 @@ from ..data.schema import agent_boxes_arrays
 from ..modeling import OccVLAForPlanning, load_pretrained
 from ..processing import OccVLAProcessor
 from ..training.image_cache import ImageCache
-from .baselines import constant_velocity_trajectories
+from .baselines import constant_velocity_trajectories, history_constant_velocity_trajectories
 from .occupancy import OccupancyMetricAccumulator
 from .planning import PlanningMetricAccumulator
 from .qa import QAAccuracyAccumulator
 
 # Prompt under which occupancy is decoded: the occupancy rows carry no question, and the queries read only images.
 OCCUPANCY_PROMPT_QUESTION = "What is around the ego vehicle?"
+CONSTANT_VELOCITY_SOURCES: tuple[str, ...] = ("ego_status", "ego_history")  # evaluate_constant_velocity's sources
 
 
 def load_model_and_processor(
@@ -230,15 +231,25 @@ def _take(rows: Mapping[str, Sequence[Any]], indices: Sequence[int] | np.ndarray
     return {name: [values[i] for i in indices] for name, values in rows.items()}
 
 
-def evaluate_constant_velocity(dataset: Dataset, *, normalization: str = "valid_steps") -> dict[str, Any]:
-    """`evaluate_planning`'s L2 and collision report (both protocols) of the constant-velocity baseline
+def evaluate_constant_velocity(
+    dataset: Dataset, *, normalization: str = "valid_steps", source: str = "ego_status"
+) -> dict[str, Any]:
+    """`evaluate_planning`'s L2 and collision report (both protocols) of the constant-velocity baseline on the rows
+    `evaluate_planning` scores (those with a valid future step), with the velocity of `source`: `"ego_status"`
     (`baselines.constant_velocity_trajectories` of the rows' raw ego status, zero where a row marks it invalid, as at
-    a scene's first keyframe) on the rows `evaluate_planning` scores: those with a valid future step."""
+    a scene's first keyframe) or `"ego_history"` (`baselines.history_constant_velocity_trajectories`: the last step
+    of the past trajectory, the baseline without ego status)."""
+    if source not in CONSTANT_VELOCITY_SOURCES:
+        raise ValueError(f"source: expected one of {CONSTANT_VELOCITY_SOURCES}, got {source!r}")
     rows = dataset.select(np.flatnonzero(np.asarray(dataset["trajectory_mask"], dtype=bool).any(axis=1)))
-    ego_status = np.asarray(rows["ego_status"], dtype=np.float32) * np.asarray(rows["ego_status_valid"], dtype=bool)
+    if source == "ego_status":
+        ego_status = np.asarray(rows["ego_status"], dtype=np.float32) * np.asarray(rows["ego_status_valid"], dtype=bool)
+        pred = constant_velocity_trajectories(ego_status)
+    else:
+        pred = history_constant_velocity_trajectories(rows["past_trajectory"], rows["past_trajectory_mask"])
     accumulator = PlanningMetricAccumulator(normalization)
     accumulator.update(
-        pred=constant_velocity_trajectories(ego_status),
+        pred=pred.astype(np.float32),
         mask=np.asarray(rows["trajectory_mask"], dtype=bool),
         **planning_targets(rows),
     )

@@ -108,6 +108,7 @@ LATENCY_NEW_TOKENS: int = 8
 HORIZONS: tuple[str, ...] = ("1s", "2s", "3s", "avg")
 PROTOCOL_NAMES: dict[str, str] = PLANNING_PROTOCOL_NAMES
 CV_VARIANT: str = "constant_velocity"
+HISTORY_CV_KEY: str = "from_ego_history"  # the constant-velocity report's subsets, velocity from the ego history
 HELD_OUT_DIR: str = "eval"
 
 # A planning subset: report key -> rows of the held-out planning rows it keeps.
@@ -152,10 +153,15 @@ PLANNING_SUBSETS: dict[str, Callable[[Dataset], Dataset]] = {"planning_with_velo
 
 
 def constant_velocity_report(planning: Dataset, subsets: PlanningSubsets = PLANNING_SUBSETS) -> dict[str, Any]:
-    """The `constant_velocity` report: the baseline on each planning subset of the held-out rows."""
+    """The `constant_velocity` report: the baseline on each planning subset of the held-out rows, with the velocity
+    of the ego status, and under `HISTORY_CV_KEY` with that of the ego history's last step (the baseline of the
+    planners without ego status)."""
     return {
         "variant": CV_VARIANT,
         **{key: evaluate_constant_velocity(select(planning)) for key, select in subsets.items()},
+        HISTORY_CV_KEY: {
+            key: evaluate_constant_velocity(select(planning), source="ego_history") for key, select in subsets.items()
+        },
     }
 
 
@@ -540,6 +546,8 @@ def baseline_table(
         **{variants[name].label: [r[key] for r in named_runs] for name, named_runs in runs.items()},
         "constant velocity (ego status)": [baseline[key]],
     }
+    if key in baseline.get(HISTORY_CV_KEY, {}):  # reports made before it have no such baseline
+        compared["constant velocity (ego history, last 0.5 s)"] = [baseline[HISTORY_CV_KEY][key]]
     title = (
         f"Model vs constant velocity on the {baseline[key]['num_samples']} held-out keyframes {keyframes} "
         "(L2 in m, mean ± std over runs)"

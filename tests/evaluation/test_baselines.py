@@ -12,6 +12,7 @@ from occvla_hf.evaluation.baselines import (
     constant_velocity_trajectories,
     hard_keyframes,
     has_velocity,
+    history_constant_velocity_trajectories,
 )
 
 VX, VY = EGO_STATUS_FEATURES.index("vx"), EGO_STATUS_FEATURES.index("vy")
@@ -27,6 +28,20 @@ def test_constant_velocity_baseline_extrapolates_the_velocity() -> None:
     ego = ego_status((4.0, -1.0))
     expected = np.array([[2.0, -0.5], [4.0, -1.0], [6.0, -1.5], [8.0, -2.0], [10.0, -2.5], [12.0, -3.0]])
     np.testing.assert_allclose(constant_velocity_trajectories(ego)[0], expected)
+
+
+def test_the_history_baseline_keeps_the_velocity_of_the_last_past_step() -> None:
+    """The position 0.5 s ago is (-2, 0.5): 4 m/s forward, 1 m/s to the right, as `ego_status((4.0, -1.0))` above."""
+    past = np.array([[[-8.0, 2.0], [-6.0, 1.5], [-4.0, 1.0], [-2.0, 0.5]], [[0.0, 0.0]] * 3 + [[-3.0, 0.0]]])
+    mask = np.array([[True] * 4, [False, False, False, False]])  # the second: its last position invalid
+    expected = np.array([[2.0, -0.5], [4.0, -1.0], [6.0, -1.5], [8.0, -2.0], [10.0, -2.5], [12.0, -3.0]])
+    got = history_constant_velocity_trajectories(past, mask)
+    np.testing.assert_allclose(got[0], expected)
+    np.testing.assert_allclose(got[1], np.zeros((NUM_WAYPOINTS, 2)))  # stands still
+    with pytest.raises(ValueError, match=r"past_trajectory: expected shape \(N, 4, 2\), got \(2, 3, 2\)"):
+        history_constant_velocity_trajectories(past[:, 1:], mask)
+    with pytest.raises(ValueError, match="past_trajectory: expected finite values"):
+        history_constant_velocity_trajectories(np.where(mask[..., None], past, np.nan), mask)
 
 
 def test_has_velocity_needs_both_vx_and_vy_valid() -> None:

@@ -30,6 +30,13 @@ def planning_rows() -> Dataset:
             "ego_status_valid": valid.tolist(),
             "trajectory": [exact.tolist(), left.tolist(), exact.tolist()],
             "trajectory_mask": masks.tolist(),
+            # (a) came at 2 m/s, 1 m per 0.5 s step; (b)'s past is invalid like its velocity; (c) has none to use
+            "past_trajectory": [
+                [[-4.0, 0.0], [-3.0, 0.0], [-2.0, 0.0], [-1.0, 0.0]],
+                [[0.0, 0.0]] * 4,
+                [[0.0, 0.0]] * 4,
+            ],
+            "past_trajectory_mask": [[True] * 4, [False] * 4, [False] * 4],
             "meta_action": ["keep, straight", "stop, straight", ""],
             "agent_boxes": [[[] for _ in range(NUM_BOX_STEPS)]] * 3,
             "agent_categories": [[[] for _ in range(NUM_BOX_STEPS)]] * 3,
@@ -46,6 +53,17 @@ def test_constant_velocity_is_scored_on_the_rows_with_a_future_and_stands_still_
         for horizon in ("1s", "2s", "3s", "avg"):
             assert report[protocol][f"l2_{horizon}_m"] == pytest.approx(0.5, abs=1e-6)
             assert report[protocol][f"collision_{horizon}_pct"] == 0.0
+
+
+def test_the_history_baseline_keeps_the_last_past_steps_velocity() -> None:
+    rows = planning_rows()  # the same plans from the history as from the ego status: (a) exact, (b) standing still
+    assert evaluate_constant_velocity(rows, source="ego_history") == evaluate_constant_velocity(rows)
+    moved = rows.map(lambda row: {"past_trajectory": (np.asarray(row["past_trajectory"]) * 2).tolist()})
+    report = evaluate_constant_velocity(moved, source="ego_history")  # (a) now 4 m/s: k m ahead of its log at step k
+    # ST-P3 at 1 s: (a) averages its first two steps, (1 + 2) / 2 m; (b) stays 1 m from its log
+    assert report["stp3"]["l2_1s_m"] == pytest.approx(((1.0 + 2.0) / 2 + 1.0) / 2, abs=1e-6)
+    with pytest.raises(ValueError, match=r"source: expected one of \('ego_status', 'ego_history'\), got 'history'"):
+        evaluate_constant_velocity(rows, source="history")
 
 
 def test_class_ids_of_a_built_dataset_give_the_same_report() -> None:

@@ -171,7 +171,10 @@ def test_smoke_run_writes_every_key_of_the_shipped_reports_plus_the_hard_subset(
     assert set(report["occupancy"]) == set(shipped["occupancy"])
     assert 0 < report["planning_hard"]["num_samples"] < report["planning_with_velocity"]["num_samples"]
     baseline = json.loads((smoke_run / "results" / "constant_velocity.json").read_text())
-    assert set(baseline) == {"variant", "planning_with_velocity", "planning_hard"}
+    assert set(baseline) == {"variant", "planning_with_velocity", "planning_hard", "from_ego_history"}
+    assert set(baseline["from_ego_history"]) == {"planning_with_velocity", "planning_hard"}  # the same subsets
+    tables = scale_tables([report, baseline])
+    assert tables.count("| constant velocity (ego history, last 0.5 s) |") == 2  # all and hard keyframes
 
 
 @pytest.mark.slow
