@@ -249,7 +249,7 @@ def evaluate_constant_velocity(
         pred = history_constant_velocity_trajectories(rows["past_trajectory"], rows["past_trajectory_mask"])
     accumulator = PlanningMetricAccumulator(normalization)
     accumulator.update(
-        pred=pred.astype(np.float32),
+        pred=pred,
         mask=np.asarray(rows["trajectory_mask"], dtype=bool),
         **planning_targets(rows),
     )
