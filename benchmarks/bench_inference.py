@@ -17,6 +17,7 @@ gemma2).
 
     python benchmarks/bench_inference.py --device cuda --dtype bf16
     python benchmarks/bench_inference.py --device cuda --dtype bf16 --fast
+    python benchmarks/bench_inference.py --device cuda --dtype bf16 --profile-masks   # host cost of flex masks
     python benchmarks/bench_inference.py --tiny --device cpu        # smoke run on a tiny config
 """
 
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 import transformers
-from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration, PreTrainedModel
+from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration, PreTrainedModel, StaticCache
 
 from occvla_hf.evaluation.timing import call_times_ms, synchronize
 from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning
@@ -389,6 +390,37 @@ def profile_prefill(args: argparse.Namespace) -> None:
             print(profiler.key_averages().table(sort_by=sort_key, row_limit=18, max_name_column_width=50))
 
 
+def profile_masks(args: argparse.Namespace) -> None:
+    """Host time of one decoding step's attention masks (`create_masks_for_generate`: the full and sliding-window
+    masks of Gemma-2 layers, built outside the compiled step) with eager and with flex attention in the LM, on a
+    static cache after a 6-view prefill. The masks are built from the same inputs `generate` gives them."""
+    device = torch.device(args.device)
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
+    timer = Timer(device, args.warmup, args.repeats)
+    model = build_occvla(occvla_config(args.tiny, 6, gemma2=True), dtype, device)
+    inputs = make_inputs(model, 1, dtype, device)
+    length = inputs["input_ids"].shape[1]
+    cache = StaticCache(config=model.config.get_text_config(decoder=True), max_cache_len=length + 1 + DECODE_STEPS)
+    with torch.inference_mode():
+        model(**inputs, cache=cache, use_cache=True, logits_to_keep=1)  # the prefill fills the cache
+        step = {
+            "inputs_embeds": model.get_input_embeddings()(inputs["input_ids"][:, -1:]),
+            "attention_mask": torch.ones(1, length + 1, dtype=torch.long, device=device),
+            "cache": cache,
+            "position_ids": torch.full((1, 1), length + 1, device=device),  # 1-indexed, as PaliGemma
+            "token_type_ids": torch.ones(1, length + 1, dtype=torch.long, device=device),
+        }
+        medians = {}
+        for implementation in ("eager", "flex_attention"):
+            model.set_attn_implementation(lm_attention(implementation))
+            medians[implementation] = timer(lambda: model.create_masks_for_generate(config=model.config, **step))
+    print("| masks of one decoding step | eager ms | flex attention ms | ratio |\n|---|---|---|---|")
+    eager, flex = medians["eager"], medians["flex_attention"]
+    print(
+        f"| create_masks_for_generate, batch 1, {length + 1} positions | {eager:.3f} | {flex:.3f} | {flex / eager:.2f} |"
+    )
+
+
 def _row(name: str, views: int, batch: int, ours_ms: float, other_ms: float, tokens: int | None = None):
     throughput = f"{tokens / (ours_ms / 1000):.0f}" if tokens else "-"
     return (name, str(views), str(batch), f"{ours_ms:.2f}", f"{other_ms:.2f}", f"{ours_ms / other_ms:.3f}", throughput)
@@ -403,6 +435,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument(
         "--profile-prefill", action="store_true", help="kernel tables of the batch-1 prefills, then exit"
+    )
+    parser.add_argument(
+        "--profile-masks", action="store_true", help="host time of a decoding step's masks, eager vs flex, then exit"
     )
     parser.add_argument("--fast", action="store_true", help="the real-time planning path's rows instead")
     parser.add_argument(
@@ -419,6 +454,9 @@ def main() -> None:
     )
     if args.profile_prefill:
         profile_prefill(args)
+        return
+    if args.profile_masks:
+        profile_masks(args)
         return
     if args.fast:
         compiled = "compiled, CUDA graphs" if args.device.startswith("cuda") else "not compiled off CUDA"

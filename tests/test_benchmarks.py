@@ -46,6 +46,14 @@ def test_bench_inference_fast_path_tiny_prints_every_row(monkeypatch, capsys) ->
     assert all(math.isfinite(float(row[2])) and math.isfinite(float(row[4])) for row in cells[:4])
 
 
+def test_bench_inference_profile_masks_times_both_attention_kernels(monkeypatch, capsys) -> None:
+    argv = ["--tiny", "--profile-masks", "--device", "cpu", "--dtype", "fp32", "--warmup", "0", "--repeats", "1"]
+    rows = run_main(bench_inference, argv, monkeypatch, capsys)
+    cells = [cell.strip() for cell in rows[-1].strip("|").split("|")]
+    assert cells[0] == "create_masks_for_generate, batch 1, 121 positions"
+    assert all(math.isfinite(float(value)) and float(value) > 0 for value in cells[1:])
+
+
 def test_bench_inference_fast_rows_picks_groups(monkeypatch, capsys) -> None:
     argv = ["--tiny", "--fast", "--device", "cpu", "--dtype", "fp32", "--warmup", "0", "--repeats", "1"]
     rows = run_main(bench_inference, [*argv, "--rows", "decode", "gemma2"], monkeypatch, capsys)
