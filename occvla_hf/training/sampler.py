@@ -17,9 +17,9 @@ class TaskGroupedSampler(Sampler[int | tuple[int, int]]):
     a checkpoint replays the same order.
 
     With `occupancy_only_rows` (label-scarce data, `JointDataset.occupancy_only_rows`), each planning index comes as
-    `(index, occupancy-only row)`: the occupancy-only rows are shuffled per epoch and dealt out in turn (cycling when
-    there are fewer of them than planning indices), so every one is used once per pass over them, and the labelled
-    rows are sampled exactly as without them.
+    `(index, occupancy-only row)`: each epoch deals the occupancy-only rows out from a fresh shuffle (and further
+    shuffled passes when the planning indices outnumber them), so within an epoch none repeats before all have come;
+    the labelled rows are sampled exactly as without them.
 
     Args:
         tasks: the task of every dataset index.
