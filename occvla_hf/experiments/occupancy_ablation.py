@@ -43,6 +43,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -166,27 +167,38 @@ def constant_velocity_report(planning: Dataset, subsets: PlanningSubsets = PLANN
 
 
 @torch.inference_mode()
-def plan_latency_ms(model, processor, rows: Dataset, repeats: int = LATENCY_REPEATS) -> dict[str, float]:
-    """Wall time of `model.plan` (meta-action text + trajectory) at batch 1, milliseconds: with exactly
-    `LATENCY_NEW_TOKENS` generated tokens (the same work for every model: what compares architectures) and as used
-    (until the end-of-sequence token: what a user waits, which also depends on how long the model's answer is)."""
-    inputs = model_inputs(processor.from_rows(rows.select([0]), task="planning", training=False), model)
+def plan_latency_ms(
+    models: Sequence[tuple[Any, Any]], rows: Dataset, repeats: int = LATENCY_REPEATS
+) -> list[dict[str, float]]:
+    """Wall time of `model.plan` (meta-action text + trajectory) at batch 1, milliseconds, of each (model, processor)
+    on the first row: with exactly `LATENCY_NEW_TOKENS` generated tokens (the same work for every model: what
+    compares architectures) and as used (until the end-of-sequence token: what a user waits, which also depends on
+    how long the model's answer is). The models are timed alternately, call by call, so that drift on the host or
+    the device (clocks, other load) hits all alike and their ratios hold."""
+    inputs = [
+        model_inputs(processor.from_rows(rows.select([0]), task="planning", training=False), model)
+        for model, processor in models
+    ]
 
-    def timed(**kwargs: int) -> list[float]:
-        return call_times_ms(
-            [lambda: model.plan(**inputs, **kwargs)], repeats=repeats, warmup=LATENCY_WARMUP, device=model.device
-        )[0]
+    def timed(**kwargs: int) -> list[list[float]]:
+        calls = [partial(model.plan, **model_input, **kwargs) for (model, _), model_input in zip(models, inputs)]
+        return call_times_ms(calls, repeats=repeats, warmup=LATENCY_WARMUP, device=models[0][0].device)
 
     fixed = timed(max_new_tokens=LATENCY_NEW_TOKENS, min_new_tokens=LATENCY_NEW_TOKENS)
     as_used = timed()
-    new_tokens = model.plan(**inputs).sequences.shape[1] - inputs["input_ids"].shape[1]
-    return {
-        "new_tokens": LATENCY_NEW_TOKENS,
-        "median_ms": float(np.median(fixed)),
-        "p90_ms": float(np.percentile(fixed, 90)),
-        "as_used_new_tokens": int(new_tokens),
-        "as_used_median_ms": float(np.median(as_used)),
-    }
+    reports = []
+    for (model, _), model_input, fixed_ms, as_used_ms in zip(models, inputs, fixed, as_used, strict=True):
+        new_tokens = model.plan(**model_input).sequences.shape[1] - model_input["input_ids"].shape[1]
+        reports.append(
+            {
+                "new_tokens": LATENCY_NEW_TOKENS,
+                "median_ms": float(np.median(fixed_ms)),
+                "p90_ms": float(np.percentile(fixed_ms, 90)),
+                "as_used_new_tokens": int(new_tokens),
+                "as_used_median_ms": float(np.median(as_used_ms)),
+            }
+        )
+    return reports
 
 
 def evaluate_run(
@@ -418,24 +430,37 @@ def run_ablation(
 def record_latencies(
     jobs: Sequence[tuple[str, int]], runs_dir: Path, out: Path, rows: Dataset, repeats: int = LATENCY_REPEATS
 ) -> None:
-    """`plan_latency_ms` of each evaluated run into its report's `latency`, once every run has trained: during the
-    runs, an evaluation shares the device with the next run's training, and its timing would measure that. A run
-    whose timing fails keeps an empty `latency`; the error goes to `<variant>_s<seed>.error.txt`."""
+    """`plan_latency_ms` of the evaluated runs into their reports' `latency`, once every run has trained (during the
+    runs, an evaluation shares the device with the next run's training, and its timing would measure that), all
+    runs timed alternately in one loop. A run that fails to load keeps an empty `latency`, and so do all when the
+    timing fails; the error goes to `<variant>_s<seed>.error.txt`."""
+    loaded: list[tuple[Path, dict[str, Any], tuple[Any, Any]]] = []
     for name, seed in jobs:
         path = out / f"{name}_s{seed}.json"
         if not path.is_file():
             continue
-        report = json.loads(path.read_text())
         try:
-            model, processor = load_model_and_processor(runs_dir / f"{name}_s{seed}")
-            report["latency"] = plan_latency_ms(model, processor, rows, repeats=repeats)
+            loaded.append((path, json.loads(path.read_text()), load_model_and_processor(runs_dir / f"{name}_s{seed}")))
         except Exception:  # noqa: BLE001 (one run's failed timing is reported, not fatal)
-            message = traceback.format_exc()
-            (out / f"{name}_s{seed}.error.txt").write_text(message)
-            print(f"{name} seed {seed}: timing plan() failed\n{message}", flush=True)
-            continue
+            _timing_failed(out, name, seed)
+    if not loaded:
+        return
+    try:
+        latencies = plan_latency_ms([models for _, _, models in loaded], rows, repeats=repeats)
+    except Exception:  # noqa: BLE001
+        for path, report, _ in loaded:
+            _timing_failed(out, report["variant"], report["seed"])
+        return
+    for (path, report, _), latency in zip(loaded, latencies, strict=True):
+        report["latency"] = latency
         path.write_text(json.dumps(report, indent=1))
-        print(f"{name} seed {seed}: plan() {report['latency']['median_ms']:.1f} ms", flush=True)
+        print(f"{report['variant']} seed {report['seed']}: plan() {latency['median_ms']:.1f} ms", flush=True)
+
+
+def _timing_failed(out: Path, name: str, seed: int) -> None:
+    message = traceback.format_exc()
+    (out / f"{name}_s{seed}.error.txt").write_text(message)
+    print(f"{name} seed {seed}: timing plan() failed\n{message}", flush=True)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, variants: Mapping[str, Variant], default: Sequence[str]) -> None:

@@ -123,7 +123,7 @@ def test_a_failed_evaluation_is_kept_and_the_other_runs_go_on(tmp_path: Path, mo
     monkeypatch.setattr(occupancy_ablation, "evaluate_run", fake_evaluate_run)
     monkeypatch.setattr(occupancy_ablation, "train_runs", fake_train_runs)
     monkeypatch.setattr(occupancy_ablation, "load_model_and_processor", fake_load)
-    monkeypatch.setattr(occupancy_ablation, "plan_latency_ms", lambda model, processor, rows, repeats: timing)
+    monkeypatch.setattr(occupancy_ablation, "plan_latency_ms", lambda models, rows, repeats: [timing] * len(models))
     args = argparse.Namespace(
         out=str(tmp_path / "out"), data=str(tmp_path), runs=str(runs), vae=str(tmp_path), variants=["occ", "no_occ"],
         seeds=[0], held_out="eval", parallel=1, joint_overrides="", latency_repeats=1, probes=False, eval_workers=0,
@@ -187,3 +187,37 @@ def test_evaluate_run_reads_cached_views_and_reports_what_the_functions_report_f
     report = evaluate_run(model_dir, data_dir, probes=True, image_cache=tmp_path / "images")
     assert {key: report[key] for key in expected} == expected
     assert (tmp_path / "images" / "index.json").is_file()  # built once, for the next runs to read
+
+
+def test_plan_latency_times_the_runs_alternately_and_reports_each() -> None:
+    """Stand-in models that record their calls: every timed round calls each model once, in order."""
+    import argparse
+
+    from datasets import Dataset
+
+    from occvla_hf.experiments import occupancy_ablation
+
+    calls: list[str] = []
+
+    class StandIn:
+        device, dtype = torch.device("cpu"), torch.float32
+
+        def __init__(self, name: str, new_tokens: int) -> None:
+            self.name, self.new_tokens = name, new_tokens
+
+        def plan(self, input_ids, **kwargs):
+            calls.append(self.name)
+            tokens = kwargs.get("max_new_tokens", self.new_tokens)
+            return argparse.Namespace(sequences=torch.zeros(1, input_ids.shape[1] + tokens))
+
+    class Processor:
+        def from_rows(self, rows, task, training):
+            return {"input_ids": torch.zeros(1, 5, dtype=torch.long)}
+
+    models = [(StandIn("a", 3), Processor()), (StandIn("b", 5), Processor())]
+    reports = occupancy_ablation.plan_latency_ms(models, Dataset.from_dict({"x": [0]}), repeats=4)
+    rounds = occupancy_ablation.LATENCY_WARMUP + 4
+    assert calls == ["a", "b"] * (2 * rounds) + ["a", "b"]  # fixed tokens, as used, then the as-used token count
+    assert [report["as_used_new_tokens"] for report in reports] == [3, 5]
+    assert all(report["new_tokens"] == occupancy_ablation.LATENCY_NEW_TOKENS for report in reports)
+    assert all(0 <= report["median_ms"] <= report["p90_ms"] for report in reports)
