@@ -14,7 +14,7 @@
 # stage 1 (configs/scale_vae.yaml, VAE_STEPS steps), the latent cache, then `ablation_scale run` of VARIANTS x SEEDS
 # (the first run also caches the resized training views for all, the first evaluation the held-out views),
 # one at a time (each evaluated while the next one trains), STEPS steps each, with JOINT_OVERRIDES. The trained VAE
-# comes back in results/vae/ (about 4 MB); VAE=<its folder in the checkout> skips stage 1 and uses it, so that blocks
+# comes back in results/vae/ (about 7 MB); VAE=<its folder in the checkout> skips stage 1 and uses it, so that blocks
 # share one frozen VAE (and save its training time). HELDOUT_SCENES,
 # VAE_OVERRIDES and LATENT_DEVICE (cuda) make it small enough for a CPU check. SIDE_COMMAND (optional) is a GPU
 # measurement that runs while the GPU would idle: during the sim and the build, on the last SIDE_CPUS cores (the data

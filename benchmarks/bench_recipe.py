@@ -14,7 +14,8 @@ Steps (all under `--work`):
    trained, vision tower frozen as shipped, activation checkpointing off), `act_ckpt` (the same with it on, as
    shipped; it also saves the checkpoint at step N/2 unless `--no-resume`), `lora` (the recipe's `lora` section set
    to `LORA`, its dropout `--lora-dropout`). `--lm-attention` sets the recipe's `model.attn_implementation` (the
-   language model's kernel; the vision tower keeps SDPA). Batch size and gradient accumulation are the recipe's (4 x 4) unless `--batch`/`--grad-accum` say otherwise.
+   language model's kernel; the vision tower keeps SDPA). Batch size and gradient accumulation are the recipe's
+   (4 x 4) unless `--batch`/`--grad-accum` say otherwise.
 4. `resume`: the `act_ckpt` run resumed from its step-N/2 checkpoint to step N; its global step and the loss of the
    first resumed step against the uninterrupted run's. Then `occvla-hf eval planning` and `eval qa` of the resumed
    model on the val split (random weights: the numbers only show that the path runs).

@@ -448,7 +448,7 @@ def record_latencies(
     try:
         latencies = plan_latency_ms([models for _, _, models in loaded], rows, repeats=repeats)
     except Exception:  # noqa: BLE001
-        for path, report, _ in loaded:
+        for _, report, _ in loaded:
             _timing_failed(out, report["variant"], report["seed"])
         return
     for (path, report, _), latency in zip(loaded, latencies, strict=True):

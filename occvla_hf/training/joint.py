@@ -284,7 +284,6 @@ class JointDataset(torch.utils.data.Dataset):
 
         self.datasets = {task: row_columns(rows) for task, rows in datasets.items()}
         self.occupancy_only = row_columns(occupancy_only) if occupancy_only else None
-        self.occupancy_only_rows = len(occupancy_only) if occupancy_only else 0
         self.images = images
         self.index = [(task, row) for task, rows in self.datasets.items() for row in range(len(rows))]
         self.tasks = [task for task, _ in self.index]
@@ -307,6 +306,11 @@ class JointDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.index)
+
+    @property
+    def occupancy_only_rows(self) -> int:
+        """How many occupancy-only rows `TaskGroupedSampler` pairs with the labelled planning rows."""
+        return 0 if self.occupancy_only is None else len(self.occupancy_only)
 
     def describe(self) -> str:
         """`row_counts` in words, e.g. `planning 12 labelled + 30 occupancy-only, qa 24`."""

@@ -47,32 +47,28 @@ class TaskGroupedSampler(Sampler[int | tuple[int, int]]):
 
     def __iter__(self) -> Iterator[int | tuple[int, int]]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        batches: list[torch.Tensor] = []
-        for indices in self.groups.values():
+        batches: list[tuple[str, torch.Tensor]] = []
+        for task, indices in self.groups.items():
             shuffled = indices[torch.randperm(len(indices), generator=generator)]
             fill = -len(shuffled) % self.batch_size
             if fill:
                 extra = torch.randint(len(shuffled), (fill,), generator=generator)
                 shuffled = torch.cat([shuffled, shuffled[extra]])
-            batches.extend(shuffled.view(-1, self.batch_size))
-        order = torch.randperm(len(batches), generator=generator).tolist()
-        samples = [index for batch in order for index in batches[batch].tolist()]
-        planning = (
-            set(self.groups["planning"].tolist()) if self.occupancy_only_rows and "planning" in self.groups else ()
-        )
-        if not planning:
-            yield from samples
-            return
+            batches.extend((task, batch) for batch in shuffled.view(-1, self.batch_size))
         # a generator of its own, so that the labelled rows come exactly as without pairing
-        partners = iter(self._occupancy_only(sum(index in planning for index in samples), self.seed + self.epoch))
-        yield from ((index, next(partners)) if index in planning else index for index in samples)
+        partners = self._occupancy_only(self.seed + self.epoch) if self.occupancy_only_rows else None
+        for order in torch.randperm(len(batches), generator=generator).tolist():
+            task, batch = batches[order]
+            if partners is not None and task == "planning":
+                yield from zip(batch.tolist(), partners)
+            else:
+                yield from batch.tolist()
 
-    def _occupancy_only(self, count: int, seed: int) -> list[int]:
-        """`count` occupancy-only rows: passes over them, each in a new shuffled order."""
+    def _occupancy_only(self, seed: int) -> Iterator[int]:
+        """Occupancy-only rows without end: passes over them, each in a new shuffled order."""
         generator = torch.Generator().manual_seed(seed)
-        passes = -(-count // self.occupancy_only_rows)
-        rows = [torch.randperm(self.occupancy_only_rows, generator=generator) for _ in range(passes)]
-        return torch.cat(rows)[:count].tolist()
+        while True:
+            yield from torch.randperm(self.occupancy_only_rows, generator=generator).tolist()
 
 
 __all__ = ["TaskGroupedSampler"]
