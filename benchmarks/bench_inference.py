@@ -18,6 +18,7 @@ gemma2).
     python benchmarks/bench_inference.py --device cuda --dtype bf16
     python benchmarks/bench_inference.py --device cuda --dtype bf16 --fast
     python benchmarks/bench_inference.py --device cuda --dtype bf16 --profile-masks   # host cost of flex masks
+    python benchmarks/bench_inference.py --device cuda --dtype bf16 --profile-decode  # host vs device per step
     python benchmarks/bench_inference.py --tiny --device cpu        # smoke run on a tiny config
 """
 
@@ -390,6 +391,43 @@ def profile_prefill(args: argparse.Namespace) -> None:
             print(profiler.key_averages().table(sort_by=sort_key, row_limit=18, max_name_column_width=50))
 
 
+def profile_decode(args: argparse.Namespace) -> None:
+    """Where a batch-1 static-cache decoding step spends its time, OccVLA beside PaliGemma: wall time and device
+    (kernel) time per step, from `--repeats` calls of `generate` of 1 + DECODE_STEPS tokens against 1 under the
+    profiler, so that the prefill cancels out. A step whose wall time exceeds its device time waits on the host (`generate`'s own work
+    between the compiled steps); the table after each lists the host ops of the long run."""
+    device = torch.device(args.device)
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
+    occvla, paligemma = build_models(args.tiny, 6, dtype, device)
+    ours = make_inputs(occvla, 1, dtype, device)
+    base = paligemma_inputs(ours, occvla.config.image_token_id, occvla.config.traj_token_id)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    rows = []
+    with torch.inference_mode():
+        for name, model, inputs in (("OccVLA", occvla, ours), ("PaliGemma", paligemma, base)):
+            totals = {}
+            for tokens in (1 + DECODE_STEPS, 1):
+                generate = _generate(model, inputs, tokens, **STATIC_CACHE)
+                for _ in range(max(args.warmup, 1)):
+                    generate()
+                synchronize(device)
+                with torch.profiler.profile(activities=activities) as profiler:
+                    wall_ms = sum(call_times_ms([generate], repeats=args.repeats, device=device)[0])
+                events = profiler.key_averages()
+                device_ms = sum(event.self_device_time_total for event in events) / 1000
+                totals[tokens] = (wall_ms / args.repeats, device_ms / args.repeats)
+                if tokens > 1:
+                    print(f"## {name}: host ops of {args.repeats} generate({tokens} tokens) calls, static cache")
+                    print(events.table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=50))
+            (long_wall, long_device), (short_wall, short_device) = totals[1 + DECODE_STEPS], totals[1]
+            rows.append((name, (long_wall - short_wall) / DECODE_STEPS, (long_device - short_device) / DECODE_STEPS))
+    print("| decoding step, batch 1, static cache | wall ms | device ms | wall - device ms |\n|---|---|---|---|")
+    for name, wall, busy in rows:
+        print(f"| {name} | {wall:.2f} | {busy:.2f} | {wall - busy:.2f} |")
+
+
 def profile_masks(args: argparse.Namespace) -> None:
     """Host time of one decoding step's attention masks (`create_masks_for_generate`: the full and sliding-window
     masks of Gemma-2 layers, built outside the compiled step) with eager and with flex attention in the LM, on a
@@ -437,6 +475,9 @@ def main() -> None:
         "--profile-prefill", action="store_true", help="kernel tables of the batch-1 prefills, then exit"
     )
     parser.add_argument(
+        "--profile-decode", action="store_true", help="wall vs device time of a static-cache decoding step, then exit"
+    )
+    parser.add_argument(
         "--profile-masks", action="store_true", help="host time of a decoding step's masks, eager vs flex, then exit"
     )
     parser.add_argument("--fast", action="store_true", help="the real-time planning path's rows instead")
@@ -454,6 +495,9 @@ def main() -> None:
     )
     if args.profile_prefill:
         profile_prefill(args)
+        return
+    if args.profile_decode:
+        profile_decode(args)
         return
     if args.profile_masks:
         profile_masks(args)
