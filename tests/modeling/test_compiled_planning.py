@@ -10,9 +10,10 @@ import torch
 from torch.nn.attention.flex_attention import flex_attention
 from transformers import CompileConfig, StaticCache
 from transformers.integrations.flex_attention import WrappedFlexAttention
+from transformers.masking_utils import create_masks_for_generate
 
 from occvla_hf.modeling import OccVLAForPlanning
-from occvla_hf.modeling.modeling_occvla import mask_cache
+from occvla_hf.modeling.modeling_occvla import flex_decoding_masks, mask_cache
 from tests.conftest import (
     TINY_GRID,
     TINY_TEXT_CONFIG,
@@ -137,18 +138,20 @@ def test_gemma2_static_cache_plan_equals_the_dynamic_cache_plan() -> None:
     torch.testing.assert_close(static.trajectory, dynamic.trajectory, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("text", ["gemma", "gemma_after_text", "gemma2"])
+@pytest.mark.parametrize("text", ["gemma", "gemma_after_text", "gemma2", "gemma2_window_over_the_cache"])
 def test_flex_attention_with_a_static_cache_equals_eager_attention(monkeypatch, text: str) -> None:
     # A static cache's full-attention layer grows its length tensor in place in its update, before attention runs,
     # and flex attention's block mask reads its query offset then (`mask_cache`): without a snapshot every decoding
-    # query sat one slot further on (an index error at the end of the cache, wrong masks before it).
+    # query sat one slot further on (an index error at the end of the cache, wrong masks before it). The decoding
+    # steps' masks come from `flex_decoding_masks`, except where a sliding window drops slots ("gemma2": 8 tokens).
     monkeypatch.setattr(WrappedFlexAttention, "__call__", lambda self: flex_attention)  # as in the test above
-    if text == "gemma2":
-        model = gemma2_model()
+    if text.startswith("gemma2"):
+        model = gemma2_model(**({"sliding_window": 4096} if text == "gemma2_window_over_the_cache" else {}))
         batch = make_batch(model.config, text_length=10)
     else:
         model = layout_model("after_text" if text == "gemma_after_text" else "prompt")
         batch = layout_batch(model)
+    batch["attention_mask"][1, :3] = 0  # left padding
     outputs, plans = {}, {}
     for implementation, cache in (("eager", None), ("flex_attention", "static")):
         model.set_attn_implementation({"text_config": implementation, "vision_config": "sdpa"})
@@ -162,6 +165,40 @@ def test_flex_attention_with_a_static_cache_equals_eager_attention(monkeypatch, 
     for step, (flex_logits, eager_logits) in enumerate(zip(flex.logits, eager.logits, strict=True)):
         torch.testing.assert_close(flex_logits, eager_logits, rtol=0, atol=1e-5, msg=f"step {step}")
     torch.testing.assert_close(plans["flex_attention"].trajectory, plans["eager"].trajectory, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("sliding_window", [4096, 8])
+def test_flex_decoding_masks_attend_like_the_masks_of_transformers(monkeypatch, sliding_window: int) -> None:
+    monkeypatch.setattr(WrappedFlexAttention, "__call__", lambda self: flex_attention)  # as in the tests above
+    model = gemma2_model(sliding_window=sliding_window)
+    model.set_attn_implementation({"text_config": "flex_attention", "vision_config": "sdpa"})
+    batch = make_batch(model.config, text_length=10)
+    batch["attention_mask"][1, :3] = 0  # left padding
+    step = static_decode_step_kwargs(model, batch)  # its masks are prepared: the 2D mask is the prompt's and one token
+    attention_mask = torch.cat([batch["attention_mask"], torch.ones(2, 1, dtype=torch.long)], dim=1)
+    text_config = model.config.get_text_config()
+    ours = flex_decoding_masks(text_config, 2, attention_mask, step["cache"])
+    if sliding_window == 8:  # the sliding layers' cache (8 slots) has dropped slots of the prompt
+        assert ours is None
+        return
+    inputs_embeds = torch.zeros(2, 1, text_config.hidden_size)
+    theirs = create_masks_for_generate(
+        text_config, inputs_embeds, attention_mask, mask_cache(step["cache"], text_config), step["position_ids"]
+    )
+    assert ours.keys() == theirs.keys() == {"full_attention", "sliding_attention"}
+    generator = torch.Generator().manual_seed(0)
+    for layer_type, mask in ours.items():
+        length = mask.seq_lengths[1]
+        assert theirs[layer_type].seq_lengths == (1, length)
+        query = torch.randn(2, 2, 1, 16, generator=generator)
+        key, value = (torch.randn(2, 2, length, 16, generator=generator) for _ in range(2))
+        torch.testing.assert_close(
+            flex_attention(query, key, value, block_mask=mask),
+            flex_attention(query, key, value, block_mask=theirs[layer_type]),
+            rtol=0,
+            atol=1e-6,
+            msg=layer_type,
+        )
 
 
 def test_mask_cache_snapshots_the_length_of_static_layers_for_flex_attention() -> None:
