@@ -9,7 +9,8 @@
 #   bash benchmarks/ablation_scale_device.sh start [WAIT_S]   # install, launch the pipeline (setsid), wait WAIT_S
 #   bash benchmarks/ablation_scale_device.sh wait [WAIT_S]    # wait until it ends or WAIT_S pass
 # Each call copies the pipeline's log and every result so far to $OUT (results.tar.gz: per-run JSON reports, training
-# logs, the VAE's reconstruction metrics), so a run's report comes back with the first call after it is made.
+# logs, the VAE's reconstruction metrics) every 30 s and at its end, so a run's report comes back with the first call
+# after it is made, even with a call that the device's time limit cuts off.
 # The pipeline: sim data (the `scale` preset's first TRAIN_SCENES scenes and the `scale_heldout` scenes), the build,
 # stage 1 (configs/scale_vae.yaml, VAE_STEPS steps), the latent cache, then `ablation_scale run` of VARIANTS x SEEDS
 # (the first run also caches the resized training views for all, the first evaluation the held-out views),
@@ -94,11 +95,10 @@ pipeline() {
   touch $WORK/runs/done
 }
 
-collect() {
+collect() {  # to $OUT: the pipeline's log and every result so far (results.tar.gz written whole, then renamed)
   grep -v -E "$quiet" "$log" > "$OUT/pipeline.log" 2>/dev/null
-  tar czf "$OUT/results.tar.gz" -C $WORK/runs results 2>/dev/null
+  tar czf "$OUT/results.part" -C $WORK/runs results 2>/dev/null && mv "$OUT/results.part" "$OUT/results.tar.gz"
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader > "$OUT/gpu.txt" 2>&1
-  ls -la "$OUT"
 }
 
 case "$phase" in
@@ -119,7 +119,14 @@ case "$phase" in
     exit 2
     ;;
 esac
-deadline=$((SECONDS + wait_s))
-while [ ! -f $WORK/runs/done ] && [ "$SECONDS" -lt "$deadline" ]; do sleep 5; done
+deadline=$((SECONDS + wait_s)) next_collect=$((SECONDS + 30))
+while [ ! -f $WORK/runs/done ] && [ "$SECONDS" -lt "$deadline" ]; do
+  sleep 5
+  if [ "$SECONDS" -ge "$next_collect" ]; then  # a call cut off by the device's time limit still brings the results
+    collect
+    next_collect=$((SECONDS + 30))
+  fi
+done
 collect
+ls -la "$OUT"
 tail -n 25 "$OUT/pipeline.log"

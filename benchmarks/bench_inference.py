@@ -17,7 +17,7 @@ gemma2).
 
     python benchmarks/bench_inference.py --device cuda --dtype bf16
     python benchmarks/bench_inference.py --device cuda --dtype bf16 --fast
-    python benchmarks/bench_inference.py --device cuda --dtype bf16 --profile-masks   # host cost of flex masks
+    python benchmarks/bench_inference.py --device cuda --dtype bf16 --profile-masks   # host cost of the masks
     python benchmarks/bench_inference.py --device cuda --dtype bf16 --profile-decode  # host vs device per step
     python benchmarks/bench_inference.py --tiny --device cpu        # smoke run on a tiny config
 """
@@ -33,9 +33,11 @@ from dataclasses import dataclass
 import torch
 import transformers
 from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration, PreTrainedModel, StaticCache
+from transformers.masking_utils import create_masks_for_generate
 
 from occvla_hf.evaluation.timing import call_times_ms, synchronize
 from occvla_hf.modeling import OccVLAConfig, OccVLAForPlanning
+from occvla_hf.modeling.modeling_occvla import mask_cache
 
 GENERATE_TOKENS = 32
 META_ACTION_TOKENS = 8  # "decelerate, left lane change" and an end token, in a Gemma-sized vocabulary
@@ -435,34 +437,47 @@ def profile_decode(args: argparse.Namespace) -> None:
 
 
 def profile_masks(args: argparse.Namespace) -> None:
-    """Host time of one decoding step's attention masks (`create_masks_for_generate`: the full and sliding-window
-    masks of Gemma-2 layers, built outside the compiled step) with eager and with flex attention in the LM, on a
-    static cache after a 6-view prefill. The masks are built from the same inputs `generate` gives them."""
+    """Host time of one decoding step's attention masks, built outside the compiled step: OccVLA's
+    (`create_masks_for_generate`, which builds a decoding step's masks from the query's slot, `decoding_masks`)
+    against transformers' mask functions on the same inputs (what OccVLA and PaliGemma ran before), timed
+    alternately. Gemma-2 layers (a full and a sliding-window mask) with eager and with flex attention in the LM, and
+    Gemma layers with SDPA; a static cache after a 6-view prefill, the inputs `generate` gives a decoding step."""
     device = torch.device(args.device)
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
     timer = Timer(device, args.warmup, args.repeats)
-    model = build_occvla(occvla_config(args.tiny, 6, gemma2=True), dtype, device)
-    inputs = make_inputs(model, 1, dtype, device)
-    length = inputs["input_ids"].shape[1]
-    cache = StaticCache(config=model.config.get_text_config(decoder=True), max_cache_len=length + 1 + DECODE_STEPS)
-    with torch.inference_mode():
-        model(**inputs, cache=cache, use_cache=True, logits_to_keep=1)  # the prefill fills the cache
-        step = {
-            "inputs_embeds": model.get_input_embeddings()(inputs["input_ids"][:, -1:]),
-            "attention_mask": torch.ones(1, length + 1, dtype=torch.long, device=device),
-            "cache": cache,
-            "position_ids": torch.full((1, 1), length + 1, device=device),  # 1-indexed, as PaliGemma
-            "token_type_ids": torch.ones(1, length + 1, dtype=torch.long, device=device),
-        }
-        medians = {}
-        for implementation in ("eager", "flex_attention"):
-            model.set_attn_implementation(lm_attention(implementation))
-            medians[implementation] = timer(lambda: model.create_masks_for_generate(config=model.config, **step))
-    print("| masks of one decoding step | eager ms | flex attention ms | ratio |\n|---|---|---|---|")
-    eager, flex = medians["eager"], medians["flex_attention"]
-    print(
-        f"| create_masks_for_generate, batch 1, {length + 1} positions | {eager:.3f} | {flex:.3f} | {flex / eager:.2f} |"
-    )
+    print("| masks of one decoding step | positions | OccVLA ms | transformers ms | ratio |\n|---|---|---|---|---|")
+    for layers, gemma2, implementations in (
+        ("Gemma-2", True, ("eager", "flex_attention")),
+        ("Gemma", False, ("sdpa",)),
+    ):
+        model = build_occvla(occvla_config(args.tiny, 6, gemma2=gemma2), dtype, device)
+        inputs = make_inputs(model, 1, dtype, device)
+        length = inputs["input_ids"].shape[1]
+        text_config = model.config.get_text_config(decoder=True)
+        cache = StaticCache(config=text_config, max_cache_len=length + 1 + DECODE_STEPS)
+        with torch.inference_mode():
+            model(**inputs, cache=cache, use_cache=True, logits_to_keep=1)  # the prefill fills the cache
+            step = {
+                "inputs_embeds": model.get_input_embeddings()(inputs["input_ids"][:, -1:]),
+                "attention_mask": torch.ones(1, length + 1, dtype=torch.long, device=device),
+                "position_ids": torch.full((1, 1), length + 1, device=device),  # 1-indexed, as PaliGemma
+            }
+            block_ids = torch.full((1, length + 1), -1, device=device)  # from token_type_ids 1: no prefix block
+            for implementation in implementations:
+                model.set_attn_implementation(lm_attention(implementation))
+                ours_ms, theirs_ms = timer.pair(
+                    lambda: model.create_masks_for_generate(
+                        model.config, **step, cache=cache, token_type_ids=torch.ones_like(block_ids)
+                    ),
+                    lambda: create_masks_for_generate(
+                        text_config, **step, cache=mask_cache(cache, text_config), block_sequence_ids=block_ids
+                    ),
+                )
+                print(
+                    f"| {layers} layers, {implementation}, batch 1 | {length + 1} | {ours_ms:.3f} | {theirs_ms:.3f} | "
+                    f"{ours_ms / theirs_ms:.2f} |"
+                )
+        model = None  # room for the next model
 
 
 def _row(name: str, views: int, batch: int, ours_ms: float, other_ms: float, tokens: int | None = None):
@@ -484,7 +499,9 @@ def main() -> None:
         "--profile-decode", action="store_true", help="wall vs device time of a static-cache decoding step, then exit"
     )
     parser.add_argument(
-        "--profile-masks", action="store_true", help="host time of a decoding step's masks, eager vs flex, then exit"
+        "--profile-masks",
+        action="store_true",
+        help="host time of a decoding step's masks against transformers', then exit",
     )
     parser.add_argument("--fast", action="store_true", help="the real-time planning path's rows instead")
     parser.add_argument(

@@ -46,12 +46,24 @@ def test_bench_inference_fast_path_tiny_prints_every_row(monkeypatch, capsys) ->
     assert all(math.isfinite(float(row[2])) and math.isfinite(float(row[4])) for row in cells[:4])
 
 
-def test_bench_inference_profile_masks_times_both_attention_kernels(monkeypatch, capsys) -> None:
+def test_bench_inference_profile_masks_times_ours_against_transformers(monkeypatch, capsys) -> None:
     argv = ["--tiny", "--profile-masks", "--device", "cpu", "--dtype", "fp32", "--warmup", "0", "--repeats", "1"]
     rows = run_main(bench_inference, argv, monkeypatch, capsys)
-    cells = [cell.strip() for cell in rows[-1].strip("|").split("|")]
-    assert cells[0] == "create_masks_for_generate, batch 1, 121 positions"
-    assert all(math.isfinite(float(value)) and float(value) > 0 for value in cells[1:])
+    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[1:]]
+    assert [row[:2] for row in cells] == [
+        ["Gemma-2 layers, eager, batch 1", "121"], ["Gemma-2 layers, flex_attention, batch 1", "121"],
+        ["Gemma layers, sdpa, batch 1", "121"],
+    ]  # fmt: skip
+    assert all(math.isfinite(float(value)) and float(value) > 0 for row in cells for value in row[2:4])
+    assert all(math.isfinite(float(row[4])) for row in cells)  # a ratio, 0.00 where a first call compiles
+
+
+def test_bench_inference_profile_decode_prints_both_models(monkeypatch, capsys) -> None:
+    argv = ["--tiny", "--profile-decode", "--device", "cpu", "--dtype", "fp32", "--warmup", "0", "--repeats", "1"]
+    rows = run_main(bench_inference, argv, monkeypatch, capsys)
+    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[1:]]
+    assert [row[0] for row in cells] == ["OccVLA", "PaliGemma"]
+    assert all(math.isfinite(float(row[1])) and row[2] == "nan" for row in cells)  # GPU span: CUDA only
 
 
 def test_bench_inference_fast_rows_picks_groups(monkeypatch, capsys) -> None:

@@ -329,21 +329,29 @@ def mask_cache(cache: Cache | None, config: PreTrainedConfig) -> Cache | None:
     return view
 
 
-def flex_decoding_masks(
-    config: PreTrainedConfig, batch: int, attention_mask: torch.Tensor | None, cache: Cache
-) -> BlockMask | dict[str, BlockMask] | None:
-    """Flex-attention masks of one decoding step (one query per sample) on a static cache; None once a sliding-window
-    layer drops slots.
+DECODING_MASK_IMPLEMENTATIONS = ("eager", "sdpa", "flex_attention")  # the attention masks `decoding_masks` builds
 
-    transformers builds a decoding step's `BlockMask` with `create_block_mask`, which evaluates the mask function
-    over the whole (query block x cache) grid on every step: 8.3 ms of host time per step at the PaliGemma-2 shape on
-    an H200, more than the step itself. A decoding query at cache slot p sees the slots up to p that the padding mask
-    keeps: a run of whole cache blocks from the first, counted from p in one device op, with the mask function
-    checking slot by slot. A sliding-window layer whose cache has not dropped a slot (its mask offset is 0) holds its
-    slots in order too, and p lies within the window of all of them, so its mask is the same on its own length.
-    The layout of `create_masks_for_generate`: one mask per layer type when the config has `layer_types`.
-    `attention_mask` (batch, cached + 1 tokens) covers every slot written so far.
+
+def decoding_masks(
+    config: PreTrainedConfig, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, cache: Cache
+) -> Any | None:
+    """The attention masks of one decoding step (one query per sample) on a static cache, in the layout of
+    `create_masks_for_generate` (one mask per layer type when the config has `layer_types`); None for an attention
+    implementation outside DECODING_MASK_IMPLEMENTATIONS, and once a sliding-window layer has dropped slots.
+
+    transformers builds each step's masks with its general mask machinery, on the host: 0.9 ms per step for eager
+    attention and 8.3 ms for flex attention (a `create_block_mask` over the whole grid) at the PaliGemma-2 shape on an
+    H200, against a step of about 5 ms. A decoding query at cache slot p sees the slots up to p that the padding mask
+    keeps, nothing else: the prefix and `<traj>` are in the cache, occupancy queries are training-only. A
+    sliding-window layer whose cache has not dropped a slot (its mask offset is 0) holds its slots in order too, with
+    p within the window of all of them. So each mask is one comparison with p on the device: a boolean (batch, 1, 1,
+    slots) mask for SDPA, 0 / the dtype's minimum for eager attention, and for flex attention a `BlockMask` of the
+    whole blocks up to p's. `attention_mask` (batch, cached + 1 tokens) covers every slot written so far.
     """
+    implementation = config._attn_implementation
+    if implementation not in DECODING_MASK_IMPLEMENTATIONS:
+        return None
+    batch, device = inputs_embeds.shape[0], inputs_embeds.device
     layer_types = getattr(config, "layer_types", None)
     masks = {}
     for layer_type in dict.fromkeys(layer_types or ["full_attention"]):
@@ -351,27 +359,34 @@ def flex_decoding_masks(
         kv_length, kv_offset = cache.get_mask_sizes(1, layer_idx)
         if kv_offset != 0:
             return None
-        query = cache.get_query_offset(layer_idx)  # the slot this step writes (a full layer's is a device tensor)
-        masks[layer_type] = _decoding_block_mask(batch, query, kv_length, attention_mask)
+        # The slot this step writes (a full layer keeps it in a device tensor, which its update moves: a copy).
+        query = torch.as_tensor(cache.get_query_offset(layer_idx), device=device).clone()
+        seen = torch.arange(kv_length, device=device) <= query  # (slots,)
+        if attention_mask is not None:
+            seen = seen & F.pad(
+                attention_mask.to(device=device, dtype=torch.bool), (0, kv_length - attention_mask.shape[1])
+            )
+        seen = seen.expand(batch, kv_length)  # (batch, slots)
+        if implementation == "flex_attention":
+            masks[layer_type] = _decoding_block_mask(query, seen)
+        elif implementation == "sdpa":
+            masks[layer_type] = seen[:, None, None, :]
+        else:
+            zero = torch.zeros((), device=device, dtype=inputs_embeds.dtype)
+            masks[layer_type] = torch.where(seen[:, None, None, :], zero, torch.finfo(inputs_embeds.dtype).min)
     return masks if layer_types else masks["full_attention"]
 
 
-def _decoding_block_mask(
-    batch: int, query: torch.Tensor | int, kv_length: int, attention_mask: torch.Tensor | None
-) -> BlockMask:
-    """The `BlockMask` of one query per sample at cache slot `query` over `kv_length` slots (`flex_decoding_masks`)."""
-    device = attention_mask.device if attention_mask is not None else getattr(query, "device", None)
-    query = torch.as_tensor(query, device=device).clone()  # a copy: the layer's update moves its own length
-    if attention_mask is None:
-        keep = torch.ones(batch, kv_length, dtype=torch.bool, device=device)
-    else:
-        keep = F.pad(attention_mask.bool(), (0, kv_length - attention_mask.shape[1]))  # (batch, kv_length)
+def _decoding_block_mask(query: torch.Tensor, seen: torch.Tensor) -> BlockMask:
+    """The flex-attention `BlockMask` of one query per sample at cache slot `query` that sees the slots `seen`
+    (batch, slots) marks: the whole blocks up to `query`'s, the mask function checking slot by slot."""
+    batch, kv_length = seen.shape
     num_blocks = -(-kv_length // FLEX_BLOCK_SIZE)
     count = (query // FLEX_BLOCK_SIZE + 1).to(torch.int32).expand(batch, 1, 1)  # (batch, heads, query blocks)
-    indices = torch.arange(num_blocks, dtype=torch.int32, device=device).expand(batch, 1, 1, num_blocks)
+    indices = torch.arange(num_blocks, dtype=torch.int32, device=seen.device).expand(batch, 1, 1, num_blocks)
 
     def mask_mod(batch_idx: torch.Tensor, head_idx: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor):
-        return (kv_idx <= query) & keep[batch_idx, kv_idx]
+        return seen[batch_idx, kv_idx]
 
     return BlockMask.from_kv_blocks(
         count.contiguous(),
@@ -1050,19 +1065,13 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         token_type_ids: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Masks for compiled (static-cache) generation: the bidirectional prefix as in the eager forward; with
-        flex attention, a decoding step's masks straight from their blocks (`flex_decoding_masks`)."""
+        """Masks for compiled (static-cache) generation: the bidirectional prefix as in the eager forward; a
+        decoding step's masks from the query's slot alone (`decoding_masks`) where they apply."""
         text_config = config.get_text_config()
-        if (
-            text_config._attn_implementation == "flex_attention"
-            and inputs_embeds.shape[1] == 1
-            and cache is not None
-            and cache.is_compileable
-            and cache.is_initialized
-        ):
-            masks = flex_decoding_masks(text_config, inputs_embeds.shape[0], attention_mask, cache)
-            if masks is not None:
-                return masks
+        decoding = inputs_embeds.shape[1] == 1 and cache is not None and cache.is_compileable and cache.is_initialized
+        masks = decoding_masks(text_config, inputs_embeds, attention_mask, cache) if decoding else None
+        if masks is not None:
+            return masks
         block_ids = None if token_type_ids is None else torch.where(token_type_ids == 0, 0, -1)
         return create_masks_for_generate(
             config=text_config,

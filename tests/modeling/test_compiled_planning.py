@@ -13,7 +13,7 @@ from transformers.integrations.flex_attention import WrappedFlexAttention
 from transformers.masking_utils import create_masks_for_generate
 
 from occvla_hf.modeling import OccVLAForPlanning
-from occvla_hf.modeling.modeling_occvla import flex_decoding_masks, mask_cache
+from occvla_hf.modeling.modeling_occvla import decoding_masks, mask_cache
 from tests.conftest import (
     TINY_GRID,
     TINY_TEXT_CONFIG,
@@ -143,7 +143,7 @@ def test_flex_attention_with_a_static_cache_equals_eager_attention(monkeypatch, 
     # A static cache's full-attention layer grows its length tensor in place in its update, before attention runs,
     # and flex attention's block mask reads its query offset then (`mask_cache`): without a snapshot every decoding
     # query sat one slot further on (an index error at the end of the cache, wrong masks before it). The decoding
-    # steps' masks come from `flex_decoding_masks`, except where a sliding window drops slots ("gemma2": 8 tokens).
+    # steps' masks come from `decoding_masks`, except where a sliding window drops slots ("gemma2": 8 tokens).
     monkeypatch.setattr(WrappedFlexAttention, "__call__", lambda self: flex_attention)  # as in the test above
     if text.startswith("gemma2"):
         model = gemma2_model(**({"sliding_window": 4096} if text == "gemma2_window_over_the_cache" else {}))
@@ -167,38 +167,67 @@ def test_flex_attention_with_a_static_cache_equals_eager_attention(monkeypatch, 
     torch.testing.assert_close(plans["flex_attention"].trajectory, plans["eager"].trajectory, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("sliding_window", [4096, 8])
-def test_flex_decoding_masks_attend_like_the_masks_of_transformers(monkeypatch, sliding_window: int) -> None:
+@pytest.mark.parametrize(
+    ("implementation", "text"),
+    [(implementation, "gemma") for implementation in ("eager", "sdpa", "flex_attention")]
+    + [  # transformers has no SDPA for Gemma-2 (soft-capping)
+        (implementation, text)
+        for implementation in ("eager", "flex_attention")
+        for text in ("gemma2_window_over_the_cache", "gemma2")
+    ],
+)
+def test_decoding_masks_equal_the_masks_of_transformers(monkeypatch, implementation: str, text: str) -> None:
+    # Every decoding step of a static-cache `generate`, left padding included: the masks `create_masks_for_generate`
+    # returns (from `decoding_masks`) against transformers' masks from the same inputs. Dense masks must be equal;
+    # flex attention's block masks must attend alike. "gemma2": a window of 8 tokens, the sliding layers' cache has
+    # dropped slots and transformers' masks are used.
     monkeypatch.setattr(WrappedFlexAttention, "__call__", lambda self: flex_attention)  # as in the tests above
-    model = gemma2_model(sliding_window=sliding_window)
-    model.set_attn_implementation({"text_config": "flex_attention", "vision_config": "sdpa"})
+    if text == "gemma":
+        model = layout_model("prompt")
+    else:
+        model = gemma2_model(**({"sliding_window": 4096} if text == "gemma2_window_over_the_cache" else {}))
+    model.set_attn_implementation({"text_config": implementation, "vision_config": "sdpa"})
     batch = make_batch(model.config, text_length=10)
     batch["attention_mask"][1, :3] = 0  # left padding
-    step = static_decode_step_kwargs(model, batch)  # its masks are prepared: the 2D mask is the prompt's and one token
-    attention_mask = torch.cat([batch["attention_mask"], torch.ones(2, 1, dtype=torch.long)], dim=1)
     text_config = model.config.get_text_config()
-    ours = flex_decoding_masks(text_config, 2, attention_mask, step["cache"])
-    if sliding_window == 8:  # the sliding layers' cache (8 slots) has dropped slots of the prompt
-        assert ours is None
-        return
-    inputs_embeds = torch.zeros(2, 1, text_config.hidden_size)
-    theirs = create_masks_for_generate(
-        text_config, inputs_embeds, attention_mask, mask_cache(step["cache"], text_config), step["position_ids"]
-    )
-    assert ours.keys() == theirs.keys() == {"full_attention", "sliding_attention"}
+    original = OccVLAForPlanning.create_masks_for_generate
+    steps: list[tuple] = []
+
+    def compared(config, inputs_embeds, attention_mask, cache, position_ids, token_type_ids=None, **kwargs):
+        ours = original(config, inputs_embeds, attention_mask, cache, position_ids, token_type_ids, **kwargs)
+        if inputs_embeds.shape[1] == 1:
+            theirs = create_masks_for_generate(
+                text_config, inputs_embeds, attention_mask, mask_cache(cache, text_config), position_ids,
+                block_sequence_ids=torch.where(token_type_ids == 0, 0, -1),
+            )  # fmt: skip
+            window_covers = decoding_masks(text_config, inputs_embeds, attention_mask, cache) is not None
+            steps.append((ours, theirs, window_covers))
+        return ours
+
+    monkeypatch.setattr(OccVLAForPlanning, "create_masks_for_generate", staticmethod(compared))
+    with torch.no_grad():
+        model.generate(**batch, max_new_tokens=4, min_new_tokens=4, do_sample=False, cache_implementation="static")
+    assert len(steps) == 3 and all(covers == (text != "gemma2") for *_, covers in steps)
     generator = torch.Generator().manual_seed(0)
-    for layer_type, mask in ours.items():
-        length = mask.seq_lengths[1]
-        assert theirs[layer_type].seq_lengths == (1, length)
-        query = torch.randn(2, 2, 1, 16, generator=generator)
-        key, value = (torch.randn(2, 2, length, 16, generator=generator) for _ in range(2))
-        torch.testing.assert_close(
-            flex_attention(query, key, value, block_mask=mask),
-            flex_attention(query, key, value, block_mask=theirs[layer_type]),
-            rtol=0,
-            atol=1e-6,
-            msg=layer_type,
-        )
+    for ours, theirs, _ in steps:
+        if text == "gemma":
+            ours, theirs = {"full_attention": ours}, {"full_attention": theirs}
+        assert ours.keys() == theirs.keys()
+        for layer_type, mask in ours.items():
+            if implementation != "flex_attention":
+                assert mask.dtype == theirs[layer_type].dtype and torch.equal(mask, theirs[layer_type]), layer_type
+                continue
+            length = mask.seq_lengths[1]
+            assert theirs[layer_type].seq_lengths == (1, length)
+            query = torch.randn(2, 2, 1, 16, generator=generator)
+            key, value = (torch.randn(2, 2, length, 16, generator=generator) for _ in range(2))
+            torch.testing.assert_close(
+                flex_attention(query, key, value, block_mask=mask),
+                flex_attention(query, key, value, block_mask=theirs[layer_type]),
+                rtol=0,
+                atol=1e-6,
+                msg=layer_type,
+            )
 
 
 def test_mask_cache_snapshots_the_length_of_static_layers_for_flex_attention() -> None:
