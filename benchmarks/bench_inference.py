@@ -462,12 +462,13 @@ def profile_masks(args: argparse.Namespace) -> None:
                 "attention_mask": torch.ones(1, length + 1, dtype=torch.long, device=device),
                 "position_ids": torch.full((1, 1), length + 1, device=device),  # 1-indexed, as PaliGemma
             }
-            block_ids = torch.full((1, length + 1), -1, device=device)  # from token_type_ids 1: no prefix block
+            token_type_ids = torch.ones(1, length + 1, dtype=torch.long, device=device)
+            block_ids = torch.where(token_type_ids == 0, 0, -1)  # as OccVLA's masks before: no prefix block here
             for implementation in implementations:
                 model.set_attn_implementation(lm_attention(implementation))
                 ours_ms, theirs_ms = timer.pair(
                     lambda: model.create_masks_for_generate(
-                        model.config, **step, cache=cache, token_type_ids=torch.ones_like(block_ids)
+                        model.config, **step, cache=cache, token_type_ids=token_type_ids
                     ),
                     lambda: create_masks_for_generate(
                         text_config, **step, cache=mask_cache(cache, text_config), block_sequence_ids=block_ids

@@ -17,7 +17,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.attention.flex_attention import _DEFAULT_SPARSE_BLOCK_SIZE as FLEX_BLOCK_SIZE
 from torch.nn.attention.flex_attention import BlockMask
 from transformers import AutoModel, GenerationMixin, PreTrainedConfig, PreTrainedModel
 from transformers.cache_utils import Cache
@@ -330,6 +329,7 @@ def mask_cache(cache: Cache | None, config: PreTrainedConfig) -> Cache | None:
 
 
 DECODING_MASK_IMPLEMENTATIONS = ("eager", "sdpa", "flex_attention")  # the attention masks `decoding_masks` builds
+FLEX_BLOCK_SIZE = 128  # slots per block of a decoding step's flex-attention `BlockMask` (flex attention's default)
 
 
 def decoding_masks(
@@ -1068,7 +1068,13 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
         """Masks for compiled (static-cache) generation: the bidirectional prefix as in the eager forward; a
         decoding step's masks from the query's slot alone (`decoding_masks`) where they apply."""
         text_config = config.get_text_config()
-        decoding = inputs_embeds.shape[1] == 1 and cache is not None and cache.is_compileable and cache.is_initialized
+        decoding = (
+            inputs_embeds.shape[1] == 1
+            and cache is not None
+            and cache.is_compileable
+            and cache.is_initialized
+            and (attention_mask is None or attention_mask.ndim == 2)  # a prepared mask goes through as it is
+        )
         masks = decoding_masks(text_config, inputs_embeds, attention_mask, cache) if decoding else None
         if masks is not None:
             return masks
