@@ -230,6 +230,16 @@ def test_decoding_masks_equal_the_masks_of_transformers(monkeypatch, implementat
             )
 
 
+def test_a_prepared_decoding_mask_goes_through_as_it_is() -> None:
+    model = layout_model("prompt")
+    step = static_decode_step_kwargs(model, layout_batch(model))
+    prepared = step["attention_mask"]  # the 4D mask `generate` prepared for this step
+    assert isinstance(prepared, torch.Tensor) and prepared.ndim == 4
+    embeds = torch.zeros(2, 1, model.config.text_config.hidden_size)
+    masks = model.create_masks_for_generate(model.config, embeds, prepared, step["cache"], step["position_ids"])
+    assert masks is prepared
+
+
 def test_mask_cache_snapshots_the_length_of_static_layers_for_flex_attention() -> None:
     model = layout_model("prompt")
     step = static_decode_step_kwargs(model, layout_batch(model))
