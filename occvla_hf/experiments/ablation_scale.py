@@ -304,9 +304,19 @@ def paired_difference_table(
 def _paired_seeds(
     runs: Mapping[str, Sequence[dict[str, Any]]], with_name: str, without_name: str
 ) -> tuple[list[int], dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
-    """The seeds that both variants of a pair ran, and each variant's runs by seed."""
-    with_runs = {r["seed"]: r for r in runs.get(with_name, ())}
-    without_runs = {r["seed"]: r for r in runs.get(without_name, ())}
+    """The seeds that both variants of a pair ran, and each variant's runs by seed; a pair compares one run per seed,
+    so two reports of one variant and seed (a rerun) are an error, not a silent choice."""
+    by_seed = []
+    for name in (with_name, without_name):
+        seeds = [r["seed"] for r in runs.get(name, ())]
+        reruns = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+        if reruns:
+            raise ValueError(
+                f"files: {name} has more than one report of seed(s) {reruns}; pairing by seed takes one run per seed "
+                "(pass one of them)"
+            )
+        by_seed.append({r["seed"]: r for r in runs.get(name, ())})
+    with_runs, without_runs = by_seed
     return sorted(set(with_runs) & set(without_runs)), with_runs, without_runs
 
 

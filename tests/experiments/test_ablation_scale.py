@@ -267,6 +267,14 @@ def test_paired_difference_table_compares_the_seeds_both_variants_ran() -> None:
     assert paired_difference_table({"occ": runs["occ"]}, VARIANTS) == []
 
 
+def test_paired_tables_refuse_two_runs_of_one_seed() -> None:
+    # A rerun of a seed (e.g. the same variant from two blocks) must not be paired by an arbitrary choice.
+    runs = {"occ": [_paired_report("occ", 1, 0.48, 62.0)],
+            "no_occ": [_paired_report("no_occ", 1, 0.66, 63.0), _paired_report("no_occ", 1, 0.49, 63.5)]}  # fmt: skip
+    with pytest.raises(ValueError, match=r"no_occ has more than one report of seed\(s\) \[1\]"):
+        paired_difference_table(runs, VARIANTS)
+
+
 def test_per_class_table_shows_a_class_absent_from_the_labels_as_a_dash() -> None:
     iou = {f"camera_iou_{name}": 0.25 for name in ablation_scale.OCCUPIED_CLASSES}
     iou["camera_iou_others"] = float("nan")  # no voxel of the class, predicted or true
