@@ -157,12 +157,11 @@ def constant_velocity_report(planning: Dataset, subsets: PlanningSubsets = PLANN
     """The `constant_velocity` report: the baseline on each planning subset of the held-out rows, with the velocity
     of the ego status, and under `HISTORY_CV_KEY` with that of the ego history's last step (the baseline of the
     planners without ego status)."""
+    selected = {key: select(planning) for key, select in subsets.items()}
     return {
         "variant": CV_VARIANT,
-        **{key: evaluate_constant_velocity(select(planning)) for key, select in subsets.items()},
-        HISTORY_CV_KEY: {
-            key: evaluate_constant_velocity(select(planning), source="ego_history") for key, select in subsets.items()
-        },
+        **{key: evaluate_constant_velocity(rows) for key, rows in selected.items()},
+        HISTORY_CV_KEY: {key: evaluate_constant_velocity(rows, source="ego_history") for key, rows in selected.items()},
     }
 
 

@@ -351,30 +351,41 @@ def decoding_masks(
     implementation = config._attn_implementation
     if implementation not in DECODING_MASK_IMPLEMENTATIONS:
         return None
-    batch, device = inputs_embeds.shape[0], inputs_embeds.device
     layer_types = getattr(config, "layer_types", None)
-    masks = {}
+    masks, by_length = {}, {}  # layer types with the same number of slots (a window over the cache) share a mask
     for layer_type in dict.fromkeys(layer_types or ["full_attention"]):
         layer_idx = layer_types.index(layer_type) if layer_types else 0
         kv_length, kv_offset = cache.get_mask_sizes(1, layer_idx)
         if kv_offset != 0:
             return None
-        # The slot this step writes (a full layer keeps it in a device tensor, which its update moves: a copy).
-        query = torch.as_tensor(cache.get_query_offset(layer_idx), device=device).clone()
-        seen = torch.arange(kv_length, device=device) <= query  # (slots,)
-        if attention_mask is not None:
-            seen = seen & F.pad(
-                attention_mask.to(device=device, dtype=torch.bool), (0, kv_length - attention_mask.shape[1])
-            )
-        seen = seen.expand(batch, kv_length)  # (batch, slots)
-        if implementation == "flex_attention":
-            masks[layer_type] = _decoding_block_mask(query, seen)
-        elif implementation == "sdpa":
-            masks[layer_type] = seen[:, None, None, :]
-        else:
-            zero = torch.zeros((), device=device, dtype=inputs_embeds.dtype)
-            masks[layer_type] = torch.where(seen[:, None, None, :], zero, torch.finfo(inputs_embeds.dtype).min)
+        if kv_length not in by_length:
+            query = cache.get_query_offset(layer_idx)
+            by_length[kv_length] = _decoding_mask(implementation, inputs_embeds, attention_mask, query, kv_length)
+        masks[layer_type] = by_length[kv_length]
     return masks if layer_types else masks["full_attention"]
+
+
+def _decoding_mask(
+    implementation: str,
+    inputs_embeds: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    query: torch.Tensor | int,
+    kv_length: int,
+) -> Any:
+    """One mask of `decoding_masks`: the query at cache slot `query` over `kv_length` slots, for `implementation`."""
+    batch, device, dtype = inputs_embeds.shape[0], inputs_embeds.device, inputs_embeds.dtype
+    # The slot this step writes (a full layer keeps it in a device tensor, which its update moves: a copy).
+    query = torch.as_tensor(query, device=device).clone()
+    seen = torch.arange(kv_length, device=device) <= query  # (slots,)
+    if attention_mask is not None:
+        padding = F.pad(attention_mask.to(device=device, dtype=torch.bool), (0, kv_length - attention_mask.shape[1]))
+        seen = seen & padding
+    seen = seen.expand(batch, kv_length)  # (batch, slots)
+    if implementation == "flex_attention":
+        return _decoding_block_mask(query, seen)
+    if implementation == "sdpa":
+        return seen[:, None, None, :]
+    return torch.where(seen[:, None, None, :], torch.zeros((), device=device, dtype=dtype), torch.finfo(dtype).min)
 
 
 def _decoding_block_mask(query: torch.Tensor, seen: torch.Tensor) -> BlockMask:
@@ -1072,7 +1083,7 @@ class OccVLAForPlanning(OccVLAPreTrainedModel, GenerationMixin):
             inputs_embeds.shape[1] == 1
             and cache is not None
             and cache.is_compileable
-            and cache.is_initialized
+            and not is_prefill(cache, pixel_values=None)
             and (attention_mask is None or attention_mask.ndim == 2)  # a prepared mask goes through as it is
         )
         masks = decoding_masks(text_config, inputs_embeds, attention_mask, cache) if decoding else None
